@@ -1,0 +1,3 @@
+from onager.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""The contract every backend meets; everything schedulers share lives outside it.
+
+A backend turns a launch directory (tasks, wrapper.sh, state/) into scheduler work
+and asks the scheduler about it. It knows nothing of sweeps, tags or jobfiles.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+from onager.errors import OnagerError
+from onager.tasklist import Tasklist
+
+
+@dataclass
+class LaunchInfo:
+    """What a backend needs to submit one launch."""
+
+    jobname: str
+    launch_id: str
+    launch_dir: str       # absolute
+    wrapper: str          # absolute path of wrapper.sh
+    tasklist: Tasklist    # the task ids of this launch
+    count: int
+    workdir: str          # where tasks run
+    options: Dict[str, Any] = field(default_factory=dict)
+    header: str = ""
+    footer: str = ""
+
+    @property
+    def logs_dir(self) -> str:
+        return self.launch_dir + "/logs"
+
+
+# scheduler states a query may report for a task; absent = not known to the scheduler
+QUEUED, STARTED, STUCK = "pending", "running", "error"
+
+
+class Backend:
+    name = ""
+    #: local-style backends run the tasks from this process unless detached
+    runs_in_foreground = False
+    #: config keys this backend reads besides its launch options (e.g. gridengine's `pe`)
+    config_keys: Sequence[str] = ()
+
+    def __init__(self, options: Optional[Dict[str, Any]] = None):
+        self.options: Dict[str, Any] = dict(options or {})
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Register this backend's own launch options (shared ones live in the CLI)."""
+
+    # ------------------------------------------------------------ submit
+    def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:
+        """The scheduler commands a launch runs, for --dry-run and golden tests."""
+        return []
+
+    def submit(self, launch: LaunchInfo) -> List[str]:
+        """Submit the launch; return scheduler job ids (none for local pools)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- query
+    def query(self, records: Sequence[Any]) -> Dict[str, Optional[Dict[int, str]]]:
+        """Scheduler states for many launches in as few scheduler calls as possible.
+
+        Returns record.key -> {task id: pending|running|error} for tasks the scheduler
+        still knows, or None when it could not be asked.
+        """
+        return {r.key: None for r in records}
+
+    # ------------------------------------------------------------ cancel
+    def cancel(self, record: Any, tasks: Tasklist, dry_run: bool = False) -> List[List[str]]:
+        """Cancel tasks of one launch; return the commands run (or that would run)."""
+        raise NotImplementedError
+
+    def cancel_job_commands(self, job_id: str, tasks: Optional[Tasklist]) -> List[List[str]]:
+        """0.1.3's `cancel --backend B --jobid J --tasklist L`, for jobs not in our index."""
+        raise OnagerError(f"the {self.name} backend cannot cancel by scheduler job id")
+
+
+def run(argv: Sequence[str], retries: int = 0, transient: Sequence[str] = (),
+        timeout: Optional[float] = 120) -> subprocess.CompletedProcess:
+    """Run a scheduler command; retry on transient errors; raise with its own message."""
+    delay = 1.0
+    for attempt in range(retries + 1):
+        try:
+            proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, timeout=timeout)
+        except FileNotFoundError:
+            raise OnagerError(f"{argv[0]} not found: is this a machine where {argv[0]} is installed?")
+        except subprocess.TimeoutExpired:
+            raise OnagerError(f"{argv[0]} did not answer within {timeout:.0f} s")
+        if proc.returncode == 0:
+            return proc
+        message = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}")
+        if attempt < retries and any(t in message for t in transient):
+            time.sleep(delay)
+            delay *= 2
+            continue
+        raise OnagerError(f"{shlex.join(argv[:1])} failed: {message.splitlines()[-1] if message else ''}"
+                          f" (command: {shlex.join(argv)})")
+    raise AssertionError("unreachable")

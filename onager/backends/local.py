@@ -1,0 +1,400 @@
+"""Local backend: a pool on this machine running wrapper.sh for each task.
+
+Blocks with a progress line by default (exit non-zero if a task failed); `--detach`
+runs the same pool in the background, in its own session, so it survives the
+terminal. Each task runs in its own process group, so Ctrl-C or `onager cancel`
+kills the whole tree of a task and nothing is left behind.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from onager.backends.base import Backend, LaunchInfo
+from onager.errors import OnagerError, UsageError
+from onager.state import mark, read_states
+from onager.tasklist import Tasklist
+
+CANCEL_FLAG = "cancel.requested"
+
+
+class _AllUnfinished(dict):
+    """Query answer for a live pool: every task it has not finished is still its own."""
+
+    def get(self, key, default=None):  # type: ignore[override]
+        return "pending"
+
+
+def parse_gpus(text: Optional[str]) -> Optional[List[str]]:
+    """`0,1,3` -> those GPU ids; `2` -> GPUs 0 and 1; None -> not given."""
+    if text is None or str(text).strip() == "":
+        return None
+    text = str(text).strip()
+    if "," in text:
+        ids = [g.strip() for g in text.split(",") if g.strip()]
+    elif text.isdigit():
+        ids = [str(i) for i in range(int(text))]
+    else:
+        raise UsageError(f"bad --gpus {text!r}: give GPU ids like 0,1,2,3 or a count like 4")
+    return ids
+
+
+def detect_gpus() -> List[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+def gpu_slots(options: Dict[str, Any]) -> Optional[List[str]]:
+    """CUDA_VISIBLE_DEVICES value of each slot, or None when GPUs are not assigned."""
+    gpus = parse_gpus(options.get("gpus"))
+    per_task = options.get("gpus_per_task")
+    if per_task is None and gpus is None:
+        return None
+    per_task = int(per_task or 1)
+    if per_task < 1:
+        raise UsageError("--gpus-per-task must be at least 1")
+    if gpus is None:
+        gpus = detect_gpus()
+        if not gpus:
+            raise UsageError("--gpus-per-task given but no GPU found (CUDA_VISIBLE_DEVICES unset, no nvidia-smi): pass --gpus 0,1")
+    if len(gpus) < per_task:
+        raise UsageError(f"--gpus-per-task {per_task} needs at least {per_task} GPUs, only {len(gpus)} given: {','.join(gpus)}")
+    return [",".join(gpus[i:i + per_task]) for i in range(0, len(gpus) - per_task + 1, per_task)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Pool:
+    """Runs `wrapper.sh ID` for each task id with at most `width` at once."""
+
+    def __init__(self, launch_dir: str, ids: Sequence[int], max_tasks: int,
+                 slots: Optional[List[str]] = None, progress: bool = False,
+                 label: str = ""):
+        self.launch_dir = launch_dir
+        self.wrapper = os.path.join(launch_dir, "wrapper.sh")
+        self.ids = ids
+        self.slots = slots
+        self.width = max(1, min(max_tasks, len(slots)) if slots else max_tasks)
+        self.progress = progress
+        self.label = label
+        self.running: Dict[int, tuple] = {}  # pid -> (task id, slot, Popen)
+        self.done = self.failed = self.cancelled = 0
+        self.failures: List[tuple] = []
+        self._cancel_mtime = 0.0
+        self._cancelled_ids: set = set()
+
+    # -------------------------------------------------------------- cancel
+    def _refresh_cancels(self) -> None:
+        try:
+            mtime = os.stat(os.path.join(self.launch_dir, CANCEL_FLAG)).st_mtime
+        except FileNotFoundError:
+            return
+        if mtime != self._cancel_mtime:
+            self._cancel_mtime = mtime
+            self._cancelled_ids = {i for i, st in read_states(self.launch_dir).items() if st.cancelled}
+
+    def _kill_all(self) -> None:
+        for pid in list(self.running):
+            with_suppressed(os.killpg, pid, signal.SIGTERM)
+        deadline = time.time() + 5
+        while self.running and time.time() < deadline:
+            self._reap(block=False)
+            time.sleep(0.05)
+        for pid in list(self.running):
+            with_suppressed(os.killpg, pid, signal.SIGKILL)
+        while self.running:
+            self._reap(block=True)
+
+    # ---------------------------------------------------------------- run
+    def _spawn(self, task_id: int, slot: Optional[str]) -> None:
+        env = None
+        if slot is not None:
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES=slot)
+        proc = subprocess.Popen(["bash", self.wrapper, str(task_id)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, env=env, close_fds=True)
+        self.running[proc.pid] = (task_id, slot, proc)
+
+    def _reap(self, block: bool) -> Optional[str]:
+        try:
+            pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            self.running.clear()
+            return None
+        if pid == 0 or pid not in self.running:
+            return None
+        task_id, slot, proc = self.running.pop(pid)
+        code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else (status >> 8)
+        proc.returncode = code
+        if task_id in self._cancelled_ids or self._is_cancelled(task_id):
+            self.cancelled += 1
+        elif code == 0:
+            self.done += 1
+        else:
+            self.failed += 1
+            if code < 0:  # the wrapper itself was killed: record it, it could not
+                mark(self.launch_dir, task_id, "end", 128 - code)
+                code = 128 - code
+            self.failures.append((task_id, code))
+        return slot
+
+    def _is_cancelled(self, task_id: int) -> bool:
+        self._refresh_cancels()
+        return task_id in self._cancelled_ids
+
+    def _show(self, start: float, total: int, final: bool = False) -> None:
+        finished = self.done + self.failed + self.cancelled
+        pending = total - finished - len(self.running)
+        eta = ""
+        elapsed = time.time() - start
+        if finished and pending + len(self.running):
+            eta = " ETA " + _fmt_duration(elapsed / finished * (pending + len(self.running)))
+        line = (f"{self.label}{self.done} done, {self.failed} failed, {len(self.running)} running, "
+                f"{max(pending, 0)} pending{', ' + str(self.cancelled) + ' cancelled' if self.cancelled else ''}"
+                f" [{_fmt_duration(elapsed)}]{eta}")
+        sys.stderr.write("\r\033[K" + line + ("\n" if final else ""))
+        sys.stderr.flush()
+
+    def run(self) -> int:
+        """Run every task; returns the number of tasks that failed."""
+        start = time.time()
+        free = list(self.slots) if self.slots else None
+        total = len(self.ids)
+        last_shown = 0.0
+        self._refresh_cancels()
+        try:
+            for task_id in self.ids:
+                while len(self.running) >= self.width:
+                    slot = self._reap(block=True)
+                    if free is not None and slot is not None:
+                        free.append(slot)
+                if self._is_cancelled(task_id):
+                    self.cancelled += 1
+                    continue
+                self._spawn(task_id, free.pop(0) if free is not None else None)
+                if self.progress and time.time() - last_shown > 0.5:
+                    self._show(start, total)
+                    last_shown = time.time()
+            while self.running:
+                slot = self._reap(block=True)
+                if free is not None and slot is not None:
+                    free.append(slot)
+                if self.progress and time.time() - last_shown > 0.5:
+                    self._show(start, total)
+                    last_shown = time.time()
+        except KeyboardInterrupt:
+            running = [t for t, _, _ in self.running.values()]
+            self._kill_all()
+            for task_id in running:
+                mark(self.launch_dir, task_id, "cancel", "interrupted")
+            raise
+        if self.progress:
+            self._show(start, total, final=True)
+        return self.failed
+
+
+def with_suppressed(fn, *args) -> None:
+    try:
+        fn(*args)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+class LocalBackend(Backend):
+    name = "local"
+    runs_in_foreground = True
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--detach", action="store_true", default=None,
+                            help="local: run the pool in the background and return at once")
+        parser.add_argument("--gpus-per-task", type=int, default=None, metavar="K",
+                            help="local: give each task K GPUs of --gpus (or of the detected ones) "
+                                 "in its own CUDA_VISIBLE_DEVICES")
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        self.failed = 0
+        if self.options.get("detach"):
+            self.runs_in_foreground = True  # recorded before start, like a foreground pool
+
+    def _width(self) -> int:
+        value = self.options.get("max_tasks")
+        if value in (None, "", -1, "-1"):
+            return os.cpu_count() or 1
+        width = int(value)
+        if width < 1:
+            raise UsageError("--max-tasks must be at least 1")
+        return width
+
+    def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:
+        slots = gpu_slots(self.options)
+        width = max(1, min(self._width(), len(slots)) if slots else self._width())
+        return [["# local pool:", f"{launch.count} tasks ({launch.tasklist}),", f"{width} at a time",
+                 launch.wrapper, "ID"]]
+
+    def submit(self, launch: LaunchInfo) -> List[str]:
+        slots = gpu_slots(self.options)
+        width = self._width()
+        pool_file = os.path.join(launch.launch_dir, "pool.json")
+        if self.options.get("detach"):
+            log = open(os.path.join(launch.launch_dir, "pool.log"), "ab")
+            proc = subprocess.Popen([sys.executable, "-m", "onager.backends.local", launch.launch_dir],
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True, close_fds=True,
+                                    env=dict(os.environ, PYTHONPATH=_package_parent()))
+            log.close()
+            _write_pool_file(pool_file, proc.pid)
+            return []
+        _write_pool_file(pool_file, os.getpid())
+        pool = Pool(launch.launch_dir, list(launch.tasklist), width, slots,
+                    progress=sys.stderr.isatty(), label=f"{launch.jobname}/{launch.launch_id}: ")
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            self.failed = pool.run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            _write_pool_file(pool_file, None)
+        self.summary = pool
+        return []
+
+    def query(self, records) -> Dict[str, Optional[Dict[int, str]]]:
+        out: Dict[str, Optional[Dict[int, str]]] = {}
+        host = socket.gethostname()
+        for r in records:
+            info = _read_pool_file(os.path.join(r.launch_dir, "pool.json"))
+            if info is None or info.get("pid") is None:
+                out[r.key] = {}
+            elif info.get("host") != host:
+                out[r.key] = None  # a pool on another machine: cannot be checked from here
+            else:
+                out[r.key] = _AllUnfinished() if _alive(int(info["pid"])) else {}
+        return out
+
+    def cancel(self, record, tasks: Tasklist, dry_run: bool = False) -> List[List[str]]:
+        states = read_states(record.launch_dir)
+        host = socket.gethostname()
+        targets = [i for i in tasks if not (states.get(i) and states[i].end is not None)]
+        commands = []
+        pids = []
+        for task_id in targets:
+            st = states.get(task_id)
+            if st is not None and st.start is not None:
+                pid = _start_pid(record.launch_dir, task_id, host)
+                if pid:
+                    pids.append(pid)
+                    commands.append(["kill", "-TERM", f"-{pid}"])
+        if dry_run:
+            return commands or [["# nothing running to kill;", f"{len(targets)} tasks would be marked cancelled"]]
+        for task_id in targets:
+            mark(record.launch_dir, task_id, "cancel")
+        with open(os.path.join(record.launch_dir, CANCEL_FLAG), "w") as handle:
+            handle.write(str(time.time()))
+        for pid in pids:
+            with_suppressed(os.killpg, pid, signal.SIGTERM)
+        return commands
+
+
+def _start_pid(launch_dir: str, task_id: int, host: str) -> Optional[int]:
+    """The wrapper's pid (= its process group) from its latest start file, if on this host."""
+    state_dir = os.path.join(launch_dir, "state")
+    best = None
+    for name in os.listdir(state_dir):
+        if name.startswith(f"{task_id}.start@"):
+            if best is None or float(name.split("@")[1]) > float(best.split("@")[1]):
+                best = name
+    if best is None:
+        return None
+    try:
+        with open(os.path.join(state_dir, best)) as handle:
+            fields = handle.read().split()
+    except OSError:
+        return None
+    if len(fields) >= 2 and fields[0] == host and fields[1].isdigit():
+        return int(fields[1])
+    return None
+
+
+def _package_parent() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    existing = os.environ.get("PYTHONPATH")
+    return here + (os.pathsep + existing if existing else "")
+
+
+def _write_pool_file(path: str, pid: Optional[int]) -> None:
+    from onager.fsutil import atomic_write
+    atomic_write(path, json.dumps({"pid": pid, "host": socket.gethostname(), "time": time.time()}))
+
+
+def _read_pool_file(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _detached_main(launch_dir: str) -> int:
+    """Entry of a `--detach` pool: options come from the launch's own launch.json."""
+    with open(os.path.join(launch_dir, "launch.json")) as handle:
+        meta = json.load(handle)
+    options = meta.get("options", {})
+    backend = LocalBackend(options)
+    slots = gpu_slots(options)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    pool = Pool(launch_dir, list(Tasklist.parse(meta["tasklist"])), backend._width(), slots)
+    try:
+        failed = pool.run()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        _write_pool_file(os.path.join(launch_dir, "pool.json"), None)
+    return 1 if failed else 0
+
+
+BACKEND = LocalBackend
+
+if __name__ == "__main__":
+    raise SystemExit(_detached_main(sys.argv[1]))

@@ -1,0 +1,357 @@
+"""The command line: parse, call the library, print. Nothing else lives here."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+from onager import __version__
+from onager.errors import OnagerError, UsageError
+
+# commands implemented in their own modules: name -> module with add_parser() and run()
+EXTRA_COMMANDS: Dict[str, str] = {
+    "results": "onager.results_cli",
+    "show": "onager.provenance_cli",
+    "hosts": "onager.hosts_cli",
+}
+
+# modules adding launch options that every backend shares (add_launch_arguments(parser))
+LAUNCH_OPTION_MODULES: List[str] = ["onager.provenance"]
+
+LAUNCH_EXAMPLES = """examples:
+  onager launch --backend local --jobname exp1 --max-tasks 4
+  onager launch --backend local --jobname exp1 --tasklist failed
+  onager launch --backend slurm --jobname exp1 --cpus 2 --mem 5 --duration 00:30:00 -max 5
+  onager launch --backend slurm --jobname exp1 --tasklist 1-3:1,5,8-9 --dry-run
+  onager launch --backend slurm --jobname exp1 -- --exclusive      (after --: passed to sbatch)
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, exit 2) instead of printing usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _shared_launch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default=None, help="local, slurm, gridengine or ssh (config: project backend)")
+    p.add_argument("--jobname", required=True, help="the job name given to prelaunch")
+    p.add_argument("--command", default=None, help="launch this single command instead of a jobfile")
+    p.add_argument("--jobfile", default=None, help="jobfile to read (default .onager/scripts/{jobname}/jobs.json)")
+    p.add_argument("--tasklist", "-t", default=None,
+                   help="tasks to launch: ids like 1-3,5,8-20:2, or 'failed', or 'unfinished'")
+    p.add_argument("--cpus", type=int, default=None, help="CPUs per task (slurm: --cpus-per-task)")
+    p.add_argument("--gpus", default=None, help="GPUs per task (slurm/gridengine); local/ssh: GPU ids 0,1,2 or a count")
+    p.add_argument("--mem", default=None, help="memory per task: 4G, 500M, or a number of GB")
+    p.add_argument("--duration", default=None, help="time limit: 30, 48:00:00, 2-00:00:00")
+    p.add_argument("--venv", default=None, help="virtualenv to activate before each task")
+    p.add_argument("--max-tasks", "--maxtasks", "-max", dest="max_tasks", type=int, default=None,
+                   help="most tasks running at once (local default: number of CPUs)")
+    p.add_argument("--tasks-per-node", type=int, default=None, help="tasks run together in one allocation")
+    p.add_argument("--max-tasks-per-node", type=int, default=None, help="most tasks at once in one allocation")
+    p.add_argument("--workdir", default=None, help="directory the tasks run in (default: the current one)")
+    p.add_argument("-d", "--dry-run", action="store_true", help="print what would be submitted; write nothing")
+    p.add_argument("-q", "--quiet", action="store_true", help="print less")
+
+
+GENERIC = {"backend", "jobname", "command", "jobfile", "tasklist", "venv", "workdir", "dry_run",
+           "quiet", "subcommand", "extra", "func"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from onager.backends import available
+
+    parser = _Parser(prog="onager", description="Launch hyper-parameter sweeps locally, over SSH, "
+                     "or on Slurm and Grid Engine, with nothing but plain files.",
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="run 'onager help CMD' or 'onager CMD --help' for one command")
+    parser.add_argument("--version", action="version", version=f"onager {__version__}")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
+
+    sub.add_parser("prelaunch", help="expand +arg/+pos-arg/+flag combinations into a jobfile", add_help=False)
+
+    p = sub.add_parser("launch", help="submit a job's tasks as one array job", epilog=LAUNCH_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _shared_launch_options(p)
+    for cls in available().values():
+        group = p.add_argument_group(f"{cls.name} backend")
+        cls.add_arguments(group)
+    for module in LAUNCH_OPTION_MODULES:
+        try:
+            importlib.import_module(module).add_launch_arguments(p)
+        except ImportError:
+            continue
+
+    p = sub.add_parser("list", help="one row per task: status, exit code, elapsed, tag, command",
+                       epilog="examples:\n  onager list\n  onager list --jobname exp1 --status failed\n"
+                              "  onager list --summary\n  onager list --jobid 13438569 --tasklist 1-3 --hide command",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobname", "-n", default=None, help="only this job")
+    p.add_argument("--jobid", "-j", default=None, help="only this scheduler job id (or launch id)")
+    p.add_argument("--launch", default=None, help="only this launch of the job (default: all launches)")
+    p.add_argument("--latest", action="store_true", help="only the latest launch of each job")
+    p.add_argument("--tasklist", "-t", default=None, help="only these task ids")
+    p.add_argument("--status", default=None, help="only these statuses, e.g. failed,cancelled")
+    p.add_argument("--hide", nargs="+", default=None, metavar="COL", help="hide these columns")
+    p.add_argument("--summary", action="store_true", help="one row per launch with counts per status")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    fmt.add_argument("--csv", action="store_true", help="print CSV")
+
+    p = sub.add_parser("cancel", help="cancel tasks of a launch through its backend",
+                       epilog="examples:\n  onager cancel --jobname exp1\n  onager cancel --jobname exp1 --tasklist 3-5\n"
+                              "  onager cancel --backend slurm --jobid 13438569 --tasklist 1-3:1,5,8-9",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobname", "-n", default=None, help="cancel the latest launch of this job")
+    p.add_argument("--jobid", "-j", default=None, help="scheduler job id (or launch id)")
+    p.add_argument("--launch", default=None, help="a launch id of the job (default: the latest)")
+    p.add_argument("--backend", default=None, help="backend of a job id that is not in the index")
+    p.add_argument("--tasklist", "-t", default=None, help="only these task ids")
+    p.add_argument("-d", "--dry-run", action="store_true", help="print the commands; cancel nothing")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+
+    p = sub.add_parser("wait", help="block until a launch has finished; exit 0 only if every task succeeded",
+                       epilog="examples:\n  onager wait --jobname exp1\n  onager wait --jobname exp1 --timeout 3600",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobname", "-n", default=None, help="the job (default: every job's latest launch)")
+    p.add_argument("--launch", default=None, help="a launch id of the job (default: the latest)")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between checks")
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds (exit 124)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+
+    p = sub.add_parser("logs", help="print a task's output",
+                       epilog="examples:\n  onager logs exp1 5\n  onager logs exp1 5 --err\n  onager logs exp1 5 --follow",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jobname")
+    p.add_argument("task", type=int)
+    p.add_argument("--launch", default=None, help="a launch id (default: the latest that ran the task)")
+    p.add_argument("--err", action="store_true", help="stderr instead of stdout")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing as the task writes")
+
+    p = sub.add_parser("config", help="read or write headers, footers and launch defaults",
+                       epilog="examples:\n  onager config --write slurm header \"module load cuda\"\n"
+                              "  onager config --write slurm partition gpu --write slurm mem 8G\n"
+                              "  onager config --global --write gridengine pe smp\n  onager config --read",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--global", dest="global_", action="store_true", help="use ~/.onagerconfig only")
+    p.add_argument("--local", action="store_true", help="use .onager/config only (default for --write)")
+    p.add_argument("--read", action="store_true", help="print the settings")
+    p.add_argument("--write", nargs=3, action="append", metavar=("BACKEND", "KEY", "VALUE"),
+                   help="set KEY of BACKEND (local, slurm, gridengine, ssh, project); empty VALUE removes it")
+
+    p = sub.add_parser("help", help="show help for a command")
+    p.add_argument("topic", nargs="?", default=None)
+
+    for name, module in EXTRA_COMMANDS.items():
+        try:
+            importlib.import_module(module).add_parser(sub)
+        except ImportError:
+            continue
+    return parser
+
+
+# ------------------------------------------------------------------- commands
+def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from onager import config as configmod
+    from onager import launch as launchmod
+    from onager.backends import NAMES
+
+    project = configmod.read_section("project")
+    backend = args.backend or project.get("backend")
+    if not backend:
+        raise UsageError("launch needs --backend local|slurm|gridengine|ssh (or onager config --write project backend NAME)")
+    if backend not in NAMES:
+        raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(NAMES)}")
+    defaults = configmod.read_section(backend)
+    launch_parser = parser._subparsers._group_actions[0].choices["launch"]  # type: ignore[union-attr]
+    actions = {a.dest: a for a in launch_parser._actions}
+    for key, value in defaults.items():
+        dest = key.replace("-", "_")
+        if dest in actions and getattr(args, dest, None) in (None, False) and dest not in GENERIC:
+            action = actions[dest]
+            try:
+                converted = action.type(value) if action.type else value
+            except (TypeError, ValueError):
+                raise UsageError(f"config value {key}={value!r} for {backend} is not valid; fix it with onager config --write")
+            if action.nargs == 0:
+                converted = value.strip().lower() in ("1", "true", "yes", "on")
+            setattr(args, dest, converted)
+    if args.venv is None:
+        args.venv = defaults.get("venv")
+    options = {k: v for k, v in vars(args).items() if k not in GENERIC and v is not None}
+    if args.extra:
+        options["extra"] = list(args.extra)
+    backend_obj, info = launchmod.prepare(args.jobname, backend, options, args.tasklist, args.jobfile,
+                                          args.command, dry_run=args.dry_run, workdir=args.workdir,
+                                          venv=args.venv, argv=["onager"] + sys.argv[1:])
+    commands = backend_obj.submit_commands(info)
+    if args.dry_run:
+        import shlex
+        for command in commands:
+            print(shlex.join(command) if not command[0].startswith("#") else " ".join(command))
+        print(f"dry run: {info.count} tasks ({info.tasklist}) of job {args.jobname}; nothing written",
+              file=sys.stderr)
+        return 0
+    try:
+        record = launchmod.submit(backend_obj, info)
+    except KeyboardInterrupt:
+        print(f"\nonager: interrupted: running tasks of {args.jobname}/{info.launch_id} were killed and marked "
+              f"cancelled; resume with: onager launch --backend {backend} --jobname {args.jobname} --tasklist unfinished",
+              file=sys.stderr)
+        return 130
+    if not args.quiet:
+        import shlex
+        if not backend_obj.runs_in_foreground:
+            for command in commands:
+                print(shlex.join(command))
+        ids = f" as {', '.join(record.job_ids)}" if record.job_ids else ""
+        print(f"launched {args.jobname}/{record.launch_id}: {record.count} tasks{ids} "
+              f"(logs in {os.path.relpath(info.launch_dir)}/logs)", file=sys.stderr)
+    failed = getattr(backend_obj, "failed", 0)
+    if failed:
+        pool = getattr(backend_obj, "summary", None)
+        shown = ", ".join(f"{t} (exit {c})" for t, c in (pool.failures[:10] if pool else []))
+        print(f"onager: {failed} of {record.count} tasks failed: {shown}; rerun them with: onager launch "
+              f"--backend {backend} --jobname {args.jobname} --tasklist failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from onager import listing
+    return listing.run_list(args)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from onager import listing
+    return listing.run_cancel(args)
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    from onager import listing
+    return listing.run_wait(args)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from onager import listing
+    return listing.run_logs(args)
+
+
+def cmd_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from onager import config as configmod
+    which = "global" if args.global_ else ("local" if args.local else None)
+    if args.write:
+        launch_parser = parser._subparsers._group_actions[0].choices["launch"]  # type: ignore[union-attr]
+        from onager.backends import available
+        keys = {a.dest for a in launch_parser._actions if a.dest not in GENERIC} | {"header", "footer", "venv", "backend"}
+        for cls in available().values():
+            keys |= set(cls.config_keys)
+        keys |= {k.replace("_", "-") for k in keys}
+        path = configmod.write(args.write, use_global=args.global_, allowed_keys=keys)
+        print(f"wrote {len(args.write)} setting(s) to {path}", file=sys.stderr)
+        if not args.read:
+            return 0
+    from tabulate import tabulate
+    rows = configmod.read_all(which=which)
+    if not rows:
+        print("no settings (write one with: onager config --write slurm header \"module load cuda\")", file=sys.stderr)
+        return 0
+    print(tabulate([(s, k, v, f) for f, s, k, v in rows], headers=["section", "key", "value", "file"]))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except UsageError as exc:
+        print(f"onager: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OnagerError as exc:
+        print(f"onager: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("onager: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+
+
+def _main(argv: List[str]) -> int:
+    if argv and argv[0] == "prelaunch":
+        from onager import prelaunch
+        return prelaunch.run(argv[1:])
+    if argv and argv[0] == "help":
+        topic = argv[1] if len(argv) > 1 else None
+        if topic == "prelaunch":
+            from onager import prelaunch
+            return prelaunch.run(["+help"])
+        parser = build_parser()
+        if topic is None:
+            parser.print_help()
+            return 0
+        return _main([topic, "--help"])
+    if not argv or argv[0] in ("-h", "--help"):
+        if not argv or argv[0] in ("-h", "--help"):
+            _print_top_help()
+            return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"onager {__version__}")
+        return 0
+    extra: List[str] = []
+    if argv[0] == "launch" and "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.extra = extra
+    name = args.subcommand
+    if name == "launch":
+        return cmd_launch(args, parser)
+    if name == "config":
+        return cmd_config(args, parser)
+    if name in EXTRA_COMMANDS:
+        return importlib.import_module(EXTRA_COMMANDS[name]).run(args)
+    return {"list": cmd_list, "cancel": cmd_cancel, "wait": cmd_wait, "logs": cmd_logs}[name](args)
+
+
+TOP_HELP = f"""usage: onager COMMAND [options]     (onager {__version__})
+
+Launch hyper-parameter sweeps locally, over SSH, or on Slurm and Grid Engine,
+with nothing but plain files.
+
+commands:
+  prelaunch   expand +arg/+pos-arg/+flag combinations into a jobfile
+  launch      submit a job's tasks (--backend local|slurm|gridengine|ssh)
+  list        one row per task: status, exit code, elapsed, tag, command
+  wait        block until a launch has finished
+  logs        print a task's output
+  cancel      cancel tasks of a launch
+  config      read or write headers, footers and launch defaults
+  results     a table of metrics per task, sorted or grouped
+  show        what a launch ran and from where
+  hosts       CPUs, memory, load and GPUs of the ssh hosts
+  help        help for a command
+
+example:
+  onager prelaunch +jobname exp1 +command "python train.py" +arg --lr 0.1 0.01 +tag
+  onager launch --backend local --jobname exp1
+  onager list --jobname exp1
+
+run 'onager help CMD' or 'onager CMD --help' for one command.
+"""
+
+
+def _print_top_help() -> None:
+    sys.stdout.write(TOP_HELP)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

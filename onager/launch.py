@@ -1,0 +1,251 @@
+"""Launches: choose tasks, freeze them into an immutable launch directory, submit.
+
+A launch directory holds everything its tasks will ever read (tasks, offsets index,
+wrapper.sh), so a later prelaunch or launch of the same job never changes what an
+earlier launch runs or shows.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
+
+from onager import config as configmod
+from onager.backends import backend_class
+from onager.backends.base import Backend, LaunchInfo
+from onager.errors import OnagerError, UsageError
+from onager.index import JobIndex, LaunchRecord
+from onager.jobfile import JobEntry, iter_jobfile, jobfile_path
+from onager.state import RERUN_FAILED, RERUN_UNFINISHED
+from onager.sweep import check_jobname, param_key
+from onager.tasklist import Tasklist
+from onager.wrapper import index_record, task_record, wrapper_text
+
+Selection = Union[None, Tasklist, Set[int]]
+
+
+def launches_root(jobname: str, root: str = ".") -> str:
+    return os.path.join(root, ".onager", "launches", jobname)
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _env_name(key: str) -> str:
+    return param_key(key).upper()
+
+
+def select(jobname: str, spec: Optional[str], root: str = ".") -> Tuple[Selection, str]:
+    """Turn `--tasklist` (ids, `failed`, `unfinished`, or None) into task ids."""
+    if spec is None:
+        return None, "all tasks"
+    word = spec.strip().lower()
+    if word in ("failed", "unfinished"):
+        from onager.status import job_task_statuses
+        wanted = RERUN_FAILED if word == "failed" else RERUN_UNFINISHED
+        statuses = job_task_statuses(jobname, root)
+        ids = {i for i, (status, _) in statuses.items() if status in wanted}
+        if not ids:
+            counts: Dict[str, int] = {}
+            for status, _ in statuses.values():
+                counts[status] = counts.get(status, 0) + 1
+            summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tasks"
+            raise OnagerError(f"no {word} task in job {jobname!r} to relaunch ({summary})")
+        return ids, f"{word} tasks"
+    return Tasklist.parse(spec), f"tasks {spec}"
+
+
+def _entries(jobname: str, jobfile: Optional[str], command: Optional[str]) -> Iterator[JobEntry]:
+    if command is not None:
+        yield JobEntry(1, command, "", {})
+        return
+    yield from iter_jobfile(jobfile_path(jobname, jobfile))
+
+
+def _selected(entries: Iterator[JobEntry], selection: Selection) -> Iterator[JobEntry]:
+    if selection is None:
+        yield from entries
+        return
+    members = selection
+    if isinstance(selection, Tasklist) and len(selection.blocks) > 64:
+        members = set(selection)
+    for entry in entries:
+        if entry.id in members:
+            yield entry
+
+
+def _check_all_found(found: int, selection: Selection, seen: Set[int], jobname: str) -> None:
+    if selection is None:
+        if found == 0:
+            raise UsageError(f"job {jobname!r} has no tasks: run onager prelaunch again")
+        return
+    wanted = len(selection)
+    if found != wanted:
+        missing = Tasklist.from_ids(i for i in selection if i not in seen)
+        raise UsageError(f"tasks {missing} are not in job {jobname!r}: check --tasklist against onager list")
+
+
+def _new_launch_dir(jobname: str, root: str) -> Tuple[str, str]:
+    """Allocate the next launch id by atomic mkdir: concurrent launches never collide."""
+    parent = launches_root(jobname, root)
+    os.makedirs(parent, exist_ok=True)
+    existing = [int(n) for n in os.listdir(parent) if n.isdigit()]
+    n = max(existing, default=0) + 1
+    while True:
+        path = os.path.join(parent, str(n))
+        try:
+            os.mkdir(path)
+            return str(n), os.path.abspath(path)
+        except FileExistsError:
+            n += 1
+
+
+def write_tasks(launch_dir: str, entries: Iterator[JobEntry]) -> Tuple[int, List[int]]:
+    """tasks.sh (records), tasks.idx (fixed-width offsets by id), tasks.jsonl (for list)."""
+    count = 0
+    ids: List[int] = []
+    offset = 0
+    next_index_pos = 0
+    with open(os.path.join(launch_dir, "tasks.sh"), "wb") as records, \
+            open(os.path.join(launch_dir, "tasks.idx"), "wb") as index, \
+            open(os.path.join(launch_dir, "tasks.jsonl"), "w", encoding="utf-8") as listing:
+        for entry in entries:
+            env = {_env_name(k): _env_value(v) for k, v in entry.params.items()}
+            data = task_record(entry.id, entry.command, entry.tag, env).encode("utf-8")
+            records.write(data)
+            position = (entry.id - 1) * 24
+            if position != next_index_pos:
+                index.seek(position)
+            index.write(index_record(offset, len(data)))
+            next_index_pos = position + 24
+            offset += len(data)
+            listing.write(json.dumps([entry.id, entry.command, entry.tag, entry.params],
+                                     ensure_ascii=False) + "\n")
+            count += 1
+            ids.append(entry.id)
+    return count, ids
+
+
+def backend_options(backend_name: str, cli_options: Dict[str, Any], root: str = ".") -> Dict[str, Any]:
+    """CLI options over config defaults: `onager config --write slurm partition gpu`."""
+    merged = {k: v for k, v in configmod.read_section(backend_name, root).items()
+              if k not in ("header", "footer")}
+    merged.update({k: v for k, v in cli_options.items() if v is not None})
+    return merged
+
+
+def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: Optional[str] = None,
+            jobfile: Optional[str] = None, command: Optional[str] = None, root: str = ".",
+            dry_run: bool = False, workdir: Optional[str] = None, venv: Optional[str] = None,
+            argv: Optional[List[str]] = None) -> Tuple[Backend, LaunchInfo]:
+    """Everything up to submission. In dry-run, nothing is written."""
+    check_jobname(jobname)
+    backend: Backend = backend_class(backend_name)(options)
+    selection, _ = select(jobname, tasklist, root)
+    section = configmod.read_section(backend_name, root)
+    header, footer = section.get("header", ""), section.get("footer", "")
+    workdir = os.path.abspath(workdir or os.getcwd())
+    entries = _selected(_entries(jobname, jobfile, command), selection)
+    if dry_run:
+        seen: Set[int] = set()
+        ids = []
+        for e in entries:
+            ids.append(e.id)
+        seen.update(ids)
+        _check_all_found(len(ids), selection, seen, jobname)
+        info = LaunchInfo(jobname, "DRY-RUN", os.path.abspath(os.path.join(launches_root(jobname, root), "DRY-RUN")),
+                          "", Tasklist.from_ids(ids), len(ids), workdir, options, header, footer)
+        info.wrapper = os.path.join(info.launch_dir, "wrapper.sh")
+        return backend, info
+
+    configmod.ensure_onager_dir(root)
+    launch_id, launch_dir = _new_launch_dir(jobname, root)
+    try:
+        os.mkdir(os.path.join(launch_dir, "logs"))
+        os.mkdir(os.path.join(launch_dir, "state"))
+        count, ids = write_tasks(launch_dir, entries)
+        workdir = _provenance_hook(launch_dir, workdir, options)
+        _check_all_found(count, selection, set(ids) if selection is not None and count != len(selection) else set(), jobname)
+        tasks = Tasklist.from_ids(ids)
+        wrapper = os.path.join(launch_dir, "wrapper.sh")
+        with open(wrapper, "w", encoding="utf-8") as handle:
+            handle.write(wrapper_text(launch_dir, jobname, launch_id, workdir, header, footer, venv))
+        os.chmod(wrapper, 0o755)
+        info = LaunchInfo(jobname, launch_id, launch_dir, wrapper, tasks, count, workdir, options, header, footer)
+        meta = {"jobname": jobname, "launch_id": launch_id, "backend": backend_name,
+                "tasklist": str(tasks), "count": count, "created": time.time(),
+                "workdir": workdir, "options": _jsonable(options), "argv": argv or sys.argv,
+                "jobfile": None if command is not None else jobfile_path(jobname, jobfile),
+                "venv": venv}
+        with open(os.path.join(launch_dir, "launch.json"), "w", encoding="utf-8") as handle:
+            json.dump(meta, handle, indent=1, sort_keys=True)
+    except BaseException:
+        shutil.rmtree(launch_dir, ignore_errors=True)
+        raise
+    return backend, info
+
+
+def _provenance_hook(launch_dir: str, workdir: str, options: Dict[str, Any]) -> str:
+    """Record provenance (and freeze the code with --snapshot); returns where tasks run."""
+    try:
+        from onager import provenance
+    except ImportError:
+        return workdir
+    return provenance.prepare_launch(launch_dir, workdir, options)
+
+
+def _jsonable(options: Dict[str, Any]) -> Dict[str, Any]:
+    return json.loads(json.dumps(options, default=str))
+
+
+def submit(backend: Backend, info: LaunchInfo, root: str = ".") -> LaunchRecord:
+    """Submit a prepared launch and record it; a refused submission leaves no trace."""
+    index = JobIndex(root)
+    record = LaunchRecord(info.jobname, info.launch_id, backend.name, info.launch_dir,
+                          str(info.tasklist), info.count, time.time(), [], _jsonable(info.options))
+    if backend.runs_in_foreground:
+        index.add(record)  # list/cancel must see a local launch while it runs
+        record.job_ids = backend.submit(info) or []
+        if record.job_ids:
+            index.update(record.key, job_ids=record.job_ids)
+        return record
+    try:
+        record.job_ids = backend.submit(info)
+    except BaseException:
+        shutil.rmtree(info.launch_dir, ignore_errors=True)
+        raise
+    index.add(record)
+    return record
+
+
+def load_meta(launch_dir: str) -> Dict[str, Any]:
+    try:
+        with open(os.path.join(launch_dir, "launch.json"), encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise OnagerError(f"launch directory {launch_dir} is missing (deleted by hand?); "
+                          "its record stays in .onager/index.jsonl")
+    except ValueError:
+        raise OnagerError(f"{launch_dir}/launch.json is damaged; relaunch the job to get a fresh launch")
+
+
+def iter_launch_tasks(launch_dir: str) -> Iterator[Tuple[int, str, str, Dict[str, Any]]]:
+    path = os.path.join(launch_dir, "tasks.jsonl")
+    try:
+        handle = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise OnagerError(f"launch directory {launch_dir} is missing its tasks (deleted by hand?)")
+    with handle:
+        while True:
+            lines = handle.readlines(1 << 22)
+            if not lines:
+                break
+            for task_id, command, tag, params in json.loads("[" + ",".join(lines) + "]"):
+                yield task_id, command, tag, params

@@ -1,0 +1,253 @@
+"""list, cancel, wait and logs: what users run after a launch."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from typing import Dict, List, Optional
+
+from onager.errors import OnagerError, UsageError
+from onager.index import JobIndex, LaunchRecord
+from onager.state import STATUSES, describe_exit
+from onager.status import TaskRow, launch_rows, query_all, select_records
+from onager.tasklist import Tasklist
+
+COLUMNS = ["job_id", "launch", "task_id", "jobname", "status", "exit", "elapsed", "tag", "command"]
+
+
+def _fmt_elapsed(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def _rows(args: argparse.Namespace, index: JobIndex) -> List[TaskRow]:
+    records = select_records(index, getattr(args, "jobname", None), getattr(args, "jobid", None),
+                             getattr(args, "launch", None), latest_only=getattr(args, "latest", False))
+    wanted = Tasklist.parse(args.tasklist) if getattr(args, "tasklist", None) else None
+    if wanted is not None and len(wanted.blocks) > 64:
+        wanted = set(wanted)
+    statuses = None
+    if getattr(args, "status", None):
+        statuses = {s.strip() for s in args.status.split(",") if s.strip()}
+        bad = statuses - set(STATUSES)
+        if bad:
+            raise UsageError(f"unknown status {', '.join(sorted(bad))}: use {', '.join(STATUSES)}")
+    answers = query_all(records)
+    rows: List[TaskRow] = []
+    for record in records:
+        if not os.path.isdir(record.launch_dir):
+            print(f"onager: warning: launch {record.key} is in the index but its directory "
+                  f"{record.launch_dir} is gone; skipped", file=sys.stderr)
+            continue
+        for row in launch_rows(record, answers.get(record.key), wanted):
+            if statuses is None or row.status in statuses:
+                rows.append(row)
+    return rows
+
+
+def run_list(args: argparse.Namespace) -> int:
+    index = JobIndex()
+    if not index.records():
+        print("no launches yet (onager launch records them in .onager/index.jsonl)", file=sys.stderr)
+        return 0
+    rows = _rows(args, index)
+    if args.summary:
+        return _summary(rows, args)
+    hide = set(args.hide or [])
+    unknown = hide - set(COLUMNS)
+    if unknown:
+        raise UsageError(f"unknown column {', '.join(sorted(unknown))} for --hide: use {', '.join(COLUMNS)}")
+    columns = [c for c in COLUMNS if c not in hide]
+    if args.json:
+        out = [{"job_id": r.job_ids, "launch": r.launch_id, "task_id": r.task_id, "jobname": r.jobname,
+                "backend": r.backend, "status": r.status, "exit": r.exit_code, "start": r.start,
+                "end": r.end, "elapsed": r.elapsed, "tag": r.tag, "command": r.command,
+                "params": r.params} for r in rows]
+        json.dump(out, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    table = [[_cell(r, c) for c in columns] for r in rows]
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(table)
+        return 0
+    from tabulate import tabulate
+    print(tabulate(table, headers=columns, disable_numparse=True))
+    return 0
+
+
+def _cell(r: TaskRow, column: str) -> object:
+    return {"job_id": r.job_ids or "-", "launch": r.launch_id, "task_id": r.task_id, "jobname": r.jobname,
+            "status": r.status, "exit": describe_exit(r.exit_code), "elapsed": _fmt_elapsed(r.elapsed),
+            "tag": r.tag, "command": r.command}[column]
+
+
+def _summary(rows: List[TaskRow], args: argparse.Namespace) -> int:
+    counts: Dict[tuple, Dict[str, int]] = {}
+    for r in rows:
+        key = (r.jobname, r.launch_id, r.backend, r.job_ids or "-")
+        counts.setdefault(key, {}).setdefault(r.status, 0)
+        counts[key][r.status] += 1
+    headers = ["jobname", "launch", "backend", "job_id", "tasks"] + list(STATUSES)
+    table = [[*key, sum(c.values())] + [c.get(s, 0) for s in STATUSES] for key, c in counts.items()]
+    if args.json:
+        json.dump([dict(zip(headers, row)) for row in table], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(headers)
+        writer.writerows(table)
+        return 0
+    from tabulate import tabulate
+    print(tabulate(table, headers=headers, disable_numparse=True))
+    return 0
+
+
+# ---------------------------------------------------------------- cancel
+def run_cancel(args: argparse.Namespace) -> int:
+    import shlex
+    from onager.backends import backend_class
+
+    if not args.jobname and not args.jobid:
+        raise UsageError("cancel needs --jobname NAME or --jobid ID")
+    tasks = Tasklist.parse(args.tasklist) if args.tasklist else None
+    index = JobIndex()
+    records = index.find(args.jobname, args.jobid, args.launch)
+    if not records and args.jobid and args.backend:
+        # 0.1.3's form for a job this index does not know: cancel by scheduler id
+        backend = backend_class(args.backend)()
+        commands = backend.cancel_job_commands(args.jobid, tasks)
+        from onager.backends.base import run
+        for command in commands:
+            if not args.quiet:
+                print(shlex.join(command))
+            if not args.dry_run:
+                run(command, retries=2, transient=("timed out", "temporarily unavailable"))
+        return 0
+    if not records:
+        select_records(index, args.jobname, args.jobid, args.launch)  # raises the right message
+        raise UsageError("nothing to cancel")
+    if args.jobname and not args.launch and not args.jobid:
+        records = records[-1:]
+    if args.backend and any(r.backend != args.backend for r in records):
+        raise UsageError(f"launch {records[0].key} ran on {records[0].backend}, not {args.backend}")
+    for record in records:
+        own = Tasklist.parse(record.tasklist)
+        selected = own
+        if tasks is not None:
+            outside = [i for i in tasks if i not in own] if len(tasks) < 1_000_000 else []
+            if outside:
+                raise UsageError(f"tasks {Tasklist.from_ids(outside)} are not in launch {record.key} "
+                                 f"(it has {record.tasklist})")
+            selected = tasks
+        backend = backend_class(record.backend)(record.options)
+        commands = backend.cancel(record, selected, dry_run=args.dry_run)
+        if not args.quiet:
+            for command in commands:
+                print(" ".join(command) if command and command[0].startswith("#") else shlex.join(command))
+            if not args.dry_run:
+                print(f"cancelled tasks {selected} of {record.key}", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------ wait
+def run_wait(args: argparse.Namespace) -> int:
+    index = JobIndex()
+    records = select_records(index, args.jobname, None, args.launch, latest_only=not args.launch)
+    if not records:
+        raise UsageError("no launch to wait for: run onager launch first")
+    start = time.time()
+    tty = sys.stderr.isatty() and not args.quiet
+    last = ""
+    while True:
+        answers = query_all(records)
+        counts: Dict[str, int] = {}
+        failed_ids: List[int] = []
+        for record in records:
+            if not os.path.isdir(record.launch_dir):
+                raise OnagerError(f"launch directory {record.launch_dir} of {record.key} is gone (deleted by hand?)")
+            for row in launch_rows(record, answers.get(record.key)):
+                counts[row.status] = counts.get(row.status, 0) + 1
+                if row.status != "done" and row.status not in ("pending", "running"):
+                    failed_ids.append(row.task_id)
+        active = counts.get("pending", 0) + counts.get("running", 0)
+        line = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
+        if tty:
+            sys.stderr.write(f"\r\033[K{line} [{int(time.time() - start)}s]")
+            sys.stderr.flush()
+        elif not args.quiet and line != last:
+            print(line, file=sys.stderr)
+        last = line
+        if active == 0:
+            if tty:
+                sys.stderr.write("\n")
+            if failed_ids:
+                names = ", ".join(r.jobname for r in records)
+                print(f"onager: {len(failed_ids)} task(s) did not succeed: {Tasklist.from_ids(failed_ids)}; "
+                      f"rerun with: onager launch --backend {records[-1].backend} --jobname {names} "
+                      f"--tasklist failed", file=sys.stderr)
+                return 1
+            return 0
+        if args.timeout is not None and time.time() - start > args.timeout:
+            if tty:
+                sys.stderr.write("\n")
+            print(f"onager: still {active} task(s) unfinished after {args.timeout:g} s", file=sys.stderr)
+            return 124
+        time.sleep(max(0.05, args.interval))
+
+
+# ------------------------------------------------------------------ logs
+def run_logs(args: argparse.Namespace) -> int:
+    index = JobIndex()
+    records = select_records(index, args.jobname, None, args.launch)
+    suffix = "err" if args.err else "out"
+    chosen: Optional[LaunchRecord] = None
+    for record in reversed(records):
+        if args.task in Tasklist.parse(record.tasklist):
+            chosen = record
+            break
+    if chosen is None:
+        raise UsageError(f"task {args.task} is not in any launch of job {args.jobname!r}")
+    path = os.path.join(chosen.launch_dir, "logs", f"{args.task}.{suffix}")
+    if not os.path.exists(path) and not args.follow:
+        if not os.path.isdir(chosen.launch_dir):
+            raise OnagerError(f"launch directory {chosen.launch_dir} is gone (deleted by hand?)")
+        print(f"onager: task {args.task} of {chosen.key} has written no std{suffix} yet", file=sys.stderr)
+        return 0
+    out = sys.stdout.buffer
+    position = 0
+    while True:
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(position)
+                while True:
+                    chunk = handle.read(1 << 16)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    position += len(chunk)
+            out.flush()
+        except FileNotFoundError:
+            pass
+        if not args.follow:
+            return 0
+        from onager.status import launch_rows as rows_of
+        answers = query_all([chosen])
+        status = next((r.status for r in rows_of(chosen, answers.get(chosen.key), {args.task})), "unknown")
+        if status not in ("pending", "running"):
+            # one last read for what was written just before the end
+            with open(path, "rb") if os.path.exists(path) else open(os.devnull, "rb") as handle:
+                handle.seek(position)
+                out.write(handle.read())
+                out.flush()
+            return 0
+        time.sleep(0.5)

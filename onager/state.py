@@ -1,0 +1,123 @@
+"""Per-task state: what the wrapper recorded, merged with what the scheduler says.
+
+The wrapper writes empty-named facts into `<launch>/state/`:
+`<id>.start@<epoch>` (content: host pid jobid), `<id>.end@<epoch>@<exit code>`;
+`onager cancel` adds `<id>.cancel@<epoch>`, a dispatcher that lost a host adds
+`<id>.lost@<epoch>@<reason>`. One directory scan reads a whole launch.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterable, Optional
+
+PENDING, RUNNING, DONE, FAILED, CANCELLED, LOST, ERROR, UNKNOWN = (
+    "pending", "running", "done", "failed", "cancelled", "lost", "error", "unknown")
+STATUSES = (PENDING, RUNNING, DONE, FAILED, CANCELLED, LOST, ERROR, UNKNOWN)
+# what `--tasklist failed` and `--tasklist unfinished` select
+RERUN_FAILED = {FAILED, LOST, ERROR}
+RERUN_UNFINISHED = {FAILED, LOST, ERROR, CANCELLED, UNKNOWN}
+
+
+@dataclass
+class TaskState:
+    """What the files say about one task (the latest attempt)."""
+
+    start: Optional[float] = None
+    end: Optional[float] = None
+    exit_code: Optional[int] = None
+    cancelled: Optional[float] = None
+    lost: Optional[str] = None
+    attempts: int = 0
+
+
+def mark(launch_dir: str, task_id: int, kind: str, *fields: object) -> None:
+    """Create a state name such as `<id>.cancel@<epoch>` (atomic: only the name matters)."""
+    name = "@".join([f"{task_id}.{kind}", f"{time.time():.6f}", *map(str, fields)])
+    path = os.path.join(launch_dir, "state", name)
+    with open(path, "w"):
+        pass
+
+
+def read_states(launch_dir: str) -> Dict[int, TaskState]:
+    states: Dict[int, TaskState] = {}
+    try:
+        entries = os.scandir(os.path.join(launch_dir, "state"))
+    except FileNotFoundError:
+        return states
+    with entries:
+        for entry in entries:
+            name = entry.name
+            dot = name.find(".")
+            at = name.find("@")
+            if dot <= 0 or at < dot:
+                continue
+            try:
+                task_id = int(name[:dot])
+                kind = name[dot + 1:at]
+                fields = name[at + 1:].split("@")
+                when = float(fields[0])
+            except ValueError:
+                continue  # a corrupted or foreign name is ignored, never fatal
+            st = states.get(task_id)
+            if st is None:
+                st = states[task_id] = TaskState()
+            if kind == "start":
+                st.attempts += 1
+                if st.start is None or when > st.start:
+                    st.start = when
+            elif kind == "end" and len(fields) > 1:
+                if st.end is None or when > st.end:
+                    try:
+                        st.exit_code = int(fields[1])
+                    except ValueError:
+                        continue
+                    st.end = when
+            elif kind == "cancel":
+                st.cancelled = max(when, st.cancelled or 0)
+            elif kind == "lost":
+                st.lost = fields[1] if len(fields) > 1 else "lost"
+    return states
+
+
+def status_of(st: Optional[TaskState], scheduler: Optional[str], queried: bool) -> str:
+    """One status from the task's files and the scheduler's word.
+
+    `scheduler` is pending/running/error or None (the scheduler does not know the task);
+    `queried` is False when the scheduler could not be asked at all.
+    """
+    if st is not None and st.end is not None and (st.start is None or st.end >= st.start):
+        if st.cancelled is not None and st.exit_code != 0:
+            return CANCELLED
+        return DONE if st.exit_code == 0 else FAILED
+    if st is not None and st.cancelled is not None:
+        return CANCELLED
+    if scheduler == "error":
+        return ERROR
+    if scheduler in (PENDING, RUNNING):
+        return RUNNING if (scheduler == RUNNING or (st and st.start)) else PENDING
+    if not queried:
+        return UNKNOWN
+    if st is not None and st.lost:
+        return LOST
+    # the scheduler no longer knows it, and it never wrote its end: killed or never ran
+    return LOST
+
+
+def describe_exit(code: Optional[int]) -> str:
+    if code is None:
+        return ""
+    if code > 128:
+        try:
+            return f"{code} ({signal.Signals(code - 128).name})"
+        except ValueError:
+            return str(code)
+    return str(code)
+
+
+def statuses(launch_dir: str, ids: Iterable[int], scheduler: Dict[int, str],
+             queried: bool) -> Dict[int, str]:
+    states = read_states(launch_dir)
+    return {i: status_of(states.get(i), scheduler.get(i), queried) for i in ids}

@@ -1,0 +1,51 @@
+"""What a running task can ask onager: its parameters, and a place to report results."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict
+
+
+def _task() -> tuple:
+    launch_dir = os.environ.get("ONAGER_LAUNCH_DIR")
+    task_id = os.environ.get("ONAGER_TASK_ID")
+    if not launch_dir or not task_id:
+        raise RuntimeError("not inside an onager task (ONAGER_LAUNCH_DIR / ONAGER_TASK_ID unset)")
+    return launch_dir, int(task_id)
+
+
+def params() -> Dict[str, Any]:
+    """This task's parameter values, typed as in the jobfile (e.g. {'lr': 0.1, 'amp': True})."""
+    launch_dir, task_id = _task()
+    path = os.path.join(launch_dir, "tasks.jsonl")
+    prefix = f"[{task_id},"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith(prefix):
+                    return json.loads(line)[3]
+    except FileNotFoundError:
+        pass
+    # no launch snapshot readable here (e.g. a remote host): fall back to the environment
+    out: Dict[str, Any] = {}
+    for key, value in os.environ.items():
+        if key.startswith("ONAGER_PARAM_"):
+            try:
+                out[key[13:].lower()] = json.loads(value)
+            except ValueError:
+                out[key[13:].lower()] = value
+    return out
+
+
+def log_result(**metrics: Any) -> None:
+    """Append one line of metrics for this task (a single O_APPEND write: safe to call often)."""
+    launch_dir, task_id = _task()
+    directory = os.path.join(launch_dir, "results")
+    os.makedirs(directory, exist_ok=True)
+    line = json.dumps({"time": time.time(), **metrics}, default=str) + "\n"
+    fd = os.open(os.path.join(directory, f"{task_id}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)

@@ -1,0 +1,180 @@
+"""Tasklists: `1-3:1,5,8-9` parsed, counted, iterated lazily and condensed back.
+
+Pure: no I/O. Schedulers need the condensed text (Slurm's `--array`, SGE's one range
+per `qsub -t`), users type it, and the index stores it; one grammar serves all three.
+"""
+from __future__ import annotations
+
+import heapq
+import re
+from typing import Iterable, Iterator, List, Sequence, Tuple
+
+from onager.errors import UsageError
+
+_BLOCK = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$")
+
+HELP = "a tasklist is comma-separated blocks N, A-B or A-B:STEP with 1 <= A <= B (e.g. 1-3,5,8-20:2)"
+
+
+class Tasklist:
+    """An ordered set of task ids made of (start, stop, step) blocks, stop inclusive."""
+
+    __slots__ = ("blocks",)
+
+    def __init__(self, blocks: Sequence[Tuple[int, int, int]]):
+        self.blocks: Tuple[Tuple[int, int, int], ...] = tuple(
+            (a, a + ((b - a) // s) * s, s) for a, b, s in blocks)
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def parse(cls, text: str) -> "Tasklist":
+        if text is None or not str(text).strip():
+            raise UsageError(f"empty tasklist: {HELP}")
+        blocks = []
+        for raw in str(text).split(","):
+            block = raw.strip()
+            match = _BLOCK.match(block)
+            if not match:
+                raise UsageError(f"bad tasklist block {raw!r} in {text!r}: {HELP}")
+            start = int(match.group(1))
+            stop = int(match.group(2)) if match.group(2) is not None else start
+            step = int(match.group(3)) if match.group(3) is not None else 1
+            if start < 1:
+                raise UsageError(f"bad tasklist block {raw!r} in {text!r}: task ids start at 1")
+            if stop < start:
+                raise UsageError(f"bad tasklist block {raw!r} in {text!r}: {stop} is below {start}")
+            if step < 1:
+                raise UsageError(f"bad tasklist block {raw!r} in {text!r}: the step must be at least 1")
+            blocks.append((start, stop, step))
+        return cls(blocks)
+
+    @classmethod
+    def from_ids(cls, ids: Iterable[int]) -> "Tasklist":
+        """The shortest block form of `ids` (greedy runs of equal step)."""
+        ordered = sorted(set(ids))
+        blocks: List[Tuple[int, int, int]] = []
+        i, n = 0, len(ordered)
+        while i < n:
+            start = ordered[i]
+            if i + 1 == n:
+                blocks.append((start, start, 1))
+                break
+            step = ordered[i + 1] - start
+            j = i + 1
+            while j + 1 < n and ordered[j + 1] - ordered[j] == step:
+                j += 1
+            length = j - i + 1
+            if step == 1 or length >= 3:
+                blocks.append((start, ordered[j], step))
+                i = j + 1
+            else:
+                blocks.append((start, start, 1))
+                i += 1
+        return cls(blocks)
+
+    @classmethod
+    def range(cls, start: int, stop: int) -> "Tasklist":
+        return cls([(start, stop, 1)] if stop >= start else [])
+
+    # ------------------------------------------------------------------ query
+    def _disjoint_sorted(self) -> bool:
+        last = 0
+        for a, b, _ in sorted(self.blocks):
+            if a <= last:
+                return False
+            last = b
+        return True
+
+    def __iter__(self) -> Iterator[int]:
+        """Ids in increasing order, each once, without building a list."""
+        if len(self.blocks) == 1:
+            a, b, s = self.blocks[0]
+            yield from range(a, b + 1, s)
+            return
+        previous = 0
+        for value in heapq.merge(*(range(a, b + 1, s) for a, b, s in self.blocks)):
+            if value != previous:
+                previous = value
+                yield value
+
+    def __len__(self) -> int:
+        if self._disjoint_sorted():
+            return sum((b - a) // s + 1 for a, b, s in self.blocks)
+        return sum(1 for _ in self)
+
+    def __bool__(self) -> bool:
+        return bool(self.blocks)
+
+    def __contains__(self, task_id: object) -> bool:
+        if not isinstance(task_id, int):
+            return False
+        return any(a <= task_id <= b and (task_id - a) % s == 0 for a, b, s in self.blocks)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tasklist) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"Tasklist({str(self)!r})"
+
+    @property
+    def first(self) -> int:
+        return min(a for a, _, _ in self.blocks)
+
+    @property
+    def last(self) -> int:
+        return max(b for _, b, _ in self.blocks)
+
+    def condensed(self) -> "Tasklist":
+        if self._disjoint_sorted() and all(s == 1 or (b - a) // s >= 2 for a, b, s in self.blocks):
+            return Tasklist(sorted(self.blocks))
+        return Tasklist.from_ids(self)
+
+    # ----------------------------------------------------------------- render
+    @staticmethod
+    def _block_text(a: int, b: int, s: int, keep_step: bool = False) -> str:
+        if a == b:
+            return str(a)
+        if s == 1:
+            return f"{a}-{b}:1" if keep_step else f"{a}-{b}"
+        return f"{a}-{b}:{s}"
+
+    def __str__(self) -> str:
+        return ",".join(self._block_text(a, b, s) for a, b, s in self.blocks)
+
+    def slurm(self) -> str:
+        """Slurm `--array` text: `1-3,5,8-9`, steps as `1-9:2`."""
+        return ",".join(self._block_text(a, b, s) for a, b, s in self.condensed().blocks)
+
+    def sge_blocks(self) -> List[str]:
+        """One `qsub -t`/`qdel -t` range per block: SGE takes one range per call."""
+        return [f"{a}-{b}:{s}" if a != b else str(a) for a, b, s in self.condensed().blocks]
+
+    def shifted(self, offset: int) -> "Tasklist":
+        return Tasklist([(a - offset, b - offset, s) for a, b, s in self.blocks])
+
+    def split_below(self, limit: int) -> List[Tuple[int, "Tasklist"]]:
+        """Cut into (offset, tasklist-minus-offset) chunks whose ids are all <= limit.
+
+        Slurm's MaxArraySize caps the array INDEX, so a launch with large ids is sent
+        as several arrays whose indexes are offsets; the wrapper adds the offset back.
+        """
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        chunks: List[Tuple[int, Tasklist]] = []
+        blocks = sorted(self.condensed().blocks)
+        window = 0  # chunk k holds ids in (k*limit, (k+1)*limit]
+        current: List[Tuple[int, int, int]] = []
+        for a, b, s in blocks:
+            while a <= b:
+                k = (a - 1) // limit
+                if k != window and current:
+                    chunks.append((window * limit, Tasklist(current).shifted(window * limit)))
+                    current = []
+                window = k
+                hi = (k + 1) * limit
+                end = min(b, a + ((hi - a) // s) * s)
+                current.append((a, end, s))
+                a = end + s
+        if current:
+            chunks.append((window * limit, Tasklist(current).shifted(window * limit)))
+        return chunks

@@ -1,0 +1,62 @@
+"""The text of wrapper.sh: the only code that runs on a compute node.
+
+Plain bash, no Python start. It finds its task by id in O(1) (a fixed-width index of
+byte offsets into tasks.sh), records its own state as file NAMES (creating a name is
+atomic on every filesystem, NFS included, and `list` reads a whole launch with one
+directory scan), runs header, command and footer, and exits with the command's code.
+"""
+from __future__ import annotations
+
+import shlex
+from typing import Optional
+
+INDEX_WIDTH = 24  # "%013d %09d\n": byte offset and length of a task's record
+
+
+def index_record(offset: int, length: int) -> bytes:
+    return b"%013d %09d\n" % (offset, length)
+
+
+def task_record(task_id: int, command: str, tag: str, params_env: dict) -> str:
+    """Shell assignments for one task, every value quoted with shlex."""
+    lines = [f"ONAGER_TASK_ID={task_id}", f"ONAGER_TAG={shlex.quote(tag)}",
+             f"ONAGER_COMMAND={shlex.quote(command)}"]
+    for name, value in params_env.items():
+        lines.append(f"export ONAGER_PARAM_{name}={shlex.quote(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def wrapper_text(launch_dir: str, jobname: str, launch_id: str, workdir: str,
+                 header: str = "", footer: str = "", venv: Optional[str] = None) -> str:
+    q = shlex.quote
+    venv_line = f". {q(venv.rstrip('/') + '/bin/activate')}\n" if venv else ""
+    return f"""#!/bin/bash
+# onager wrapper for launch {jobname}/{launch_id}: finds task $1 (or the scheduler's
+# array index + ONAGER_TASK_OFFSET), records its state, runs it, exits with its code.
+export ONAGER_LAUNCH_DIR=${{ONAGER_REMOTE_LAUNCH_DIR:-{q(launch_dir)}}}
+export ONAGER_JOB_NAME={q(jobname)}
+export ONAGER_LAUNCH_ID={q(launch_id)}
+D=$ONAGER_LAUNCH_DIR
+if [ -n "${{1:-}}" ]; then id=$1; else id=${{SLURM_ARRAY_TASK_ID:-${{SGE_TASK_ID:-}}}}; fi
+case $id in ''|*[!0-9]*) echo "onager wrapper: no task id (got '$id')" >&2; exit 2;; esac
+[ -n "${{1:-}}" ] || id=$(( id + ${{ONAGER_TASK_OFFSET:-0}} ))
+rec=$(dd if="$D/tasks.idx" bs={INDEX_WIDTH} skip=$(( id - 1 )) count=1 2>/dev/null)
+off=${{rec%% *}}; len=${{rec##* }}
+case $off$len in ''|*[!0-9]*) len=0;; esac
+if [ $(( 10#${{len:-0}} )) -eq 0 ]; then
+    echo "onager wrapper: task $id is not in launch $D" >&2; exit 2
+fi
+rec=$(dd if="$D/tasks.sh" bs=1 skip=$(( 10#$off )) count=$(( 10#$len )) 2>/dev/null)
+eval "$rec"
+export ONAGER_TASK_ID ONAGER_TAG
+now() {{ if [ -n "${{EPOCHREALTIME:-}}" ]; then echo "${{EPOCHREALTIME/,/.}}"; else date +%s; fi; }}
+exec >>"$D/logs/$id.out" 2>>"$D/logs/$id.err"
+echo "${{HOSTNAME:-$(hostname)}} $$ ${{SLURM_ARRAY_JOB_ID:-${{JOB_ID:-}}}}" >"$D/state/$id.start@$(now)"
+cd {q(workdir)} || {{ : >"$D/state/$id.end@$(now)@126"; exit 126; }}
+{header}
+{venv_line}( eval "$ONAGER_COMMAND" )
+rc=$?
+{footer}
+: >"$D/state/$id.end@$(now)@$rc"
+exit $rc
+"""
