@@ -54,7 +54,7 @@ def launch_rows(record: LaunchRecord, scheduler: Optional[Dict[int, str]],
     from onager.launch import iter_launch_tasks
     states = read_states(record.launch_dir)
     queried = scheduler is not None
-    sched = scheduler or {}
+    sched = scheduler if scheduler is not None else {}
     job_ids = ",".join(record.job_ids)
     for task_id, command, tag, params in iter_launch_tasks(record.launch_dir):
         if wanted is not None and task_id not in wanted:
