@@ -1,0 +1,277 @@
+"""Grid Engine backend (SGE, Son of Grid Engine, UGE): one `qsub -t` per block of the tasklist.
+
+`qsub -t` takes ONE range `A-B:S`, so a tasklist like `35-40:1,57,138-201:1` becomes three
+array jobs; SGE limits the NUMBER of tasks per array (max_aj_tasks), not the index, so
+task ids are used as they are (no offsets) and only a block longer than max_aj_tasks is
+cut. Site names (parallel environment, memory and GPU resources, queue) come from
+options or `onager config --write gridengine KEY VALUE`; none is assumed.
+
+A task in `Eqw` (SGE could not start it) is reported as "error": `onager list` shows
+it, and `--tasklist failed` relaunches it.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import re
+import xml.etree.ElementTree as ET
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from onager.backends.base import QUEUED, STARTED, STUCK, Backend, LaunchInfo, run
+from onager.backends.slurm import (DEFAULT_DURATION, NODE_SCRIPT, _Mapper, duration_seconds, gpu_count,
+                                   group_count, mem_text, per_node, positive, save_submissions,
+                                   scale_gpus, write_groups, write_node_script)
+from onager.errors import OnagerError, UsageError
+from onager.state import mark, read_states
+from onager.tasklist import Tasklist
+
+DEFAULT_MAX_AJ_TASKS = 75000  # SGE's own default
+TRANSIENT = ("unable to contact qmaster", "commlib error", "timed out", "temporarily unavailable")
+SUBMIT_RETRIES = 3
+
+
+def hms(seconds: int) -> str:
+    """h_rt text: `H:MM:SS` (hours may exceed 24)."""
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def cut_block(block: Tuple[int, int, int], most: int) -> List[Tuple[int, int, int]]:
+    """One (start, stop, step) block as pieces of at most `most` tasks (max_aj_tasks)."""
+    a, b, s = block
+    pieces = []
+    while a <= b:
+        end = min(b, a + (most - 1) * s)
+        pieces.append((a, end, s))
+        a = end + s
+    return pieces
+
+
+def sge_range(block: Tuple[int, int, int]) -> str:
+    a, b, s = block
+    return str(a) if a == b else f"{a}-{b}:{s}"
+
+
+class GridEngineBackend(Backend):
+    name = "gridengine"
+    config_keys = ("pe", "mem_resource", "gpu_resource", "queue")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--pe", default=None,
+                            help="gridengine: parallel environment for --cpus above 1 (qsub -pe PE N), e.g. smp")
+        parser.add_argument("--mem-resource", default=None,
+                            help="gridengine: resource that --mem sets (qsub -l NAME=SIZE), e.g. h_vmem")
+        parser.add_argument("--gpu-resource", default=None,
+                            help="gridengine: resource that --gpus sets (qsub -l NAME=N), e.g. gpu")
+        parser.add_argument("--queue", default=None, help="gridengine: queue (qsub -q)")
+
+    def __init__(self, options: Optional[Dict[str, Any]] = None):
+        super().__init__(options)
+        self._max_aj_tasks: Optional[int] = None
+
+    # ------------------------------------------------------------- helpers
+    def max_aj_tasks(self) -> int:
+        """max_aj_tasks of the cluster (`qconf -sconf`), read once; 0 there means no limit."""
+        if self._max_aj_tasks is None:
+            given = self.options.get("max_aj_tasks")
+            if given not in (None, ""):
+                self._max_aj_tasks = int(given)
+            else:
+                self._max_aj_tasks = DEFAULT_MAX_AJ_TASKS
+                try:
+                    out = run(["qconf", "-sconf"], retries=1, transient=TRANSIENT, timeout=60).stdout
+                except OnagerError:
+                    out = ""
+                match = re.search(r"^max_aj_tasks\s+(\d+)", out, re.MULTILINE)
+                if match:
+                    self._max_aj_tasks = int(match.group(1)) or 10 ** 12
+        return self._max_aj_tasks
+
+    def _setting(self, key: str, fix: str) -> str:
+        value = self.options.get(key)
+        if value in (None, ""):
+            raise UsageError(fix)
+        return str(value)
+
+    def _resources(self, times: int) -> List[str]:
+        o = self.options
+        for key, hint in (("partition", "--queue"), ("qos", "a --queue"), ("constraint", "-- -l FEATURE=1")):
+            if o.get(key) not in (None, ""):
+                raise UsageError(f"--{key} is a slurm option; for gridengine use {hint}")
+        args: List[str] = []
+        seconds = duration_seconds(o.get("duration") or DEFAULT_DURATION)
+        if seconds is not None:
+            args += ["-l", f"h_rt={hms(seconds)}"]
+        cpus = (positive(o, "cpus", 1) or 1) * times
+        if cpus > 1:
+            pe = self._setting("pe", f"--cpus {cpus} on gridengine needs a parallel environment: pass --pe NAME "
+                                     "or run onager config --write gridengine pe NAME (qconf -spl lists them)")
+            args += ["-pe", pe, str(cpus)]
+        if o.get("mem") not in (None, ""):
+            resource = self._setting("mem_resource", "--mem on gridengine needs the memory resource name: pass "
+                                     "--mem-resource NAME or run onager config --write gridengine mem_resource "
+                                     "h_vmem (qconf -sc lists them)")
+            args += ["-l", f"{resource}={mem_text(o['mem'], times)}"]
+        gpus = gpu_count(o)
+        if gpus:
+            resource = self._setting("gpu_resource", "--gpus on gridengine needs the GPU resource name: pass "
+                                     "--gpu-resource NAME or run onager config --write gridengine gpu_resource gpu "
+                                     "(qconf -sc lists them)")
+            args += ["-l", f"{resource}={scale_gpus(gpus, times).rpartition(':')[2]}"]
+        if o.get("queue") not in (None, ""):
+            args += ["-q", str(o["queue"])]
+        if o.get("account") not in (None, ""):
+            args += ["-A", str(o["account"])]
+        hold = o.get("hold_jid") or o.get("dependency")
+        if hold not in (None, ""):
+            ids = [j for j in re.split(r"[,:\s]+", str(hold)) if j and not j.startswith("after")]
+            args += ["-hold_jid", ",".join(ids)]
+        return args
+
+    def plan(self, launch: LaunchInfo) -> Tuple[int, int, List[Tuple[int, int, int]]]:
+        """(tasks per node, at once, [blocks]): one qsub per block."""
+        tasks_per_node, at_once = per_node(self.options)
+        if tasks_per_node > 1:
+            numbers = Tasklist.range(1, group_count(launch.tasklist, tasks_per_node))
+        else:
+            numbers = launch.tasklist.condensed()
+        most = self.max_aj_tasks()
+        blocks: List[Tuple[int, int, int]] = []
+        for block in sorted(numbers.condensed().blocks):
+            blocks += cut_block(block, most)
+        return tasks_per_node, at_once, blocks
+
+    def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:
+        tasks_per_node, at_once, blocks = self.plan(launch)
+        logs = os.path.join(launch.logs_dir, "scheduler") + "/"
+        script = launch.wrapper if tasks_per_node == 1 else os.path.join(launch.launch_dir, NODE_SCRIPT)
+        common = ["qsub", "-terse", "-N", launch.jobname, "-wd", launch.workdir, "-b", "n", "-S", "/bin/bash",
+                  "-o", logs, "-e", logs, *self._resources(at_once if tasks_per_node > 1 else 1)]
+        limit = positive(self.options, "max_tasks")
+        if limit:
+            common += ["-tc", str(limit)]
+        extra = [str(x) for x in self.options.get("extra") or []]
+        return [[*common, "-t", sge_range(block), *extra, script] for block in blocks]
+
+    # -------------------------------------------------------------- submit
+    def submit(self, launch: LaunchInfo) -> List[str]:
+        tasks_per_node, at_once, blocks = self.plan(launch)
+        commands = self.submit_commands(launch)
+        os.makedirs(os.path.join(launch.logs_dir, "scheduler"), exist_ok=True)
+        if tasks_per_node > 1:
+            write_groups(launch.launch_dir, launch.tasklist, tasks_per_node)
+            write_node_script(launch, tasks_per_node, at_once)
+        job_ids: List[str] = []
+        submissions: List[Dict[str, Any]] = []
+        try:
+            for block, command in zip(blocks, commands):
+                out = run(command, retries=SUBMIT_RETRIES, transient=TRANSIENT).stdout.strip()
+                job_id = out.splitlines()[-1].split(".")[0].strip() if out else ""
+                if not job_id.isdigit():
+                    raise OnagerError(f"qsub printed no job id (got {out!r})")
+                job_ids.append(job_id)
+                submissions.append({"job_id": job_id, "offset": 0, "array": sge_range(block)})
+        except BaseException:
+            for job_id in job_ids:  # all or nothing
+                try:
+                    run(["qdel", job_id])
+                except OnagerError:
+                    pass
+            raise
+        save_submissions(launch.launch_dir, self.name, tasks_per_node, submissions)
+        return job_ids
+
+    # --------------------------------------------------------------- query
+    def query(self, records: Sequence[Any]) -> Dict[str, Optional[Dict[int, str]]]:
+        owners: Dict[str, _Mapper] = {}
+        out: Dict[str, Optional[Dict[int, str]]] = {}
+        for record in records:
+            mapper = _Mapper(record)
+            out[record.key] = {}
+            for sub in mapper.submissions:
+                owners[str(sub["job_id"])] = mapper
+        if not owners:
+            return out
+        try:
+            text = run(["qstat", "-xml", "-u", getpass.getuser()], retries=2, transient=TRANSIENT).stdout
+            entries = parse_qstat_xml(text)
+        except OnagerError:
+            return {r.key: None for r in records}
+        for job_id, indexes, state in entries:
+            mapper = owners.get(job_id)
+            if mapper is None:
+                continue
+            answer = out[mapper.record.key]
+            assert answer is not None
+            for index in indexes:
+                for task_id in mapper.task_ids(job_id, index):
+                    # a task shown twice (e.g. being deleted) keeps its most telling state
+                    if answer.get(task_id) != STUCK:
+                        answer[task_id] = state
+        return out
+
+    # -------------------------------------------------------------- cancel
+    def cancel(self, record: Any, tasks: Tasklist, dry_run: bool = False) -> List[List[str]]:
+        states = read_states(record.launch_dir)
+        targets = [i for i in tasks if not (i in states and states[i].end is not None)]
+        mapper = _Mapper(record)
+        commands: List[List[str]] = []
+        for job_id, indexes in mapper.indexes(targets).items():
+            commands += qdel_commands(job_id, Tasklist.from_ids(indexes))
+        if dry_run:
+            return commands or [["# nothing to cancel:", f"tasks {tasks} of {record.key} have all finished"]]
+        for task_id in targets:
+            mark(record.launch_dir, task_id, "cancel")
+        for command in commands:
+            try:
+                run(command, retries=2, transient=TRANSIENT)
+            except OnagerError as exc:
+                if "does not exist" not in str(exc):  # finished meanwhile: nothing left to delete
+                    raise
+        return commands
+
+    def cancel_job_commands(self, job_id: str, tasks: Optional[Tasklist]) -> List[List[str]]:
+        if not re.match(r"^\d+$", str(job_id)):
+            raise UsageError(f"bad gridengine job id {job_id!r}: give the number qsub printed")
+        return qdel_commands(str(job_id), tasks)
+
+
+def qdel_commands(job_id: str, tasks: Optional[Tasklist]) -> List[List[str]]:
+    """`qdel J -t A-B:S` per block (qdel takes one range), or `qdel J` for the whole job."""
+    if tasks is None:
+        return [["qdel", job_id]]
+    return [["qdel", job_id, "-t", block] for block in tasks.sge_blocks()]
+
+
+def sge_state(code: str) -> str:
+    """`Eqw`/`E` -> error; `qw`/`hqw` -> pending; `r`/`t`/`Rr`/`s`/`dr` -> running."""
+    if "E" in code:
+        return STUCK
+    if any(c in code for c in "rtRsST"):
+        return STARTED
+    return QUEUED
+
+
+def parse_qstat_xml(text: str) -> List[Tuple[str, Tasklist, str]]:
+    """(job id, task ids, state) of each `job_list` of `qstat -xml` (ranges like `3-9:3,57`)."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise OnagerError(f"qstat -xml printed something that is not XML ({exc})")
+    out = []
+    for job in root.iter("job_list"):
+        number = (job.findtext("JB_job_number") or "").strip()
+        tasks = (job.findtext("tasks") or "").strip()
+        code = (job.findtext("state") or "").strip()
+        if not number or not tasks:
+            continue
+        try:
+            ids = Tasklist.parse(tasks)
+        except OnagerError:
+            continue
+        out.append((number, ids, sge_state(code)))
+    return out
+
+
+BACKEND = GridEngineBackend
