@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, TextIO, Tuple
+from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 from onager.errors import UsageError
-from onager.sweep import Sweep, check_jobname
+from onager.sweep import (Files, Linspace, Logspace, LogUniform, RandInt, Range, Sweep, Uniform, Values,
+                          check_jobname)
 
-# option -> (min values, max values or None for any)
+_INTEGER = re.compile(r"^[+-]?\d+$")
+
+# option -> (min values, max values or None for any). These are the 0.1.3 options (plus
+# +dry-run): only they may be abbreviated, so `+f` still means +flag now that +from exists.
 OPTIONS: Dict[str, Tuple[int, Optional[int]]] = {
     "+command": (1, 1), "+jobname": (1, 1), "+jobfile": (1, 1),
     "+arg": (1, None), "+pos-arg": (1, None), "+flag": (1, 1),
@@ -24,9 +29,24 @@ OPTIONS: Dict[str, Tuple[int, Optional[int]]] = {
     "+help": (0, 0), "+h": (0, 0), "+dry-run": (0, 0),
 }
 ALIASES = {"+a": "+append", "+q": "+quiet", "+h": "+help"}
+# newer options: exact spelling only
+EXACT_OPTIONS: Dict[str, Tuple[int, Optional[int]]] = {
+    "+link": (0, 0), "+sample": (1, 1), "+seed": (1, 1), "+from": (1, 1),
+}
+# value generators, inside the values of +arg / +pos-arg: word -> (min, max) arguments
+GENERATORS: Dict[str, Tuple[int, int]] = {
+    "+range": (2, 3), "+linspace": (3, 3), "+logspace": (3, 3), "+files": (1, 1),
+    "+uniform": (2, 2), "+loguniform": (2, 2), "+randint": (2, 2),
+}
+GENERATOR_USAGE = {
+    "+range": "+range START STOP [STEP]", "+linspace": "+linspace A B N", "+logspace": "+logspace A B N",
+    "+files": "+files PATTERN", "+uniform": "+uniform A B", "+loguniform": "+loguniform A B",
+    "+randint": "+randint A B",
+}
 
 HELP = """usage: onager prelaunch +command CMD +jobname NAME [+arg --name [V ...]] [+pos-arg V [V ...]]
                         [+flag --name] [+tag [--tag]] [+tag-args --name ...] [+no-tag-number]
+                        [+link] [+sample N [+seed S]] [+from SWEEPFILE]
                         [+jobfile PATH] [+append] [+quiet] [+dry-run]
 
 Expand every combination of the given values into a jobfile (.onager/scripts/NAME/jobs.json)
@@ -41,16 +61,32 @@ and print the commands. The first dimension varies fastest; flags are outermost.
   +tag [NAME]           pass a unique tag per task as NAME <tag> (NAME default --tag)
   +tag-args --name ...  which +arg names go into the tag (default: all)
   +no-tag-number        leave the task number out of tags
+  +link                 zip the next +arg/+pos-arg with the one before (same number of values)
+  +sample N             N random tasks instead of the whole grid (random search)
+  +seed S               seed of +sample (default 0): the same seed gives the same tasks
+  +from FILE            read command, jobname, dimensions... from a .toml or .json sweep file;
+                        options given here add to it or override it
   +append, +a           add to the existing jobfile, numbering after its last task
   +quiet, +q            do not print the commands
   +dry-run              print the commands, write nothing
 
+Value generators, usable among the values of +arg and +pos-arg:
+  +range START STOP [STEP]  integers, STOP excluded (Python's range)
+  +linspace A B N           N evenly spaced values from A to B, both included
+  +logspace A B N           N values evenly spaced on a log scale from A to B, both included
+  +files PATTERN            the files a glob matches, sorted (quote the pattern)
+  +uniform A B, +loguniform A B, +randint A B   random draws, with +sample only
+
 Values are passed byte for byte (quoted for the shell when needed). A value that starts
-with '+' is written with one more '+': ++5 passes +5.
+with '+' is written with one more '+': ++5 passes +5. See docs/sweeps.md.
 
 examples:
   onager prelaunch +jobname exp1 +command myscript +arg --lr 0.1 0.01 +arg --bs 32 64 +tag
   onager prelaunch +jobname exp2 +command ./run.sh +pos-arg a b +flag --verbose +tag --run-tag
+  onager prelaunch +jobname exp3 +command "python train.py" +arg --lr +logspace 1e-4 1e-1 4 +arg --seed +range 0 3
+  onager prelaunch +jobname exp4 +command "python train.py" +arg --lr 0.1 0.01 +link +arg --wd 1 2
+  onager prelaunch +jobname exp5 +command "python train.py" +arg --lr +loguniform 1e-5 1 +sample 20 +seed 1
+  onager prelaunch +from sweep.toml +jobname exp6
 """
 
 
@@ -67,15 +103,19 @@ class PrelaunchArgs:
 
 def _resolve(token: str) -> str:
     name = token.split("=", 1)[0]
-    if name in OPTIONS:
+    if name in OPTIONS or name in EXACT_OPTIONS:
         return name
+    if name in GENERATORS:
+        raise UsageError(f"{name} gives values to an option: write it after +arg NAME or +pos-arg "
+                         f"(e.g. +arg --x {GENERATOR_USAGE[name]})")
     matches = [o for o in OPTIONS if o.startswith(name) and len(name) > 1]
     canonical = {ALIASES.get(m, m) for m in matches}
     if len(canonical) == 1:
         return matches[0]
     if len(canonical) > 1:
         raise UsageError(f"ambiguous option {name}: could be {', '.join(sorted(canonical))}")
-    close = difflib.get_close_matches(name, [o for o in OPTIONS if o not in ALIASES], n=1, cutoff=0.5)
+    known = [o for o in OPTIONS if o not in ALIASES] + list(EXACT_OPTIONS) + list(GENERATORS)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]}?" if close else ""
     raise UsageError(f"unknown prelaunch option {name}{hint} (a value starting with '+' is written ++value)")
 
@@ -88,15 +128,61 @@ def _value(token: str) -> str:
     return token[1:] if token.startswith("++") else token
 
 
+def _generator(word: str, params: List[str]) -> Values:
+    if word == "+range":
+        return Range(*params)
+    if word == "+linspace":
+        return Linspace(*params)
+    if word == "+logspace":
+        return Logspace(*params)
+    if word == "+files":
+        return Files(params[0])
+    if word == "+uniform":
+        return Uniform(*params)
+    if word == "+loguniform":
+        return LogUniform(*params)
+    return RandInt(*params)
+
+
+def _values(argv: List[str], i: int, option: str, values: List[Any]) -> int:
+    """Collect the values of +arg/+pos-arg from argv[i:], generators included; returns the next index."""
+    while i < len(argv):
+        token = argv[i]
+        if token in GENERATORS and (option == "+pos-arg" or values):
+            low, high = GENERATORS[token]
+            params: List[str] = []
+            i += 1
+            while i < len(argv) and len(params) < high and not _is_option(argv[i]):
+                if len(params) >= low and not _INTEGER.match(argv[i]):
+                    break  # +range's optional STEP is taken only when it is an integer
+                params.append(_value(argv[i]))
+                i += 1
+            if len(params) < low:
+                got = " ".join(params)
+                raise UsageError(f"{token} needs {low if low == high else f'{low} or {high}'} value(s): "
+                                 f"{GENERATOR_USAGE[token]} (got {token}{' ' + got if got else ''})")
+            values.append(_generator(token, params))
+            continue
+        if _is_option(token):
+            break
+        values.append(_value(token))
+        i += 1
+    return i
+
+
 def parse(argv: List[str]) -> PrelaunchArgs:
     if argv[:1] in (["-h"], ["--help"]):
         return PrelaunchArgs(Sweep(""), help=True)
     command: Optional[str] = None
     args = PrelaunchArgs(Sweep(""))
-    dims: List[Tuple[str, List[str]]] = []
+    dims: List[Tuple[str, List[Any], bool]] = []
     tag: Optional[str] = None
     tag_args: Optional[List[str]] = None
     no_number = False
+    link = False
+    sample: Optional[str] = None
+    seed: Optional[str] = None
+    source: Optional[str] = None
     i = 0
     while i < len(argv):
         token = argv[i]
@@ -104,25 +190,36 @@ def parse(argv: List[str]) -> PrelaunchArgs:
             raise UsageError(f"unexpected value {token!r}: values follow an option such as +arg --name V "
                              "(a value starting with '+' is written ++value)")
         option = ALIASES.get(_resolve(token), _resolve(token))
-        low, high = OPTIONS[option]
-        values: List[str] = []
+        low, high = OPTIONS.get(option) or EXACT_OPTIONS[option]
+        values: List[Any] = []
         if "=" in token:
             values.append(_value(token.split("=", 1)[1]))
         i += 1
-        while i < len(argv) and not _is_option(argv[i]) and (high is None or len(values) < high):
-            values.append(_value(argv[i]))
-            i += 1
+        if option in ("+arg", "+pos-arg"):
+            if option == "+arg" and not values and i < len(argv) and not _is_option(argv[i]):
+                values.append(_value(argv[i]))  # the name
+                i += 1
+            i = _values(argv, i, option, values)
+        else:
+            while i < len(argv) and not _is_option(argv[i]) and (high is None or len(values) < high):
+                values.append(_value(argv[i]))
+                i += 1
         if len(values) < low:
             raise UsageError(f"{option} needs {'a value' if low == 1 and high == 1 else 'at least %d value(s)' % low}"
                              f"; see onager help prelaunch")
+        if option in ("+arg", "+pos-arg", "+flag"):
+            if link and option == "+flag":
+                raise UsageError("+link cannot join a +flag: flags are not linked; use +arg NAME with values")
+            dims.append((option, values, link))
+            link = False
+        elif link:
+            raise UsageError(f"+link must be followed by the +arg or +pos-arg to link, not {option}")
         if option == "+command":
             command = values[0]
         elif option == "+jobname":
             args.jobname = values[0]
         elif option == "+jobfile":
             args.jobfile = values[0]
-        elif option in ("+arg", "+pos-arg", "+flag"):
-            dims.append((option, values))
         elif option == "+tag":
             tag = values[0] if values else "--tag"
             if tag == "":
@@ -131,6 +228,18 @@ def parse(argv: List[str]) -> PrelaunchArgs:
             tag_args = values
         elif option == "+no-tag-number":
             no_number = True
+        elif option == "+link":
+            if not dims and source is None:
+                raise UsageError("+link joins the next +arg/+pos-arg to the one before it: put it between two of them")
+            link = True
+        elif option == "+sample":
+            sample = values[0]
+        elif option == "+seed":
+            seed = values[0]
+        elif option == "+from":
+            if source is not None:
+                raise UsageError("+from takes one sweep file; give the rest as options")
+            source = values[0]
         elif option == "+append":
             args.append = True
         elif option == "+quiet":
@@ -139,34 +248,51 @@ def parse(argv: List[str]) -> PrelaunchArgs:
             args.dry_run = True
         elif option == "+help":
             args.help = True
+    if link:
+        raise UsageError("+link must be followed by the +arg or +pos-arg to link")
     if args.help:
         return args
-    if command is None:
-        raise UsageError("prelaunch needs +command CMD (e.g. +command \"python train.py\")")
+    if source is not None:
+        from onager.sweepfile import load
+        sweep, settings = load(source)
+        args.jobname = args.jobname if args.jobname is not None else settings.get("jobname")
+        args.jobfile = args.jobfile if args.jobfile is not None else settings.get("jobfile")
+        if command is not None:
+            sweep.command = command
+        elif not sweep.command:
+            raise UsageError(f"{source} has no command: add command = \"...\" to it, or give +command CMD")
+    else:
+        if command is None:
+            raise UsageError("prelaunch needs +command CMD (e.g. +command \"python train.py\")")
+        sweep = Sweep(command)
     if args.jobname is None:
-        raise UsageError("prelaunch needs +jobname NAME")
+        raise UsageError("prelaunch needs +jobname NAME" + (f" (or jobname = \"...\" in {source})" if source else ""))
     check_jobname(args.jobname)
-    sweep = Sweep(command)
-    for option, values in dims:
+    for option, values, linked in dims:
         if option == "+arg":
-            sweep.arg(values[0], values[1:])
+            sweep.arg(values[0], values[1:], link=linked)
         elif option == "+pos-arg":
-            sweep.pos_arg(values)
+            sweep.pos_arg(values, link=linked)
         else:
             sweep.flag(values[0])
-    if tag is not None:
-        sweep.tag(tag, tag_args, number=not no_number)
+    if tag is not None or sweep.tag_name is not None:
+        sweep.tag(tag if tag is not None else sweep.tag_name,  # type: ignore[arg-type]
+                  tag_args if tag_args is not None else sweep.tag_args,
+                  number=sweep.tag_number and not no_number)
     elif tag_args is not None or no_number:
         sweep.tag_args = tag_args
+    if sample is not None or seed is not None:
+        if sample is None and sweep.sample_count is None:
+            raise UsageError("+seed needs +sample N (the seed of the random draws)")
+        sweep.sample(sample if sample is not None else sweep.sample_count,
+                     seed if seed is not None else sweep.seed)
     sweep.check()
     args.sweep = sweep
     return args
 
 
 def run(argv: List[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    from onager.config import ensure_onager_dir
-    from onager.fsutil import file_lock
-    from onager.jobfile import iter_jobfile, jobfile_path, write_jobfile
+    from onager.jobfile import iter_jobfile, jobfile_path
 
     args = parse(argv)
     if args.help:
@@ -174,8 +300,8 @@ def run(argv: List[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> 
         return 0
     for warning in args.sweep.warnings:
         err.write(f"onager: warning: {warning}\n")
-    path = jobfile_path(args.jobname, args.jobfile)
     if args.dry_run:
+        path = jobfile_path(args.jobname, args.jobfile)
         start = 1
         if args.append and os.path.exists(path):
             start = max((e.id for e in iter_jobfile(path)), default=0) + 1
@@ -183,21 +309,11 @@ def run(argv: List[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> 
             if not args.quiet:
                 out.write(line.command + "\n")
         return 0
-    if path.startswith(".onager/") or path.startswith("./.onager/"):
-        ensure_onager_dir(".")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with file_lock(os.path.join(os.path.dirname(os.path.abspath(path)), ".jobs.lock")):
-        keep = []
-        existed = os.path.exists(path)
-        if args.append and existed:
-            keep = list(iter_jobfile(path))
-        start = max((e.id for e in keep), default=0) + 1
-        count = write_jobfile(path, args.sweep.lines(args.jobname, start), keep,
-                              echo=None if args.quiet else out)
-    new = count - len(keep)
-    if args.append and existed:
+    written = args.sweep.write(args.jobname, args.jobfile, args.append, echo=None if args.quiet else out)
+    path, count, new = written.path, written.count, written.added
+    if args.append and written.existed:
         err.write(f"Prelaunched {new} more jobs for {args.jobname} ({count} in all) in {path}.\n")
-    elif existed:
+    elif written.existed:
         err.write(f"Prelaunched {count} jobs for {args.jobname}; replaced the previous jobfile {path}.\n")
     else:
         err.write(f"Prelaunched {count} jobs for {args.jobname} in {path}.\n")

@@ -1,6 +1,6 @@
 """Sweeps: dimensions of values expanded into tasks with 0.1.3's order and tags.
 
-Pure: no I/O. Rules kept from onager 0.1.3 (users' scripts and tags depend on them):
+Rules kept from onager 0.1.3 (users' scripts and tags depend on them):
 
 * command layout: base, positional values, `+arg`s, flags, then `<tagname> <tag>`;
 * the FIRST dimension varies FASTEST; flags are the outermost dimensions, "with" first;
@@ -8,17 +8,28 @@ Pure: no I/O. Rules kept from onager 0.1.3 (users' scripts and tags depend on th
   (key = name without `-`/`_`), `__+<flag>`/`__-<flag>`; N zero-padded to the width of
   the last number.
 
+Beyond 0.1.3: value generators (`Range`, `Linspace`, `Logspace`, `Files`), linked
+dimensions (zipped, one axis at the place of their first member), and random search
+(`sample(n, seed)` over lists and `Uniform`/`LogUniform`/`RandInt`). The CLI
+(`onager prelaunch`) and sweep files build a `Sweep` through these same methods, so
+every front end produces the same jobfile.
+
 Values are shell-quoted only when they need it, so plain values print exactly as
 0.1.3 printed them while `it's`, `$HOME` or `a b` reach the program byte for byte.
+Expansion is pure; only `Files` (a glob, when built) and `write()` touch the disk.
 """
 from __future__ import annotations
 
+import glob
 import itertools
 import json
+import math
+import os
+import random
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
 
 from onager.errors import UsageError
 
@@ -62,6 +73,227 @@ def _js(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
+# ---------------------------------------------------------------- value generators
+def _fmt(x: float) -> str:
+    """A generated float as text: rounded to 12 significant digits, then its shortest repr.
+
+    So `Logspace(1e-4, 1e-1, 4)` prints 0.0001, not 0.00010000000000000009.
+    """
+    return repr(float(f"{x:.12g}") + 0.0)  # + 0.0 turns -0.0 into 0.0
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool):
+        raise UsageError(f"{what} needs numbers, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what} needs numbers, got {value!r}")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise UsageError(f"{what} needs finite numbers, got {value!r}")
+    return number
+
+
+def _integer(value: Any, what: str, hint: str = "") -> int:
+    if isinstance(value, bool):
+        raise UsageError(f"{what} needs integers, got {value!r}{hint}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INT.match(value.strip()):
+        return int(value)
+    raise UsageError(f"{what} needs integers, got {value!r}{hint}")
+
+
+def _count(value: Any, what: str) -> int:
+    n = _integer(value, what)
+    if n < 1:
+        raise UsageError(f"{what} needs a count N of at least 1, got {n}")
+    return n
+
+
+class Values:
+    """A value generator usable wherever a list of values is accepted."""
+
+    spelling = ""
+
+    def values(self) -> List[str]:
+        """The generated values as text (finite generators only)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return self.spelling
+
+
+class Range(Values):
+    """`+range START STOP [STEP]`: integers as Python's range (STOP excluded)."""
+
+    def __init__(self, start: Any, stop: Any, step: Any = 1) -> None:
+        what = "+range START STOP [STEP]"
+        hint = "; use +linspace A B N for floats"
+        self.start, self.stop = _integer(start, what, hint), _integer(stop, what, hint)
+        self.step = _integer(step, what, hint)
+        self.spelling = f"+range {self.start} {self.stop} {self.step}"
+        if self.step == 0:
+            raise UsageError("+range STEP must not be 0")
+        if not range(self.start, self.stop, self.step):
+            fix = (f"; to count down give a negative STEP: +range {self.start} {self.stop} -1"
+                   if self.start > self.stop and self.step > 0 else "")
+            raise UsageError(f"{self.spelling} is empty (STOP is excluded){fix}")
+
+    def values(self) -> List[str]:
+        return [str(v) for v in range(self.start, self.stop, self.step)]
+
+
+class Linspace(Values):
+    """`+linspace A B N`: N evenly spaced floats from A to B, both included."""
+
+    def __init__(self, a: Any, b: Any, n: Any) -> None:
+        self.a, self.b = _number(a, "+linspace A B N"), _number(b, "+linspace A B N")
+        self.n = _count(n, "+linspace A B N")
+        self.spelling = f"+linspace {a} {b} {n}"
+
+    def values(self) -> List[str]:
+        if self.n == 1:
+            return [_fmt(self.a)]
+        span = self.b - self.a
+        last = self.n - 1
+        return [_fmt(self.a + span * i / last) if 0 < i < last else _fmt(self.a if i == 0 else self.b)
+                for i in range(self.n)]
+
+
+class Logspace(Values):
+    """`+logspace A B N`: N floats evenly spaced on a log scale from A to B, both included.
+
+    That is numpy's geomspace(A, B, N), not numpy's logspace (which takes exponents).
+    """
+
+    def __init__(self, a: Any, b: Any, n: Any) -> None:
+        self.a, self.b = _number(a, "+logspace A B N"), _number(b, "+logspace A B N")
+        self.n = _count(n, "+logspace A B N")
+        self.spelling = f"+logspace {a} {b} {n}"
+        if self.a <= 0 or self.b <= 0:
+            raise UsageError(f"{self.spelling}: A and B must be positive (they are the values "
+                             "themselves, not exponents: +logspace 1e-4 1e-1 4)")
+
+    def values(self) -> List[str]:
+        if self.n == 1:
+            return [_fmt(self.a)]
+        la, lb = math.log(self.a), math.log(self.b)
+        last = self.n - 1
+        return [_fmt(math.exp(la + (lb - la) * i / last)) if 0 < i < last else _fmt(self.a if i == 0 else self.b)
+                for i in range(self.n)]
+
+
+class Files(Values):
+    """`+files PATTERN`: the paths a glob matches, sorted (`**` recurses)."""
+
+    def __init__(self, pattern: Any) -> None:
+        self.pattern = str(pattern)
+        self.spelling = f"+files {self.pattern}"
+        self._values = sorted(glob.glob(self.pattern, recursive=True))
+        if not self._values:
+            raise UsageError(f"+files {self.pattern!r} matches no file: check the path (relative to the "
+                             "current directory) and quote the pattern so that the shell passes it as typed")
+
+    def values(self) -> List[str]:
+        return list(self._values)
+
+
+class Distribution(Values):
+    """A continuous or random dimension: drawn per task under `Sweep.sample`."""
+
+    def draw(self, rng: random.Random) -> str:
+        raise NotImplementedError
+
+    def values(self) -> List[str]:
+        raise UsageError(f"{self.spelling} draws random values: it needs +sample N (random search)")
+
+
+class Uniform(Distribution):
+    """`+uniform A B`: a float drawn uniformly between A and B."""
+
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = _number(a, "+uniform A B"), _number(b, "+uniform A B")
+        self.spelling = f"+uniform {a} {b}"
+
+    def draw(self, rng: random.Random) -> str:
+        return _fmt(self.a + (self.b - self.a) * rng.random())
+
+
+class LogUniform(Distribution):
+    """`+loguniform A B`: a float whose logarithm is uniform between log A and log B."""
+
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = _number(a, "+loguniform A B"), _number(b, "+loguniform A B")
+        self.spelling = f"+loguniform {a} {b}"
+        if self.a <= 0 or self.b <= 0:
+            raise UsageError(f"{self.spelling}: A and B must be positive")
+
+    def draw(self, rng: random.Random) -> str:
+        la, lb = math.log(self.a), math.log(self.b)
+        return _fmt(math.exp(la + (lb - la) * rng.random()))
+
+
+class RandInt(Distribution):
+    """`+randint A B`: an integer from A to B, both included (like random.randint)."""
+
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = _integer(a, "+randint A B"), _integer(b, "+randint A B")
+        self.spelling = f"+randint {self.a} {self.b}"
+        if self.b < self.a:
+            raise UsageError(f"{self.spelling}: B must be at least A (both are included)")
+
+    def draw(self, rng: random.Random) -> str:
+        return str(self.a + _below(rng, self.b - self.a + 1))
+
+
+def _below(rng: random.Random, n: int) -> int:
+    """A uniform integer in [0, n) from Random.random() alone.
+
+    random() is the one method whose sequence Python promises to keep for a seed, so
+    the same seed draws the same tasks on every machine and Python version.
+    """
+    if n <= 1 << 40:
+        return min(int(rng.random() * n), n - 1)
+    r, m = 0, 1
+    while m < n << 20:
+        r = (r << 40) | int(rng.random() * (1 << 40))
+        m <<= 40
+    return r % n
+
+
+def _distinct(rng: random.Random, total: int, k: int) -> Iterator[int]:
+    """k distinct indices of range(total) in draw order (a partial Fisher-Yates shuffle)."""
+    moved: Dict[int, int] = {}
+    for i in range(k):
+        j = i + _below(rng, total - i)
+        yield moved.get(j, j)
+        moved[j] = moved.get(i, i)
+
+
+def _expand(values: Any, what: str) -> Tuple[List[str], Optional[Distribution]]:
+    """Plain values and finite generators -> texts; a lone distribution stays one."""
+    if isinstance(values, Values):
+        values = [values]
+    elif isinstance(values, (str, bytes, int, float)):
+        values = [values]
+    out: List[str] = []
+    dist: Optional[Distribution] = None
+    items = list(values)
+    for item in items:
+        if isinstance(item, Distribution):
+            if len(items) > 1:
+                raise UsageError(f"{what}: {item.spelling} takes no other values in the same list")
+            dist = item
+        elif isinstance(item, Values):
+            out.extend(item.values())
+        else:
+            out.append(_text(item))
+    return out, dist
+
+
 @dataclass
 class Dimension:
     """One swept argument: its kind, its name in the command, and its values as typed."""
@@ -71,6 +303,13 @@ class Dimension:
     values: List[str]
     key: str = ""
     tagged: bool = True
+    dist: Optional[Distribution] = None
+    group: int = 0
+
+    @property
+    def label(self) -> str:
+        """How errors name it: the arg or flag name, or pos1, pos2..."""
+        return self.name if self.kind != POS else self.key
 
 
 class Choice(NamedTuple):
@@ -101,6 +340,19 @@ class Line(NamedTuple):
     params_json: str
 
 
+class Written(NamedTuple):
+    """What `Sweep.write` did: the jobfile, its task count, how many are new, and
+    whether it replaced or extended an existing file."""
+
+    path: str
+    count: int
+    added: int
+    existed: bool
+
+
+_EMPTY = Choice("", "", "", "", "", True)
+
+
 @dataclass
 class Sweep:
     """A command and the dimensions swept over it; `Sweep(...).arg(...).tag()` etc."""
@@ -111,36 +363,113 @@ class Sweep:
     tag_args: Optional[List[str]] = None
     tag_number: bool = True
     warnings: List[str] = field(default_factory=list)
+    sample_count: Optional[int] = None
+    seed: int = 0
+    _last: Optional[Dimension] = field(default=None, repr=False, compare=False)
+    _groups: int = field(default=0, repr=False, compare=False)
 
     # ------------------------------------------------------------ building
-    def arg(self, name: str, values: Sequence[Any] = ()) -> "Sweep":
-        values = [_text(v) for v in values]
+    def _new_group(self) -> int:
+        self._groups += 1
+        return self._groups
+
+    def _linked(self, dim: Dimension, link: bool, what: str) -> None:
+        if not link:
+            return
+        previous = self._last
+        if previous is None or previous is dim:
+            raise UsageError(f"{what}: +link joins a dimension to the one given just before it, "
+                             "and there is none; put +link between two +arg/+pos-arg")
+        if previous.kind == FLAG:
+            raise UsageError(f"+link cannot join {previous.name}: flags are not linked; "
+                             "use +arg NAME with values instead")
+        old = dim.group
+        for d in self.dimensions:
+            if d.group == old:
+                d.group = previous.group
+        dim.group = previous.group
+
+    def arg(self, name: str, values: Any = (), link: bool = False) -> "Sweep":
+        """`+arg NAME V...`: NAME with each value; no values: NAME on every command.
+
+        `values` may hold generators (`Range`, `Logspace`...); `link=True` zips this
+        dimension with the one added just before (`+link` on the command line).
+        """
+        texts, dist = _expand(values, f"+arg {name}")
         for dim in self.dimensions:
             if dim.kind == ARG and dim.name == name:
-                dim.values = values  # 0.1.3: a repeated +arg keeps its place, takes the new values
+                dim.values, dim.dist = texts, dist  # 0.1.3: a repeated +arg keeps its place, takes the new values
+                self._linked(dim, link, f"+arg {name}")
+                self._last = dim
                 return self
-        self.dimensions.append(Dimension(ARG, name, values, param_key(name)))
+        dim = Dimension(ARG, name, texts, param_key(name), dist=dist, group=self._new_group())
+        self._linked(dim, link, f"+arg {name}")
+        self.dimensions.append(dim)
+        self._last = dim
         return self
 
-    def pos_arg(self, values: Sequence[Any]) -> "Sweep":
-        values = [_text(v) for v in values]
-        if not values:
+    def pos_arg(self, values: Any, link: bool = False) -> "Sweep":
+        """`+pos-arg V...`: a positional argument taking each value."""
+        texts, dist = _expand(values, "+pos-arg")
+        if not texts and dist is None:
             raise UsageError("+pos-arg needs at least one value")
         count = sum(1 for d in self.dimensions if d.kind == POS)
-        self.dimensions.append(Dimension(POS, "", values, f"pos{count + 1}"))
+        dim = Dimension(POS, "", texts, f"pos{count + 1}", dist=dist, group=self._new_group())
+        self._linked(dim, link, "+pos-arg")
+        self.dimensions.append(dim)
+        self._last = dim
         return self
 
     def flag(self, name: str) -> "Sweep":
-        self.dimensions.append(Dimension(FLAG, name, ["1", ""], param_key(name)))
+        """`+flag NAME`: two variants, with NAME and without."""
+        dim = Dimension(FLAG, name, ["1", ""], param_key(name), group=self._new_group())
+        self.dimensions.append(dim)
+        self._last = dim
+        return self
+
+    def link(self, *names: str) -> "Sweep":
+        """Zip the named dimensions (arg names, or pos1, pos2... for positionals)."""
+        if len(names) < 2:
+            raise UsageError("link needs at least two dimension names, e.g. link('--lr', '--wd')")
+        found = []
+        for name in names:
+            match = [d for d in self.dimensions if d.kind != FLAG and d.label == name]
+            if not match:
+                flags = [d for d in self.dimensions if d.kind == FLAG and d.name == name]
+                if flags:
+                    raise UsageError(f"cannot link {name}: flags are not linked; use an arg with values instead")
+                known = " ".join(d.label for d in self.dimensions if d.kind != FLAG) or "none"
+                raise UsageError(f"cannot link {name}: no such dimension (known: {known})")
+            found.append(match[0])
+        target = found[0].group
+        olds = {d.group for d in found}
+        for d in self.dimensions:
+            if d.group in olds:
+                d.group = target
         return self
 
     def tag(self, name: str = "--tag", args: Optional[Sequence[str]] = None,
             number: bool = True) -> "Sweep":
+        """`+tag NAME`: pass each task a unique tag as `NAME <tag>`."""
         if name == "":
             raise UsageError("+tag needs a non-empty argument name (default --tag)")
         self.tag_name = name
         self.tag_args = list(args) if args is not None else None
         self.tag_number = number
+        return self
+
+    def sample(self, n: Any, seed: Any = 0) -> "Sweep":
+        """`+sample N +seed S`: N random tasks instead of the full grid.
+
+        Over lists only, N distinct grid points (N larger than the grid is an error);
+        with a `Uniform`/`LogUniform`/`RandInt` dimension, each task draws every
+        dimension independently. Raising N keeps the first tasks of a smaller N.
+        """
+        self.sample_count = _count(n, "+sample N")
+        seed = _integer(seed, "+seed S")
+        if seed < 0:
+            raise UsageError(f"+seed needs a non-negative integer, got {seed}")
+        self.seed = seed
         return self
 
     # ------------------------------------------------------------ expansion
@@ -156,6 +485,14 @@ class Sweep:
             return True
         return dim.name in self.tag_args
 
+    def _value_choice(self, dim: Dimension, value: str, tagged: bool) -> Choice:
+        if dim.kind == POS:
+            cmd, tag = " " + quote(value), "__" + value
+        else:
+            key = dim.name.replace("_", "").replace("-", "")
+            cmd, tag = " " + quote(dim.name) + " " + quote(value), f"__{key}_{value}"
+        return _choice(cmd, tag if tagged else "", dim.key, param_value(value))
+
     def choices(self, dim: Dimension) -> List[Choice]:
         tagged = self._tagged(dim)
         out = []
@@ -166,41 +503,136 @@ class Sweep:
                 tag = ("__+" if on else "__-") + bare if tagged else ""
                 out.append(_choice(cmd, tag, dim.key, on))
             return out
+        if dim.dist is not None:
+            dim.dist.values()  # raises: a random dimension outside +sample
         if dim.kind == ARG and not dim.values:
             key = dim.name.replace("_", "").replace("-", "")
             return [_choice(" " + quote(dim.name), "__" + key if tagged else "", dim.key, True)]
-        for value in dim.values:
-            if dim.kind == POS:
-                cmd, tag = " " + quote(value), "__" + value
-            else:
-                key = dim.name.replace("_", "").replace("-", "")
-                cmd, tag = " " + quote(dim.name) + " " + quote(value), f"__{key}_{value}"
-            out.append(_choice(cmd, tag if tagged else "", dim.key, param_value(value)))
-        return out
+        return [self._value_choice(dim, value, tagged) for value in dim.values]
+
+    def _plan(self) -> Tuple[List[Dimension], List[List[int]]]:
+        """Dimensions in layout order, and the axes: lists of layout positions, fastest first.
+
+        A linked group is one axis, placed where its first member sits in the layout.
+        """
+        dims = self.layout()
+        axes: Dict[int, List[int]] = {}
+        for position, dim in enumerate(dims):
+            axes.setdefault(dim.group or -1 - position, []).append(position)
+        return dims, list(axes.values())
+
+    def validate(self) -> None:
+        """Raise UsageError for a sweep that cannot be expanded (before anything is written)."""
+        dims, axes = self._plan()
+        for axis in axes:
+            members = [dims[p] for p in axis]
+            if len(members) > 1:
+                for d in members:
+                    if d.dist is not None:
+                        raise UsageError(f"cannot link {d.label}: {d.dist.spelling} has no list of values; "
+                                         "linked dimensions need lists of the same length")
+                first = members[0]
+                size = _size(first)
+                for d in members[1:]:
+                    if _size(d) != size:
+                        raise UsageError(f"+link: {first.label} has {size} value(s) but {d.label} has "
+                                         f"{_size(d)}; linked dimensions need the same number of values")
+        randoms = [d for d in dims if d.dist is not None]
+        if self.sample_count is None:
+            if randoms:
+                d = randoms[0]
+                raise UsageError(f"{d.dist.spelling} ({d.label}) draws random values: add +sample N "
+                                 "(random search), or use +linspace/+logspace/+range for a grid")
+        elif not randoms:
+            total = self._grid_size(dims, axes)
+            if self.sample_count > total:
+                raise UsageError(f"+sample {self.sample_count} asks for more tasks than the grid's {total} "
+                                 f"combinations; use +sample {total} or fewer, or drop +sample for the whole grid")
+
+    @staticmethod
+    def _grid_size(dims: List[Dimension], axes: List[List[int]]) -> int:
+        total = 1
+        for axis in axes:
+            total *= _size(dims[axis[0]])
+        return total
 
     def axes(self) -> List[List[Choice]]:
-        """Lists of choices, fastest first; a task takes one choice from each."""
-        return [self.choices(d) for d in self.layout()]
+        """Lists of choices, fastest first; a task takes one choice from each.
+
+        Linked members are joined into one choice; valid when each linked group is
+        contiguous in the layout (`lines()` handles the general case).
+        """
+        dims, axes = self._plan()
+        out = []
+        for axis in axes:
+            lists = [self.choices(dims[p]) for p in axis]
+            joined = lists[0]
+            for more in lists[1:]:
+                joined = [_join(a, b) for a, b in zip(joined, more)]
+            out.append(joined)
+        return out
 
     def __len__(self) -> int:
-        count = 1
-        for axis in self.axes():
-            count *= len(axis)
-        return count
+        self.validate()
+        if self.sample_count is not None:
+            return self.sample_count
+        dims, axes = self._plan()
+        return self._grid_size(dims, axes)
 
     def check(self) -> None:
+        """Validate, and note harmless oddities in `warnings`."""
+        self.validate()
         if self.tag_args is not None:
             names = [d.name for d in self.dimensions if d.kind == ARG]
             for name in self.tag_args:
                 if name not in names:
-                    self.warnings.append(f"+tag-args {name} is not one of the +arg names ({' '.join(names) or 'none'})")
+                    warning = f"+tag-args {name} is not one of the +arg names ({' '.join(names) or 'none'})"
+                    if warning not in self.warnings:
+                        self.warnings.append(warning)
+
+    def _stream(self) -> Tuple[int, Iterator[Choice], bool]:
+        """(task count, one joined choice per task in order, whether all tags are shell-safe)."""
+        self.validate()
+        dims, axes = self._plan()
+        finite = [None if d.dist is not None else self.choices(d) for d in dims]
+        safe = all(c.tag_safe for lst in finite if lst is not None for c in lst)
+        if self.sample_count is not None:
+            return self.sample_count, self._sampled(dims, axes, finite), safe
+        total = self._grid_size(dims, axes)
+        if all(axis == list(range(axis[0], axis[0] + len(axis))) for axis in axes):
+            return total, _combine(self.axes()), safe  # the fast path: 0.1.3 grids, adjacent links
+        return total, _general(finite, axes), safe
+
+    def _sampled(self, dims: List[Dimension], axes: List[List[int]],
+                 finite: List[Optional[List[Choice]]]) -> Iterator[Choice]:
+        rng = random.Random(self.seed)
+        count = self.sample_count or 0
+        picks: List[Choice] = [_EMPTY] * len(dims)
+        if all(lst is not None for lst in finite):
+            sizes = [len(finite[axis[0]]) for axis in axes]  # type: ignore[arg-type]
+            for index in _distinct(rng, self._grid_size(dims, axes), count):
+                for axis, size in zip(axes, sizes):
+                    index, i = divmod(index, size)
+                    for p in axis:
+                        picks[p] = finite[p][i]  # type: ignore[index]
+                yield _join_all(picks)
+            return
+        tagged = [self._tagged(d) for d in dims]
+        for _ in range(count):
+            for axis in axes:
+                first = axis[0]
+                dist = dims[first].dist
+                if dist is not None:
+                    picks[first] = self._value_choice(dims[first], dist.draw(rng), tagged[first])
+                    continue
+                i = _below(rng, len(finite[first]))  # type: ignore[arg-type]
+                for p in axis:
+                    picks[p] = finite[p][i]  # type: ignore[index]
+            yield _join_all(picks)
 
     def lines(self, jobname: str, start_id: int = 1) -> Iterator[Line]:
         """Every task as ready-to-write strings, in 0.1.3 order, without holding them all."""
-        axes = self.axes()
-        total = 1
-        for axis in axes:
-            total *= len(axis)
+        total, stream, safe = self._stream()
         base = self.command
         base_json = _js(base)
         tagging = self.tag_name is not None
@@ -215,10 +647,16 @@ class Sweep:
             else:
                 tag_prefix = jobname
             tag_json_prefix = _js(tag_prefix)
-        safe = all(c.tag_safe for axis in axes for c in axis) and bool(_SAFE.match(tag_prefix or "x"))
+        safe = safe and bool(_SAFE.match(tag_prefix or "x"))
+        return self._emit(stream, start_id, base, base_json, tagging, tag_prefix, tag_json_prefix,
+                          width, safe, tag_arg if tagging else "", tag_arg_json if tagging else "")
 
+    @staticmethod
+    def _emit(stream: Iterator[Choice], start_id: int, base: str, base_json: str, tagging: bool,
+              tag_prefix: str, tag_json_prefix: str, width: int, safe: bool,
+              tag_arg: str, tag_arg_json: str) -> Iterator[Line]:
         task_id = start_id - 1
-        for c in _combine(axes):
+        for c in stream:
             task_id += 1
             if tagging:
                 number = str(task_id).zfill(width) if width else ""
@@ -242,6 +680,61 @@ class Sweep:
         for line in self.lines(jobname, start_id):
             yield Task(line.id, line.command, json.loads('"' + line.tag_json + '"'),
                        json.loads("{" + line.params_json + "}"))
+
+    # ------------------------------------------------------------ output
+    def write(self, jobname: str, jobfile: Optional[str] = None, append: bool = False, *,
+              echo: Optional[TextIO] = None) -> Written:
+        """Write the jobfile `onager launch --jobname JOBNAME` reads (what prelaunch does).
+
+        `jobfile` defaults to .onager/scripts/{jobname}/jobs.json; `append` keeps the
+        existing tasks and numbers the new ones after them; `echo` gets each command.
+        The file is replaced atomically under a lock; a sweep that cannot be expanded
+        raises UsageError before anything is created.
+        """
+        from onager.config import ensure_onager_dir
+        from onager.fsutil import file_lock
+        from onager.jobfile import iter_jobfile, jobfile_path, write_jobfile
+
+        check_jobname(jobname)
+        self.validate()
+        path = jobfile_path(jobname, jobfile)
+        if path.startswith(".onager/") or path.startswith("./.onager/"):
+            ensure_onager_dir(".")
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        with file_lock(os.path.join(directory, ".jobs.lock")):
+            keep = []
+            existed = os.path.exists(path)
+            if append and existed:
+                keep = list(iter_jobfile(path))
+            start = max((e.id for e in keep), default=0) + 1
+            count = write_jobfile(path, self.lines(jobname, start), keep, echo=echo)
+        return Written(path, count, count - len(keep), existed)
+
+
+def _size(dim: Dimension) -> int:
+    if dim.kind == FLAG:
+        return 2
+    if dim.dist is not None:
+        return 0
+    return len(dim.values) or (1 if dim.kind == ARG else 0)
+
+
+def _join_all(picks: List[Choice]) -> Choice:
+    return Choice("".join(c.cmd for c in picks), "".join(c.cmd_json for c in picks),
+                  "".join(c.tag for c in picks), "".join(c.tag_json for c in picks),
+                  "".join(c.params for c in picks), all(c.tag_safe for c in picks))
+
+
+def _general(finite: List[Optional[List[Choice]]], axes: List[List[int]]) -> Iterator[Choice]:
+    """The grid when a linked group is split by other dimensions in the layout (slower)."""
+    sizes = [len(finite[axis[0]]) for axis in axes]  # type: ignore[arg-type]
+    picks: List[Choice] = [_EMPTY] * len(finite)
+    for combo in itertools.product(*[range(s) for s in reversed(sizes)]):
+        for axis, i in zip(reversed(axes), combo):
+            for p in axis:
+                picks[p] = finite[p][i]  # type: ignore[index]
+        yield _join_all(picks)
 
 
 def _text(value: Any) -> str:
