@@ -47,6 +47,11 @@ def cut_block(block: Tuple[int, int, int], most: int) -> List[Tuple[int, int, in
     return pieces
 
 
+def sge_name(jobname: str) -> str:
+    """SGE refuses job names that start with a digit ("not a valid object name")."""
+    return f"onager_{jobname}" if jobname[:1].isdigit() else jobname
+
+
 def sge_range(block: Tuple[int, int, int]) -> str:
     a, b, s = block
     return str(a) if a == b else f"{a}-{b}:{s}"
@@ -146,7 +151,7 @@ class GridEngineBackend(Backend):
         tasks_per_node, at_once, blocks = self.plan(launch)
         logs = os.path.join(launch.logs_dir, "scheduler") + "/"
         script = launch.wrapper if tasks_per_node == 1 else os.path.join(launch.launch_dir, NODE_SCRIPT)
-        common = ["qsub", "-terse", "-N", launch.jobname, "-wd", launch.workdir, "-b", "n", "-S", "/bin/bash",
+        common = ["qsub", "-terse", "-N", sge_name(launch.jobname), "-wd", launch.workdir, "-b", "n", "-S", "/bin/bash",
                   "-o", logs, "-e", logs, *self._resources(at_once if tasks_per_node > 1 else 1)]
         limit = positive(self.options, "max_tasks")
         if limit:

@@ -235,17 +235,21 @@ class _Mapper:
             numbers = [g for g, ids in enumerate(self.groups, 1) if ids and all(i in wanted for i in ids)]
         else:
             numbers = tasks
-        ordered = sorted(self.submissions, key=lambda s: int(s.get("offset", 0)))
-        offsets = [int(s.get("offset", 0)) for s in ordered]
-        arrays = [Tasklist.parse(s["array"]) for s in ordered]
+        # submissions cover disjoint spans of numbers (Slurm: offset windows; SGE: one block each)
+        spans = []
+        for sub in self.submissions:
+            offset, array = int(sub.get("offset", 0)), Tasklist.parse(str(sub["array"]))
+            spans.append((offset + array.first, offset + array.last, offset, array, str(sub["job_id"])))
+        spans.sort(key=lambda span: span[0])
+        starts = [span[0] for span in spans]
         out: Dict[str, List[int]] = {}
         for number in numbers:
-            k = bisect.bisect_left(offsets, number) - 1  # the last submission with offset < number
-            if k < 0:
+            k = bisect.bisect_right(starts, number) - 1
+            if k < 0 or number > spans[k][1]:
                 continue
-            index = number - offsets[k]
-            if index in arrays[k]:
-                out.setdefault(str(ordered[k]["job_id"]), []).append(index)
+            _, _, offset, array, job_id = spans[k]
+            if number - offset in array:
+                out.setdefault(job_id, []).append(number - offset)
         return out
 
 
