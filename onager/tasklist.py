@@ -5,13 +5,18 @@ per `qsub -t`), users type it, and the index stores it; one grammar serves all t
 """
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import re
-from typing import Iterable, Iterator, List, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from onager.errors import UsageError
 
-_BLOCK = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$")
+_BLOCK = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$", re.ASCII)
+
+# above this many ids, condensing works on blocks instead of listing the ids
+_MATERIALISE_LIMIT = 1 << 16
 
 HELP = "a tasklist is comma-separated blocks N, A-B or A-B:STEP with 1 <= A <= B (e.g. 1-3,5,8-20:2)"
 
@@ -35,16 +40,16 @@ class Tasklist:
             block = raw.strip()
             match = _BLOCK.match(block)
             if not match:
-                raise UsageError(f"bad tasklist block {raw!r} in {text!r}: {HELP}")
+                raise UsageError(f"bad tasklist block {block!r} in {text!r}: {HELP}")
             start = int(match.group(1))
             stop = int(match.group(2)) if match.group(2) is not None else start
             step = int(match.group(3)) if match.group(3) is not None else 1
             if start < 1:
-                raise UsageError(f"bad tasklist block {raw!r} in {text!r}: task ids start at 1")
+                raise UsageError(f"bad tasklist block {block!r} in {text!r}: task ids start at 1")
             if stop < start:
-                raise UsageError(f"bad tasklist block {raw!r} in {text!r}: {stop} is below {start}")
+                raise UsageError(f"bad tasklist block {block!r} in {text!r}: {stop} is below {start}")
             if step < 1:
-                raise UsageError(f"bad tasklist block {raw!r} in {text!r}: the step must be at least 1")
+                raise UsageError(f"bad tasklist block {block!r} in {text!r}: the step must be at least 1")
             blocks.append((start, stop, step))
         return cls(blocks)
 
@@ -77,14 +82,6 @@ class Tasklist:
         return cls([(start, stop, 1)] if stop >= start else [])
 
     # ------------------------------------------------------------------ query
-    def _disjoint_sorted(self) -> bool:
-        last = 0
-        for a, b, _ in sorted(self.blocks):
-            if a <= last:
-                return False
-            last = b
-        return True
-
     def __iter__(self) -> Iterator[int]:
         """Ids in increasing order, each once, without building a list."""
         if len(self.blocks) == 1:
@@ -97,9 +94,41 @@ class Tasklist:
                 previous = value
                 yield value
 
+    def _disjoint_blocks(self) -> Optional[List[Tuple[int, int, int]]]:
+        """The same ids as sorted, non-overlapping blocks, found without iterating ids.
+
+        Step-1 ranges and single ids are merged (overlapping or adjacent); a stepped block
+        inside one such range is dropped. None when stepped blocks still overlap others:
+        only iterating can tell what their union is.
+        """
+        spans: List[List[int]] = []
+        stepped: List[Tuple[int, int, int]] = []
+        for a, b, s in sorted(self.blocks):
+            if s == 1 or a == b:
+                if spans and a <= spans[-1][1] + 1:
+                    spans[-1][1] = max(spans[-1][1], b)
+                else:
+                    spans.append([a, b])
+            else:
+                stepped.append((a, b, s))
+        starts = [a for a, _ in spans]
+        blocks = [(a, b, 1) for a, b in spans]
+        for a, b, s in stepped:
+            k = bisect.bisect_right(starts, a) - 1
+            if k < 0 or spans[k][1] < b:
+                blocks.append((a, b, s))
+        blocks.sort()
+        last = 0
+        for a, b, _ in blocks:
+            if a <= last:
+                return None
+            last = b
+        return blocks
+
     def __len__(self) -> int:
-        if self._disjoint_sorted():
-            return sum((b - a) // s + 1 for a, b, s in self.blocks)
+        blocks = self._disjoint_blocks()
+        if blocks is not None:
+            return sum((b - a) // s + 1 for a, b, s in blocks)
         return sum(1 for _ in self)
 
     def __bool__(self) -> bool:
@@ -111,7 +140,10 @@ class Tasklist:
         return any(a <= task_id <= b and (task_id - a) % s == 0 for a, b, s in self.blocks)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Tasklist) and list(self) == list(other)
+        if not isinstance(other, Tasklist):
+            return False
+        missing = object()
+        return all(x == y for x, y in itertools.zip_longest(self, other, fillvalue=missing))
 
     def __repr__(self) -> str:
         return f"Tasklist({str(self)!r})"
@@ -125,8 +157,11 @@ class Tasklist:
         return max(b for _, b, _ in self.blocks)
 
     def condensed(self) -> "Tasklist":
-        if self._disjoint_sorted() and all(s == 1 or (b - a) // s >= 2 for a, b, s in self.blocks):
-            return Tasklist(sorted(self.blocks))
+        """Sorted, disjoint, merged blocks: `from_ids`' greedy form for lists of ordinary
+        size; for huge ones (a 10**9-wide range) the merged blocks, without listing ids."""
+        blocks = self._disjoint_blocks()
+        if blocks is not None and sum((b - a) // s + 1 for a, b, s in blocks) > _MATERIALISE_LIMIT:
+            return Tasklist(blocks)
         return Tasklist.from_ids(self)
 
     # ----------------------------------------------------------------- render
