@@ -90,8 +90,11 @@ def parse_idx(data, name="<bytes>"):
 def read_idx(path):
     """Read an IDX file, gunzipping it first when its name ends in ``.gz``."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise IDXError(f"{path}: not a valid gzip file ({e})") from e
     return parse_idx(data, name=str(path))
 
 
@@ -122,6 +125,8 @@ def load_mnist(data_dir):
             raise IDXError(
                 f"{split} set: {len(images)} images but {len(labels)} labels"
             )
+        if len(labels) and (labels.min() < 0 or labels.max() > 9):
+            raise IDXError(f"{paths[split + '_labels']}: labels must be digits 0..9")
     return (arrays["train_images"], arrays["train_labels"].astype(np.int64),
             arrays["test_images"], arrays["test_labels"].astype(np.int64))
 
@@ -170,37 +175,36 @@ def build_model(image_size):
     28x28 images (MNIST): the PyTorch MNIST example's network, two unpadded
     3x3 convolutions, a 2x2 max-pool and 9216 -> 128 -> 10.
 
-    Small images (the 8x8 digits, fewer than 1,500 training images, so one
-    epoch is only ~23 steps at batch size 64): padded convolutions with batch
-    normalisation, no pooling and lighter dropout, so that a single epoch at
-    the default settings already reaches ~95% test accuracy.
+    Small images (the 8x8 digits: fewer than 1,500 training images, so one
+    epoch is only ~23 steps at batch size 64): padded convolutions, no
+    pooling, lighter dropout and batch normalisation after every layer but
+    the last, so that a single epoch at the default settings already reaches
+    ~97% test accuracy.
     """
     import torch
     from torch import nn
 
     if image_size >= 16:
-        layers = [
+        features = nn.Sequential(
             nn.Conv2d(1, 32, 3, 1), nn.ReLU(),
             nn.Conv2d(32, 64, 3, 1), nn.ReLU(),
             nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
-        ]
-        fc_dropout = 0.5
+        )
+        hidden = [nn.ReLU(), nn.Dropout(0.5)]
     else:
-        layers = [
+        features = nn.Sequential(
             nn.Conv2d(1, 32, 3, 1, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
             nn.Conv2d(32, 64, 3, 1, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
             nn.Dropout(0.1), nn.Flatten(),
-        ]
-        fc_dropout = 0.25
-    features = nn.Sequential(*layers)
+        )
+        hidden = [nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.25)]
+    features.eval()
     with torch.no_grad():
-        features.eval()
         n_flat = features(torch.zeros(1, 1, image_size, image_size)).shape[1]
     return nn.Sequential(
         features,
         nn.Linear(n_flat, 128),
-        nn.ReLU(),
-        nn.Dropout(fc_dropout),
+        *hidden,
         nn.Linear(128, 10),
         nn.LogSoftmax(dim=1),
     )
@@ -295,14 +299,16 @@ def parse_args(argv=None):
                         "(default: ./data)")
     p.add_argument("--run-tag", default=None, metavar="TAG",
                    help="name of this run; when given, results.json and "
-                        "model.pt are written to runs/TAG/")
+                        "model.pt are written to runs/TAG/ (characters other "
+                        "than letters, digits and ._=+- become _)")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.epochs < 1:
-        raise SystemExit("mnist.py: --epochs must be at least 1")
+    for flag in ("epochs", "batch_size", "test_batch_size"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"mnist.py: --{flag.replace('_', '-')} must be at least 1")
 
     import torch
     from torch.optim import Adadelta
@@ -328,8 +334,15 @@ def main(argv=None):
 
     generator = torch.Generator().manual_seed(args.seed)
     loader_kwargs = {"pin_memory": True} if use_cuda else {}
+    # The small-image model uses batch normalisation, which cannot train on a
+    # batch of one sample: refuse --batch-size 1 and drop a last batch of one.
+    uses_batchnorm = height < 16
+    if uses_batchnorm and args.batch_size < 2:
+        raise SystemExit(f"mnist.py: --batch-size must be at least 2 for {source}")
     train_loader = DataLoader(to_tensors(x_train, y_train), batch_size=args.batch_size,
-                              shuffle=True, generator=generator, **loader_kwargs)
+                              shuffle=True, generator=generator,
+                              drop_last=uses_batchnorm and len(x_train) % args.batch_size == 1,
+                              **loader_kwargs)
     test_loader = DataLoader(to_tensors(x_test, y_test), batch_size=args.test_batch_size,
                              shuffle=False, **loader_kwargs)
 
