@@ -18,6 +18,23 @@ from onager.tasklist import Tasklist
 COLUMNS = ["job_id", "launch", "task_id", "jobname", "status", "exit", "elapsed", "tag", "command"]
 
 
+FAST_TABLE_ROWS = 2000
+
+
+def table(rows: List[list], headers: List[str]) -> str:
+    """tabulate's plain table; above a few thousand rows the same layout is built column by
+    column, since tabulate's per-cell work would dominate `list` of a 100k-task launch."""
+    if len(rows) <= FAST_TABLE_ROWS or any("\n" in str(c) for row in rows for c in row):
+        from tabulate import tabulate
+        return tabulate(rows, headers=headers, disable_numparse=True)
+    columns = [list(map(str.strip, map(str, column))) for column in zip(*rows)]
+    widths = [max(len(h) + 2, max(map(len, column), default=0)) for h, column in zip(headers, columns)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [line.format(*headers).rstrip(), "  ".join("-" * w for w in widths)]
+    out.extend(line.format(*row).rstrip() for row in zip(*columns))
+    return "\n".join(out)
+
+
 def _fmt_elapsed(seconds: Optional[float]) -> str:
     if seconds is None:
         return ""
@@ -73,21 +90,21 @@ def run_list(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
-    table = [[_cell(r, c) for c in columns] for r in rows]
+    keep = [COLUMNS.index(c) for c in columns]
+    cells = [[full[i] for i in keep] for full in map(_cells, rows)]
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
-        writer.writerows(table)
+        writer.writerows(cells)
         return 0
-    from tabulate import tabulate
-    print(tabulate(table, headers=columns, disable_numparse=True))
+    print(table(cells, columns))
     return 0
 
 
-def _cell(r: TaskRow, column: str) -> object:
-    return {"job_id": r.job_ids or "-", "launch": r.launch_id, "task_id": r.task_id, "jobname": r.jobname,
-            "status": r.status, "exit": describe_exit(r.exit_code), "elapsed": _fmt_elapsed(r.elapsed),
-            "tag": r.tag, "command": r.command}[column]
+def _cells(r: TaskRow) -> list:
+    """All COLUMNS of one row, in order."""
+    return [r.job_ids or "-", r.launch_id, r.task_id, r.jobname, r.status, describe_exit(r.exit_code),
+            _fmt_elapsed(r.elapsed), r.tag, r.command]
 
 
 def _summary(rows: List[TaskRow], args: argparse.Namespace) -> int:
@@ -97,18 +114,17 @@ def _summary(rows: List[TaskRow], args: argparse.Namespace) -> int:
         counts.setdefault(key, {}).setdefault(r.status, 0)
         counts[key][r.status] += 1
     headers = ["jobname", "launch", "backend", "job_id", "tasks"] + list(STATUSES)
-    table = [[*key, sum(c.values())] + [c.get(s, 0) for s in STATUSES] for key, c in counts.items()]
+    cells = [[*key, sum(c.values())] + [c.get(s, 0) for s in STATUSES] for key, c in counts.items()]
     if args.json:
-        json.dump([dict(zip(headers, row)) for row in table], sys.stdout, indent=1)
+        json.dump([dict(zip(headers, row)) for row in cells], sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(headers)
-        writer.writerows(table)
+        writer.writerows(cells)
         return 0
-    from tabulate import tabulate
-    print(tabulate(table, headers=headers, disable_numparse=True))
+    print(table(cells, headers))
     return 0
 
 

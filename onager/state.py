@@ -42,43 +42,42 @@ def mark(launch_dir: str, task_id: int, kind: str, *fields: object) -> None:
 
 
 def read_states(launch_dir: str) -> Dict[int, TaskState]:
-    states: Dict[int, TaskState] = {}
+    """Every task's recorded facts, from one listing of `state/` (names only, no file reads)."""
     try:
-        entries = os.scandir(os.path.join(launch_dir, "state"))
+        names = os.listdir(os.path.join(launch_dir, "state"))
     except FileNotFoundError:
-        return states
-    with entries:
-        for entry in entries:
-            name = entry.name
-            dot = name.find(".")
-            at = name.find("@")
-            if dot <= 0 or at < dot:
-                continue
-            try:
-                task_id = int(name[:dot])
-                kind = name[dot + 1:at]
-                fields = name[at + 1:].split("@")
-                when = float(fields[0])
-            except ValueError:
-                continue  # a corrupted or foreign name is ignored, never fatal
-            st = states.get(task_id)
-            if st is None:
-                st = states[task_id] = TaskState()
-            if kind == "start":
-                st.attempts += 1
-                if st.start is None or when > st.start:
-                    st.start = when
-            elif kind == "end" and len(fields) > 1:
-                if st.end is None or when > st.end:
-                    try:
-                        st.exit_code = int(fields[1])
-                    except ValueError:
-                        continue
-                    st.end = when
-            elif kind == "cancel":
-                st.cancelled = max(when, st.cancelled or 0)
-            elif kind == "lost":
-                st.lost = fields[1] if len(fields) > 1 else "lost"
+        return {}
+    states: Dict[int, TaskState] = {}
+    get = states.get
+    for name in names:
+        head, sep, rest = name.partition("@")
+        task, dot, kind = head.partition(".")
+        if not sep or not dot:
+            continue
+        try:
+            task_id = int(task)
+            fields = rest.split("@")
+            when = float(fields[0])
+        except ValueError:
+            continue  # a corrupted or foreign name is ignored, never fatal
+        st = get(task_id)
+        if st is None:
+            st = states[task_id] = TaskState()
+        if kind == "end":
+            if len(fields) > 1 and (st.end is None or when > st.end):
+                try:
+                    st.exit_code = int(fields[1])
+                except ValueError:
+                    continue
+                st.end = when
+        elif kind == "start":
+            st.attempts += 1
+            if st.start is None or when > st.start:
+                st.start = when
+        elif kind == "cancel":
+            st.cancelled = max(when, st.cancelled or 0)
+        elif kind == "lost":
+            st.lost = fields[1] if len(fields) > 1 else "lost"
     return states
 
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from onager.backends import backend_class
 from onager.errors import OnagerError, UsageError
@@ -12,8 +11,7 @@ from onager.index import JobIndex, LaunchRecord
 from onager.state import TaskState, read_states, status_of
 
 
-@dataclass
-class TaskRow:
+class TaskRow(NamedTuple):
     jobname: str
     launch_id: str
     job_ids: str

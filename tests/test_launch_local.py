@@ -338,3 +338,17 @@ def test_wrapper_lookup_is_by_offset(project):
     assert subprocess.run(["bash", str(d / "wrapper.sh")], env=env).returncode == 0
     assert (d / "logs/3.out").read_text() == "three\n"
     assert os.path.getsize(d / "tasks.idx") == 100000 * 24
+
+
+def test_fast_table_matches_tabulate(monkeypatch):
+    import random
+    from onager import listing
+    rng = random.Random(7)
+    headers = ["job_id", "launch", "task_id", "status", "exit", "tag", "command"]
+    rows = [[rng.choice(["-", "123", "4567"]), str(rng.randint(1, 12)), rng.randint(1, 10 ** rng.randint(1, 6)),
+             rng.choice(["done", "failed", "running"]), rng.choice(["", "0", "137 (SIGKILL)"]),
+             rng.choice(["", "t_1__lr_0.1", " padded "]), "python x.py --lr " + "9" * rng.randint(0, 30)]
+            for _ in range(300)]
+    slow = listing.table(rows, headers)
+    monkeypatch.setattr(listing, "FAST_TABLE_ROWS", 0)
+    assert listing.table(rows, headers) == slow
