@@ -302,15 +302,19 @@ def git_state(workdir: str, git: Optional[Git] = None, want_diff: bool = True) -
 
 # ------------------------------------------------------------------ pip freeze
 class Freeze:
-    """`pip freeze` of the interpreter running onager, in the background while the launch is prepared."""
+    """`pip freeze` of the interpreter running onager, in the background while the launch is prepared.
+
+    `commands` are tried in turn until one succeeds; all of them share one deadline.
+    """
 
     def __init__(self, commands: Optional[Sequence[Sequence[str]]] = None, timeout: Optional[float] = None):
         timeout = FREEZE_TIMEOUT if timeout is None else timeout
         if commands is None:
+            # uv answers in milliseconds where pip takes about a second; pip when uv is absent or fails
             commands = [[sys.executable, "-m", "pip", "freeze"]]
             uv = shutil.which("uv")
             if uv:
-                commands.append([uv, "pip", "freeze", "--python", sys.executable])
+                commands.insert(0, [uv, "pip", "freeze", "--python", sys.executable])
         self.commands = [list(c) for c in commands]
         self.deadline = time.monotonic() + timeout
         self.timeout = timeout
@@ -342,7 +346,8 @@ class Freeze:
                     return None, {"error": f"timed out after {self.timeout:g} s (not recorded)"}
                 if self.proc.returncode == 0:
                     text = strip_credentials(out.decode("utf-8", "replace"))
-                    tool = "uv pip freeze" if self.which else "pip freeze"
+                    command = self.commands[self.which]
+                    tool = "uv pip freeze" if os.path.basename(command[0]) == "uv" else "pip freeze"
                     return text, {"tool": tool, "file": FREEZE_FILE, "python": sys.executable,
                                   "count": sum(1 for l in text.splitlines() if l and not l.startswith("#")),
                                   "seconds": round(time.monotonic() - self.started, 3)}
@@ -430,7 +435,7 @@ class Plan:
 
     source: str                                   # directory the relative paths start from
     mode: str                                     # "git" or "directory"
-    files: List[Tuple[str, int]] = field(default_factory=list)   # (relative path, size)
+    files: List[Tuple[str, int, int]] = field(default_factory=list)   # (relative path, size, mode)
     links: List[str] = field(default_factory=list)               # symbolic links, copied as links
     dirs: List[str] = field(default_factory=list)                # directories that must exist
     ignore_file: Optional[str] = None
@@ -438,7 +443,7 @@ class Plan:
 
     @property
     def size(self) -> int:
-        return sum(size for _, size in self.files)
+        return sum(size for _, size, _ in self.files)
 
 
 def _human(size: float) -> str:
@@ -457,7 +462,7 @@ def _classify(plan: Plan, rel: str, full: str) -> None:
     if stat.S_ISLNK(st.st_mode):
         plan.links.append(rel)
     elif stat.S_ISREG(st.st_mode):
-        plan.files.append((rel, st.st_size))
+        plan.files.append((rel, st.st_size, stat.S_IMODE(st.st_mode)))
     elif stat.S_ISDIR(st.st_mode):
         plan.dirs.append(rel)  # e.g. a submodule that is not checked out
 
@@ -524,7 +529,7 @@ def check_size(plan: Plan, max_size: Optional[int]) -> None:
     if max_size is None or total <= max_size:
         return
     biggest = sorted(plan.files, key=lambda f: -f[1])[:3]
-    names = ", ".join(f"{rel} ({_human(size)})" for rel, size in biggest)
+    names = ", ".join(f"{rel} ({_human(size)})" for rel, size, _ in biggest)
     hint = ".onagerignore" if plan.mode == "git" else (plan.ignore_file or ".onagerignore")
     raise UsageError(f"snapshot of {plan.source} would copy {_human(total)} in {len(plan.files)} files, "
                      f"over the {_human(max_size)} limit; biggest: {names}; leave them out with {hint} "
@@ -552,12 +557,12 @@ def copy_plan(plan: Plan, dest: str) -> None:
         if path not in made:
             os.makedirs(path, exist_ok=True)
             made.add(path)
-    for rel, _ in plan.files:
+    for rel, _, mode in plan.files:
         src, dst = os.path.join(plan.source, rel), os.path.join(dest, rel)
         parent(rel)
         try:
             shutil.copyfile(src, dst, follow_symlinks=False)
-            os.chmod(dst, stat.S_IMODE(os.stat(src).st_mode) | stat.S_IRUSR | stat.S_IWUSR)
+            os.chmod(dst, mode | stat.S_IRUSR | stat.S_IWUSR)
         except FileNotFoundError:
             continue  # deleted while we copied: the snapshot holds the tree as it now is
         except OSError as exc:

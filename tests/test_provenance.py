@@ -431,7 +431,7 @@ def test_freeze_falls_back_to_the_next_tool():
     freeze = provenance.Freeze([[sys.executable, "-c", "import sys; sys.exit('No module named pip')"],
                                 [sys.executable, "-c", "print('a==1'); print('b==2')"]], timeout=10)
     text, info = freeze.finish()
-    assert text == "a==1\nb==2\n" and info["count"] == 2 and info["tool"] == "uv pip freeze"
+    assert text == "a==1\nb==2\n" and info["count"] == 2 and info["file"] == provenance.FREEZE_FILE
 
 
 @needs_git
@@ -517,3 +517,76 @@ def test_settings_from_project_config(inproc, tmp_path):
     configmod.write([("project", "require_clean", "maybe")], root=str(tmp_path))
     with pytest.raises(UsageError, match="require_clean must be true or false"):
         provenance.resolve_settings({}, str(tmp_path))
+
+
+# ------------------------------------------- integration with launch, list, wrapper
+def _list_has_show_option() -> bool:
+    from onager import listing
+    return hasattr(listing, "OPTIONAL_COLUMNS")
+
+
+def _hook_passes_context() -> bool:
+    import inspect
+    from onager import launch as launchmod
+    params = inspect.signature(launchmod._provenance_hook).parameters.values()
+    return any(p.kind is p.VAR_KEYWORD or p.name == "backend" for p in params)
+
+
+def _dry_run_checks() -> bool:
+    import inspect
+    from onager import launch as launchmod
+    return "check_launch" in inspect.getsource(launchmod.prepare)
+
+
+def _wrapper_follows_launch_dir() -> bool:
+    from onager.wrapper import wrapper_text
+    return '"$D"/code' in wrapper_text("/l", "j", "1", "/l/code")
+
+
+@needs_git
+@pytest.mark.skipif(not _list_has_show_option(), reason="onager list has no --show commit column in this tree")
+def test_list_commit_column(repo, env):
+    assert launch(repo, env, "--jobname", "exp", "--command", "true").returncode == 0
+    write(repo / "value.py", "changed\n")
+    assert launch(repo, env, "--jobname", "exp", "--command", "true").returncode == 0
+    head = git(repo, "rev-parse", "HEAD")[:10]
+    listed = run_onager(["list", "--show", "commit"], cwd=str(repo), env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(rf"\b{head}\s*$", listed.stdout, re.M) and f"{head}-dirty" in listed.stdout
+    plain = run_onager(["list"], cwd=str(repo), env=env)
+    assert head not in plain.stdout
+    data = json.loads(run_onager(["list", "--json"], cwd=str(repo), env=env).stdout)
+    assert [row["commit"] for row in data] == [head, f"{head}-dirty"]
+
+
+@needs_git
+@pytest.mark.skipif(not _hook_passes_context(), reason="launch.prepare does not pass the backend to provenance")
+def test_provenance_names_the_backend(repo, env):
+    assert launch(repo, env, "--jobname", "exp", "--command", "true").returncode == 0
+    p = prov(repo, "exp")
+    assert p["backend"] == "local" and p["argv"][:2] == ["onager", "launch"]
+
+
+@needs_git
+@pytest.mark.skipif(not _dry_run_checks(), reason="launch --dry-run does not check provenance requests")
+def test_dry_run_refuses_like_a_launch(repo, env):
+    write(repo / "value.py", "changed\n")
+    result = launch(repo, env, "--jobname", "exp", "--require-clean", "--dry-run", "--command", "true")
+    assert result.returncode == 2 and "value.py" in result.stderr
+    assert launch(repo, env, "--jobname", "exp", "--dry-run", "--command", "true").returncode == 0
+
+
+@needs_git
+@pytest.mark.skipif(not _wrapper_follows_launch_dir(), reason="wrapper.sh does not place the snapshot under $D")
+def test_snapshot_moves_with_the_launch_dir(repo, env, tmp_path):
+    result = launch(repo, env, "--jobname", "exp", "--snapshot", "--command", f"{shlex.quote(sys.executable)} value.py")
+    assert result.returncode == 0, result.stderr
+    moved = str(tmp_path / "elsewhere")
+    shutil.copytree(launch_dir(repo, "exp"), moved, symlinks=True)
+    shutil.rmtree(os.path.join(launch_dir(repo, "exp"), "code"))
+    write(os.path.join(moved, "code", "value.py"), 'print("moved")\n')
+    ran = subprocess.run(["bash", os.path.join(moved, "wrapper.sh"), "1"], capture_output=True, text=True,
+                         env=dict(os.environ, ONAGER_REMOTE_LAUNCH_DIR=moved))
+    assert ran.returncode == 0, open(os.path.join(moved, "logs", "1.err")).read()
+    with open(os.path.join(moved, "logs", "1.out")) as handle:
+        assert handle.read() == "old\nmoved\n"
