@@ -479,6 +479,7 @@ class _Host:
     alive: bool = True
     checking: Optional[subprocess.Popen] = None
     suspects: List["_Run"] = field(default_factory=list)
+    start_failures: int = 0
 
     @property
     def name(self) -> str:
@@ -638,6 +639,7 @@ class Dispatcher:
     def _event(self, run: _Run, word: str, value: str) -> None:
         if word == "start" and value.isdigit() and run.pgid is None:
             run.pgid = int(value)
+            run.host.start_failures = 0
             name = f"{run.task_id}.start@{time.time():.6f}"
             atomic_write(os.path.join(self.launch_dir, "state", name), f"{run.host.name} {run.pgid} ssh\n")
             if run.task_id in self._cancelled or self._is_cancelled(run.task_id):
@@ -700,7 +702,7 @@ class Dispatcher:
         except subprocess.TimeoutExpired:
             run.proc.kill()
             code = run.proc.wait()
-        for stream in (run.proc.stdout, run.proc.stderr, run.out, run.err):
+        for stream in (run.proc.stdin, run.proc.stdout, run.proc.stderr, run.out, run.err):
             try:
                 stream.close()
             except OSError:
@@ -711,9 +713,6 @@ class Dispatcher:
         if self._is_cancelled(run.task_id):
             self._finish(run, 143 if code in (0, 255) else code)
             return
-        if run.pgid is None and code not in (0, 255):
-            # the runner could not start (no such file, ...): a failure of this host, not of the task
-            pass
         # no end marker: the connection broke or the runner was killed; ask the host
         run.host.free.append(run.slot)
         run.host.suspects.append(run)
@@ -734,6 +733,12 @@ class Dispatcher:
             host.checking = None
             suspects, host.suspects = host.suspects, []
             if ok:
+                host.start_failures += sum(1 for r in suspects if r.pgid is None)
+                if host.start_failures >= 3:
+                    # it answers, but its tasks do not even start: stop sending work there
+                    host.alive = False
+                    self.log(f"host {host.name} answers but cannot start tasks (see logs/"
+                             f"{suspects[-1].task_id}.err); no more tasks go there")
                 self._lose(host, suspects, "connection-lost")
                 continue
             host.alive = False
@@ -750,6 +755,12 @@ class Dispatcher:
 
     def _lose(self, host: _Host, runs: Sequence[_Run], reason: str) -> None:
         for run in runs:
+            if run.pgid is None:
+                # never started: safe to send again, no attempt spent (a host that keeps failing
+                # to start tasks is dropped after 3, so this cannot loop forever)
+                self.attempts[run.task_id] -= 1
+                self.pending.appendleft(run.task_id)
+                continue
             mark(self.launch_dir, run.task_id, "lost", reason)
             if self.attempts.get(run.task_id, 0) <= self.retries:
                 self.pending.appendleft(run.task_id)
@@ -901,6 +912,7 @@ class SshBackend(Backend):
             raise UsageError("--retries must be 0 or more")
         if self.options.get("gpus") is not None:
             _check_gpus(str(self.options["gpus"]), "--gpus")
+        remote_dir_of(self.options, "job", "1", "host")
         return specs
 
     def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:

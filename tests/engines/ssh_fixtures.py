@@ -93,7 +93,17 @@ def pids_matching(marker: str) -> List[int]:
 
 
 def group_alive(pgid: int) -> bool:
-    return subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True).returncode == 0
+    """Whether a process group has a live (not zombie) process: PID 1 here may never reap."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
