@@ -20,18 +20,19 @@ Expansion is pure; only `Files` (a glob, when built) and `write()` touch the dis
 """
 from __future__ import annotations
 
-import glob
 import itertools
 import json
 import math
 import os
-import random
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
 
 from onager.errors import UsageError
+
+if TYPE_CHECKING:  # random and glob load lazily: prelaunch of a plain grid needs neither
+    import random
 
 _SAFE = re.compile(r"^[\w@%+=:,./-]+$", re.ASCII)
 _INT = re.compile(r"^[+-]?\d+$")
@@ -192,6 +193,7 @@ class Files(Values):
     def __init__(self, pattern: Any) -> None:
         self.pattern = str(pattern)
         self.spelling = f"+files {self.pattern}"
+        import glob
         self._values = sorted(glob.glob(self.pattern, recursive=True))
         if not self._values:
             raise UsageError(f"+files {self.pattern!r} matches no file: check the path (relative to the "
@@ -605,6 +607,7 @@ class Sweep:
 
     def _sampled(self, dims: List[Dimension], axes: List[List[int]],
                  finite: List[Optional[List[Choice]]]) -> Iterator[Choice]:
+        import random
         rng = random.Random(self.seed)
         count = self.sample_count or 0
         picks: List[Choice] = [_EMPTY] * len(dims)
