@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterable, Iterator, NamedTuple, Optional, TextIO
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, TextIO
 
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_writer
@@ -57,52 +57,74 @@ def write_jobfile(path: str, lines: Iterable, keep: Iterable[JobEntry] = (),
 
 def _entry(key: str, value: Any, path: str) -> JobEntry:
     try:
+        if not (key.isascii() and key.isdigit()):  # not " 1", "+1", "1_0" or non-ASCII digits
+            raise ValueError
         task_id = int(key)
         if task_id < 1 or not isinstance(value, list) or len(value) < 1 or not isinstance(value[0], str):
             raise ValueError
         tag = value[1] if len(value) > 1 and isinstance(value[1], str) else ""
         params = value[2] if len(value) > 2 and isinstance(value[2], dict) else {}
     except (ValueError, TypeError):
-        raise OnagerError(f"{path}: entry {key!r} is not [command, tag]; re-run onager prelaunch to rewrite it")
+        raise OnagerError(f"{path}: entry {key!r} is not task id (1, 2, ...) -> [command, tag]; re-run onager prelaunch to rewrite it")
     return JobEntry(task_id, value[0], tag, params)
 
 
 def iter_jobfile(path: str) -> Iterator[JobEntry]:
-    """Entries in file order. Streams our line form; falls back to json.load otherwise."""
+    """Entries in file order. Streams our line form; falls back to json.load otherwise.
+
+    Our form is `{`, one `"id": [...]` per line, `}`: read line by line so a 1M-task
+    jobfile never sits in memory. Any other valid JSON object (0.1.3's one-line file, an
+    indented or hand-edited one) is read whole; a file that is neither is one clear error.
+    """
     if not os.path.exists(path):
         raise UsageError(f"no jobfile at {path}: run onager prelaunch first, or pass --jobfile")
-    with open(path, encoding="utf-8") as handle:
-        if handle.readline().strip() == "{":
-            yielded = False
-            chunk = []
-            for number, raw in enumerate(handle, 2):
-                raw = raw.strip()
-                if raw in ("}", ""):
-                    continue
-                try:
-                    obj = json.loads("{" + raw.rstrip(",") + "}")
-                except ValueError:
-                    if yielded or chunk:
-                        raise OnagerError(f"{path}: line {number} is not a task entry; "
-                                          "re-run onager prelaunch to rewrite the jobfile")
-                    break  # not one task per line (e.g. indented): parse the whole file
-                for key, value in obj.items():
-                    chunk.append(_entry(key, value, path))
-                if len(chunk) >= 1024:
-                    yield from chunk
-                    yielded, chunk = True, []
-            else:
-                yield from chunk
-                return
-    yield from _read_whole(path)
+    done = 0  # entries already yielded by the streaming reader
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.readline().strip() == "{":
+                chunk: List[JobEntry] = []
+                closed = False
+                for raw in handle:
+                    raw = raw.strip()
+                    if raw == "":
+                        continue
+                    if closed or raw == "}":
+                        if closed:
+                            break  # text after the closing brace: let the whole-file reader judge
+                        closed = True
+                        continue
+                    try:
+                        obj = json.loads("{" + raw.rstrip(",") + "}")
+                    except ValueError:
+                        break  # not one task per line (e.g. indented): parse the whole file
+                    for key, value in obj.items():
+                        chunk.append(_entry(key, value, path))
+                    if len(chunk) >= 1024:
+                        yield from chunk
+                        done += len(chunk)
+                        chunk = []
+                else:
+                    if closed:
+                        yield from chunk
+                        return
+    except UnicodeDecodeError:
+        raise OnagerError(f"{path} is not UTF-8 text; re-run onager prelaunch to rewrite it")
+    except OSError as exc:
+        raise OnagerError(f"cannot read jobfile {path}: {exc.strerror or exc}")
+    for number, entry in enumerate(_read_whole(path)):
+        if number >= done:
+            yield entry
 
 
 def _read_whole(path: str) -> Iterator[JobEntry]:
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
-    except ValueError as exc:
-        raise OnagerError(f"{path} is not valid JSON ({exc}); re-run onager prelaunch to rewrite it")
+    except ValueError as exc:  # includes UnicodeDecodeError
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise OnagerError(f"{path} is not a valid jobfile ({reason}); re-run onager prelaunch to rewrite it")
+    except OSError as exc:
+        raise OnagerError(f"cannot read jobfile {path}: {exc.strerror or exc}")
     if not isinstance(data, dict):
         raise OnagerError(f"{path} is not a JSON object of tasks; re-run onager prelaunch to rewrite it")
     for key, value in data.items():
