@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv engines stop-engines bench mnist clean
+.PHONY: demo test venv engines stop-engines bench mnist mnist-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,15 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+MNIST_STAMP := $(VENV)/.mnist-installed
+$(MNIST_STAMP): $(STAMP) examples/mnist/requirements.txt
+	$(BIN)/python -m pip install -q -r examples/mnist/requirements.txt
+	touch $(MNIST_STAMP)
+
+## the example's requirements (torch pinned to 2.13.0: an unpinned torch pulls a CUDA build of several GB)
+mnist-deps: $(MNIST_STAMP)
+
+## a 6-task MNIST sweep (digits fallback when no MNIST files are present), then the results by accuracy
+mnist: $(MNIST_STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/mnist/run_sweep.sh
