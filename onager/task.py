@@ -38,14 +38,40 @@ def params() -> Dict[str, Any]:
     return out
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars and 0-d tensors as plain numbers (default=str would turn them into text)."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            pass
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def log_result(**metrics: Any) -> None:
-    """Append one line of metrics for this task (a single O_APPEND write: safe to call often)."""
+    """Append one line of metrics for this task (a single O_APPEND write: safe to call often).
+
+    `onager results` shows the last value logged for each name. The line also carries
+    "@time" (epoch seconds), which is bookkeeping and never shown as a metric.
+    """
+    if not metrics:
+        return
     launch_dir, task_id = _task()
     directory = os.path.join(launch_dir, "results")
     os.makedirs(directory, exist_ok=True)
-    line = json.dumps({"time": time.time(), **metrics}, default=str) + "\n"
+    line = json.dumps({"@time": time.time(), **metrics}, default=_plain) + "\n"
+    data = line.encode("utf-8")
     fd = os.open(os.path.join(directory, f"{task_id}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        os.write(fd, line.encode("utf-8"))
+        while data:  # a regular file takes it whole; loop in case a signal cut the write short
+            written = os.write(fd, data)
+            data = data[written:]
     finally:
         os.close(fd)
