@@ -10,7 +10,7 @@ import difflib
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 from onager.errors import UsageError

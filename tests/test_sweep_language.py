@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from typing import List
 
@@ -19,6 +18,20 @@ from onager import prelaunch
 from onager.errors import UsageError
 from onager.sweep import (Files, Linspace, Logspace, LogUniform, RandInt, Range, Sweep, Uniform, _below,
                           _distinct, _fmt)
+
+
+def _has_toml() -> bool:
+    if sys.version_info >= (3, 11):
+        return True
+    try:
+        import tomli  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+needs_toml = pytest.mark.skipif(not _has_toml(), reason="reading TOML needs Python 3.11+ or tomli "
+                                "(pip install 'onager[toml]')")
 
 
 def commands(argv: List[str]) -> List[str]:
@@ -299,6 +312,7 @@ def write(path, text: str) -> str:
     return str(path)
 
 
+@needs_toml
 def test_sweep_file_minimal_toml_form(tmp_path):
     path = write(tmp_path / "sweep.toml", 'jobname = "tom"\ncommand = "python train.py"\ntag = "--run-tag"\n'
                  '[args]\n"--lr" = [0.1, 0.01]\n"--bs" = [32, 64]\n')
@@ -313,6 +327,7 @@ def test_sweep_file_minimal_toml_form(tmp_path):
          "+tag", "--run-tag"])
 
 
+@needs_toml
 def test_sweep_file_json_equals_toml_and_cli(tmp_path):
     toml = write(tmp_path / "s.toml", 'command = "run"\npos_args = [["a", "b"], {range = [0, 2]}]\n'
                  'flags = ["--amp"]\nlinks = [["pos1", "--lr"]]\ntag = true\ntag_args = ["--lr"]\n'
@@ -335,6 +350,7 @@ def test_sweep_file_json_equals_toml_and_cli(tmp_path):
     assert commands(["+from", jsn, "+jobname", "t"]) == expected
 
 
+@needs_toml
 def test_command_line_overrides_and_adds_to_the_file(tmp_path):
     path = write(tmp_path / "s.toml", 'jobname = "j"\ncommand = "run"\ntag = "--run-tag"\nsample = 2\nseed = 1\n'
                  '[args]\n"--lr" = [1, 2, 3]\n"--bs" = [8, 16]\n')
@@ -352,6 +368,7 @@ def test_command_line_overrides_and_adds_to_the_file(tmp_path):
     assert (s.tag_name, s.tag_args, s.tag_number) == ("--run-tag", ["--bs"], False)
 
 
+@needs_toml
 @pytest.mark.parametrize("text, needle", [
     ('command = "x"\njobnme = "j"\n', "unknown key 'jobnme'; the keys are jobname, command"),
     ('command = 3\n', "command must be a string"),
@@ -398,6 +415,7 @@ README_MNIST_LAST = ("python mnist.py --epochs 1 --gamma 0.7 --no-cuda --lr 3.0 
                      "--run-tag mnist_lr_bs_18__lr_3.0__batchsize_64__seed_2")
 
 
+@needs_toml
 def test_mnist_sweep_file_gives_the_readmes_18_commands(onager, project):
     (project / "mnist").mkdir()
     shutil.copy(os.path.join(ROOT, "examples", "mnist", "sweep.toml"), project / "mnist" / "sweep.toml")
@@ -458,6 +476,7 @@ def _console_steps(body: str):
     return steps
 
 
+@needs_toml
 def test_docs_examples_run_and_print_what_the_page_shows(project):
     """Every console and python block of docs/sweeps.md, run in order in a copy of examples/."""
     shutil.copytree(os.path.join(ROOT, "examples", "sweeps"), project / "examples" / "sweeps")
