@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/lookup_bench.py
 	$(BIN)/python benchmarks/local_bench.py
 	$(BIN)/python benchmarks/list_bench.py
+	$(BIN)/python benchmarks/startup_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

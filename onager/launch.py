@@ -32,12 +32,6 @@ def launches_root(jobname: str, root: str = ".") -> str:
     return os.path.join(root, ".onager", "launches", jobname)
 
 
-def _env_value(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
-
-
 def _env_name(key: str) -> str:
     return param_key(key).upper()
 
@@ -113,11 +107,18 @@ def write_tasks(launch_dir: str, entries: Iterator[JobEntry]) -> Tuple[int, List
     ids: List[int] = []
     offset = 0
     next_index_pos = 0
+    env_names: Dict[str, str] = {}
+    encode = json.JSONEncoder(ensure_ascii=False).encode
     with open(os.path.join(launch_dir, "tasks.sh"), "wb") as records, \
             open(os.path.join(launch_dir, "tasks.idx"), "wb") as index, \
             open(os.path.join(launch_dir, "tasks.jsonl"), "w", encoding="utf-8") as listing:
         for entry in entries:
-            env = {_env_name(k): _env_value(v) for k, v in entry.params.items()}
+            env = {}
+            for key, value in entry.params.items():
+                name = env_names.get(key)
+                if name is None:
+                    name = env_names[key] = _env_name(key)
+                env[name] = value if isinstance(value, str) else encode(value)
             data = task_record(entry.id, entry.command, entry.tag, env).encode("utf-8")
             records.write(data)
             position = (entry.id - 1) * 24
@@ -126,8 +127,7 @@ def write_tasks(launch_dir: str, entries: Iterator[JobEntry]) -> Tuple[int, List
             index.write(index_record(offset, len(data)))
             next_index_pos = position + 24
             offset += len(data)
-            listing.write(json.dumps([entry.id, entry.command, entry.tag, entry.params],
-                                     ensure_ascii=False) + "\n")
+            listing.write(encode([entry.id, entry.command, entry.tag, entry.params]) + "\n")
             count += 1
             ids.append(entry.id)
     return count, ids
