@@ -34,7 +34,9 @@ def test_sweep_failure_and_rerun_of_failed(slurm, cli, helpers):
     argvs = {i: [f"--i={i}", helpers.NASTY if i % 4 == 1 else f"v {i}"] for i in range(1, 13)}
     expected = helpers.write_sweep(slurm, "sw", argvs, codes={5: 3})
     out = cli.ok("launch", "--backend", "slurm", "--jobname", "sw")
-    assert "--array=1-12 " in out.stdout and "--cpus-per-task=1" in out.stdout
+    chunks = Tasklist.range(1, 12).split_below(max_array_size() - 1)  # one array unless MaxArraySize <= 12
+    assert [line.split("--array=")[1].split()[0] for line in out.stdout.splitlines()] == [str(c) for _, c in chunks]
+    assert "--cpus-per-task=1" in out.stdout
     assert cli("wait", "--jobname", "sw", *WAIT).returncode == 1  # one task failed
     rows = cli.rows("--jobname", "sw")
     assert {r["task_id"]: (r["status"], r["exit"]) for r in rows} == {
@@ -42,7 +44,7 @@ def test_sweep_failure_and_rerun_of_failed(slurm, cli, helpers):
     for i in range(1, 13):
         assert json.loads(helpers.task_output(slurm, "sw", "1", i)) == expected[i]
     assert helpers.starts(slurm, "sw", "1") == {i: 1 for i in range(1, 13)}
-    assert len(submissions(helpers, slurm, "sw", "1")) == 1
+    assert len(submissions(helpers, slurm, "sw", "1")) == len(chunks)
 
     cli.ok("launch", "--backend", "slurm", "--jobname", "sw", "--tasklist", "failed")
     assert cli("wait", "--jobname", "sw", *WAIT).returncode == 1
