@@ -8,17 +8,28 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import tempfile
-from typing import IO, Iterator, Union
+from typing import IO, Iterator, Optional, Union
 
 
 @contextlib.contextmanager
 def atomic_writer(path: str, mode: str = "w", encoding: str = "utf-8",
                   buffering: int = 1 << 20) -> Iterator[IO]:
-    """Yield a file that replaces `path` by rename only when the block ends cleanly."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """Yield a file that replaces `path` by rename only when the block ends cleanly.
+
+    A symlink is followed (the file it points to is replaced, the link stays), and the
+    new file keeps the old one's permissions (a `chmod 600` config stays private); a new
+    file gets the usual 0666 minus the umask.
+    """
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+    try:
+        file_mode = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        file_mode = 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp",
                                dir=directory)
     try:
         kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
@@ -26,11 +37,9 @@ def atomic_writer(path: str, mode: str = "w", encoding: str = "utf-8",
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        try:
-            os.chmod(tmp, 0o644 & ~_umask())
-        except OSError:
-            pass
-        os.replace(tmp, path)
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, file_mode)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -43,14 +52,25 @@ def atomic_write(path: str, data: Union[str, bytes]) -> None:
         handle.write(data)
 
 
-_UMASK = None
+_UMASK: Optional[int] = None
 
 
 def _umask() -> int:
+    """The process umask, read from /proc where possible: setting it to probe it would
+    briefly give files created by other threads no umask at all."""
     global _UMASK
     if _UMASK is None:
-        _UMASK = os.umask(0)
-        os.umask(_UMASK)
+        try:
+            with open("/proc/self/status", encoding="ascii") as handle:
+                for line in handle:
+                    if line.startswith("Umask:"):
+                        _UMASK = int(line.split()[1], 8)
+                        break
+        except (OSError, ValueError):
+            pass
+        if _UMASK is None:
+            _UMASK = os.umask(0o022)
+            os.umask(_UMASK)
     return _UMASK
 
 
@@ -69,7 +89,7 @@ def file_lock(path: str) -> Iterator[None]:
             os.close(fd)
 
 
-def read_text(path: str, default: str = None) -> str:
+def read_text(path: str, default: Optional[str] = None) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
