@@ -43,7 +43,7 @@ run_engine() {
     local t0 rc=0 dt
     log "starting $name"
     t0="$(now)"
-    { timeout -k 10 "$TIMEOUT" env "$@" </dev/null 2>&1 | tee "$LOG_DIR/$name.log"; } || rc=$?
+    { timeout -k 10 "$TIMEOUT" setsid env "$@" </dev/null 2>&1 | tee "$LOG_DIR/$name.log"; } || rc=$?
     dt="$(secs "$t0" "$(now)")"
     if [ "$rc" = 0 ]; then
         log "engine $name up in $dt s"

@@ -56,6 +56,19 @@ def select(jobname: str, spec: Optional[str], root: str = ".") -> Tuple[Selectio
     return Tasklist.parse(spec), f"tasks {spec}"
 
 
+def cancel_stuck(jobname: str, root: str = ".") -> None:
+    """Delete tasks a scheduler holds in an error state (SGE's Eqw) before they are relaunched:
+    left queued, an admin could release them and they would run twice."""
+    from onager.state import ERROR
+    from onager.status import job_task_statuses
+    stuck: Dict[str, Tuple[Any, List[int]]] = {}
+    for task_id, (status, record) in job_task_statuses(jobname, root).items():
+        if status == ERROR:
+            stuck.setdefault(record.key, (record, []))[1].append(task_id)
+    for record, ids in stuck.values():
+        backend_class(record.backend)(record.options).cancel(record, Tasklist.from_ids(ids))
+
+
 def _entries(jobname: str, jobfile: Optional[str], command: Optional[str]) -> Iterator[JobEntry]:
     if command is not None:
         yield JobEntry(1, command, "", {})
@@ -165,6 +178,8 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
         info.wrapper = os.path.join(info.launch_dir, "wrapper.sh")
         return backend, info
 
+    if tasklist is not None and tasklist.strip().lower() in ("failed", "unfinished"):
+        cancel_stuck(jobname, root)
     configmod.ensure_onager_dir(root)
     launch_id, launch_dir = _new_launch_dir(jobname, root)
     try:
