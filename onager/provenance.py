@@ -440,6 +440,7 @@ class Plan:
     dirs: List[str] = field(default_factory=list)                # directories that must exist
     ignore_file: Optional[str] = None
     ignored: int = 0
+    partial: bool = False    # planning stopped early: already over the size limit
 
     @property
     def size(self) -> int:
@@ -492,9 +493,14 @@ def plan_git(state: GitState, git: Git) -> Plan:
     return plan
 
 
-def plan_directory(workdir: str, launch_dir: str) -> Plan:
-    """The working directory less `.onagerignore` (or `.gitignore`) and onager/VCS/venv/cache dirs."""
+def plan_directory(workdir: str, launch_dir: str, max_size: Optional[int] = None) -> Plan:
+    """The working directory less `.onagerignore` (or `.gitignore`) and onager/VCS/venv/cache dirs.
+
+    Stops walking once the files seen exceed `max_size` (a launch from a huge directory
+    is refused without reading all of it).
+    """
     plan = Plan(workdir, "directory")
+    total = 0
     rules, plan.ignore_file = IgnoreRules.from_dir(workdir)
     skip_real = {os.path.realpath(launch_dir)}
     for current, dirnames, filenames in os.walk(workdir):
@@ -519,7 +525,13 @@ def plan_directory(workdir: str, launch_dir: str) -> Plan:
             if rules and rules.matches(rel, False):
                 plan.ignored += 1
                 continue
+            before = len(plan.files)
             _classify(plan, rel, os.path.join(current, name))
+            if len(plan.files) > before:
+                total += plan.files[-1][1]
+        if max_size is not None and total > max_size:
+            plan.partial = True
+            break
     return plan
 
 
@@ -531,7 +543,8 @@ def check_size(plan: Plan, max_size: Optional[int]) -> None:
     biggest = sorted(plan.files, key=lambda f: -f[1])[:3]
     names = ", ".join(f"{rel} ({_human(size)})" for rel, size, _ in biggest)
     hint = ".onagerignore" if plan.mode == "git" else (plan.ignore_file or ".onagerignore")
-    raise UsageError(f"snapshot of {plan.source} would copy {_human(total)} in {len(plan.files)} files, "
+    at_least = "at least " if plan.partial else ""
+    raise UsageError(f"snapshot of {plan.source} would copy {at_least}{_human(total)} in {len(plan.files)} files, "
                      f"over the {_human(max_size)} limit; biggest: {names}; leave them out with {hint} "
                      f"or raise --snapshot-max-size (e.g. {_suggest(total)})")
 
@@ -587,7 +600,7 @@ def make_snapshot(launch_dir: str, workdir: str, state: GitState, max_size: Opti
         plan = plan_git(state, git or Git(workdir))
         sub = state.prefix.rstrip("/")
     else:
-        plan = plan_directory(workdir, launch_dir)
+        plan = plan_directory(workdir, launch_dir, max_size)
         sub = ""
     check_size(plan, max_size)
     dest = os.path.join(launch_dir, SNAPSHOT_DIR)
@@ -632,7 +645,7 @@ def check_launch(workdir: str, options: Dict[str, Any], root: str = ".", launch_
     if settings.snapshot:
         if not os.path.isdir(workdir):
             raise UsageError(f"working directory {workdir} does not exist: nothing to snapshot")
-        plan = plan_git(state, git) if state.repository else plan_directory(workdir, launch_dir or os.devnull)
+        plan = plan_git(state, git) if state.repository else plan_directory(workdir, launch_dir or os.devnull, settings.max_size)
         check_size(plan, settings.max_size)
     return settings
 

@@ -590,3 +590,14 @@ def test_snapshot_moves_with_the_launch_dir(repo, env, tmp_path):
     assert ran.returncode == 0, open(os.path.join(moved, "logs", "1.err")).read()
     with open(os.path.join(moved, "logs", "1.out")) as handle:
         assert handle.read() == "old\nmoved\n"
+
+
+def test_directory_snapshot_stops_walking_once_over_the_limit(tmp_path):
+    for d in range(30):
+        write(tmp_path / "tree" / f"d{d:02d}" / "f.bin", "x" * 1000)
+    plan = provenance.plan_directory(str(tmp_path / "tree"), os.devnull, max_size=2500)
+    assert plan.partial and 3 <= len(plan.files) < 30
+    with pytest.raises(UsageError, match=r"would copy at least .* over the 2\.4 KB limit"):
+        provenance.check_size(plan, 2500)
+    full = provenance.plan_directory(str(tmp_path / "tree"), os.devnull)
+    assert not full.partial and len(full.files) == 30
