@@ -352,3 +352,22 @@ def test_host_that_cannot_start_tasks_is_dropped(fake, project):
     rows = _rows(fake, "br")
     assert all(r["status"] == "done" for r in rows.values()), rows
     assert {s[-1][0] for s in _starts(project, "br").values()} == {"good"}
+
+
+def test_sigterm_to_a_foreground_launch_kills_remote_tasks(fake, project):
+    marker = f"onager-term-{os.getpid()}-{time.time_ns()}"
+    assert fake("prelaunch", "+jobname", "t", "+command", f"sh -c 'sleep 60; true' {marker}", "+arg", "--i",
+                *map(str, range(1, 4))).returncode == 0
+    env = dict(os.environ, PYTHONPATH=ROOT, **fake.env)
+    proc = subprocess.Popen([sys.executable, "-m", "onager", "launch", "--backend", "ssh", "--jobname", "t",
+                             "--hosts", "h:2"], cwd=str(project), env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout.count(b"\n") < 2:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "--tasklist unfinished" in err, err
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+    rows = _rows(fake, "t")
+    assert sorted(r["status"] for r in rows.values()) == ["cancelled", "cancelled", "lost"], rows
