@@ -28,8 +28,9 @@ def jobfile_path(jobname: str, jobfile: Optional[str] = None) -> str:
 
 
 def write_jobfile(path: str, lines: Iterable, keep: Iterable[JobEntry] = (),
-                  echo: Optional[TextIO] = None) -> int:
-    """Atomically replace `path` with `keep` entries then `lines` (sweep.Line); returns count."""
+                  echo: Optional[TextIO] = None, chunks: Optional[Iterable] = None) -> int:
+    """Atomically replace `path` with `keep` entries, then `lines` (sweep.Line) or ready
+    `chunks` ((count, text) blocks from Sweep.chunks); returns the number of tasks."""
     count = 0
     with atomic_writer(path) as out:
         write = out.write
@@ -39,20 +40,32 @@ def write_jobfile(path: str, lines: Iterable, keep: Iterable[JobEntry] = (),
             write(f'{sep}"{entry.id}": {json.dumps([entry.command, entry.tag, entry.params], ensure_ascii=False)}')
             sep = ",\n"
             count += 1
-        buffer = []
-        for line in lines:
-            write(f'{sep}"{line.id}": ["{line.command_json}", "{line.tag_json}", {{{line.params_json}}}]')
+        for n, text in chunks if chunks is not None else _line_chunks(lines, echo):
+            write(sep)
+            write(text)
             sep = ",\n"
-            count += 1
-            if echo is not None:
-                buffer.append(line.command)
-                if len(buffer) >= 4096:
-                    echo.write("\n".join(buffer) + "\n")
-                    buffer.clear()
-        if echo is not None and buffer:
-            echo.write("\n".join(buffer) + "\n")
+            count += n
         write("\n}\n")
     return count
+
+
+def _line_chunks(lines: Iterable, echo: Optional[TextIO], size: int = 4096) -> Iterable:
+    block: list = []
+    commands: list = []
+    for line in lines:
+        block.append(f'"{line.id}": ["{line.command_json}", "{line.tag_json}", {{{line.params_json}}}]')
+        if echo is not None:
+            commands.append(line.command + "\n")
+        if len(block) >= size:
+            if echo is not None:
+                echo.write("".join(commands))
+                commands.clear()
+            yield len(block), ",\n".join(block)
+            block.clear()
+    if echo is not None and commands:
+        echo.write("".join(commands))
+    if block:
+        yield len(block), ",\n".join(block)
 
 
 def _entry(key: str, value: Any, path: str) -> JobEntry:
