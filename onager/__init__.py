@@ -3,13 +3,14 @@ from __future__ import annotations
 
 __version__ = "0.2.0"
 
-__all__ = ["Sweep", "params", "log_result", "__version__"]
+_SWEEP_NAMES = ("Sweep", "Range", "Linspace", "Logspace", "Files", "Uniform", "LogUniform", "RandInt")
+__all__ = [*_SWEEP_NAMES, "params", "log_result", "__version__"]
 
 
 def __getattr__(name):  # lazy, so `onager --help` stays fast
-    if name == "Sweep":
-        from onager.sweep import Sweep
-        return Sweep
+    if name in _SWEEP_NAMES:
+        from onager import sweep
+        return getattr(sweep, name)
     if name == "params":
         from onager.task import params
         return params
