@@ -95,6 +95,11 @@ def main() -> int:
         state = provenance.git_state(repo)
         show("snapshot, git (ls-files + copy)", timed(args.repeat, lambda: provenance.make_snapshot(
             new_dir(), repo, state, provenance.DEFAULT_MAX_SIZE)))
+        gitrunner = provenance.Git(repo)
+        show("  of which: plan (ls-files + lstat)", timed(args.repeat, lambda: provenance.plan_git(state, gitrunner)))
+        plan = provenance.plan_git(state, gitrunner)
+        show("  of which: copy", timed(args.repeat, lambda: provenance.copy_plan(
+            plan, os.path.join(new_dir(), provenance.SNAPSHOT_DIR))))
         plain = provenance.GitState()
         show("snapshot, no git (walk + .gitignore + copy)", timed(args.repeat, lambda: provenance.make_snapshot(
             new_dir(), repo, plain, provenance.DEFAULT_MAX_SIZE)))
