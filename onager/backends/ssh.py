@@ -902,7 +902,8 @@ class SshBackend(Backend):
         self.failed = 0
         self.probed: Optional[List[HostInfo]] = None
 
-    def _check_options(self) -> List[HostSpec]:
+    def check_options(self) -> List[HostSpec]:
+        """Refuse bad ssh options with one line (called before anything is written, and by submit_commands)."""
         specs = parse_hosts(self.options.get("hosts"))
         config = self.options.get("ssh_config")
         if config and not os.path.isfile(os.path.expanduser(str(config))):
@@ -916,7 +917,7 @@ class SshBackend(Backend):
         return specs
 
     def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:
-        specs = self._check_options()
+        specs = self.check_options()
         out = []
         for spec in specs:
             remote = remote_dir_of(self.options, launch.jobname, launch.launch_id, spec.key)
@@ -926,7 +927,7 @@ class SshBackend(Backend):
 
     def preflight(self, launch: LaunchInfo) -> None:
         """Refuse before anything is recorded when no host answers (probes are kept for submit)."""
-        self._check_options()
+        self.check_options()
         self.probed = probe_hosts(self.options, [s.target for s in parse_hosts(self.options["hosts"])])
         if not any(i.reachable for i in self.probed):
             detail = "; ".join(f"{i.target}: {i.error}" for i in self.probed)
@@ -959,8 +960,13 @@ class SshBackend(Backend):
             signal.signal(signal.SIGTERM, previous)
             _write_pool_file(pool_file, None)
         self.summary = dispatcher
-        if dispatcher.lost and not self.failed:
-            self.failed = dispatcher.lost
+        if dispatcher.lost_ids:
+            text = (f"tasks {Tasklist.from_ids(sorted(dispatcher.lost_ids))} were lost with their host "
+                    f"(--retries {dispatcher.retries} used up); rerun them with: onager launch --backend ssh "
+                    f"--jobname {launch.jobname} --tasklist failed")
+            if not self.failed:
+                raise OnagerError(text)
+            print(f"onager: {text}", file=sys.stderr)
         return []
 
     def query(self, records) -> Dict[str, Optional[Dict[int, str]]]:
