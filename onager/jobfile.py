@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, TextIO
 
 from onager.errors import OnagerError, UsageError
@@ -32,6 +33,7 @@ def write_jobfile(path: str, lines: Iterable, keep: Iterable[JobEntry] = (),
     """Atomically replace `path` with `keep` entries, then `lines` (sweep.Line) or ready
     `chunks` ((count, text) blocks from Sweep.chunks); returns the number of tasks."""
     count = 0
+    _remove_stale_temps(path)
     with atomic_writer(path) as out:
         write = out.write
         write("{")
@@ -47,6 +49,30 @@ def write_jobfile(path: str, lines: Iterable, keep: Iterable[JobEntry] = (),
             count += n
         write("\n}\n")
     return count
+
+
+def _remove_stale_temps(path: str, older_than: float = 60.0) -> None:
+    """Delete temp files of this jobfile that a killed writer left behind.
+
+    A prelaunch killed mid-write (SIGKILL, out of memory) cannot remove its hidden
+    `.jobs.json.*.tmp`, and for a 1M-task sweep that is 160 MB. One untouched for a
+    minute has no live writer: a live one writes megabytes a second.
+    """
+    target = os.path.realpath(path)
+    directory, prefix = os.path.dirname(target), "." + os.path.basename(target) + "."
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            full = os.path.join(directory, name)
+            try:
+                if now - os.stat(full).st_mtime > older_than:
+                    os.unlink(full)
+            except OSError:
+                pass
 
 
 def _line_chunks(lines: Iterable, echo: Optional[TextIO], size: int = 4096) -> Iterable:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 
 import pytest
 
@@ -242,3 +243,20 @@ def test_corrupted_jobfile_through_the_cli(onager, project):
     result = onager("prelaunch", "+jobname", "bad", "+command", "echo", "+pos-arg", "b", "+append")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert (path / "jobs.json").read_text() == '{"1": ["echo a", "t"'
+
+
+def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
+    path = tmp_path / "jobs.json"
+    stale = tmp_path / ".jobs.json.abc123.tmp"
+    fresh = tmp_path / ".jobs.json.def456.tmp"
+    other = tmp_path / ".other.json.abc.tmp"
+    for leftover in (stale, fresh, other):
+        leftover.write_text("half a jobfile")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    write_jobfile(str(path), _sweep().lines("j"))
+    assert not stale.exists()           # a killed writer's leftover
+    assert fresh.exists()               # might belong to a writer still running
+    assert other.exists()               # not this jobfile's
+    assert len(list(iter_jobfile(str(path)))) == 4

@@ -487,8 +487,31 @@ def test_killed_prelaunch_leaves_the_previous_jobfile(onager, project):
     assert path.read_bytes() == before
     with open(path) as handle:
         assert len(json.load(handle)) == 2
-    # no leftover is visible as the jobfile, and the next prelaunch is not blocked by a stale lock
-    assert [n for n in os.listdir(directory) if n == "jobs.json"] == ["jobs.json"]
+    # the killed writer's temp file is hidden (never read as the jobfile) ...
+    leftovers = [n for n in os.listdir(directory) if n.endswith(".tmp")]
+    assert leftovers and all(n.startswith(".jobs.json.") for n in leftovers)
+    # ... the next prelaunch is not blocked by a stale lock, and removes leftovers once they are stale
+    for name in leftovers:
+        os.utime(directory / name, (time.time() - 3600, time.time() - 3600))
     out = ok(onager("prelaunch", "+jobname", "big", "+command", "c", "+arg", "--a", "3", "+tag", timeout=30))
     assert out == "c --a 3 --tag big_1__a_3\n"
     assert list(jobs(project, "big")) == ["1"]
+    assert [n for n in os.listdir(directory) if n.endswith(".tmp")] == []
+
+
+def test_tag_args_naming_no_arg_warns_but_works(onager):
+    result = onager("prelaunch", "+jobname", "w", "+command", "c", "+arg", "--a", "1", "+tag", "+tag-args", "--zz")
+    assert ok(result) == "c --a 1 --tag w_1\n"
+    assert "warning" in result.stderr and "--zz" in result.stderr
+
+
+def test_tag_options_without_tag_add_no_tag(onager, project):
+    out = ok(onager("prelaunch", "+jobname", "n", "+command", "c", "+arg", "--a", "1", "+no-tag-number",
+                    "+tag-args", "--a"))
+    assert out == "c --a 1\n"
+    assert jobs(project, "n")["1"][1] == ""
+
+
+def test_custom_tag_name(onager):
+    assert ok(onager("prelaunch", "+jobname", "t", "+command", "c", "+pos-arg", "v", "+tag", "--run-name")) == \
+        "c v --run-name t_1__v\n"
