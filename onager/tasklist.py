@@ -15,10 +15,20 @@ from onager.errors import UsageError
 
 _BLOCK = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$", re.ASCII)
 
+# the largest task id: a count of ids must fit len() (sys.maxsize), and 16 digits
+# keep int() far from Python's limit on converting long digit strings
+MAX_ID = 10 ** 15 - 1
+_MAX_DIGITS = len(str(MAX_ID))
+
 # above this many ids, condensing works on blocks instead of listing the ids
 _MATERIALISE_LIMIT = 1 << 16
 
 HELP = "a tasklist is comma-separated blocks N, A-B or A-B:STEP with 1 <= A <= B (e.g. 1-3,5,8-20:2)"
+
+
+def _shorten(text: str) -> str:
+    """repr() of user text, cut so that an error stays one readable line."""
+    return repr(text) if len(text) <= 80 else repr(text[:60]) + f"... ({len(text)} characters)"
 
 
 class Tasklist:
@@ -35,21 +45,25 @@ class Tasklist:
     def parse(cls, text: str) -> "Tasklist":
         if text is None or not str(text).strip():
             raise UsageError(f"empty tasklist: {HELP}")
+        text = str(text)
+        where = _shorten(text)
         blocks = []
-        for raw in str(text).split(","):
+        for raw in text.split(","):
             block = raw.strip()
             match = _BLOCK.match(block)
             if not match:
-                raise UsageError(f"bad tasklist block {block!r} in {text!r}: {HELP}")
+                raise UsageError(f"bad tasklist block {_shorten(block)} in {where}: {HELP}")
+            if any(g is not None and len(g.lstrip("0")) > _MAX_DIGITS for g in match.groups()):
+                raise UsageError(f"bad tasklist block {_shorten(block)} in {where}: task ids and steps go up to {MAX_ID}")
             start = int(match.group(1))
             stop = int(match.group(2)) if match.group(2) is not None else start
             step = int(match.group(3)) if match.group(3) is not None else 1
             if start < 1:
-                raise UsageError(f"bad tasklist block {block!r} in {text!r}: task ids start at 1")
+                raise UsageError(f"bad tasklist block {_shorten(block)} in {where}: task ids start at 1")
             if stop < start:
-                raise UsageError(f"bad tasklist block {block!r} in {text!r}: {stop} is below {start}")
+                raise UsageError(f"bad tasklist block {_shorten(block)} in {where}: {stop} is below {start}")
             if step < 1:
-                raise UsageError(f"bad tasklist block {block!r} in {text!r}: the step must be at least 1")
+                raise UsageError(f"bad tasklist block {_shorten(block)} in {where}: the step must be at least 1")
             blocks.append((start, stop, step))
         return cls(blocks)
 
@@ -135,7 +149,7 @@ class Tasklist:
         return bool(self.blocks)
 
     def __contains__(self, task_id: object) -> bool:
-        if not isinstance(task_id, int):
+        if not isinstance(task_id, int) or isinstance(task_id, bool):
             return False
         return any(a <= task_id <= b and (task_id - a) % s == 0 for a, b, s in self.blocks)
 

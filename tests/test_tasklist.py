@@ -294,3 +294,30 @@ def test_100k_ids_one_by_one_condense_to_one_range():
     assert tasks.slurm() == "1-100000"
     assert Tasklist.from_ids(range(1, 100_001)).slurm() == "1-100000"
     assert Tasklist.from_ids(range(2, 200_001, 2)).slurm() == "2-200000:2"
+
+
+@pytest.mark.parametrize("text", ["9" * 5000, "1-" + "9" * 30, "1-1000000000000000", "1-5:" + "9" * 5000])
+def test_absurdly_large_numbers_are_refused_not_crashed(text):
+    with pytest.raises(UsageError) as info:
+        Tasklist.parse(text)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400
+    assert "999999999999999" in message
+
+
+def test_largest_id_works_with_len():
+    tasks = Tasklist.parse("1-999999999999999")
+    assert len(tasks) == 999_999_999_999_999
+    assert 999_999_999_999_999 in tasks
+    assert Tasklist.parse("000000000000000000007").slurm() == "7"  # leading zeros are not digits of size
+
+
+def test_long_bad_lists_give_short_messages():
+    with pytest.raises(UsageError) as info:
+        Tasklist.parse(",".join(str(i) for i in range(1, 100_000)) + ",x")
+    assert len(str(info.value)) < 400 and "'x'" in str(info.value)
+
+
+def test_bools_are_not_task_ids():
+    assert True not in Tasklist.parse("1")
+    assert 1 in Tasklist.parse("1")
