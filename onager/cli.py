@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasklist", "-t", default=None, help="only these task ids")
     p.add_argument("--status", default=None, help="only these statuses, e.g. failed,cancelled")
     p.add_argument("--hide", nargs="+", default=None, metavar="COL", help="hide these columns")
+    p.add_argument("--show", nargs="+", default=None, metavar="COL",
+                   help="add optional columns: commit (the git commit each launch ran)")
     p.add_argument("--summary", action="store_true", help="one row per launch with counts per status")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
@@ -170,7 +172,7 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     actions = {a.dest: a for a in launch_parser._actions}
     for key, value in defaults.items():
         dest = key.replace("-", "_")
-        if dest in actions and getattr(args, dest, None) in (None, False) and dest not in GENERIC:
+        if dest in actions and getattr(args, dest, None) is None and dest not in GENERIC:
             action = actions[dest]
             try:
                 converted = action.type(value) if action.type else value

@@ -20,6 +20,7 @@ from onager.backends.base import Backend, LaunchInfo
 from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
 from onager.jobfile import JobEntry, iter_jobfile, jobfile_path
+from onager.provenance import strip_credentials
 from onager.state import RERUN_FAILED, RERUN_UNFINISHED
 from onager.sweep import check_jobname, param_key
 from onager.tasklist import Tasklist
@@ -165,8 +166,16 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
     section = configmod.read_section(backend_name, root)
     header, footer = section.get("header", ""), section.get("footer", "")
     workdir = os.path.abspath(workdir or os.getcwd())
+    if venv and not os.path.isabs(venv):
+        venv = os.path.join(workdir, venv)  # as before, relative to the workdir, which a snapshot replaces
     entries = _selected(_entries(jobname, jobfile, command), selection)
     if dry_run:
+        try:
+            from onager import provenance
+        except ImportError:
+            provenance = None
+        if provenance is not None:
+            provenance.check_launch(workdir, options, root)  # --require-clean, snapshot size: refuse as a launch would
         seen: Set[int] = set()
         ids = []
         for e in entries:
@@ -186,7 +195,8 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
         os.mkdir(os.path.join(launch_dir, "logs"))
         os.mkdir(os.path.join(launch_dir, "state"))
         count, ids = write_tasks(launch_dir, entries)
-        workdir = _provenance_hook(launch_dir, workdir, options)
+        workdir = _provenance_hook(launch_dir, workdir, options, backend=backend_name,
+                                   argv=argv or sys.argv, venv=venv, root=root)
         _check_all_found(count, selection, set(ids) if selection is not None and count != len(selection) else set(), jobname)
         tasks = Tasklist.from_ids(ids)
         wrapper = os.path.join(launch_dir, "wrapper.sh")
@@ -196,7 +206,8 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
         info = LaunchInfo(jobname, launch_id, launch_dir, wrapper, tasks, count, workdir, options, header, footer)
         meta = {"jobname": jobname, "launch_id": launch_id, "backend": backend_name,
                 "tasklist": str(tasks), "count": count, "created": time.time(),
-                "workdir": workdir, "options": _jsonable(options), "argv": argv or sys.argv,
+                "workdir": workdir, "options": _jsonable(options),
+                "argv": [strip_credentials(a) for a in (argv or sys.argv)],
                 "jobfile": None if command is not None else jobfile_path(jobname, jobfile),
                 "venv": venv}
         with open(os.path.join(launch_dir, "launch.json"), "w", encoding="utf-8") as handle:
@@ -207,13 +218,13 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
     return backend, info
 
 
-def _provenance_hook(launch_dir: str, workdir: str, options: Dict[str, Any]) -> str:
+def _provenance_hook(launch_dir: str, workdir: str, options: Dict[str, Any], **context: Any) -> str:
     """Record provenance (and freeze the code with --snapshot); returns where tasks run."""
     try:
         from onager import provenance
     except ImportError:
         return workdir
-    return provenance.prepare_launch(launch_dir, workdir, options)
+    return provenance.prepare_launch(launch_dir, workdir, options, **context)
 
 
 def _jsonable(options: Dict[str, Any]) -> Dict[str, Any]:

@@ -16,6 +16,8 @@ from onager.status import TaskRow, launch_rows, query_all, select_records
 from onager.tasklist import Tasklist
 
 COLUMNS = ["job_id", "launch", "task_id", "jobname", "status", "exit", "elapsed", "tag", "command"]
+# shown only when asked for with --show
+OPTIONAL_COLUMNS = ["commit"]
 
 
 FAST_TABLE_ROWS = 2000
@@ -81,17 +83,24 @@ def run_list(args: argparse.Namespace) -> int:
     unknown = hide - set(COLUMNS)
     if unknown:
         raise UsageError(f"unknown column {', '.join(sorted(unknown))} for --hide: use {', '.join(COLUMNS)}")
-    columns = [c for c in COLUMNS if c not in hide]
+    show = set(getattr(args, "show", None) or [])
+    unknown = show - set(OPTIONAL_COLUMNS)
+    if unknown:
+        raise UsageError(f"unknown column {', '.join(sorted(unknown))} for --show: use {', '.join(OPTIONAL_COLUMNS)}")
+    columns = [c for c in COLUMNS if c not in hide] + [c for c in OPTIONAL_COLUMNS if c in show]
+    commits = _commits(index) if args.json or "commit" in show else {}
     if args.json:
         out = [{"job_id": r.job_ids, "launch": r.launch_id, "task_id": r.task_id, "jobname": r.jobname,
                 "backend": r.backend, "status": r.status, "exit": r.exit_code, "start": r.start,
                 "end": r.end, "elapsed": r.elapsed, "tag": r.tag, "command": r.command,
-                "params": r.params} for r in rows]
+                "params": r.params, "commit": commits.get(f"{r.jobname}/{r.launch_id}", "")} for r in rows]
         json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
-    keep = [COLUMNS.index(c) for c in columns]
-    cells = [[full[i] for i in keep] for full in map(_cells, rows)]
+    every = COLUMNS + OPTIONAL_COLUMNS
+    keep = [every.index(c) for c in columns]
+    cells = [[full[i] for i in keep] for full in (_cells(r) + [commits.get(f"{r.jobname}/{r.launch_id}", "")]
+                                                  for r in rows)]
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
@@ -99,6 +108,12 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     print(table(cells, columns))
     return 0
+
+
+def _commits(index: JobIndex) -> Dict[str, str]:
+    """Launch key -> the commit its provenance recorded (`0123abcd45`, `...-dirty`, or "")."""
+    from onager.provenance import launch_commit
+    return {r.key: launch_commit(r.launch_dir) for r in index.records()}
 
 
 def _cells(r: TaskRow) -> list:

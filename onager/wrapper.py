@@ -7,6 +7,7 @@ directory scan), runs header, command and footer, and exits with the command's c
 """
 from __future__ import annotations
 
+import os
 import shlex
 from typing import Optional
 
@@ -29,6 +30,9 @@ def task_record(task_id: int, command: str, tag: str, params_env: dict) -> str:
 def wrapper_text(launch_dir: str, jobname: str, launch_id: str, workdir: str,
                  header: str = "", footer: str = "", venv: Optional[str] = None) -> str:
     q = shlex.quote
+    # a snapshot (<launch dir>/code/...) moves with the launch dir (ONAGER_REMOTE_LAUNCH_DIR on ssh hosts)
+    inside = os.path.relpath(workdir, launch_dir) if workdir.startswith(launch_dir.rstrip("/") + "/") else None
+    cd_target = f'"$D"/{q(inside)}' if inside else q(workdir)
     venv_line = f". {q(venv.rstrip('/') + '/bin/activate')}\n" if venv else ""
     return f"""#!/bin/bash
 # onager wrapper for launch {jobname}/{launch_id}: finds task $1 (or the scheduler's
@@ -52,7 +56,7 @@ export ONAGER_TASK_ID ONAGER_TAG
 now() {{ if [ -n "${{EPOCHREALTIME:-}}" ]; then echo "${{EPOCHREALTIME/,/.}}"; else date +%s; fi; }}
 exec >>"$D/logs/$id.out" 2>>"$D/logs/$id.err"
 echo "${{HOSTNAME:-$(hostname)}} $$ ${{SLURM_ARRAY_JOB_ID:-${{JOB_ID:-}}}}" >"$D/state/$id.start@$(now)"
-cd {q(workdir)} || {{ : >"$D/state/$id.end@$(now)@126"; exit 126; }}
+cd {cd_target} || {{ : >"$D/state/$id.end@$(now)@126"; exit 126; }}
 {header}
 {venv_line}( eval "$ONAGER_COMMAND" )
 rc=$?
