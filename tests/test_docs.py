@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Set
 
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 
 DOCS = os.path.join(ROOT, "docs")
 EXITS = re.compile(r"#\s*exits\s+(\d+)\s*$")
@@ -301,3 +301,46 @@ def test_cli_md_names_no_option_that_does_not_exist():
             elif re.fullmatch(r"--?[a-z][a-z_-]*", first) and first not in known:
                 stale.append(f"onager {name}: `{span}`")
     assert not stale, f"docs/cli.md names options that do not exist there: {stale}"
+
+
+# ------------------------------------------------------------------ backends.md, links
+def test_backends_md_documents_every_backend_option():
+    import argparse
+    from onager.backends import available
+    with open(os.path.join(DOCS, "backends.md"), encoding="utf-8") as handle:
+        tokens = inline_tokens(handle.read())
+    missing = []
+    for cls in available().values():
+        parser = argparse.ArgumentParser(add_help=False)
+        cls.add_arguments(parser.add_argument_group(cls.name))
+        missing += [f"{cls.name} {s}" for s in _option_strings(parser) if s not in tokens]
+    assert not missing, f"backend options missing from docs/backends.md: {missing}"
+
+
+def _slug(heading: str) -> str:
+    """The anchor a markdown renderer (GitHub's rules) gives a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+@pytest.mark.parametrize("name", ["README.md", "docs/index.md", "docs/tutorial.md", "docs/cli.md",
+                                  "docs/backends.md"])
+def test_relative_links_reach_files_and_headings(name):
+    path = os.path.join(ROOT, name)
+    with open(path, encoding="utf-8") as handle:
+        text = re.sub(r"^```.*?^```", "", handle.read(), flags=re.MULTILINE | re.DOTALL)
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        file_part, _, anchor = target.partition("#")
+        linked = os.path.normpath(os.path.join(os.path.dirname(path), file_part)) if file_part else path
+        if not os.path.exists(linked):
+            broken.append(target)
+        elif anchor and linked.endswith(".md"):
+            with open(linked, encoding="utf-8") as handle:
+                body = re.sub(r"^```.*?^```", "", handle.read(), flags=re.MULTILINE | re.DOTALL)
+            slugs = {_slug(h) for h in re.findall(r"^#+ (.+)$", body, flags=re.MULTILINE)}
+            if anchor not in slugs:
+                broken.append(target)
+    assert not broken, f"{name}: broken links {broken}"
