@@ -117,10 +117,12 @@ def read_bytes(path: str, dir_fd: Optional[int] = None) -> Optional[bytes]:
 def _merge(objects: Iterable[Any]) -> Dict[str, Any]:
     merged: Dict[str, Any] = {}
     for obj in objects:
-        if isinstance(obj, dict):
+        if type(obj) is dict:
             merged.update(obj)
-    for key in [k for k in merged if k.startswith(RESERVED_PREFIX)]:
-        del merged[key]
+    merged.pop("@time", None)
+    if any(k[:1] == RESERVED_PREFIX for k in merged):
+        for key in [k for k in merged if k[:1] == RESERVED_PREFIX]:
+            del merged[key]
     return merged
 
 
