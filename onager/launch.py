@@ -162,6 +162,7 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
     """Everything up to submission. In dry-run, nothing is written."""
     check_jobname(jobname)
     backend: Backend = backend_class(backend_name)(options)
+    backend.check_options()
     selection, _ = select(jobname, tasklist, root)
     section = configmod.read_section(backend_name, root)
     header, footer = section.get("header", ""), section.get("footer", "")
@@ -237,6 +238,11 @@ def submit(backend: Backend, info: LaunchInfo, root: str = ".") -> LaunchRecord:
     record = LaunchRecord(info.jobname, info.launch_id, backend.name, info.launch_dir,
                           str(info.tasklist), info.count, time.time(), [], _jsonable(info.options))
     if backend.runs_in_foreground:
+        try:
+            backend.preflight(info)
+        except BaseException:
+            shutil.rmtree(info.launch_dir, ignore_errors=True)
+            raise
         index.add(record)  # list/cancel must see a local launch while it runs
         record.job_ids = backend.submit(info) or []
         if record.job_ids:

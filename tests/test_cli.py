@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import onager
-from conftest import ROOT
+from support import ROOT
 from onager.cli import EXTRA_COMMANDS
 
 CORE_COMMANDS = ["prelaunch", "launch", "list", "cancel", "wait", "logs", "config", "help"]

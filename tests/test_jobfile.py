@@ -172,7 +172,7 @@ def test_big_jobfile_is_written_and_read_in_little_memory(tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from support import ROOT
 
     env = dict(os.environ, PYTHONPATH=ROOT)
     result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tmp_path / "jobs.json")],

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_onager
+from support import ROOT, run_onager
 
 PRINT_ARGV = f"{sys.executable} -c 'import json,sys; print(json.dumps(sys.argv[1:]))'"
 

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 
 needs = [m for m in ("torch", "sklearn", "numpy") if importlib.util.find_spec(m) is None]
 pytestmark = pytest.mark.skipif(bool(needs), reason=f"{', '.join(needs)} not installed "

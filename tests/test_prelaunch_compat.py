@@ -16,7 +16,7 @@ from typing import List
 
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 
 EXPERIMENT1 = """\
 myscript --learningrate 0.1 --batchsize 32 --mytag experiment1_1__learningrate_0.1__batchsize_32

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import run_onager
+from support import run_onager
 from onager import provenance
 from onager.errors import UsageError
 

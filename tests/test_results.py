@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_onager
+from support import ROOT, run_onager
 from onager import results
 from onager.errors import OnagerError, UsageError
 

@@ -13,7 +13,7 @@ from typing import List
 
 import pytest
 
-from conftest import ROOT, run_onager
+from support import ROOT, run_onager
 from onager import prelaunch
 from onager.errors import UsageError
 from onager.sweep import (Files, Linspace, Logspace, LogUniform, RandInt, Range, Sweep, Uniform, _below,

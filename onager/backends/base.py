@@ -54,6 +54,12 @@ class Backend:
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Register this backend's own launch options (shared ones live in the CLI)."""
 
+    def check_options(self) -> None:
+        """Refuse bad backend options with one line, before a launch writes anything."""
+
+    def preflight(self, launch: "LaunchInfo") -> None:
+        """Checks that need the outside world (e.g. hosts answering), before a launch is recorded."""
+
     # ------------------------------------------------------------ submit
     def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:
         """The scheduler commands a launch runs, for --dry-run and golden tests."""
