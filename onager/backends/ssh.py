@@ -385,7 +385,8 @@ def kill_command(pgids: Sequence[int], grace: float = 5.0) -> str:
 
 
 def setup_host(options: Dict[str, Any], host: str, launch_dir: str, remote: str) -> Optional[str]:
-    """Send wrapper, runner, tasks.sh and tasks.idx to the host (tar over ssh); None or an error."""
+    """Send wrapper, runner, tasks.sh, tasks.idx (and a snapshot's code/) to the host, by tar over
+    ssh; returns None or an error."""
     wrapper = host_wrapper(launch_dir)
     proc = subprocess.Popen(ssh_base(options) + [host, setup_command(remote)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -407,6 +408,9 @@ def setup_host(options: Dict[str, Any], host: str, launch_dir: str, remote: str)
                 tar.addfile(member, io.BytesIO(data))
             for name in ("tasks.sh", "tasks.idx"):
                 tar.add(os.path.join(launch_dir, name), arcname=name)
+            code = os.path.join(launch_dir, "code")
+            if os.path.isdir(code):  # a --snapshot: the frozen code goes once per host
+                tar.add(code, arcname="code")
         proc.stdin.close()
     except (BrokenPipeError, OSError):
         pass

@@ -256,3 +256,20 @@ def test_host_lost_mid_run_reruns_its_tasks_elsewhere(project, kill_host):
     for task_id in lost:  # ran again, on the host that is left, and its output is there
         assert starts[task_id][-1].startswith("ci-sshd-a ")
         assert f"done-" in open(os.path.join(d, "logs", f"{task_id}.out")).read()
+
+
+def test_snapshot_is_sent_once_and_tasks_run_the_frozen_code(project, cfg):
+    """--snapshot: the code as it was at launch reaches the host with the launch, not the edited file."""
+    (project / "value.txt").write_text("frozen\n")
+    (project / "show.sh").write_text('cat value.txt; pwd\n')
+    assert onager(project, "prelaunch", "+jobname", "snap", "+command", "sh show.sh", "+arg", "--i", "1", "2",
+                  "+q").returncode == 0
+    out = onager(project, "launch", "--backend", "ssh", "--jobname", "snap", "--hosts", "ci-sshd-a:1",
+                 "--ssh-config", cfg, "--snapshot", "--detach")
+    assert out.returncode == 0, out.stderr
+    (project / "value.txt").write_text("edited after launch\n")
+    assert onager(project, "wait", "--jobname", "snap", "--timeout", "120", "--interval", "0.5").returncode == 0
+    for task in ("1", "2"):
+        lines = onager(project, "logs", "snap", task).stdout.splitlines()
+        assert lines[0] == "frozen"
+        assert "/.onager-remote/" in lines[1] and lines[1].endswith("/code")
