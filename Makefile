@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/local_bench.py
 	$(BIN)/python benchmarks/list_bench.py
 	$(BIN)/python benchmarks/startup_bench.py
+	$(BIN)/python benchmarks/results_bench.py
+	$(BIN)/python benchmarks/snapshot_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

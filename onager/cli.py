@@ -5,7 +5,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from onager import __version__
 from onager.errors import OnagerError, UsageError
@@ -138,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "  onager config --write slurm partition gpu --write slurm mem 8G\n"
                               "  onager config --global --write gridengine pe smp\n  onager config --read",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--global", dest="global_", action="store_true", help="use ~/.onagerconfig only")
-    p.add_argument("--local", action="store_true", help="use .onager/config only (default for --write)")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--global", dest="global_", action="store_true", help="use ~/.onagerconfig only")
+    scope.add_argument("--local", action="store_true", help="use .onager/config only (default for --write)")
     p.add_argument("--read", action="store_true", help="print the settings")
     p.add_argument("--write", nargs=3, action="append", metavar=("BACKEND", "KEY", "VALUE"),
                    help="set KEY of BACKEND (local, slurm, gridengine, ssh, project); empty VALUE removes it")
@@ -312,7 +313,11 @@ def _main(argv: List[str]) -> int:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        sub = parser._subparsers._group_actions[0].choices.get(args.subcommand) if args.subcommand else None  # type: ignore[union-attr]
+        (sub or parser).error(f"unrecognized arguments: {' '.join(unknown)}"
+                              + (" (options for the scheduler go after --)" if args.subcommand == "launch" else ""))
     args.extra = extra
     name = args.subcommand
     if name == "launch":

@@ -11,7 +11,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from onager import config as configmod

@@ -46,18 +46,21 @@ def _fmt_elapsed(seconds: Optional[float]) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
+def _statuses(text: str) -> set:
+    statuses = {s.strip() for s in text.split(",") if s.strip()}
+    bad = statuses - set(STATUSES)
+    if bad:
+        raise UsageError(f"unknown status {', '.join(sorted(bad))}: use {', '.join(STATUSES)}")
+    return statuses
+
+
 def _rows(args: argparse.Namespace, index: JobIndex) -> List[TaskRow]:
     records = select_records(index, getattr(args, "jobname", None), getattr(args, "jobid", None),
                              getattr(args, "launch", None), latest_only=getattr(args, "latest", False))
     wanted = Tasklist.parse(args.tasklist) if getattr(args, "tasklist", None) else None
     if wanted is not None and len(wanted.blocks) > 64:
         wanted = set(wanted)
-    statuses = None
-    if getattr(args, "status", None):
-        statuses = {s.strip() for s in args.status.split(",") if s.strip()}
-        bad = statuses - set(STATUSES)
-        if bad:
-            raise UsageError(f"unknown status {', '.join(sorted(bad))}: use {', '.join(STATUSES)}")
+    statuses = _statuses(args.status) if getattr(args, "status", None) else None
     answers = query_all(records)
     rows: List[TaskRow] = []
     for record in records:
@@ -73,6 +76,10 @@ def _rows(args: argparse.Namespace, index: JobIndex) -> List[TaskRow]:
 
 def run_list(args: argparse.Namespace) -> int:
     index = JobIndex()
+    if args.tasklist:
+        Tasklist.parse(args.tasklist)  # bad input is refused even before anything was launched
+    if args.status:
+        _statuses(args.status)
     if not index.records():
         print("no launches yet (onager launch records them in .onager/index.jsonl)", file=sys.stderr)
         return 0

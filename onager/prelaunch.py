@@ -265,10 +265,14 @@ def parse(argv: List[str]) -> PrelaunchArgs:
         if command is None:
             raise UsageError("prelaunch needs +command CMD (e.g. +command \"python train.py\")")
         sweep = Sweep(command)
+    if not sweep.command.strip():
+        raise UsageError('+command needs a non-empty command, e.g. +command "python train.py"')
     if args.jobname is None:
         raise UsageError("prelaunch needs +jobname NAME" + (f" (or jobname = \"...\" in {source})" if source else ""))
     check_jobname(args.jobname)
     for option, values, linked in dims:
+        if option in ("+arg", "+flag") and not values[0].strip():
+            raise UsageError(f"{option} needs a non-empty name such as --lr")
         if option == "+arg":
             sweep.arg(values[0], values[1:], link=linked)
         elif option == "+pos-arg":

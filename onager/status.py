@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tu
 from onager.backends import backend_class
 from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
-from onager.state import TaskState, read_states, status_of
+from onager.state import read_states, status_of
 
 
 class TaskRow(NamedTuple):

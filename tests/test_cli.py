@@ -149,8 +149,6 @@ def test_bad_tasklist_for_list_with_launches(onager, project):
     refused(onager("list", "--tasklist", "1-"), "'1-'")
 
 
-@pytest.mark.xfail(reason="listing.run_list returns 'no launches yet' (exit 0) before it parses --tasklist, "
-                          "so a bad tasklist is accepted while the index is empty", strict=True)
 def test_bad_tasklist_for_list_without_launches(onager, project):
     refused(onager("list", "--tasklist", "1-"), "'1-'")
 

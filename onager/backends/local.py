@@ -18,7 +18,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from onager.backends.base import Backend, LaunchInfo
-from onager.errors import OnagerError, UsageError
+from onager.errors import UsageError
 from onager.state import mark, read_states
 from onager.tasklist import Tasklist
 
@@ -300,17 +300,7 @@ class LocalBackend(Backend):
         return []
 
     def query(self, records) -> Dict[str, Optional[Dict[int, str]]]:
-        out: Dict[str, Optional[Dict[int, str]]] = {}
-        host = socket.gethostname()
-        for r in records:
-            info = _read_pool_file(os.path.join(r.launch_dir, "pool.json"))
-            if info is None or info.get("pid") is None:
-                out[r.key] = {}
-            elif info.get("host") != host:
-                out[r.key] = None  # a pool on another machine: cannot be checked from here
-            else:
-                out[r.key] = _AllUnfinished() if _alive(int(info["pid"])) else {}
-        return out
+        return query_pools(records)
 
     def cancel(self, record, tasks: Tasklist, dry_run: bool = False) -> List[List[str]]:
         states = read_states(record.launch_dir)
@@ -334,6 +324,22 @@ class LocalBackend(Backend):
         for pid in pids:
             with_suppressed(os.killpg, pid, signal.SIGTERM)
         return commands
+
+
+def query_pools(records) -> Dict[str, Optional[Dict[int, str]]]:
+    """Backends whose tasks are run by a process of ours (pool, dispatcher) recorded in
+    pool.json: while it lives, every unfinished task is still its own."""
+    out: Dict[str, Optional[Dict[int, str]]] = {}
+    host = socket.gethostname()
+    for r in records:
+        info = _read_pool_file(os.path.join(r.launch_dir, "pool.json"))
+        if info is None or info.get("pid") is None:
+            out[r.key] = {}
+        elif info.get("host") != host:
+            out[r.key] = None  # run from another machine: cannot be checked from here
+        else:
+            out[r.key] = _AllUnfinished() if _alive(int(info["pid"])) else {}
+    return out
 
 
 def _start_pid(launch_dir: str, task_id: int, host: str) -> Optional[int]:

@@ -31,7 +31,6 @@ import secrets
 import selectors
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -43,8 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, IO, List, Optional, Sequence, Tuple
 
 from onager.backends.base import Backend, LaunchInfo
-from onager.backends.local import (CANCEL_FLAG, _AllUnfinished, _alive, _fmt_duration, _package_parent,
-                                   _raise_interrupt, _read_pool_file, _write_pool_file)
+from onager.backends.local import (CANCEL_FLAG, _fmt_duration, _package_parent, _raise_interrupt,
+                                   _write_pool_file, query_pools)
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_write
 from onager.state import mark, read_states
@@ -974,17 +973,7 @@ class SshBackend(Backend):
         return []
 
     def query(self, records) -> Dict[str, Optional[Dict[int, str]]]:
-        out: Dict[str, Optional[Dict[int, str]]] = {}
-        host = socket.gethostname()
-        for r in records:
-            info = _read_pool_file(os.path.join(r.launch_dir, "pool.json"))
-            if info is None or info.get("pid") is None:
-                out[r.key] = {}
-            elif info.get("host") != host:
-                out[r.key] = None  # a dispatcher on another machine: cannot be checked from here
-            else:
-                out[r.key] = _AllUnfinished() if _alive(int(info["pid"])) else {}
-        return out
+        return query_pools(records)
 
     def cancel(self, record, tasks: Tasklist, dry_run: bool = False) -> List[List[str]]:
         states = read_states(record.launch_dir)
