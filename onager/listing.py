@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 
 from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
-from onager.state import STATUSES, describe_exit
+from onager.state import RERUN_FAILED, STATUSES, describe_exit, read_states
 from onager.status import TaskRow, launch_rows, query_all, select_records
 from onager.tasklist import Tasklist
 
@@ -187,6 +187,11 @@ def run_cancel(args: argparse.Namespace) -> int:
                 raise UsageError(f"tasks {Tasklist.from_ids(outside)} are not in launch {record.key} "
                                  f"(it has {record.tasklist})")
             selected = tasks
+        states = read_states(record.launch_dir)
+        if all(states.get(i) is not None and states[i].end is not None for i in selected):
+            if not args.quiet:
+                print(f"nothing to cancel: tasks {selected} of {record.key} have all finished", file=sys.stderr)
+            continue
         backend = backend_class(record.backend)(record.options)
         commands = backend.cancel(record, selected, dry_run=args.dry_run)
         if not args.quiet:
@@ -230,9 +235,10 @@ def run_wait(args: argparse.Namespace) -> int:
                 sys.stderr.write("\n")
             if failed_ids:
                 names = ", ".join(r.jobname for r in records)
+                which = "failed" if set(counts) <= RERUN_FAILED | {"done"} else "unfinished"
                 print(f"onager: {len(failed_ids)} task(s) did not succeed: {Tasklist.from_ids(failed_ids)}; "
                       f"rerun with: onager launch --backend {records[-1].backend} --jobname {names} "
-                      f"--tasklist failed", file=sys.stderr)
+                      f"--tasklist {which}", file=sys.stderr)
                 return 1
             return 0
         if args.timeout is not None and time.time() - start > args.timeout:

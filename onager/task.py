@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any, Dict
+
+
+_WARNED = False
 
 
 def _task() -> tuple:
@@ -62,6 +66,13 @@ def log_result(**metrics: Any) -> None:
     "@time" (epoch seconds), which is bookkeeping and never shown as a metric.
     """
     if not metrics:
+        return
+    if not (os.environ.get("ONAGER_LAUNCH_DIR") and os.environ.get("ONAGER_TASK_ID")):
+        # run by hand, outside onager: the program still works, the metrics go nowhere
+        global _WARNED
+        if not _WARNED:
+            _WARNED = True
+            print("onager.log_result: not inside an onager task, metrics are not recorded", file=sys.stderr)
         return
     launch_dir, task_id = _task()
     directory = os.path.join(launch_dir, "results")

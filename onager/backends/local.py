@@ -305,7 +305,9 @@ class LocalBackend(Backend):
     def cancel(self, record, tasks: Tasklist, dry_run: bool = False) -> List[List[str]]:
         states = read_states(record.launch_dir)
         host = socket.gethostname()
-        targets = [i for i in tasks if not (states.get(i) and states[i].end is not None)]
+        # finished or already cancelled tasks are left alone: their process group id may be reused
+        targets = [i for i in tasks if not (states.get(i) and (states[i].end is not None
+                                                               or states[i].cancelled is not None))]
         commands = []
         pids = []
         for task_id in targets:
