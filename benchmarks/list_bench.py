@@ -29,8 +29,7 @@ def fabricate(root: str) -> None:
     now = time.time()
     state = os.path.join(launch_dir, "state")
     for i in range(1, N + 1):
-        open(os.path.join(state, f"{i}.start@{now - 60:.6f}"), "w").close()
-        open(os.path.join(state, f"{i}.end@{now:.6f}@{1 if i % 20 == 0 else 0}"), "w").close()
+        open(os.path.join(state, f"{i}.end@{now:.6f}@{1 if i % 20 == 0 else 0}@{now - 60:.6f}"), "w").close()
     with open(os.path.join(launch_dir, "launch.json"), "w") as handle:
         json.dump({"jobname": "big", "launch_id": "1"}, handle)
     JobIndex(root).add(LaunchRecord("big", "1", "local", launch_dir, f"1-{N}", N, now, [], {}))

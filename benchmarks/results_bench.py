@@ -2,7 +2,7 @@
 
 The launch directory is built with the real onager modules: prelaunch writes the jobfile,
 launch.prepare() freezes it (tasks.sh, tasks.idx, tasks.jsonl), the index records it,
-state names are the wrapper's (`<id>.start@T`, `<id>.end@T@0`), results come from
+state names are the wrapper's (`<id>.end@T@0@START`), results come from
 onager.log_result() and logs hold a `Test accuracy: X` line. No task is actually run.
 
     python benchmarks/results_bench.py [--tasks 100000] [--repeat 3] [--keep DIR]
@@ -50,7 +50,7 @@ def fabricate(directory: str, tasks: int) -> None:
         now = time.time()
         os.environ["ONAGER_LAUNCH_DIR"] = launch_dir
         for task_id in range(1, info.count + 1):
-            for name in (f"{task_id}.start@{now:.6f}", f"{task_id}.end@{now + 1:.6f}@{0 if task_id % 50 else 1}"):
+            for name in (f"{task_id}.end@{now + 1:.6f}@{0 if task_id % 50 else 1}@{now:.6f}",):
                 os.close(os.open(os.path.join(state, name), os.O_WRONLY | os.O_CREAT, 0o644))
             os.environ["ONAGER_TASK_ID"] = str(task_id)
             accuracy = 0.5 + (task_id % 997) / 2000

@@ -320,6 +320,11 @@ def _main(argv: List[str]) -> int:
                               + (" (options for the scheduler go after --)" if args.subcommand == "launch" else ""))
     args.extra = extra
     name = args.subcommand
+    if name in ("list", "results", "show"):
+        # short-lived readers that build many small objects: the cycle collector only slows
+        # them down (about a third of `list` on a 100k-task launch); `launch` keeps it
+        import gc
+        gc.disable()
     if name == "launch":
         return cmd_launch(args, parser)
     if name == "config":

@@ -24,16 +24,32 @@ FAST_TABLE_ROWS = 2000
 
 
 def table(rows: List[list], headers: List[str]) -> str:
-    """tabulate's plain table; above a few thousand rows the same layout is built column by
-    column, since tabulate's per-cell work would dominate `list` of a 100k-task launch."""
-    if len(rows) <= FAST_TABLE_ROWS or any("\n" in str(c) for row in rows for c in row):
+    """tabulate's plain table for a list of rows."""
+    if len(rows) <= FAST_TABLE_ROWS:
         from tabulate import tabulate
         return tabulate(rows, headers=headers, disable_numparse=True)
-    columns = [list(map(str.strip, map(str, column))) for column in zip(*rows)]
-    widths = [max(len(h) + 2, max(map(len, column), default=0)) for h, column in zip(headers, columns)]
+    return column_table([list(column) for column in zip(*rows)], headers)
+
+
+def column_table(columns: List[list], headers: List[str]) -> str:
+    """The same layout as tabulate's plain table, built column by column: above a few
+    thousand rows tabulate's per-cell work would dominate `list` of a 100k-task launch."""
+    if not columns or len(columns[0]) <= FAST_TABLE_ROWS:
+        from tabulate import tabulate
+        return tabulate(list(zip(*columns)), headers=headers, disable_numparse=True)
+    texts = []
+    for column in columns:
+        if not all(type(c) is str for c in column):
+            column = ["" if c is None else str(c) for c in column]
+        joined = "".join(column)
+        if "\n" in joined:  # multi-line cells: tabulate knows how to lay them out
+            from tabulate import tabulate
+            return tabulate(list(zip(*columns)), headers=headers, disable_numparse=True)
+        texts.append(list(map(str.strip, column)))  # tabulate strips cells
+    widths = [max(len(h) + 2, max(map(len, column), default=0)) for h, column in zip(headers, texts)]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [line.format(*headers).rstrip(), "  ".join("-" * w for w in widths)]
-    out.extend(line.format(*row).rstrip() for row in zip(*columns))
+    out.extend(line.format(*row).rstrip() for row in zip(*texts))
     return "\n".join(out)
 
 
@@ -104,16 +120,13 @@ def run_list(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
-    every = COLUMNS + OPTIONAL_COLUMNS
-    keep = [every.index(c) for c in columns]
-    cells = [[full[i] for i in keep] for full in (_cells(r) + [commits.get(f"{r.jobname}/{r.launch_id}", "")]
-                                                  for r in rows)]
+    data = _columns(rows, columns, commits)
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
-        writer.writerows(cells)
+        writer.writerows(zip(*data))
         return 0
-    print(table(cells, columns))
+    print(column_table(data, columns))
     return 0
 
 
@@ -123,10 +136,37 @@ def _commits(index: JobIndex) -> Dict[str, str]:
     return {r.key: launch_commit(r.launch_dir) for r in index.records()}
 
 
-def _cells(r: TaskRow) -> list:
-    """All COLUMNS of one row, in order."""
-    return [r.job_ids or "-", r.launch_id, r.task_id, r.jobname, r.status, describe_exit(r.exit_code),
-            _fmt_elapsed(r.elapsed), r.tag, r.command]
+def _columns(rows: List[TaskRow], names: List[str], commits: Dict[str, str]) -> List[list]:
+    """The table's columns, each built in one pass (a 100k-task launch stays fast)."""
+    exits: Dict[Optional[int], str] = {}
+    elapsed: Dict[Optional[int], str] = {}
+
+    def exit_text(code: Optional[int]) -> str:
+        text = exits.get(code)
+        if text is None:
+            text = exits[code] = describe_exit(code)
+        return text
+
+    def elapsed_text(seconds: Optional[float]) -> str:
+        key = None if seconds is None else int(seconds)
+        text = elapsed.get(key)
+        if text is None:
+            text = elapsed[key] = _fmt_elapsed(seconds)
+        return text
+
+    makers = {
+        "job_id": lambda: [r.job_ids or "-" for r in rows],
+        "launch": lambda: [r.launch_id for r in rows],
+        "task_id": lambda: [str(r.task_id) for r in rows],
+        "jobname": lambda: [r.jobname for r in rows],
+        "status": lambda: [r.status for r in rows],
+        "exit": lambda: [exit_text(r.exit_code) for r in rows],
+        "elapsed": lambda: [elapsed_text(r.elapsed) for r in rows],
+        "tag": lambda: [r.tag for r in rows],
+        "command": lambda: [r.command for r in rows],
+        "commit": lambda: [commits.get(f"{r.jobname}/{r.launch_id}", "") for r in rows],
+    }
+    return [makers[name]() for name in names]
 
 
 def _summary(rows: List[TaskRow], args: argparse.Namespace) -> int:

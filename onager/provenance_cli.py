@@ -55,16 +55,18 @@ def _choose(job: str, launch: Optional[str], task: Optional[int]):
 
 
 def _start_host(launch_dir: str, task_id: int) -> Tuple[Optional[str], Optional[str], Optional[str]]:
-    """(host, pid, scheduler job id) from the task's latest start file."""
+    """(host, pid, scheduler job id) that the wrapper wrote when the task's latest attempt started."""
     best, when = None, -1.0
     try:
         names = os.listdir(os.path.join(launch_dir, "state"))
     except OSError:
         return None, None, None
     for name in names:
-        if name.startswith(f"{task_id}.start@"):
+        parts = name.split("@")
+        # a running task's start name, or the end name the wrapper renamed it to (start time last)
+        if parts[0] == f"{task_id}.start" or (parts[0] == f"{task_id}.end" and len(parts) == 4):
             try:
-                stamp = float(name.split("@")[1])
+                stamp = float(parts[1] if parts[0].endswith("start") else parts[3])
             except (IndexError, ValueError):
                 continue
             if stamp > when:

@@ -53,14 +53,19 @@ fi
 rec=$(dd if="$D/tasks.sh" bs=1 skip=$(( 10#$off )) count=$(( 10#$len )) 2>/dev/null)
 eval "$rec"
 export ONAGER_TASK_ID ONAGER_TAG
-now() {{ if [ -n "${{EPOCHREALTIME:-}}" ]; then echo "${{EPOCHREALTIME/,/.}}"; else date +%s; fi; }}
+stamp() {{ t=${{EPOCHREALTIME:-}}; t=${{t/,/.}}; [ -n "$t" ] || t=$(date +%s); }}
 exec >>"$D/logs/$id.out" 2>>"$D/logs/$id.err"
-echo "${{HOSTNAME:-$(hostname)}} $$ ${{SLURM_ARRAY_JOB_ID:-${{JOB_ID:-}}}}" >"$D/state/$id.start@$(now)"
-cd {cd_target} || {{ : >"$D/state/$id.end@$(now)@126"; exit 126; }}
+stamp; t0=$t
+echo "${{HOSTNAME:-$(hostname)}} $$ ${{SLURM_ARRAY_JOB_ID:-${{JOB_ID:-}}}}" >"$D/state/$id.start@$t0"
+finish() {{  # the start name becomes the end name: one name per finished task
+    stamp
+    mv -f "$D/state/$id.start@$t0" "$D/state/$id.end@$t@$1@$t0" 2>/dev/null || : >"$D/state/$id.end@$t@$1@$t0"
+}}
+cd {cd_target} || {{ finish 126; exit 126; }}
 {header}
 {venv_line}( eval "$ONAGER_COMMAND" )
 rc=$?
 {footer}
-: >"$D/state/$id.end@$(now)@$rc"
+finish $rc
 exit $rc
 """

@@ -118,10 +118,21 @@ def starts(root, jobname: str, launch_id: str) -> Dict[int, int]:
     """How many times each task started (its start files)."""
     counts: Dict[int, int] = {}
     for name in os.listdir(os.path.join(launch_dir(root, jobname, launch_id), "state")):
-        if ".start@" in name:
+        if _attempt_stamp(name) is not None:
             task_id = int(name.split(".")[0])
             counts[task_id] = counts.get(task_id, 0) + 1
     return counts
+
+
+def _attempt_stamp(name: str) -> Optional[float]:
+    """When an attempt started: a running task's start name, or the end name the wrapper
+    renamed it to (`<id>.end@<end>@<code>@<start>`); None for other names."""
+    parts = name.split("@")
+    if parts[0].endswith(".start") and len(parts) == 2:
+        return float(parts[1])
+    if parts[0].endswith(".end") and len(parts) == 4:
+        return float(parts[3])
+    return None
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
@@ -145,10 +156,10 @@ def helpers():
 
 
 def read_start(root, jobname: str, launch_id: str, task_id: int) -> Optional[List[str]]:
-    """host, pid, job id of a task's latest start file."""
+    """host, pid, job id that a task's latest attempt wrote when it started."""
     state = os.path.join(launch_dir(root, jobname, launch_id), "state")
-    names = sorted((n for n in os.listdir(state) if n.startswith(f"{task_id}.start@")),
-                   key=lambda n: float(n.split("@")[1]))
+    names = sorted((n for n in os.listdir(state) if n.split(".")[0] == str(task_id)
+                    and _attempt_stamp(n) is not None), key=_attempt_stamp)
     if not names:
         return None
     with open(os.path.join(state, names[-1])) as handle:
