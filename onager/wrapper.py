@@ -44,22 +44,29 @@ D=$ONAGER_LAUNCH_DIR
 if [ -n "${{1:-}}" ]; then id=$1; else id=${{SLURM_ARRAY_TASK_ID:-${{SGE_TASK_ID:-}}}}; fi
 case $id in ''|*[!0-9]*) echo "onager wrapper: no task id (got '$id')" >&2; exit 2;; esac
 [ -n "${{1:-}}" ] || id=$(( id + ${{ONAGER_TASK_OFFSET:-0}} ))
-rec=$(dd if="$D/tasks.idx" bs={INDEX_WIDTH} skip=$(( id - 1 )) count=1 2>/dev/null)
-off=${{rec%% *}}; len=${{rec##* }}
-case $off$len in ''|*[!0-9]*) len=0;; esac
-if [ $(( 10#${{len:-0}} )) -eq 0 ]; then
-    echo "onager wrapper: task $id is not in launch $D" >&2; exit 2
+if [ -n "${{ONAGER_RECORD:-}}" ] && [ -n "${{1:-}}" ]; then
+    rec=$ONAGER_RECORD  # handed over by a local pool that already read it: no lookup
+else
+    rec=$(dd if="$D/tasks.idx" bs={INDEX_WIDTH} skip=$(( id - 1 )) count=1 2>/dev/null)
+    off=${{rec%% *}}; len=${{rec##* }}
+    case $off$len in ''|*[!0-9]*) len=0;; esac
+    if [ $(( 10#${{len:-0}} )) -eq 0 ]; then
+        echo "onager wrapper: task $id is not in launch $D" >&2; exit 2
+    fi
+    rec=$(dd if="$D/tasks.sh" bs=1 skip=$(( 10#$off )) count=$(( 10#$len )) 2>/dev/null)
 fi
-rec=$(dd if="$D/tasks.sh" bs=1 skip=$(( 10#$off )) count=$(( 10#$len )) 2>/dev/null)
+unset ONAGER_RECORD
 eval "$rec"
 export ONAGER_TASK_ID ONAGER_TAG
 stamp() {{ t=${{EPOCHREALTIME:-}}; t=${{t/,/.}}; [ -n "$t" ] || t=$(date +%s); }}
 exec >>"$D/logs/$id.out" 2>>"$D/logs/$id.err"
-stamp; t0=$t
+stamp; t0=${{ONAGER_POOL_T0:-$t}}; pooled=${{ONAGER_POOL_T0:+1}}; unset ONAGER_POOL_T0
 echo "${{HOSTNAME:-$(hostname)}} $$ ${{SLURM_ARRAY_JOB_ID:-${{JOB_ID:-}}}}" >"$D/state/$id.start@$t0"
 finish() {{  # the start name becomes the end name: one name per finished task
     stamp
-    mv -f "$D/state/$id.start@$t0" "$D/state/$id.end@$t@$1@$t0" 2>/dev/null || : >"$D/state/$id.end@$t@$1@$t0"
+    # a local pool renames it itself when it reaps the wrapper (no mv process per task)
+    [ -n "$pooled" ] || mv -f "$D/state/$id.start@$t0" "$D/state/$id.end@$t@$1@$t0" 2>/dev/null \
+        || : >"$D/state/$id.end@$t@$1@$t0"
 }}
 cd {cd_target} || {{ finish 126; exit 126; }}
 {header}

@@ -21,6 +21,7 @@ from onager.backends.base import Backend, LaunchInfo
 from onager.errors import UsageError
 from onager.state import mark, read_states
 from onager.tasklist import Tasklist
+from onager.wrapper import INDEX_WIDTH
 
 CANCEL_FLAG = "cancel.requested"
 
@@ -119,6 +120,7 @@ class Pool:
         self.failures: List[tuple] = []
         self._cancel_mtime = 0.0
         self._cancelled_ids: set = set()
+        self._records: Optional[tuple] = None
 
     # -------------------------------------------------------------- cancel
     def _refresh_cancels(self) -> None:
@@ -143,14 +145,38 @@ class Pool:
             self._reap(block=True)
 
     # ---------------------------------------------------------------- run
+    def _record(self, task_id: int) -> Optional[str]:
+        """The task's record, read here once so that the wrapper needs no lookup of its own."""
+        if self._records is None:
+            try:
+                with open(os.path.join(self.launch_dir, "tasks.idx"), "rb") as handle:
+                    index = handle.read()
+                with open(os.path.join(self.launch_dir, "tasks.sh"), "rb") as handle:
+                    self._records = (index, handle.read())
+            except OSError:
+                self._records = (b"", b"")
+        index, records = self._records
+        entry = index[(task_id - 1) * INDEX_WIDTH:task_id * INDEX_WIDTH].split()
+        if len(entry) != 2 or not entry[1].isdigit() or int(entry[1]) == 0 or int(entry[1]) > 65536:
+            return None  # missing, or too long for the environment: the wrapper looks it up
+        start = int(entry[0])
+        return records[start:start + int(entry[1])].decode("utf-8")
+
     def _spawn(self, task_id: int, slot: Optional[str]) -> None:
-        env = None
+        env = dict(os.environ)
+        record = self._record(task_id)
+        if record is not None:
+            env["ONAGER_RECORD"] = record
+        else:
+            env.pop("ONAGER_RECORD", None)
         if slot is not None:
-            env = dict(os.environ, CUDA_VISIBLE_DEVICES=slot)
+            env["CUDA_VISIBLE_DEVICES"] = slot
+        started = f"{time.time():.6f}"
+        env["ONAGER_POOL_T0"] = started
         proc = subprocess.Popen(["bash", self.wrapper, str(task_id)], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True, env=env, close_fds=True)
-        self.running[proc.pid] = (task_id, slot, proc)
+        self.running[proc.pid] = (task_id, slot, proc, started)
 
     def _reap(self, block: bool) -> Optional[str]:
         try:
@@ -160,17 +186,24 @@ class Pool:
             return None
         if pid == 0 or pid not in self.running:
             return None
-        task_id, slot, proc = self.running.pop(pid)
+        task_id, slot, proc, started = self.running.pop(pid)
         code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else (status >> 8)
         proc.returncode = code
+        # the wrapper's start name becomes its end name (the wrapper leaves that to us)
+        recorded = code if code >= 0 else 128 - code
+        state = os.path.join(self.launch_dir, "state")
+        try:
+            os.rename(os.path.join(state, f"{task_id}.start@{started}"),
+                      os.path.join(state, f"{task_id}.end@{time.time():.6f}@{recorded}@{started}"))
+        except FileNotFoundError:  # it never started (e.g. not in the launch): still record the end
+            mark(self.launch_dir, task_id, "end", recorded)
         if task_id in self._cancelled_ids or self._is_cancelled(task_id):
             self.cancelled += 1
         elif code == 0:
             self.done += 1
         else:
             self.failed += 1
-            if code < 0:  # the wrapper itself was killed: record it, it could not
-                mark(self.launch_dir, task_id, "end", 128 - code)
+            if code < 0:
                 code = 128 - code
             self.failures.append((task_id, code))
         return slot
@@ -220,7 +253,7 @@ class Pool:
                     self._show(start, total)
                     last_shown = time.time()
         except KeyboardInterrupt:
-            running = [t for t, _, _ in self.running.values()]
+            running = [t for t, _, _, _ in self.running.values()]
             self._kill_all()
             for task_id in running:
                 mark(self.launch_dir, task_id, "cancel", "interrupted")
