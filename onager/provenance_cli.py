@@ -9,6 +9,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from onager.errors import OnagerError, UsageError
+from onager.state import start_fields
 
 EXAMPLES = """examples:
   onager show exp1                  the latest launch of exp1
@@ -56,29 +57,7 @@ def _choose(job: str, launch: Optional[str], task: Optional[int]):
 
 def _start_host(launch_dir: str, task_id: int) -> Tuple[Optional[str], Optional[str], Optional[str]]:
     """(host, pid, scheduler job id) that the wrapper wrote when the task's latest attempt started."""
-    best, when = None, -1.0
-    try:
-        names = os.listdir(os.path.join(launch_dir, "state"))
-    except OSError:
-        return None, None, None
-    for name in names:
-        parts = name.split("@")
-        # a running task's start name, or the end name the wrapper renamed it to (start time last)
-        if parts[0] == f"{task_id}.start" or (parts[0] == f"{task_id}.end" and len(parts) == 4):
-            try:
-                stamp = float(parts[1] if parts[0].endswith("start") else parts[3])
-            except (IndexError, ValueError):
-                continue
-            if stamp > when:
-                best, when = name, stamp
-    if best is None:
-        return None, None, None
-    try:
-        with open(os.path.join(launch_dir, "state", best), encoding="utf-8", errors="replace") as handle:
-            fields = handle.read().split()
-    except OSError:
-        return None, None, None
-    fields += [None] * 3
+    fields = (start_fields(launch_dir, task_id) or []) + [None] * 3
     return fields[0], fields[1], fields[2]
 
 

@@ -13,7 +13,7 @@ import re
 import signal
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional
 
 PENDING, RUNNING, DONE, FAILED, CANCELLED, LOST, ERROR, UNKNOWN = (
     "pending", "running", "done", "failed", "cancelled", "lost", "error", "unknown")
@@ -85,6 +85,41 @@ def read_states(launch_dir: str) -> Dict[int, TaskState]:
         elif kind == "lost":
             st.lost = field or "lost"
     return states
+
+
+def start_fields(launch_dir: str, task_id: int) -> Optional[List[str]]:
+    """What the task's latest attempt wrote when it started (host pid jobid...), or None.
+
+    That is the content of its start name while it runs, and of the end name the start
+    name was renamed to once it finished.
+    """
+    state_dir = os.path.join(launch_dir, "state")
+    best, when = None, -1.0
+    try:
+        names = os.listdir(state_dir)
+    except OSError:
+        return None
+    for name in names:
+        parts = name.split("@")
+        if parts[0] == f"{task_id}.start" and len(parts) == 2:
+            stamp = parts[1]
+        elif parts[0] == f"{task_id}.end" and len(parts) == 4:
+            stamp = parts[3]
+        else:
+            continue
+        try:
+            started = float(stamp)
+        except ValueError:
+            continue
+        if started > when:
+            best, when = name, started
+    if best is None:
+        return None
+    try:
+        with open(os.path.join(state_dir, best), encoding="utf-8", errors="replace") as handle:
+            return handle.read().split()
+    except OSError:
+        return None
 
 
 def status_of(st: Optional[TaskState], scheduler: Optional[str], queried: bool) -> str:

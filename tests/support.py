@@ -1,6 +1,7 @@
 """Helpers shared by the tests (a module of its own: `conftest` names clash across directories)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -35,3 +36,57 @@ def run_onager(args: List[str], cwd=None, input: Optional[str] = None, env: Opti
     return subprocess.run([sys.executable, "-m", "onager", *args], cwd=cwd, input=input,
                           stdin=None if input is not None else subprocess.DEVNULL,
                           capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+# ------------------------------------------------ fake scheduler commands (unit tests of command text)
+FAKE = r'''#!{python}
+import json, os, sys
+name = os.path.basename(sys.argv[0])
+base = os.environ["FAKE_SCHED_DIR"]
+with open(os.path.join(base, "calls.jsonl"), "a") as log:
+    log.write(json.dumps([name] + sys.argv[1:]) + "\n")
+path = os.path.join(base, name + ".json")
+answers = json.load(open(path)) if os.path.exists(path) else [[0, "", ""]]
+rc, out, err = answers[0]
+if len(answers) > 1:
+    json.dump(answers[1:], open(path, "w"))
+sys.stdout.write(out)
+sys.stderr.write(err)
+sys.exit(rc)
+'''
+
+
+class Fake:
+    """Fake scheduler commands on PATH: each records its argv and gives queued answers."""
+
+    def __init__(self, base):
+        self.base = str(base)
+
+    def respond(self, name, *answers):
+        """respond(name, rc, out[, err]) or respond(name, [rc, out, err], [...]) in order; the last repeats."""
+        if answers and not isinstance(answers[0], (list, tuple)):
+            answers = (answers,)
+        with open(os.path.join(self.base, name + ".json"), "w") as handle:
+            json.dump([list(a) + [""] * (3 - len(a)) for a in answers], handle)
+
+    def calls(self):
+        try:
+            with open(os.path.join(self.base, "calls.jsonl")) as handle:
+                return [json.loads(line) for line in handle]
+        except FileNotFoundError:
+            return []
+
+
+def install_fake_scheduler(tmp_path, monkeypatch) -> "Fake":
+    """sbatch/squeue/scancel/scontrol/qsub/qstat/qdel/qconf stand-ins on PATH (never the only
+    proof that a backend works: tests/engines/ runs the real ones)."""
+    base = tmp_path / "fakebin"
+    base.mkdir()
+    for name in ("sbatch", "squeue", "scancel", "scontrol", "qsub", "qstat", "qdel", "qconf"):
+        path = base / name
+        path.write_text(FAKE.replace("{python}", sys.executable))
+        path.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{base}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SCHED_DIR", str(base))
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    return Fake(base)

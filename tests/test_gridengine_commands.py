@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import sys
 
 import pytest
 
@@ -14,6 +13,7 @@ from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
 from onager.state import read_states
 from onager.tasklist import Tasklist
+from support import install_fake_scheduler
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 LAUNCH_DIR = "/work/exp/.onager/launches/test-eqw/1"
@@ -122,54 +122,9 @@ def test_parse_qstat_xml():
         parse_qstat_xml("error: commlib error")
 
 
-# ----------------------------------------------------------- fake scheduler
-FAKE = r'''#!{python}
-import json, os, sys
-name = os.path.basename(sys.argv[0])
-base = os.environ["FAKE_SCHED_DIR"]
-with open(os.path.join(base, "calls.jsonl"), "a") as log:
-    log.write(json.dumps([name] + sys.argv[1:]) + "\n")
-path = os.path.join(base, name + ".json")
-answers = json.load(open(path)) if os.path.exists(path) else [[0, "", ""]]
-rc, out, err = answers[0]
-if len(answers) > 1:
-    json.dump(answers[1:], open(path, "w"))
-sys.stdout.write(out)
-sys.stderr.write(err)
-sys.exit(rc)
-'''
-
-
-class Fake:
-    def __init__(self, base):
-        self.base = str(base)
-
-    def respond(self, name, *answers):
-        if answers and not isinstance(answers[0], (list, tuple)):
-            answers = (answers,)
-        with open(os.path.join(self.base, name + ".json"), "w") as handle:
-            json.dump([list(a) + [""] * (3 - len(a)) for a in answers], handle)
-
-    def calls(self):
-        try:
-            with open(os.path.join(self.base, "calls.jsonl")) as handle:
-                return [json.loads(line) for line in handle]
-        except FileNotFoundError:
-            return []
-
-
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
-    base = tmp_path / "fakebin"
-    base.mkdir()
-    for name in ("qsub", "qstat", "qdel", "qconf"):
-        path = base / name
-        path.write_text(FAKE.replace("{python}", sys.executable))
-        path.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{base}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SCHED_DIR", str(base))
-    monkeypatch.setattr("time.sleep", lambda s: None)
-    return Fake(base)
+    return install_fake_scheduler(tmp_path, monkeypatch)
 
 
 def prepared(tasks="1-12", **options):

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from onager.backends.base import Backend, LaunchInfo
 from onager.errors import UsageError
-from onager.state import mark, read_states
+from onager.state import mark, read_states, start_fields
 from onager.tasklist import Tasklist
 from onager.wrapper import INDEX_WIDTH
 
@@ -378,20 +378,8 @@ def query_pools(records) -> Dict[str, Optional[Dict[int, str]]]:
 
 
 def _start_pid(launch_dir: str, task_id: int, host: str) -> Optional[int]:
-    """The wrapper's pid (= its process group) from its latest start file, if on this host."""
-    state_dir = os.path.join(launch_dir, "state")
-    best = None
-    for name in os.listdir(state_dir):
-        if name.startswith(f"{task_id}.start@"):
-            if best is None or float(name.split("@")[1]) > float(best.split("@")[1]):
-                best = name
-    if best is None:
-        return None
-    try:
-        with open(os.path.join(state_dir, best)) as handle:
-            fields = handle.read().split()
-    except OSError:
-        return None
+    """The wrapper's pid (= its process group) from its latest start, if on this host."""
+    fields = start_fields(launch_dir, task_id) or []
     if len(fields) >= 2 and fields[0] == host and fields[1].isdigit():
         return int(fields[1])
     return None

@@ -46,7 +46,7 @@ from onager.backends.local import (CANCEL_FLAG, _fmt_duration, _package_parent, 
                                    _write_pool_file, query_pools)
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_write
-from onager.state import mark, read_states
+from onager.state import mark, read_states, start_fields
 from onager.tasklist import Tasklist
 
 #: sessions multiplexed on one master connection (sshd's MaxSessions defaults to 10)
@@ -1009,20 +1009,8 @@ class SshBackend(Backend):
 
 
 def _start_fields(launch_dir: str, task_id: int) -> Optional[Tuple[str, int]]:
-    """(ssh host, remote process group) from a task's latest start file."""
-    state_dir = os.path.join(launch_dir, "state")
-    best = None
-    for name in os.listdir(state_dir):
-        if name.startswith(f"{task_id}.start@"):
-            if best is None or float(name.split("@")[1]) > float(best.split("@")[1]):
-                best = name
-    if best is None:
-        return None
-    try:
-        with open(os.path.join(state_dir, best)) as handle:
-            fields = handle.read().split()
-    except OSError:
-        return None
+    """(ssh host, remote process group) from a task's latest start."""
+    fields = start_fields(launch_dir, task_id) or []
     if len(fields) >= 2 and fields[1].isdigit() and _HOST_RE.match(fields[0]):
         return fields[0], int(fields[1])
     return None

@@ -255,7 +255,7 @@ def test_host_lost_mid_run_reruns_its_tasks_elsewhere(project, kill_host):
     assert lost and lost <= on_killed | {i for i, c in starts.items() if c[0].startswith("ci-sshd-kill ")}
     for task_id in lost:  # ran again, on the host that is left, and its output is there
         assert starts[task_id][-1].startswith("ci-sshd-a ")
-        assert f"done-" in open(os.path.join(d, "logs", f"{task_id}.out")).read()
+        assert "done-" in open(os.path.join(d, "logs", f"{task_id}.out")).read()
 
 
 def test_snapshot_is_sent_once_and_tasks_run_the_frozen_code(project, cfg):
