@@ -195,7 +195,7 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         import shlex
         for command in commands:
             print(shlex.join(command) if not command[0].startswith("#") else " ".join(command))
-        print(f"dry run: {info.count} tasks ({info.tasklist}) of job {args.jobname}; nothing written",
+        print(f"dry run: {_tasks(info.count)} ({info.tasklist}) of job {args.jobname}; nothing written",
               file=sys.stderr)
         return 0
     try:
@@ -211,7 +211,7 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             for command in commands:
                 print(shlex.join(command))
         ids = f" as {', '.join(record.job_ids)}" if record.job_ids else ""
-        print(f"launched {args.jobname}/{record.launch_id}: {record.count} tasks{ids} "
+        print(f"launched {args.jobname}/{record.launch_id}: {_tasks(record.count)}{ids} "
               f"(logs in {os.path.relpath(info.launch_dir)}/logs)", file=sys.stderr)
     failed = getattr(backend_obj, "failed", 0)
     if failed:
@@ -221,6 +221,10 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
               f"--backend {backend} --jobname {args.jobname} --tasklist failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _tasks(count: int) -> str:
+    return f"{count} task" + ("" if count == 1 else "s")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
