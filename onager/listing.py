@@ -39,7 +39,7 @@ def column_table(columns: List[list], headers: List[str]) -> str:
         return tabulate(list(zip(*columns)), headers=headers, disable_numparse=True)
     texts = []
     for column in columns:
-        if not all(type(c) is str for c in column):
+        if set(map(type, column)) != {str}:
             column = ["" if c is None else str(c) for c in column]
         joined = "".join(column)
         if "\n" in joined:  # multi-line cells: tabulate knows how to lay them out

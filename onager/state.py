@@ -62,6 +62,10 @@ def read_states(launch_dir: str) -> Dict[int, TaskState]:
         task_id = int(task)
         when = float(when_text)
         st = get(task_id)
+        if st is None and kind == "end" and started_text and field.isdigit():
+            # the common case, a finished task whose only name is its end: one constructor call
+            states[task_id] = TaskState(float(started_text), when, int(field), None, None, 1)
+            continue
         if st is None:
             st = states[task_id] = TaskState()
         if kind == "end":

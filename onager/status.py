@@ -54,14 +54,17 @@ def launch_rows(record: LaunchRecord, scheduler: Optional[Dict[int, str]],
     queried = scheduler is not None
     sched = scheduler if scheduler is not None else {}
     job_ids = ",".join(record.job_ids)
+    head = (record.jobname, record.launch_id, job_ids, record.backend)
+    get_state, get_sched = states.get, sched.get
     for task_id, command, tag, params in iter_launch_tasks(record.launch_dir):
         if wanted is not None and task_id not in wanted:
             continue
-        st = states.get(task_id)
-        status = status_of(st, sched.get(task_id), queried)
-        yield TaskRow(record.jobname, record.launch_id, job_ids, record.backend, task_id, status,
-                      st.exit_code if st else None, st.start if st else None,
-                      st.end if st else None, tag, command, params)
+        st = get_state(task_id)
+        status = status_of(st, get_sched(task_id), queried)
+        if st is None:
+            yield TaskRow(*head, task_id, status, None, None, None, tag, command, params)
+        else:
+            yield TaskRow(*head, task_id, status, st.exit_code, st.start, st.end, tag, command, params)
 
 
 def select_records(index: JobIndex, jobname: Optional[str] = None, jobid: Optional[str] = None,
