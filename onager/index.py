@@ -36,37 +36,48 @@ class JobIndex:
         self.path = os.path.join(root, ".onager", "index.jsonl")
         self.lock_path = self.path + ".lock"
 
-    def records(self) -> List[LaunchRecord]:
+    def _lines(self) -> List[str]:
         try:
             with open(self.path, encoding="utf-8") as handle:
-                lines = handle.read().splitlines()
+                return handle.read().splitlines()
         except FileNotFoundError:
             return []
-        out = []
-        for line in lines:
-            try:
-                out.append(LaunchRecord(**json.loads(line)))
-            except (ValueError, TypeError):
-                continue  # a damaged line never hides the others
-        return out
 
-    def _rewrite(self, records: List[LaunchRecord]) -> None:
-        atomic_write(self.path, "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in records))
+    @staticmethod
+    def _parse(line: str) -> Optional[LaunchRecord]:
+        try:
+            return LaunchRecord(**json.loads(line))
+        except (ValueError, TypeError):
+            return None
+
+    def records(self) -> List[LaunchRecord]:
+        """Every readable record, each job's launches in launch-id order (a damaged or
+        foreign line never hides the others)."""
+        out = [r for r in map(self._parse, self._lines()) if r is not None]
+        first: Dict[str, int] = {}
+        for i, r in enumerate(out):
+            first.setdefault(r.jobname, i)
+        # jobs in the order they first appear; launches of a job by id, even when two
+        # concurrent launches were recorded the other way round
+        out.sort(key=lambda r: (first[r.jobname], int(r.launch_id) if r.launch_id.isdigit() else 0))
+        return out
 
     def add(self, record: LaunchRecord) -> None:
         with file_lock(self.lock_path):
-            records = self.records()
-            records.append(record)
-            self._rewrite(records)
+            lines = self._lines() + [json.dumps(asdict(record), sort_keys=True)]
+            atomic_write(self.path, "".join(line + "\n" for line in lines))
 
     def update(self, key: str, **changes: Any) -> None:
+        """Change one record; lines this version cannot read are kept as they are."""
         with file_lock(self.lock_path):
-            records = self.records()
-            for r in records:
-                if r.key == key:
+            lines = self._lines()
+            for i, line in enumerate(lines):
+                r = self._parse(line)
+                if r is not None and r.key == key:
                     for k, v in changes.items():
                         setattr(r, k, v)
-            self._rewrite(records)
+                    lines[i] = json.dumps(asdict(r), sort_keys=True)
+            atomic_write(self.path, "".join(line + "\n" for line in lines))
 
     def for_job(self, jobname: str) -> List[LaunchRecord]:
         return [r for r in self.records() if r.jobname == jobname]

@@ -219,6 +219,8 @@ def run_cancel(args: argparse.Namespace) -> int:
     if args.backend and any(r.backend != args.backend for r in records):
         raise UsageError(f"launch {records[0].key} ran on {records[0].backend}, not {args.backend}")
     for record in records:
+        if not os.path.isdir(record.launch_dir):
+            raise OnagerError(f"launch directory {record.launch_dir} of {record.key} is gone (deleted by hand?)")
         own = Tasklist.parse(record.tasklist)
         selected = own
         if tasks is not None:
@@ -260,9 +262,10 @@ def run_wait(args: argparse.Namespace) -> int:
                 raise OnagerError(f"launch directory {record.launch_dir} of {record.key} is gone (deleted by hand?)")
             for row in launch_rows(record, answers.get(record.key)):
                 counts[row.status] = counts.get(row.status, 0) + 1
-                if row.status != "done" and row.status not in ("pending", "running"):
+                if row.status not in ("done", "pending", "running", "unknown"):
                     failed_ids.append(row.task_id)
-        active = counts.get("pending", 0) + counts.get("running", 0)
+        # unknown: the scheduler could not be asked; the task may well still run
+        active = counts.get("pending", 0) + counts.get("running", 0) + counts.get("unknown", 0)
         line = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
         if tty:
             sys.stderr.write(f"\r\033[K{line} [{int(time.time() - start)}s]")

@@ -36,11 +36,15 @@ class TaskState:
 
 
 def mark(launch_dir: str, task_id: int, kind: str, *fields: object) -> None:
-    """Create a state name such as `<id>.cancel@<epoch>` (atomic: only the name matters)."""
+    """Create a state name such as `<id>.cancel@<epoch>` (atomic: only the name matters).
+
+    A cancel also creates `<id>.cancel`, a fixed name the wrapper tests right after it
+    records its start, so a task starting while it is being cancelled stops by itself.
+    """
     name = "@".join([f"{task_id}.{kind}", f"{time.time():.6f}", *map(str, fields)])
-    path = os.path.join(launch_dir, "state", name)
-    with open(path, "w"):
-        pass
+    for each in ((name, f"{task_id}.cancel") if kind == "cancel" else (name,)):
+        with open(os.path.join(launch_dir, "state", each), "w"):
+            pass
 
 
 _NAME = re.compile(r"^(\d+)\.(start|end|cancel|lost)@(\d+(?:\.\d*)?)(?:@([^@\n]*))?(?:@(\d+(?:\.\d*)?))?$", re.M)

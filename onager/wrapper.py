@@ -68,6 +68,7 @@ finish() {{  # the start name becomes the end name: one name per finished task
     [ -n "$pooled" ] || mv -f "$D/state/$id.start@$t0" "$D/state/$id.end@$t@$1@$t0" 2>/dev/null \
         || : >"$D/state/$id.end@$t@$1@$t0"
 }}
+if [ -e "$D/state/$id.cancel" ]; then finish 143; exit 143; fi  # cancelled as it started
 cd {cd_target} || {{ finish 126; exit 126; }}
 {header}
 {venv_line}( eval "$ONAGER_COMMAND" )

@@ -45,6 +45,8 @@ name = os.path.basename(sys.argv[0])
 base = os.environ["FAKE_SCHED_DIR"]
 with open(os.path.join(base, "calls.jsonl"), "a") as log:
     log.write(json.dumps([name] + sys.argv[1:]) + "\n")
+with open(os.path.join(base, "env.jsonl"), "a") as log:
+    log.write(json.dumps([name, os.environ.get("SLURM_BITSTR_LEN")]) + "\n")
 path = os.path.join(base, name + ".json")
 answers = json.load(open(path)) if os.path.exists(path) else [[0, "", ""]]
 rc, out, err = answers[0]

@@ -352,3 +352,77 @@ def test_fast_table_matches_tabulate(monkeypatch):
     slow = listing.table(rows, headers)
     monkeypatch.setattr(listing, "FAST_TABLE_ROWS", 0)
     assert listing.table(rows, headers) == slow
+
+
+@pytest.mark.skipif(subprocess.run(["which", "pgrep"], capture_output=True).returncode != 0,
+                    reason="pgrep (procps) is not installed")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_stopping_a_launch_kills_tasks_that_ignore_sigterm(project, sig):
+    """Ctrl-C or a closed terminal: SIGTERM, then SIGKILL for whatever is left of each task."""
+    marker = f"onager-test-stubborn-{os.getpid()}-{sig}"
+    cmd = f"bash -c 'trap \"\" TERM; sleep 60; echo {marker}'"
+    run_onager(["prelaunch", "+jobname", "st", "+command", cmd, "+pos-arg", "1", "+q"], cwd=str(project))
+    proc = subprocess.Popen([sys.executable, "-m", "onager", "launch", "--backend", "local", "--jobname", "st"],
+                            cwd=str(project), env=dict(os.environ, PYTHONPATH=ROOT),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    state = project / ".onager/launches/st/1/state"
+    assert _wait_for(lambda: state.exists() and any(".start@" in n for n in os.listdir(state)))
+    assert _wait_for(lambda: bool(_pids_with(f"sleep 60; echo {marker}")), 10)
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert _wait_for(lambda: not _pids_with(marker), 10)
+
+
+def test_wrapper_stops_when_cancelled_as_it_starts(project):
+    """A cancel that lands between spawn and start is seen by the wrapper itself."""
+    from onager.jobfile import JobEntry
+    from onager.launch import write_tasks
+    from onager.state import mark, read_states
+    from onager.wrapper import wrapper_text
+    d = project / "L"
+    (d / "logs").mkdir(parents=True)
+    (d / "state").mkdir()
+    write_tasks(str(d), iter([JobEntry(1, f"touch {project}/ran", "", {})]))
+    (d / "wrapper.sh").write_text(wrapper_text(str(d), "j", "1", str(project)))
+    mark(str(d), 1, "cancel")
+    assert subprocess.run(["bash", str(d / "wrapper.sh"), "1"]).returncode == 143
+    assert not (project / "ran").exists()
+    st = read_states(str(d))[1]
+    assert st.exit_code == 143 and st.cancelled is not None
+
+
+def test_wait_keeps_waiting_while_the_scheduler_cannot_be_asked(onager, project):
+    onager("prelaunch", "+jobname", "u", "+command", "true", "+pos-arg", "1", "+q")
+    onager("launch", "--backend", "local", "--jobname", "u")
+    launch = project / ".onager/launches/u/1"
+    for name in os.listdir(launch / "state"):
+        os.unlink(launch / "state" / name)  # as if the task were still running elsewhere
+    (launch / "pool.json").write_text(json.dumps({"pid": 1, "host": "another-machine", "time": 0}))
+    assert _json_list(onager, "--jobname", "u")[0]["status"] == "unknown"
+    res = onager("wait", "--jobname", "u", "--timeout", "0.5", "--interval", "0.1", "--quiet")
+    assert res.returncode == 124, res.stderr
+
+
+def test_cancel_of_a_deleted_launch_dir_is_one_line(onager, project):
+    import shutil
+    onager("prelaunch", "+jobname", "gone", "+command", "true", "+pos-arg", "1", "+q")
+    onager("launch", "--backend", "local", "--jobname", "gone")
+    shutil.rmtree(project / ".onager/launches/gone/1")
+    res = onager("cancel", "--jobname", "gone")
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and "is gone" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_index_keeps_lines_it_cannot_read_and_orders_launches_by_id(project):
+    from onager.index import JobIndex, LaunchRecord
+    index = JobIndex(str(project))
+    foreign = '{"jobname": "x", "launch_id": "9", "from_a_newer_onager": true}'
+    (project / ".onager").mkdir()
+    (project / ".onager/index.jsonl").write_text(foreign + "\n")
+    index.add(LaunchRecord("a", "2", "local", "/d2", "1", 1, 2.0))
+    index.add(LaunchRecord("a", "1", "local", "/d1", "1", 1, 3.0))  # recorded after launch 2
+    index.update("a/1", job_ids=["7"])
+    assert foreign in (project / ".onager/index.jsonl").read_text().splitlines()
+    assert [(r.launch_id, r.job_ids) for r in index.records()] == [("1", ["7"]), ("2", [])]
+    assert index.latest("a").launch_id == "2"

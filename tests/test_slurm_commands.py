@@ -234,6 +234,9 @@ def test_query_maps_offsets_back_to_task_ids(project, fake):
     assert answer == {**{i: "pending" for i in range(14, 21)}, 2: "running", 23: "error"}
     squeues = [c for c in fake.calls() if c[0] == "squeue"]
     assert len(squeues) == 1 and squeues[0][1:4] == ["-h", "-j", "301,302,303"]
+    # long pending index lists are not cut at 64 characters ("..."), which would hide tasks
+    with open(os.path.join(fake.base, "env.jsonl")) as handle:
+        assert ["squeue", "0"] in [json.loads(line) for line in handle]
 
 
 def test_query_survives_forgotten_job_ids(project, fake):

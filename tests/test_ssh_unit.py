@@ -396,3 +396,17 @@ def test_sigterm_to_a_foreground_launch_kills_remote_tasks(fake, project):
     assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
     rows = _rows(fake, "t")
     assert sorted(r["status"] for r in rows.values()) == ["cancelled", "cancelled", "lost"], rows
+
+
+def test_zero_slots_and_zero_max_tasks_are_refused():
+    with pytest.raises(UsageError, match="at least 1 slot"):
+        ssh.parse_hosts("h:slots=0")
+    with pytest.raises(UsageError, match="--max-tasks must be at least 1"):
+        ssh.SshBackend({"hosts": "h:2", "max_tasks": 0}).check_options()
+
+
+def test_auto_gpus_on_a_host_without_gpus_gives_cpu_slots():
+    count, slots = ssh.slot_gpus("auto", [], 4, None, "h")
+    assert count == 4 and slots == [None] * 4
+    count, slots = ssh.slot_gpus("auto", [], None, None, "h", 3)
+    assert count == 3 and slots == [None] * 3

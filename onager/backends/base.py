@@ -89,13 +89,13 @@ class Backend:
 
 
 def run(argv: Sequence[str], retries: int = 0, transient: Sequence[str] = (),
-        timeout: Optional[float] = 120) -> subprocess.CompletedProcess:
+        timeout: Optional[float] = 120, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
     """Run a scheduler command; retry on transient errors; raise with its own message."""
     delay = 1.0
     for attempt in range(retries + 1):
         try:
             proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, timeout=timeout)
+                                  text=True, timeout=timeout, env=env)
         except FileNotFoundError:
             raise OnagerError(f"{argv[0]} not found: is this a machine where {argv[0]} is installed?")
         except subprocess.TimeoutExpired:

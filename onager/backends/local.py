@@ -133,14 +133,15 @@ class Pool:
             self._cancelled_ids = {i for i, st in read_states(self.launch_dir).items() if st.cancelled}
 
     def _kill_all(self) -> None:
-        for pid in list(self.running):
+        groups = list(self.running)
+        for pid in groups:
             with_suppressed(os.killpg, pid, signal.SIGTERM)
         deadline = time.time() + 5
-        while self.running and time.time() < deadline:
+        while time.time() < deadline and any(map(_group_alive, groups)):
             self._reap(block=False)
             time.sleep(0.05)
-        for pid in list(self.running):
-            with_suppressed(os.killpg, pid, signal.SIGKILL)
+        # reaped wrappers too: a task that ignores SIGTERM outlives its wrapper in the group
+        kill_groups(groups, signal.SIGKILL)
         while self.running:
             self._reap(block=True)
 
@@ -263,6 +264,19 @@ class Pool:
         return self.failed
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def kill_groups(pgids: Sequence[int], sig: int) -> None:
+    for pgid in pgids:
+        with_suppressed(os.killpg, pgid, sig)
+
+
 def with_suppressed(fn, *args) -> None:
     try:
         fn(*args)
@@ -323,11 +337,14 @@ class LocalBackend(Backend):
         _write_pool_file(pool_file, os.getpid())
         pool = Pool(launch.launch_dir, list(launch.tasklist), width, slots,
                     progress=sys.stderr.isatty(), label=f"{launch.jobname}/{launch.launch_id}: ")
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        # a closed terminal (SIGHUP) or a kill (SIGTERM) stops the tasks like Ctrl-C does:
+        # they run in sessions of their own and would otherwise live on, unaccounted for
+        previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
             self.failed = pool.run()
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             _write_pool_file(pool_file, None)
         self.summary = pool
         return []
@@ -341,24 +358,23 @@ class LocalBackend(Backend):
         # finished or already cancelled tasks are left alone: their process group id may be reused
         targets = [i for i in tasks if not (states.get(i) and (states[i].end is not None
                                                                or states[i].cancelled is not None))]
-        commands = []
-        pids = []
-        for task_id in targets:
-            st = states.get(task_id)
-            if st is not None and st.start is not None:
-                pid = _start_pid(record.launch_dir, task_id, host)
-                if pid:
-                    pids.append(pid)
-                    commands.append(["kill", "-TERM", f"-{pid}"])
         if dry_run:
+            commands = [["kill", "-TERM", f"-{pid}"] for pid in
+                        (_start_pid(record.launch_dir, i, host) for i in targets) if pid]
             return commands or [["# nothing running to kill;", f"{len(targets)} tasks would be marked cancelled"]]
+        # mark first, then look for started tasks: a wrapper that starts in between sees its
+        # mark (it checks right after recording its start) and stops by itself
         for task_id in targets:
             mark(record.launch_dir, task_id, "cancel")
         with open(os.path.join(record.launch_dir, CANCEL_FLAG), "w") as handle:
             handle.write(str(time.time()))
-        for pid in pids:
-            with_suppressed(os.killpg, pid, signal.SIGTERM)
-        return commands
+        pids = [pid for pid in (_start_pid(record.launch_dir, i, host) for i in targets) if pid]
+        kill_groups(pids, signal.SIGTERM)
+        deadline = time.time() + 5
+        while time.time() < deadline and any(map(_group_alive, pids)):
+            time.sleep(0.1)
+        kill_groups([p for p in pids if _group_alive(p)], signal.SIGKILL)
+        return [["kill", "-TERM", f"-{pid}"] for pid in pids]
 
 
 def query_pools(records) -> Dict[str, Optional[Dict[int, str]]]:

@@ -412,16 +412,19 @@ class SlurmBackend(Backend):
 
     def _squeue(self, job_ids: List[str]) -> List[str]:
         fmt = "%i|%t|%r"
+        # squeue cuts a pending array's index list at 64 characters ("123_[1,3,...]") unless
+        # told not to: cut lists would make queued tasks look lost
+        env = dict(os.environ, SLURM_BITSTR_LEN="0")
         if len(job_ids) <= SQUEUE_IDS_MAX:
             try:
                 return run(["squeue", "-h", "-j", ",".join(job_ids), "-o", fmt], retries=2,
-                           transient=TRANSIENT).stdout.splitlines()
+                           transient=TRANSIENT, env=env).stdout.splitlines()
             except OnagerError as exc:
                 if "Invalid job id" not in str(exc):
                     raise
                 # every id is gone from the controller (squeue fails only then): ask by user
         return run(["squeue", "-h", "-u", getpass.getuser(), "-o", fmt], retries=2,
-                   transient=TRANSIENT).stdout.splitlines()
+                   transient=TRANSIENT, env=env).stdout.splitlines()
 
     # -------------------------------------------------------------- cancel
     def cancel(self, record: Any, tasks: Tasklist, dry_run: bool = False) -> List[List[str]]:

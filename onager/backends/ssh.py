@@ -149,6 +149,8 @@ def parse_hosts(text: Optional[str]) -> List[HostSpec]:
                     raise UsageError(f"host {target!r} has {part} slots: give at least 1")
             elif part.startswith("slots=") and part[6:].isdigit() and spec.slots is None:
                 spec.slots = int(part[6:])
+                if spec.slots < 1:
+                    raise UsageError(f"host {target!r} has {part}: give at least 1 slot")
             elif part.startswith("gpus="):
                 spec.gpus = _check_gpus(part[5:], f"host {target}")
             else:
@@ -191,6 +193,9 @@ def slot_gpus(gpus: Optional[str], detected: List[str], slots: Optional[int],
         return count, [None] * count
     if gpus in (None, "auto"):
         ids = list(detected)
+        if not ids and per_task is None:  # auto, and none found: plain CPU slots
+            count = slots or cpus or 1
+            return count, [None] * count
     elif "," in gpus:
         ids = [g for g in gpus.split(",") if g]
     else:
@@ -560,6 +565,9 @@ class Dispatcher:
             except OnagerError as exc:
                 self.log(f"{exc}; skipping it")
                 continue
+            if count < 1:
+                self.log(f"host {spec.target} has no slot to run tasks in; skipping it")
+                continue
             remote = remote_dir_of(self.options, self.jobname, self.launch_id, spec.key)
             candidates.append(_Host(spec, info, remote, slots, list(range(count))))
         errors: List[Optional[str]] = [None] * len(candidates)
@@ -914,6 +922,9 @@ class SshBackend(Backend):
         retries = self.options.get("retries")
         if retries not in (None, "") and int(retries) < 0:
             raise UsageError("--retries must be 0 or more")
+        most = self.options.get("max_tasks")
+        if most not in (None, "", -1, "-1") and int(most) < 1:
+            raise UsageError("--max-tasks must be at least 1")
         if self.options.get("gpus") is not None:
             _check_gpus(str(self.options["gpus"]), "--gpus")
         remote_dir_of(self.options, "job", "1", "host")
