@@ -8,6 +8,7 @@ kills the whole tree of a task and nothing is left behind.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from onager.tasklist import Tasklist
 from onager.wrapper import INDEX_WIDTH
 
 CANCEL_FLAG = "cancel.requested"
+NOT_STARTED_MARKS = 100_000  # after Ctrl-C, tasks never started beyond this many stay "lost"
 
 
 class _AllUnfinished(dict):
@@ -233,16 +235,19 @@ class Pool:
         total = len(self.ids)
         last_shown = 0.0
         self._refresh_cancels()
+        position = 0
         try:
-            for task_id in self.ids:
+            for task_id in self.ids:  # position: how many of them were started (or skipped)
                 while len(self.running) >= self.width:
                     slot = self._reap(block=True)
                     if free is not None and slot is not None:
                         free.append(slot)
                 if self._is_cancelled(task_id):
                     self.cancelled += 1
+                    position += 1
                     continue
                 self._spawn(task_id, free.pop(0) if free is not None else None)
+                position += 1
                 if self.progress and time.time() - last_shown > 0.5:
                     self._show(start, total)
                     last_shown = time.time()
@@ -257,6 +262,9 @@ class Pool:
             running = [t for t, _, _, _ in self.running.values()]
             self._kill_all()
             for task_id in running:
+                mark(self.launch_dir, task_id, "cancel", "interrupted")
+            # the tasks it never started are cancelled too (up to a bound: a name each)
+            for task_id in itertools.islice(self.ids, position, position + NOT_STARTED_MARKS):
                 mark(self.launch_dir, task_id, "cancel", "interrupted")
             raise
         if self.progress:
