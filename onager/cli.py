@@ -17,6 +17,8 @@ EXTRA_COMMANDS: Dict[str, str] = {
     "hosts": "onager.hosts_cli",
 }
 
+KNOWN_COMMANDS = ("launch", "list", "cancel", "wait", "logs", "config", "results", "show", "hosts")
+
 # modules adding launch options that every backend shares (add_launch_arguments(parser))
 LAUNCH_OPTION_MODULES: List[str] = ["onager.provenance"]
 
@@ -61,8 +63,11 @@ GENERIC = {"backend", "jobname", "command", "jobfile", "tasklist", "venv", "work
            "quiet", "subcommand", "extra", "func"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from onager.backends import available
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The whole parser, or (`only`) just what one command needs: `list` then imports no
+    backend or feature module, which keeps it quick on big launches."""
+    def want(name: str) -> bool:
+        return only is None or name == only or (only == "config" and name == "launch")
 
     parser = _Parser(prog="onager", description="Launch hyper-parameter sweeps locally, over SSH, "
                      "or on Slurm and Grid Engine, with nothing but plain files.",
@@ -72,6 +77,91 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
 
     sub.add_parser("prelaunch", help="expand +arg/+pos-arg/+flag combinations into a jobfile", add_help=False)
+
+    if want("launch"):
+        _launch_parser(sub)
+
+    if want("list"):
+        p = sub.add_parser("list", help="one row per task: status, exit code, elapsed, tag, command",
+                           epilog="examples:\n  onager list\n  onager list --jobname exp1 --status failed\n"
+                                  "  onager list --summary\n  onager list --jobid 13438569 --tasklist 1-3 --hide command",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--jobname", "-n", default=None, help="only this job")
+        p.add_argument("--jobid", "-j", default=None, help="only this scheduler job id (or launch id)")
+        p.add_argument("--launch", default=None, help="only this launch of the job (default: all launches)")
+        p.add_argument("--latest", action="store_true", help="only the latest launch of each job")
+        p.add_argument("--tasklist", "-t", default=None, help="only these task ids")
+        p.add_argument("--status", default=None, help="only these statuses, e.g. failed,cancelled")
+        p.add_argument("--hide", nargs="+", default=None, metavar="COL", help="hide these columns")
+        p.add_argument("--show", nargs="+", default=None, metavar="COL",
+                       help="add optional columns: commit (the git commit each launch ran)")
+        p.add_argument("--summary", action="store_true", help="one row per launch with counts per status")
+        fmt = p.add_mutually_exclusive_group()
+        fmt.add_argument("--json", action="store_true", help="print JSON")
+        fmt.add_argument("--csv", action="store_true", help="print CSV")
+
+    if want("cancel"):
+        p = sub.add_parser("cancel", help="cancel tasks of a launch through its backend",
+                           epilog="examples:\n  onager cancel --jobname exp1\n  onager cancel --jobname exp1 --tasklist 3-5\n"
+                                  "  onager cancel --backend slurm --jobid 13438569 --tasklist 1-3:1,5,8-9",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--jobname", "-n", default=None, help="cancel the latest launch of this job")
+        p.add_argument("--jobid", "-j", default=None, help="scheduler job id (or launch id)")
+        p.add_argument("--launch", default=None, help="a launch id of the job (default: the latest)")
+        p.add_argument("--backend", default=None, help="backend of a job id that is not in the index")
+        p.add_argument("--tasklist", "-t", default=None, help="only these task ids")
+        p.add_argument("-d", "--dry-run", action="store_true", help="print the commands; cancel nothing")
+        p.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+
+    if want("wait"):
+        p = sub.add_parser("wait", help="block until a launch has finished; exit 0 only if every task succeeded",
+                           epilog="examples:\n  onager wait --jobname exp1\n  onager wait --jobname exp1 --timeout 3600",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--jobname", "-n", default=None, help="the job (default: every job's latest launch)")
+        p.add_argument("--launch", default=None, help="a launch id of the job (default: the latest)")
+        p.add_argument("--interval", type=float, default=2.0, help="seconds between checks")
+        p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds (exit 124)")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+
+    if want("logs"):
+        p = sub.add_parser("logs", help="print a task's output",
+                           epilog="examples:\n  onager logs exp1 5\n  onager logs exp1 5 --err\n  onager logs exp1 5 --follow",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("jobname")
+        p.add_argument("task", type=int)
+        p.add_argument("--launch", default=None, help="a launch id (default: the latest that ran the task)")
+        p.add_argument("--err", action="store_true", help="stderr instead of stdout")
+        p.add_argument("--follow", "-f", action="store_true", help="keep printing as the task writes")
+
+    if want("config"):
+        p = sub.add_parser("config", help="read or write headers, footers and launch defaults",
+                           epilog="examples:\n  onager config --write slurm header \"module load cuda\"\n"
+                                  "  onager config --write slurm partition gpu --write slurm mem 8G\n"
+                                  "  onager config --global --write gridengine pe smp\n  onager config --read",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        scope = p.add_mutually_exclusive_group()
+        scope.add_argument("--global", dest="global_", action="store_true", help="use ~/.onagerconfig only")
+        scope.add_argument("--local", action="store_true", help="use .onager/config only (default for --write)")
+        p.add_argument("--read", action="store_true", help="print the settings")
+        p.add_argument("--write", nargs=3, action="append", metavar=("BACKEND", "KEY", "VALUE"),
+                       help="set KEY of BACKEND (local, slurm, gridengine, ssh, project); empty VALUE removes it")
+
+    if want("help"):
+        p = sub.add_parser("help", help="show help for a command")
+        p.add_argument("topic", nargs="?", default=None)
+
+    for name, module in EXTRA_COMMANDS.items():
+        if not want(name):
+            continue
+        try:
+            importlib.import_module(module).add_parser(sub)
+        except ImportError:
+            continue
+    return parser
+
+
+def _launch_parser(sub) -> None:
+    from onager.backends import available
 
     p = sub.add_parser("launch", help="submit a job's tasks as one array job", epilog=LAUNCH_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,76 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
             importlib.import_module(module).add_launch_arguments(p)
         except ImportError:
             continue
-
-    p = sub.add_parser("list", help="one row per task: status, exit code, elapsed, tag, command",
-                       epilog="examples:\n  onager list\n  onager list --jobname exp1 --status failed\n"
-                              "  onager list --summary\n  onager list --jobid 13438569 --tasklist 1-3 --hide command",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--jobname", "-n", default=None, help="only this job")
-    p.add_argument("--jobid", "-j", default=None, help="only this scheduler job id (or launch id)")
-    p.add_argument("--launch", default=None, help="only this launch of the job (default: all launches)")
-    p.add_argument("--latest", action="store_true", help="only the latest launch of each job")
-    p.add_argument("--tasklist", "-t", default=None, help="only these task ids")
-    p.add_argument("--status", default=None, help="only these statuses, e.g. failed,cancelled")
-    p.add_argument("--hide", nargs="+", default=None, metavar="COL", help="hide these columns")
-    p.add_argument("--show", nargs="+", default=None, metavar="COL",
-                   help="add optional columns: commit (the git commit each launch ran)")
-    p.add_argument("--summary", action="store_true", help="one row per launch with counts per status")
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="print JSON")
-    fmt.add_argument("--csv", action="store_true", help="print CSV")
-
-    p = sub.add_parser("cancel", help="cancel tasks of a launch through its backend",
-                       epilog="examples:\n  onager cancel --jobname exp1\n  onager cancel --jobname exp1 --tasklist 3-5\n"
-                              "  onager cancel --backend slurm --jobid 13438569 --tasklist 1-3:1,5,8-9",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--jobname", "-n", default=None, help="cancel the latest launch of this job")
-    p.add_argument("--jobid", "-j", default=None, help="scheduler job id (or launch id)")
-    p.add_argument("--launch", default=None, help="a launch id of the job (default: the latest)")
-    p.add_argument("--backend", default=None, help="backend of a job id that is not in the index")
-    p.add_argument("--tasklist", "-t", default=None, help="only these task ids")
-    p.add_argument("-d", "--dry-run", action="store_true", help="print the commands; cancel nothing")
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing")
-
-    p = sub.add_parser("wait", help="block until a launch has finished; exit 0 only if every task succeeded",
-                       epilog="examples:\n  onager wait --jobname exp1\n  onager wait --jobname exp1 --timeout 3600",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--jobname", "-n", default=None, help="the job (default: every job's latest launch)")
-    p.add_argument("--launch", default=None, help="a launch id of the job (default: the latest)")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between checks")
-    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds (exit 124)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
-
-    p = sub.add_parser("logs", help="print a task's output",
-                       epilog="examples:\n  onager logs exp1 5\n  onager logs exp1 5 --err\n  onager logs exp1 5 --follow",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("jobname")
-    p.add_argument("task", type=int)
-    p.add_argument("--launch", default=None, help="a launch id (default: the latest that ran the task)")
-    p.add_argument("--err", action="store_true", help="stderr instead of stdout")
-    p.add_argument("--follow", "-f", action="store_true", help="keep printing as the task writes")
-
-    p = sub.add_parser("config", help="read or write headers, footers and launch defaults",
-                       epilog="examples:\n  onager config --write slurm header \"module load cuda\"\n"
-                              "  onager config --write slurm partition gpu --write slurm mem 8G\n"
-                              "  onager config --global --write gridengine pe smp\n  onager config --read",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    scope = p.add_mutually_exclusive_group()
-    scope.add_argument("--global", dest="global_", action="store_true", help="use ~/.onagerconfig only")
-    scope.add_argument("--local", action="store_true", help="use .onager/config only (default for --write)")
-    p.add_argument("--read", action="store_true", help="print the settings")
-    p.add_argument("--write", nargs=3, action="append", metavar=("BACKEND", "KEY", "VALUE"),
-                   help="set KEY of BACKEND (local, slurm, gridengine, ssh, project); empty VALUE removes it")
-
-    p = sub.add_parser("help", help="show help for a command")
-    p.add_argument("topic", nargs="?", default=None)
-
-    for name, module in EXTRA_COMMANDS.items():
-        try:
-            importlib.import_module(module).add_parser(sub)
-        except ImportError:
-            continue
-    return parser
 
 
 # ------------------------------------------------------------------- commands
@@ -316,7 +336,7 @@ def _main(argv: List[str]) -> int:
     if argv[0] == "launch" and "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
-    parser = build_parser()
+    parser = build_parser(only=argv[0] if argv[0] in KNOWN_COMMANDS else None)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         sub = parser._subparsers._group_actions[0].choices.get(args.subcommand) if args.subcommand else None  # type: ignore[union-attr]
