@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv engines stop-engines bench mnist mnist-deps clean
+.PHONY: demo test venv engines stop-engines bench mnist mnist-deps plot-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+PLOT_STAMP := $(VENV)/.plot-installed
+$(PLOT_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[plot]'
+	touch $(PLOT_STAMP)
+
+## the optional plotting extra (matplotlib), so that the --plot tests draw for real
+plot-deps: $(PLOT_STAMP)
 
 MNIST_STAMP := $(VENV)/.mnist-installed
 $(MNIST_STAMP): $(STAMP) examples/mnist/requirements.txt
