@@ -92,3 +92,36 @@ def install_fake_scheduler(tmp_path, monkeypatch) -> "Fake":
     monkeypatch.setenv("FAKE_SCHED_DIR", str(base))
     monkeypatch.setattr("time.sleep", lambda s: None)
     return Fake(base)
+
+
+# ------------------------------------------------------------ shared assertions
+def ok(result) -> str:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def refused(result, *words: str) -> str:
+    """Exit 2, exactly one stderr line, no traceback, nothing on stdout; returns the line."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n"), result.stderr
+    assert result.stdout == ""
+    for word in words:
+        assert word in result.stderr, result.stderr
+    return result.stderr
+
+
+def live_in_group(pgid: int) -> list:
+    """Processes of a process group that are not zombies (PID 1 here may never reap them)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                out.append(int(name))
+    return out

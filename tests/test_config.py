@@ -8,26 +8,12 @@ import pytest
 
 from onager import config as configmod
 from onager.errors import UsageError
+from support import ok, refused
 
 README_HEADER = """module load python/3.7.4
 module load cuda/10.2
 module load cudnn/7.6.5
 source ./venv/bin/activate"""
-
-
-def ok(result) -> str:
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stdout
-
-
-def refused(result, *words: str) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert result.stderr.count("\n") == 1, result.stderr
-    for word in words:
-        assert word in result.stderr, result.stderr
-    return result.stderr
 
 
 def files(project) -> list:

@@ -16,7 +16,7 @@ from typing import List
 
 import pytest
 
-from support import ROOT
+from support import ROOT, ok, refused
 
 EXPERIMENT1 = """\
 myscript --learningrate 0.1 --batchsize 32 --mytag experiment1_1__learningrate_0.1__batchsize_32
@@ -56,23 +56,6 @@ def jobs(project, name: str) -> dict:
     """jobs.json read the way 0.1.3 read it: one json.load of the whole file."""
     with open(project / ".onager" / "scripts" / name / "jobs.json", encoding="utf-8") as handle:
         return json.load(handle)
-
-
-def ok(result) -> str:
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stdout
-
-
-def refused(result, *words: str) -> str:
-    """Exit 2, exactly one stderr line, no traceback, nothing on stdout; returns the line."""
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n"), result.stderr
-    assert result.stdout == ""
-    for word in words:
-        assert word in result.stderr, result.stderr
-    return result.stderr
 
 
 def check_jobfile_matches(project, name: str, stdout: str) -> dict:

@@ -33,6 +33,7 @@ from onager.backends import ssh
 from onager.errors import OnagerError, UsageError
 from onager.tasklist import Tasklist
 from onager.wrapper import wrapper_text
+from support import live_in_group
 
 HOSTILE = ["it's a \"test\" {x} $HOME ; rm -rf /tmp/nothing", "`id` $(id) \\ \\n * -x ~ é\t'\"'"]
 
@@ -126,21 +127,6 @@ def test_kill_command_kills_a_whole_process_group():
     assert proc.wait(timeout=10) == -signal.SIGKILL    # TERM ignored: KILL after the grace time
     assert time.time() - t0 < 5
     assert not live_in_group(proc.pid)
-
-
-def live_in_group(pgid: int) -> list:
-    """Processes of a process group that are not zombies (PID 1 here may never reap them)."""
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                out.append(int(name))
-    return out
 
 
 # ------------------------------------------------------------------ marker filter

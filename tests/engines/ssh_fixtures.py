@@ -8,6 +8,8 @@ import subprocess
 import time
 from typing import Dict, List
 
+from support import live_in_group
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -94,16 +96,7 @@ def pids_matching(marker: str) -> List[int]:
 
 def group_alive(pgid: int) -> bool:
     """Whether a process group has a live (not zombie) process: PID 1 here may never reap."""
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
+    return bool(live_in_group(pgid))
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
