@@ -125,3 +125,18 @@ def live_in_group(pgid: int) -> list:
             if int(fields[2]) == pgid and fields[0] != "Z":
                 out.append(int(name))
     return out
+
+
+# ----------------------------------------------- golden scheduler command texts
+GOLDEN = os.path.join(ROOT, "tests", "golden")
+
+
+def text(commands) -> str:
+    """Commands as the golden files hold them: one shell-quoted command per line."""
+    import shlex
+    return "".join(shlex.join(c) + "\n" for c in commands)
+
+
+def golden(name: str) -> str:
+    with open(os.path.join(GOLDEN, name), encoding="utf-8") as handle:
+        return handle.read()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 
 import pytest
 
@@ -13,24 +12,14 @@ from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
 from onager.state import read_states
 from onager.tasklist import Tasklist
-from support import install_fake_scheduler
+from support import golden, install_fake_scheduler, text
 
-GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 LAUNCH_DIR = "/work/exp/.onager/launches/test-eqw/1"
 
 
 def info(tasks: str, jobname: str = "test-eqw", **options) -> LaunchInfo:
     tl = Tasklist.parse(tasks)
     return LaunchInfo(jobname, "1", LAUNCH_DIR, LAUNCH_DIR + "/wrapper.sh", tl, len(tl), "/work/exp", options)
-
-
-def text(commands) -> str:
-    return "".join(shlex.join(c) + "\n" for c in commands)
-
-
-def golden(name: str) -> str:
-    with open(os.path.join(GOLDEN, name), encoding="utf-8") as handle:
-        return handle.read()
 
 
 @pytest.mark.parametrize("name, tasks, options", [

@@ -88,6 +88,19 @@ class Backend:
         raise OnagerError(f"the {self.name} backend cannot cancel by scheduler job id")
 
 
+def cluster_setting(argv: Sequence[str], pattern: str, default: int, retries: int = 1,
+                    transient: Sequence[str] = ()) -> int:
+    """An integer the scheduler's configuration states (e.g. Slurm's MaxArraySize), or
+    `default` when the command fails or does not say."""
+    import re
+    try:
+        out = run(argv, retries=retries, transient=transient, timeout=60).stdout
+    except OnagerError:
+        return default
+    match = re.search(pattern, out, re.MULTILINE)
+    return int(match.group(1)) if match else default
+
+
 def run(argv: Sequence[str], retries: int = 0, transient: Sequence[str] = (),
         timeout: Optional[float] = 120, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
     """Run a scheduler command; retry on transient errors; raise with its own message."""

@@ -18,7 +18,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from onager.backends.base import QUEUED, STARTED, STUCK, Backend, LaunchInfo, run
+from onager.backends.base import QUEUED, STARTED, STUCK, Backend, LaunchInfo, cluster_setting, run
 from onager.backends.slurm import (DEFAULT_DURATION, NODE_SCRIPT, _Mapper, duration_seconds, gpu_count,
                                    group_count, mem_text, per_node, positive, save_submissions,
                                    scale_gpus, write_groups, write_node_script)
@@ -83,14 +83,8 @@ class GridEngineBackend(Backend):
             if given not in (None, ""):
                 self._max_aj_tasks = int(given)
             else:
-                self._max_aj_tasks = DEFAULT_MAX_AJ_TASKS
-                try:
-                    out = run(["qconf", "-sconf"], retries=1, transient=TRANSIENT, timeout=60).stdout
-                except OnagerError:
-                    out = ""
-                match = re.search(r"^max_aj_tasks\s+(\d+)", out, re.MULTILINE)
-                if match:
-                    self._max_aj_tasks = int(match.group(1)) or 10 ** 12
+                self._max_aj_tasks = cluster_setting(["qconf", "-sconf"], r"^max_aj_tasks\s+(\d+)",
+                                                     DEFAULT_MAX_AJ_TASKS, retries=1, transient=TRANSIENT) or 10 ** 12
         return self._max_aj_tasks
 
     def _setting(self, key: str, fix: str) -> str:

@@ -21,7 +21,7 @@ import re
 import shlex
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from onager.backends.base import QUEUED, STARTED, STUCK, Backend, LaunchInfo, run
+from onager.backends.base import QUEUED, STARTED, STUCK, Backend, LaunchInfo, cluster_setting, run
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_write
 from onager.state import mark, read_states
@@ -283,14 +283,9 @@ class SlurmBackend(Backend):
             if given not in (None, ""):
                 self._max_array_size = int(given)
             else:
-                self._max_array_size = DEFAULT_MAX_ARRAY_SIZE
-                try:
-                    out = run(["scontrol", "show", "config"], retries=2, transient=TRANSIENT, timeout=60).stdout
-                except OnagerError:
-                    out = ""
-                match = re.search(r"^\s*MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
-                if match:
-                    self._max_array_size = int(match.group(1))
+                self._max_array_size = cluster_setting(
+                    ["scontrol", "show", "config"], r"^\s*MaxArraySize\s*=\s*(\d+)", DEFAULT_MAX_ARRAY_SIZE,
+                    retries=2, transient=TRANSIENT)
         if self._max_array_size < 2:
             raise OnagerError(f"this cluster's MaxArraySize is {self._max_array_size}: job arrays are off, "
                               "and onager submits arrays; ask the admins, or use --max-array-size")
