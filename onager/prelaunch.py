@@ -17,7 +17,7 @@ from onager.errors import UsageError
 from onager.sweep import (Files, Linspace, Logspace, LogUniform, RandInt, Range, Sweep, Uniform, Values,
                           check_jobname)
 
-_INTEGER = re.compile(r"^[+-]?\d+$")
+_INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 
 # option -> (min values, max values or None for any). These are the 0.1.3 options (plus
 # +dry-run): only they may be abbreviated, so `+f` still means +flag now that +from exists.
@@ -153,7 +153,7 @@ def _values(argv: List[str], i: int, option: str, values: List[Any]) -> int:
             params: List[str] = []
             i += 1
             while i < len(argv) and len(params) < high and not _is_option(argv[i]):
-                if len(params) >= low and not _INTEGER.match(argv[i]):
+                if len(params) >= low and not _INTEGER.fullmatch(argv[i]):
                     break  # +range's optional STEP is taken only when it is an integer
                 params.append(_value(argv[i]))
                 i += 1

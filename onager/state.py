@@ -62,7 +62,10 @@ def read_states(launch_dir: str) -> Dict[int, TaskState]:
         return {}
     states: Dict[int, TaskState] = {}
     get = states.get
-    for task, kind, when_text, field, started_text in _NAME.findall("\n".join(names)):
+    joined = "\n".join(names)
+    if joined.count("\n") != len(names) - 1:  # a name holding a newline must not read as two names
+        joined = "\n".join(name for name in names if "\n" not in name)
+    for task, kind, when_text, field, started_text in _NAME.findall(joined):
         task_id = int(task)
         when = float(when_text)
         st = get(task_id)

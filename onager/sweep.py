@@ -34,31 +34,47 @@ from onager.errors import UsageError
 if TYPE_CHECKING:  # random and glob load lazily: prelaunch of a plain grid needs neither
     import random
 
-_SAFE = re.compile(r"^[\w@%+=:,./-]+$", re.ASCII)
-_INT = re.compile(r"^[+-]?\d+$")
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-JOBNAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
+# Patterns are applied with fullmatch: `$` also matches before a trailing newline, and a
+# value such as "a\n" once passed as "safe" was written raw into the shell text.
+_SAFE = re.compile(r"[\w@%+=:,./-]+", re.ASCII)
+_INT = re.compile(r"[+-]?\d+", re.ASCII)
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+JOBNAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}", re.ASCII)
 
 POS, ARG, FLAG = "pos", "arg", "flag"
 
 
 def check_jobname(name: str) -> str:
-    if not name or not JOBNAME.match(name):
+    """Refuse names that could escape .onager/ or break the wrapper: a name is a path part."""
+    if not isinstance(name, str) or not JOBNAME.fullmatch(name):
+        problem = ""
+        if isinstance(name, str):
+            if not name:
+                problem = "it is empty; "
+            elif any(not c.isprintable() for c in name):
+                problem = "it holds a control or unprintable character; "
+            elif "/" in name or name.startswith("."):
+                problem = "it would be a path outside the job's folder; "
         raise UsageError(
-            f"bad job name {name!r}: use 1-200 letters, digits, '.', '_' or '-', not starting with '.'")
+            f"bad job name {name!r}: {problem}use 1-200 letters, digits, '.', '_' or '-', not starting with '.'")
     return name
+
+
+def is_safe(text: str) -> bool:
+    """Whether `text` is one shell word as it stands (the whole text, trailing newline included)."""
+    return bool(_SAFE.fullmatch(text))
 
 
 def quote(text: str) -> str:
     """shlex.quote, but leaving shell-safe text exactly as typed."""
-    return text if _SAFE.match(text) else shlex.quote(text)
+    return text if _SAFE.fullmatch(text) else shlex.quote(text)
 
 
 def param_value(text: str) -> Any:
     """A typed value for the params dict: int and float where the text is one."""
-    if _INT.match(text):
+    if _INT.fullmatch(text):
         return int(text)
-    if _FLOAT.match(text):
+    if _FLOAT.fullmatch(text):
         return float(text)
     return text
 
@@ -102,7 +118,7 @@ def _integer(value: Any, what: str, hint: str = "") -> int:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and _INT.match(value.strip()):
+    if isinstance(value, str) and _INT.fullmatch(value.strip()):
         return int(value)
     raise UsageError(f"{what} needs integers, got {value!r}{hint}")
 
@@ -650,7 +666,7 @@ class Sweep:
             else:
                 tag_prefix = jobname
             tag_json_prefix = _js(tag_prefix)
-        safe = safe and bool(_SAFE.match(tag_prefix or "x"))
+        safe = safe and bool(_SAFE.fullmatch(tag_prefix or "x"))
         return self._emit(stream, start_id, base, base_json, tagging, tag_prefix, tag_json_prefix,
                           width, safe, tag_arg if tagging else "", tag_arg_json if tagging else "")
 
@@ -705,7 +721,7 @@ class Sweep:
             prefix, width = jobname + "_", len(str(start_id + total - 1))
         else:
             prefix, width = (jobname if tagging else ""), 0
-        if tagging and not _SAFE.match(prefix):
+        if tagging and not _SAFE.fullmatch(prefix):
             return None
         return self._chunks(all_axes, start_id, tagging, tag_arg, prefix, width, echo)
 
@@ -811,7 +827,7 @@ def _text(value: Any) -> str:
 
 def _choice(cmd: str, tag: str, key: str, value: Any) -> Choice:
     params = ", " + json.dumps(key) + ": " + json.dumps(value, ensure_ascii=False)
-    return Choice(cmd, _js(cmd), tag, _js(tag), params, bool(_SAFE.match(tag)) or tag == "")
+    return Choice(cmd, _js(cmd), tag, _js(tag), params, bool(_SAFE.fullmatch(tag)) or tag == "")
 
 
 _INNER_LIMIT = 4096

@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from onager.errors import UsageError
 
-_BLOCK = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$", re.ASCII)
+_BLOCK = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?", re.ASCII)
 
 # the largest task id: a count of ids must fit len() (sys.maxsize), and 16 digits
 # keep int() far from Python's limit on converting long digit strings
@@ -50,7 +50,7 @@ class Tasklist:
         blocks = []
         for raw in text.split(","):
             block = raw.strip()
-            match = _BLOCK.match(block)
+            match = _BLOCK.fullmatch(block)
             if not match:
                 raise UsageError(f"bad tasklist block {_shorten(block)} in {where}: {HELP}")
             if any(g is not None and len(g.lstrip("0")) > _MAX_DIGITS for g in match.groups()):

@@ -231,7 +231,7 @@ class GridEngineBackend(Backend):
         return commands
 
     def cancel_job_commands(self, job_id: str, tasks: Optional[Tasklist]) -> List[List[str]]:
-        if not re.match(r"^\d+$", str(job_id)):
+        if not re.fullmatch(r"\d+", str(job_id), re.ASCII):
             raise UsageError(f"bad gridengine job id {job_id!r}: give the number qsub printed")
         return qdel_commands(str(job_id), tasks)
 

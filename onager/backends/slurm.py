@@ -40,15 +40,15 @@ SUBMIT_RETRIES = 3
 SQUEUE_IDS_MAX = 2000  # beyond this many job ids, ask for the user's jobs and filter
 
 # ------------------------------------------------------------------ values
-_MEM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+_MEM = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", re.IGNORECASE | re.ASCII)
 _UNITS = "KMGT"
 _DURATION_FORMS = [
-    (re.compile(r"^(\d+)$"), ("m",)),
-    (re.compile(r"^(\d+):(\d+)$"), ("m", "s")),
-    (re.compile(r"^(\d+):(\d+):(\d+)$"), ("h", "m", "s")),
-    (re.compile(r"^(\d+)-(\d+)$"), ("d", "h")),
-    (re.compile(r"^(\d+)-(\d+):(\d+)$"), ("d", "h", "m")),
-    (re.compile(r"^(\d+)-(\d+):(\d+):(\d+)$"), ("d", "h", "m", "s")),
+    (re.compile(r"(\d+)", re.ASCII), ("m",)),
+    (re.compile(r"(\d+):(\d+)", re.ASCII), ("m", "s")),
+    (re.compile(r"(\d+):(\d+):(\d+)", re.ASCII), ("h", "m", "s")),
+    (re.compile(r"(\d+)-(\d+)", re.ASCII), ("d", "h")),
+    (re.compile(r"(\d+)-(\d+):(\d+)", re.ASCII), ("d", "h", "m")),
+    (re.compile(r"(\d+)-(\d+):(\d+):(\d+)", re.ASCII), ("d", "h", "m", "s")),
 ]
 _SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 UNLIMITED = ("unlimited", "infinite")
@@ -56,7 +56,7 @@ UNLIMITED = ("unlimited", "infinite")
 
 def mem_megabytes(value: Any) -> int:
     """`4G`, `500M`, `1.5G`, `2` (= GB, as in 0.1.3) -> megabytes; bad text is a usage error."""
-    match = _MEM.match(str(value))
+    match = _MEM.fullmatch(str(value))
     if not match:
         raise UsageError(f"bad --mem {value!r}: give a size like 4G, 500M or a number of GB like 2")
     number, unit = float(match.group(1)), (match.group(2) or "G").upper()
@@ -78,7 +78,7 @@ def duration_seconds(value: Any) -> Optional[int]:
     if text.lower() in UNLIMITED:
         return None
     for pattern, parts in _DURATION_FORMS:
-        match = pattern.match(text)
+        match = pattern.fullmatch(text)
         if match:
             return sum(int(v) * _SECONDS[p] for v, p in zip(match.groups(), parts))
     raise UsageError(f"bad --duration {value!r}: use minutes (30), H:MM:SS (48:00:00) "
@@ -104,7 +104,7 @@ def gpu_count(options: Dict[str, Any]) -> Optional[str]:
     if value in (None, "", 0, "0"):
         return None
     text = str(value).strip()
-    if not re.match(r"^([A-Za-z0-9_.-]+:)?\d+$", text) or text.endswith(":0"):
+    if not re.fullmatch(r"([A-Za-z0-9_.-]+:)?\d+", text, re.ASCII) or text.endswith(":0"):
         raise UsageError(f"bad --gpus {value!r} for a cluster: give a count per task like 2 (or type:count like a100:2)")
     return text
 
@@ -437,7 +437,7 @@ class SlurmBackend(Backend):
         return commands
 
     def cancel_job_commands(self, job_id: str, tasks: Optional[Tasklist]) -> List[List[str]]:
-        if not re.match(r"^\d+$", str(job_id)):
+        if not re.fullmatch(r"\d+", str(job_id), re.ASCII):
             raise UsageError(f"bad slurm job id {job_id!r}: give the number sbatch printed")
         return [scancel_command(str(job_id), tasks)]
 

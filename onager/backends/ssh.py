@@ -97,7 +97,7 @@ fi
 echo "probe=ok"
 """
 
-_HOST_RE = re.compile(r"^(?!-)[A-Za-z0-9_.%+-]+(@(?!-)[A-Za-z0-9_.%+-]+)?$")
+_HOST_RE = re.compile(r"(?!-)[A-Za-z0-9_.%+-]+(@(?!-)[A-Za-z0-9_.%+-]+)?")
 
 
 # ------------------------------------------------------------------ host specs
@@ -138,7 +138,7 @@ def parse_hosts(text: Optional[str]) -> List[HostSpec]:
     for token in tokens:
         parts = token.split(":")
         target = parts[0]
-        if not _HOST_RE.match(target):
+        if not _HOST_RE.fullmatch(target):
             raise UsageError(f"bad host {target!r} in --hosts: give [user@]host[:slots][:gpus=0,1], "
                              "host being a name or ~/.ssh/config alias")
         spec = HostSpec(target)
@@ -1022,7 +1022,7 @@ class SshBackend(Backend):
 def _start_fields(launch_dir: str, task_id: int) -> Optional[Tuple[str, int]]:
     """(ssh host, remote process group) from a task's latest start."""
     fields = start_fields(launch_dir, task_id) or []
-    if len(fields) >= 2 and fields[1].isdigit() and _HOST_RE.match(fields[0]):
+    if len(fields) >= 2 and fields[1].isdigit() and _HOST_RE.fullmatch(fields[0]):
         return fields[0], int(fields[1])
     return None
 

@@ -1,0 +1,144 @@
+"""Quoting and names (issue 12, item 1): values reach the program byte for byte.
+
+The property test builds a real launch directory (jobs.json -> tasks.sh/tasks.idx ->
+wrapper.sh) and runs the wrapper with bash both ways a task is run: looked up by `dd`
+(schedulers, ssh) and handed its record by a local pool (ONAGER_RECORD). A tiny program
+prints its argv as hex of the bytes it received, compared with the UTF-8 of the text.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import List
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from support import ok, refused
+
+from onager.errors import UsageError
+from onager.jobfile import iter_jobfile
+from onager.launch import write_tasks
+from onager.sweep import Sweep, check_jobname, is_safe, quote
+from onager.wrapper import INDEX_WIDTH, wrapper_text
+
+PRINTER = "import json, os, sys\nprint(json.dumps([os.fsencode(a).hex() for a in sys.argv[1:]]))\n"
+
+# any text a UTF-8 argv can hold: control characters included, NUL and lone surrogates not
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+NAME = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=8)
+
+
+def _launch(base: str, sweep: Sweep) -> str:
+    """A launch directory built as `onager launch` builds one: jobfile, records, index, wrapper."""
+    jobfile = os.path.join(base, "jobs.json")
+    sweep.write("q", jobfile)
+    launch_dir = os.path.join(base, "launch")
+    for sub in ("", "logs", "state"):
+        os.makedirs(os.path.join(launch_dir, sub), exist_ok=True)
+    write_tasks(launch_dir, iter_jobfile(jobfile))
+    with open(os.path.join(launch_dir, "wrapper.sh"), "w", encoding="utf-8") as handle:
+        handle.write(wrapper_text(launch_dir, "q", "1", base))
+    return launch_dir
+
+
+def _record(launch_dir: str, task_id: int) -> str:
+    """The record a local pool hands the wrapper (as LocalBackend._record reads it)."""
+    with open(os.path.join(launch_dir, "tasks.idx"), "rb") as handle:
+        handle.seek((task_id - 1) * INDEX_WIDTH)
+        offset, length = (int(f) for f in handle.read(INDEX_WIDTH).split())
+    with open(os.path.join(launch_dir, "tasks.sh"), "rb") as handle:
+        handle.seek(offset)
+        return handle.read(length).decode("utf-8")
+
+
+def _argv_run(launch_dir: str, task_id: int, pooled: bool) -> List[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONAGER_")}
+    if pooled:
+        env["ONAGER_RECORD"] = _record(launch_dir, task_id)
+    out = os.path.join(launch_dir, "logs", f"{task_id}.out")
+    if os.path.exists(out):
+        os.unlink(out)
+    proc = subprocess.run(["bash", os.path.join(launch_dir, "wrapper.sh"), str(task_id)], env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    with open(os.path.join(launch_dir, "logs", f"{task_id}.err"), "rb") as handle:
+        err = handle.read()
+    assert proc.returncode == 0, (proc.stderr, err)
+    with open(out, "rb") as handle:
+        return [bytes.fromhex(h) for h in json.loads(handle.read())]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(words=st.lists(TEXT, max_size=3), pos=TEXT, name=NAME, value=TEXT, flag=NAME, tag_name=NAME)
+@example(words=[], pos="a\n", name="touch", value="pwned", flag="--f", tag_name="--tag")
+@example(words=["x\ny"], pos="a\r\n", name="--lr\n", value="1\n; touch pwned", flag="-f\n", tag_name="--t\n")
+def test_every_value_reaches_the_program_byte_for_byte(words, pos, name, value, flag, tag_name):
+    with tempfile.TemporaryDirectory() as base:
+        printer = os.path.join(base, "argv.py")
+        with open(printer, "w") as handle:
+            handle.write(PRINTER)
+        command = " ".join(quote(w) for w in [sys.executable, printer, *words])
+        sweep = Sweep(command).pos_arg([pos]).arg(name, [value]).flag(flag).tag(tag_name)
+        tag = next(sweep.tasks("q")).tag
+        launch_dir = _launch(base, sweep)
+        expected = [t.encode("utf-8") for t in [*words, pos, name, value, flag, tag_name, tag]]
+        assert _argv_run(launch_dir, 1, pooled=False) == expected
+        assert _argv_run(launch_dir, 1, pooled=True) == expected
+        assert not os.path.exists(os.path.join(base, "pwned"))
+
+
+@pytest.mark.parametrize("value", ["a\n", "a\r\n", "x\ny", "a\n\n", "\n"])
+def test_a_newline_value_does_not_run_as_shell_code(onager, project, value):
+    ok(onager("prelaunch", "+jobname", "inj", "+command", "echo", "+pos-arg", value, "+arg", "touch", "+arg", "pwned"))
+    ok(onager("launch", "--backend", "local", "--jobname", "inj"))
+    assert not (project / "pwned").exists()
+    with open(project / ".onager" / "launches" / "inj" / "1" / "logs" / "1.out", "rb") as handle:
+        assert handle.read() == value.encode() + b" touch pwned\n"
+
+
+@pytest.mark.parametrize("text", ["a\n", "a\r\n", "x\ny", "ok\n", "1\n"])
+def test_quote_leaves_no_newline_unquoted(text):
+    assert not is_safe(text)
+    assert quote(text) != text
+
+
+def test_plain_values_stay_as_typed():
+    for text in ["0.1", "--lr", "a=b", "x/y.txt", "user@host:1,2", "+5"]:
+        assert is_safe(text) and quote(text) == text
+
+
+@pytest.mark.parametrize("name", ["nl\n", "x\r", "a\tb", "..", "../x", "a/b", "", ".x", "x\x1b", "\n"])
+def test_bad_job_names_are_refused_with_one_line(onager, project, name):
+    with pytest.raises(UsageError):
+        check_jobname(name)
+    line = refused(onager("prelaunch", "+jobname", name, "+command", "echo", "+arg", "--a", "1"), "job name")
+    assert sorted(os.listdir(project)) == [], line
+
+
+def test_scheduler_job_ids_and_times_take_the_whole_text():
+    from onager.backends.gridengine import GridEngineBackend
+    from onager.backends.slurm import SlurmBackend, duration_seconds, mem_megabytes
+    for cls in (SlurmBackend, GridEngineBackend):
+        with pytest.raises(UsageError):
+            cls({}).cancel_job_commands("12\n", None)
+        with pytest.raises(UsageError):
+            cls({}).cancel_job_commands("١٢", None)
+    for bad in ("٣٠", "30\n\n1"):
+        with pytest.raises(UsageError):
+            duration_seconds(bad)
+    with pytest.raises(UsageError):
+        mem_megabytes("٣G")
+
+
+def test_a_state_name_holding_a_newline_does_not_read_as_two_names(tmp_path):
+    from onager.state import read_states
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "3.end@5@0@4\n1.end@9@7@8").write_text("")
+    (tmp_path / "state" / "2.end@5@0@4").write_text("")
+    states = read_states(str(tmp_path))
+    assert 1 not in states and 3 not in states
+    assert states[2].exit_code == 0
