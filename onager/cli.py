@@ -312,6 +312,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _main(argv: List[str]) -> int:
+    for position, word in enumerate(argv, 1):  # bytes that are not UTF-8: one line, not a traceback
+        if not word.isascii():
+            from onager.sweep import check_text
+            check_text(word, f"argument {position}")
     if argv and argv[0] == "prelaunch":
         from onager import prelaunch
         return prelaunch.run(argv[1:])

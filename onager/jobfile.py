@@ -105,7 +105,21 @@ def _entry(key: str, value: Any, path: str) -> JobEntry:
         params = value[2] if len(value) > 2 and isinstance(value[2], dict) else {}
     except (ValueError, TypeError):
         raise OnagerError(f"{path}: entry {key!r} is not task id (1, 2, ...) -> [command, tag]; re-run onager prelaunch to rewrite it")
+    if not _utf8(value[0]) or not _utf8(tag) or not all(_utf8(v) for v in params.values() if isinstance(v, str)):
+        raise OnagerError(f"{path}: task {key} holds a \\udcXX escape (bytes that are not UTF-8), which no task "
+                          "can be given byte for byte; re-run onager prelaunch to rewrite it")
     return JobEntry(task_id, value[0], tag, params)
+
+
+def _utf8(text: str) -> bool:
+    """Whether text encodes as UTF-8 (JSON can spell lone surrogates, which do not)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def iter_jobfile(path: str) -> Iterator[JobEntry]:

@@ -70,6 +70,29 @@ def quote(text: str) -> str:
     return text if _SAFE.fullmatch(text) else shlex.quote(text)
 
 
+def check_text(text: str, what: str) -> str:
+    """Refuse text that is not UTF-8 (bytes decoded with surrogateescape, lone surrogates).
+
+    Commands and values live in UTF-8 JSON files (jobs.json, tasks.jsonl) that 0.1.3 readers
+    and params() read as text, so such bytes cannot be carried there; bash can still make
+    them at run time from an escape written inside the command text.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = repr(text.encode("utf-8", "surrogateescape") if _escaped_bytes(text) else text)
+        raise UsageError(f"{what} {shown} is not UTF-8 text: onager keeps commands as UTF-8; write such "
+                         "bytes as a bash escape inside the command text, e.g. +command \"prog $'\\xff'\"")
+    return text
+
+
+def _escaped_bytes(text: str) -> bool:
+    """Whether every surrogate in `text` is one that surrogateescape made from a byte."""
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
 def param_value(text: str) -> Any:
     """A typed value for the params dict: int and float where the text is one."""
     if _INT.fullmatch(text):
@@ -541,6 +564,7 @@ class Sweep:
 
     def validate(self) -> None:
         """Raise UsageError for a sweep that cannot be expanded (before anything is written)."""
+        self._check_texts()
         dims, axes = self._plan()
         for axis in axes:
             members = [dims[p] for p in axis]
@@ -566,6 +590,18 @@ class Sweep:
             if self.sample_count > total:
                 raise UsageError(f"+sample {self.sample_count} asks for more tasks than the grid's {total} "
                                  f"combinations; use +sample {total} or fewer, or drop +sample for the whole grid")
+
+    def _check_texts(self) -> None:
+        """Every text that reaches jobs.json must be UTF-8 (see check_text)."""
+        check_text(self.command, "the command")
+        if self.tag_name is not None:
+            check_text(self.tag_name, "the tag name")
+        for name in self.tag_args or ():
+            check_text(name, "+tag-args name")
+        for dim in self.dimensions:
+            check_text(dim.name, f"{dim.kind} name")
+            for value in dim.values:
+                check_text(value, f"the value of {dim.label or dim.kind}")
 
     @staticmethod
     def _grid_size(dims: List[Dimension], axes: List[List[int]]) -> int:

@@ -1,4 +1,4 @@
-"""Quoting and names (issue 12, item 1): values reach the program byte for byte.
+"""Quoting and names (issue 12, items 1 and 2): values reach the program byte for byte.
 
 The property test builds a real launch directory (jobs.json -> tasks.sh/tasks.idx ->
 wrapper.sh) and runs the wrapper with bash both ways a task is run: looked up by `dd`
@@ -142,3 +142,49 @@ def test_a_state_name_holding_a_newline_does_not_read_as_two_names(tmp_path):
     states = read_states(str(tmp_path))
     assert 1 not in states and 3 not in states
     assert states[2].exit_code == 0
+
+
+# ------------------------------------------------------------------ item 2: bytes that are not UTF-8
+BAD = os.fsdecode(b"\xff")
+
+
+@pytest.mark.parametrize("args", [
+    ["prelaunch", "+jobname", "x", "+command", BAD],
+    ["prelaunch", "+jobname", "x", "+command", "echo", "+arg", "--a", "v" + BAD],
+    ["prelaunch", "+jobname", "x", "+command", "echo", "+pos-arg", BAD + "é"],
+    ["prelaunch", "+jobname", "x", "+command", "echo", "+flag", "--" + BAD],
+    ["prelaunch", "+jobname", "x", "+command", "echo", "+tag", BAD],
+    ["prelaunch", "+jobname", "x" + BAD, "+command", "echo"],
+    ["launch", "--backend", "local", "--jobname", "x", "--command", "echo " + BAD],
+    ["config", "--write", "local", "header", BAD],
+    ["list", "--jobname", BAD],
+])
+def test_non_utf8_arguments_are_refused_with_one_line(onager, project, args):
+    line = refused(onager(*args), "not UTF-8", r"b'")
+    assert "\\xff" in line
+    assert sorted(os.listdir(project)) == []
+
+
+def test_non_utf8_file_names_from_files_are_refused(onager, project):
+    (project / os.fsdecode(b"a\xff.txt")).write_text("")
+    (project / "b.txt").write_text("")
+    refused(onager("prelaunch", "+jobname", "x", "+command", "cat", "+pos-arg", "+files", "*.txt"), "not UTF-8")
+    assert not (project / ".onager").exists()
+
+
+def test_the_api_refuses_surrogates_before_writing(project):
+    with pytest.raises(UsageError, match="not UTF-8"):
+        Sweep("echo").arg("--a", ["\udcff"]).write("x")
+    with pytest.raises(UsageError, match="not UTF-8"):
+        Sweep("echo \ud800").write("x")
+    assert not (project / ".onager").exists()
+
+
+def test_a_jobfile_holding_a_surrogate_escape_is_one_error(onager, project):
+    path = project / ".onager" / "scripts" / "x" / "jobs.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"1": ["echo \\udcff", ""]}')
+    result = onager("launch", "--backend", "local", "--jobname", "x")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "not UTF-8" in result.stderr
+    assert not (project / ".onager" / "launches" / "x" / "1").exists()
