@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import shlex
 import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, TextIO, Tuple
@@ -170,6 +171,57 @@ def _values(argv: List[str], i: int, option: str, values: List[Any]) -> int:
     return i
 
 
+def _shown(word: str) -> str:
+    """A word as it would be typed to bash (quoted where needed), always on one line."""
+    text = shlex.quote(word)
+    if text.isprintable():
+        return text
+    out = []
+    for c in word:  # bash's $'...' spelling for words with control characters
+        if c in "\\'":
+            out.append("\\" + c)
+        elif c.isprintable():
+            out.append(c)
+        elif c in "\n\t\r":
+            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}[c])
+        elif ord(c) < 0x100:
+            out.append(f"\\x{ord(c):02x}")
+        else:
+            out.append(f"\\U{ord(c):08x}")
+    return "$'" + "".join(out) + "'"
+
+
+def _stray(argv: List[str], start: int, i: int) -> UsageError:
+    """The error for plain words no option takes: usually a value the shell split in two.
+
+    It shows the words as onager received them, one [box] each, and how to type the line.
+    """
+    end = i
+    while end < len(argv) and not _is_option(argv[end]):
+        end += 1
+    strays = argv[i:end]
+    head = ("stray word " if len(strays) == 1 else "stray words ") + " ".join(_shown(w) for w in strays)
+    elsewhere = "a value follows its option (+pos-arg V, +arg --name V) or belongs inside the quotes of +command"
+    if i == 0:
+        split = " ".join("[" + _shown(w) + "]" for w in strays)
+        return UsageError(f"{head} before the first +option (the shell split the line into {split} ...): {elsewhere}")
+    token = argv[start]
+    option = ALIASES.get(_resolve(token), _resolve(token))
+    split = " ".join("[" + _shown(w) + "]" for w in argv[start:end])
+    given = argv[start + 1:i]
+    if "=" in token:
+        given = [token.split("=", 1)[1]] + given
+    high = (OPTIONS.get(option) or EXACT_OPTIONS[option])[1]
+    takes = "no value" if high == 0 else "one value" if high == 1 else f"at most {high} values"
+    if option in ("+command", "+jobfile"):
+        fix = f"quote it as one word: {option} {_shown(' '.join(given + strays))}"
+    elif option == "+flag":
+        fix = "write one +flag per flag: " + " ".join(f"+flag {_shown(w)}" for w in given + strays)
+    else:
+        fix = elsewhere
+    return UsageError(f"{head} after {option}, which takes {takes} (the shell split the line into {split}): {fix}")
+
+
 def parse(argv: List[str]) -> PrelaunchArgs:
     if argv[:1] in (["-h"], ["--help"]):
         return PrelaunchArgs(Sweep(""), help=True)
@@ -184,11 +236,12 @@ def parse(argv: List[str]) -> PrelaunchArgs:
     seed: Optional[str] = None
     source: Optional[str] = None
     i = 0
+    start = 0  # where the current option's words begin
     while i < len(argv):
         token = argv[i]
         if not _is_option(token):
-            raise UsageError(f"unexpected value {token!r}: values follow an option such as +arg --name V "
-                             "(a value starting with '+' is written ++value)")
+            raise _stray(argv, start, i)
+        start = i
         option = ALIASES.get(_resolve(token), _resolve(token))
         low, high = OPTIONS.get(option) or EXACT_OPTIONS[option]
         values: List[Any] = []

@@ -188,3 +188,32 @@ def test_a_jobfile_holding_a_surrogate_escape_is_one_error(onager, project):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "not UTF-8" in result.stderr
     assert not (project / ".onager" / "launches" / "x" / "1").exists()
+
+
+# ------------------------------------------------------------------ item 13: stray words
+@pytest.mark.parametrize("args, words", [
+    (["+jobname", "x", "+command", "python", "train.py"],
+     ["stray word train.py", "[+command] [python] [train.py]", "+command 'python train.py'"]),
+    (["+jobname", "x", "+command=python", "train.py", "--lr", "1"],
+     ["[+command=python] [train.py] [--lr] [1]", "+command 'python train.py --lr 1'"]),
+    (["train.py", "+jobname", "x", "+command", "python"], ["stray word train.py", "before the first +option",
+                                                           "[train.py]"]),
+    (["+jobname", "x", "+command", "echo", "+flag", "--a", "--b"],
+     ["[+flag] [--a] [--b]", "+flag --a +flag --b"]),
+    (["+jobname", "x", "+command", "echo", "+append", "extra"], ["[+append] [extra]", "takes no value"]),
+    (["+jobname", "x", "+command", "python", "my file.py"], ["[+command] [python] ['my file.py']",
+                                                             "+command 'python my file.py'"]),
+    (["+jobname", "x", "+command", "python", "a\nb"], ["$'a\\nb'", "+command $'python a\\nb'"]),
+])
+def test_stray_words_show_the_split_and_how_to_quote(onager, project, args, words):
+    refused(onager("prelaunch", *args), *words)
+    assert sorted(os.listdir(project)) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["+jobname", "x", "+command", "python train.py", "+arg", "--name", "a", "b", "c"],
+    ["+jobname", "x", "+command", "echo", "+pos-arg", "x", "y", "+tag-args", "--a", "+arg", "--a", "1", "+tag"],
+    ["+command", "echo", "+jobname", "x", "+tag", "+arg", "--cuda", "+flag", "--v", "+q"],
+])
+def test_valid_lines_with_many_words_are_still_accepted(onager, project, args):
+    ok(onager("prelaunch", *args))
