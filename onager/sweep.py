@@ -94,11 +94,18 @@ def _escaped_bytes(text: str) -> bool:
 
 
 def param_value(text: str) -> Any:
-    """A typed value for the params dict: int and float where the text is one."""
+    """The value for the params dict: a number only where the number prints back as the text.
+
+    So `32` is 32 and `0.1` is 0.1 (str/repr give the typed text back), while `007`, `1e5`,
+    `0.10`, `+5` or `٣` stay the strings typed: nothing the user typed is lost. Generated
+    values (+range, +linspace...) are printed canonically, so they are always numbers.
+    """
     if _INT.fullmatch(text):
-        return int(text)
+        number = int(text)
+        return number if str(number) == text else text
     if _FLOAT.fullmatch(text):
-        return float(text)
+        value = float(text)
+        return value if repr(value) == text else text
     return text
 
 

@@ -20,7 +20,11 @@ def _task() -> tuple:
 
 
 def params() -> Dict[str, Any]:
-    """This task's parameter values, typed as in the jobfile (e.g. {'lr': 0.1, 'amp': True})."""
+    """This task's parameter values as typed (e.g. {'lr': 0.1, 'seed': '007', 'amp': True}).
+
+    A value is a number only where the number prints back as exactly the text typed
+    (`0.1`, `32`; +range/+linspace values always are); `007`, `1e5` or `٣` stay strings.
+    """
     launch_dir, task_id = _task()
     path = os.path.join(launch_dir, "tasks.jsonl")
     prefix = f"[{task_id},"
@@ -32,13 +36,12 @@ def params() -> Dict[str, Any]:
     except FileNotFoundError:
         pass
     # no launch snapshot readable here (e.g. a remote host): fall back to the environment
+    # (values as typed: `007` and `1e5` stay text, as in the jobfile; flags are true/false)
+    from onager.sweep import param_value
     out: Dict[str, Any] = {}
     for key, value in os.environ.items():
         if key.startswith("ONAGER_PARAM_"):
-            try:
-                out[key[13:].lower()] = json.loads(value)
-            except ValueError:
-                out[key[13:].lower()] = value
+            out[key[13:].lower()] = value == "true" if value in ("true", "false") else param_value(value)
     return out
 
 

@@ -1,4 +1,4 @@
-"""Quoting and names (issue 12, items 1 and 2): values reach the program byte for byte.
+"""Quoting and names (issue 12, items 1, 2, 9, 13): values reach the program byte for byte.
 
 The property test builds a real launch directory (jobs.json -> tasks.sh/tasks.idx ->
 wrapper.sh) and runs the wrapper with bash both ways a task is run: looked up by `dd`
@@ -23,7 +23,7 @@ from support import ok, refused
 from onager.errors import UsageError
 from onager.jobfile import iter_jobfile
 from onager.launch import write_tasks
-from onager.sweep import Sweep, check_jobname, is_safe, quote
+from onager.sweep import Sweep, check_jobname, is_safe, param_value, quote
 from onager.wrapper import INDEX_WIDTH, wrapper_text
 
 PRINTER = "import json, os, sys\nprint(json.dumps([os.fsencode(a).hex() for a in sys.argv[1:]]))\n"
@@ -188,6 +188,51 @@ def test_a_jobfile_holding_a_surrogate_escape_is_one_error(onager, project):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "not UTF-8" in result.stderr
     assert not (project / ".onager" / "launches" / "x" / "1").exists()
+
+
+# ------------------------------------------------------------------ item 9: values as typed
+@pytest.mark.parametrize("text, value", [
+    ("007", "007"), ("1e5", "1e5"), ("٣", "٣"), ("0.10", "0.10"), ("+5", "+5"), ("1.", "1."),
+    ("1e999", "1e999"), ("32", 32), ("-3", -3), ("0.1", 0.1), ("1e-05", 1e-05), ("abc", "abc"),
+])
+def test_param_value_keeps_the_text_typed(text, value):
+    got = param_value(text)
+    assert got == value and type(got) is type(value)
+    assert (got if isinstance(got, str) else str(got) if isinstance(got, int) else repr(got)) == text
+
+
+SHOW = ("import json, os, onager\n"
+        "env = {k[13:]: v for k, v in os.environ.items() if k.startswith('ONAGER_PARAM_')}\n"
+        "print(json.dumps([onager.params(), env], ensure_ascii=False, sort_keys=True))\n")
+
+
+def test_params_and_env_give_values_as_typed_and_generated_numbers(onager, project):
+    (project / "show.py").write_text(SHOW)
+    ok(onager("prelaunch", "+jobname", "p", "+command", f"{sys.executable} show.py",
+              "+arg", "--seed", "007", "+arg", "--x", "1e5", "+pos-arg", "٣", "+arg", "--lr", "0.1",
+              "+arg", "--n", "+range", "2", "4", "+arg", "--w", "+linspace", "0", "1", "2", "+link",
+              "+arg", "--e", "+logspace", "1e-4", "1e-1", "2", "+flag", "--amp"))
+    jobs = json.loads((project / ".onager" / "scripts" / "p" / "jobs.json").read_text())
+    expected = {"seed": "007", "x": "1e5", "pos1": "٣", "lr": 0.1, "n": 2, "w": 0.0, "e": 0.0001, "amp": True}
+    assert jobs["1"][2] == expected
+    ok(onager("launch", "--backend", "local", "--jobname", "p", "--tasklist", "1"))
+    out = (project / ".onager" / "launches" / "p" / "1" / "logs" / "1.out").read_text(encoding="utf-8")
+    params, env = json.loads(out)
+    assert params == expected and type(params["n"]) is int
+    assert env == {"SEED": "007", "X": "1e5", "POS1": "٣", "LR": "0.1", "N": "2", "W": "0.0", "E": "0.0001",
+                   "AMP": "true"}
+
+
+def test_params_from_the_environment_alone_keep_the_text_typed(monkeypatch, tmp_path):
+    import onager
+    for key in list(os.environ):
+        if key.startswith("ONAGER_PARAM_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("ONAGER_LAUNCH_DIR", str(tmp_path / "elsewhere"))  # no tasks.jsonl here (ssh host)
+    monkeypatch.setenv("ONAGER_TASK_ID", "1")
+    for key, value in {"SEED": "007", "X": "1e5", "LR": "0.1", "N": "2", "AMP": "true", "OFF": "false"}.items():
+        monkeypatch.setenv("ONAGER_PARAM_" + key, value)
+    assert onager.params() == {"seed": "007", "x": "1e5", "lr": 0.1, "n": 2, "amp": True, "off": False}
 
 
 # ------------------------------------------------------------------ item 13: stray words
