@@ -17,6 +17,7 @@ from onager import config as configmod
 from onager.backends import backend_class
 from onager.backends.base import Backend, LaunchInfo
 from onager.errors import OnagerError, UsageError
+from onager.fsutil import executable_mode
 from onager.index import JobIndex, LaunchRecord
 from onager.jobfile import JobEntry, iter_jobfile, jobfile_path
 from onager.scrub import scrub_argv, scrub_value
@@ -202,7 +203,7 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
         wrapper = os.path.join(launch_dir, "wrapper.sh")
         with open(wrapper, "w", encoding="utf-8") as handle:
             handle.write(wrapper_text(launch_dir, jobname, launch_id, workdir, header, footer, venv))
-        os.chmod(wrapper, 0o755)
+        os.chmod(wrapper, executable_mode())
         info = LaunchInfo(jobname, launch_id, launch_dir, wrapper, tasks, count, workdir, options, header, footer)
         meta = {"jobname": jobname, "launch_id": launch_id, "backend": backend_name,
                 "tasklist": str(tasks), "count": count, "created": time.time(),

@@ -549,6 +549,7 @@ def _suggest(total: int) -> str:
 
 def copy_plan(plan: Plan, dest: str) -> None:
     """Real copies (never hard links, so later edits cannot reach them), modes kept, links as links."""
+    from onager.fsutil import masked_mode
     made = {dest}
     os.makedirs(dest, exist_ok=True)
 
@@ -568,7 +569,7 @@ def copy_plan(plan: Plan, dest: str) -> None:
         parent(rel)
         try:
             shutil.copyfile(src, dst, follow_symlinks=False)
-            os.chmod(dst, mode | stat.S_IRUSR | stat.S_IWUSR)
+            os.chmod(dst, masked_mode(mode | stat.S_IRUSR | stat.S_IWUSR))
         except FileNotFoundError:
             continue  # deleted while we copied: the snapshot holds the tree as it now is
         except OSError as exc:

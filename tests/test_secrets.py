@@ -155,6 +155,53 @@ def test_planted_secrets_reach_no_metadata_file(tmp_path, monkeypatch):
         assert plants["prelaunch"].encode() in handle.read()
 
 
+# ------------------------------------------------------------------------ umask
+def _under_umask(umask: int, args, cwd, env) -> subprocess.CompletedProcess:
+    full = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **env)
+    return subprocess.run([sys.executable, "-m", "onager", *args], cwd=str(cwd), env=full, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=120, preexec_fn=lambda: os.umask(umask))
+
+
+@pytest.mark.parametrize("umask", [0o077, 0o022, 0o002])
+def test_files_onager_creates_follow_the_umask(tmp_path, monkeypatch, umask):
+    fake = install_fake_scheduler(tmp_path, monkeypatch)
+    fake.respond("sbatch", 0, "77\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "data.txt").write_text("x\n")
+    (project / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(project / "data.txt", 0o644)
+    os.chmod(project / "run.sh", 0o755)
+    env = {"ONAGER_GLOBAL_CONFIG": str(tmp_path / "global.onagerconfig"), "GIT_CEILING_DIRECTORIES": str(tmp_path)}
+    steps = [["prelaunch", "+jobname", "u", "+command", "sh run.sh", "+arg", "--i", "1", "2", "3", "+q"],
+             ["launch", "--backend", "local", "--jobname", "u", "--snapshot"],
+             ["launch", "--backend", "slurm", "--jobname", "u", "--tasks-per-node", "2"],
+             ["list"]]
+    for args in steps:
+        out = _under_umask(umask, args, project, env)
+        assert out.returncode == 0, (args, out.stderr)
+    plain, executable, directory = 0o666 & ~umask, 0o777 & ~umask, 0o777 & ~umask
+    launches = project / ".onager" / "launches" / "u"
+    assert stat.S_IMODE(os.stat(launches / "1" / "wrapper.sh").st_mode) == executable
+    assert stat.S_IMODE(os.stat(launches / "1" / "code" / "run.sh").st_mode) == 0o755 & ~umask
+    assert stat.S_IMODE(os.stat(launches / "1" / "code" / "data.txt").st_mode) == 0o644 & ~umask  # as cp copies
+    for name in ("launch.json", "provenance.json", "tasks.sh"):
+        assert stat.S_IMODE(os.stat(launches / "1" / name).st_mode) == plain, name
+    seen = 0
+    for current, dirs, names in os.walk(str(project / ".onager")):
+        for name in dirs:
+            mode = stat.S_IMODE(os.stat(os.path.join(current, name)).st_mode)
+            assert mode == directory, (os.path.join(current, name), oct(mode))
+        for name in names:
+            path = os.path.join(current, name)
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            assert mode & umask == 0, (path, oct(mode))
+            if "/code/" not in path:
+                assert mode in (plain, executable), (path, oct(mode))
+            seen += 1
+    assert seen > 20
+
+
 def test_pip_freeze_keeps_package_names_that_look_secret():
     from onager.scrub import scrub_text
     freeze = "keyring==24.3.0\ntokenizers==0.15.0\nsecretstorage==3.3.3\npkg @ git+https://u:PLANT@h.example/x@v1\n"
