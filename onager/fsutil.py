@@ -52,33 +52,38 @@ def atomic_write(path: str, data: Union[str, bytes]) -> None:
         handle.write(data)
 
 
-_UMASK: Optional[int] = None
-
-
 def _umask() -> int:
     """The process umask, read from /proc where possible: setting it to probe it would
-    briefly give files created by other threads no umask at all."""
-    global _UMASK
-    if _UMASK is None:
-        try:
-            with open("/proc/self/status", encoding="ascii") as handle:
-                for line in handle:
-                    if line.startswith("Umask:"):
-                        _UMASK = int(line.split()[1], 8)
-                        break
-        except (OSError, ValueError):
-            pass
-        if _UMASK is None:
-            _UMASK = os.umask(0o022)
-            os.umask(_UMASK)
-    return _UMASK
+    briefly give files created by other threads no umask at all. Read each time, not
+    cached: a caller may change its umask between two launches."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def executable_mode() -> int:
+    """Mode of a script onager creates (wrapper.sh, node scripts): 0777 less the umask, as a
+    compiler or `cp` gives; never wider than the user allows (0700 under umask 077)."""
+    return 0o777 & ~_umask()
+
+
+def masked_mode(mode: int) -> int:
+    """`mode` (a copied file's) less the umask, as `cp` gives."""
+    return mode & ~_umask()
 
 
 @contextlib.contextmanager
 def file_lock(path: str) -> Iterator[None]:
     """Hold an exclusive advisory lock on `path` (created if missing) for the block."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask, like every file onager creates
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

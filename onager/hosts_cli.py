@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any, Dict, List, Optional
 
 from onager.errors import UsageError
@@ -16,13 +17,17 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "hosts", help="CPUs, memory, load and GPUs of the ssh hosts",
         epilog="examples:\n  onager hosts --hosts 'gpu1:4,gpu2:2'\n  onager hosts            (hosts from: onager config "
-               "--write ssh hosts ...)\n  onager hosts --ssh-config ./cluster_ssh_config --json",
+               "--write ssh hosts ...)\n  onager hosts --ssh-config ./cluster_ssh_config --json\n"
+               "  onager hosts --clean    (remove remote dirs that finished launches left behind)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hosts", default=None, metavar="LIST",
                    help="hosts as [user@]host[:slots][:gpus=0,1] (default: config ssh hosts)")
     p.add_argument("--ssh-config", dest="ssh_config", default=None, metavar="FILE",
                    help="pass -F FILE to ssh (default: config ssh ssh_config)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--clean", action="store_true",
+                   help="also remove, from the hosts that answer, the remote launch dirs that finished ssh "
+                        "launches of this project left behind (a lost host, an interrupted cleanup)")
 
 
 def _gib(kb: Optional[int]) -> str:
@@ -55,6 +60,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--ssh-config {config}: no such file; give the path of an ssh config file")
     specs = parse_hosts(options.get("hosts"))
     infos = probe_hosts(options, [s.target for s in specs])
+    if args.clean:
+        from onager.backends.ssh import sweep_stale
+        removed = sweep_stale(".", [i.target for i in infos if i.reachable])
+        for key, host, remote in removed:
+            print(f"onager: removed {remote} on {host} (left by {key})", file=sys.stderr)
+        if not removed:
+            print("onager: no remote launch dir left behind on the hosts that answer", file=sys.stderr)
     if args.json:
         rows = []
         for spec, info in zip(specs, infos):

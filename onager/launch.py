@@ -17,9 +17,10 @@ from onager import config as configmod
 from onager.backends import backend_class
 from onager.backends.base import Backend, LaunchInfo
 from onager.errors import OnagerError, UsageError
+from onager.fsutil import executable_mode
 from onager.index import JobIndex, LaunchRecord
 from onager.jobfile import JobEntry, iter_jobfile, jobfile_path
-from onager.provenance import strip_credentials
+from onager.scrub import scrub_argv, scrub_value
 from onager.state import RERUN_FAILED, RERUN_UNFINISHED
 from onager.sweep import check_jobname, param_key
 from onager.tasklist import Tasklist
@@ -202,12 +203,12 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
         wrapper = os.path.join(launch_dir, "wrapper.sh")
         with open(wrapper, "w", encoding="utf-8") as handle:
             handle.write(wrapper_text(launch_dir, jobname, launch_id, workdir, header, footer, venv))
-        os.chmod(wrapper, 0o755)
+        os.chmod(wrapper, executable_mode())
         info = LaunchInfo(jobname, launch_id, launch_dir, wrapper, tasks, count, workdir, options, header, footer)
         meta = {"jobname": jobname, "launch_id": launch_id, "backend": backend_name,
                 "tasklist": str(tasks), "count": count, "created": time.time(),
                 "workdir": workdir, "options": _jsonable(options),
-                "argv": [strip_credentials(a) for a in (argv or sys.argv)],
+                "argv": scrub_argv(argv or sys.argv),
                 "jobfile": None if command is not None else jobfile_path(jobname, jobfile),
                 "venv": venv}
         with open(os.path.join(launch_dir, "launch.json"), "w", encoding="utf-8") as handle:
@@ -228,7 +229,8 @@ def _provenance_hook(launch_dir: str, workdir: str, options: Dict[str, Any], **c
 
 
 def _jsonable(options: Dict[str, Any]) -> Dict[str, Any]:
-    return json.loads(json.dumps(options, default=str))
+    """Options as launch.json and the index record them: credentials scrubbed (onager.scrub)."""
+    return scrub_value(json.loads(json.dumps(options, default=str)))
 
 
 def submit(backend: Backend, info: LaunchInfo, root: str = ".") -> LaunchRecord:

@@ -136,22 +136,15 @@ def resolve_settings(options: Dict[str, Any], root: str = ".") -> Settings:
 
 
 # ------------------------------------------------------------------ credentials
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s]*)@")
-
-
 def strip_credentials(text: str) -> str:
-    """Drop the user:password (or token) part of every URL in `text`.
+    """Drop credentials from recorded text (URL passwords and tokens, scp-style passwords,
+    secret query parameters, secret options and variables): see `onager.scrub`.
 
     `https://user:ghp_x@github.com/a/b` -> `https://github.com/a/b`; an ssh login name
     (`ssh://git@host/...`) is not a secret and stays, but a password after it does not.
     """
-    def replace(match: "re.Match[str]") -> str:
-        scheme, userinfo = match.group("scheme"), match.group("userinfo")
-        if "ssh" in scheme.lower() and userinfo:
-            return f"{scheme}{userinfo.split(':', 1)[0]}@"
-        return scheme
-
-    return _URL_USERINFO.sub(replace, text)
+    from onager.scrub import scrub_text
+    return scrub_text(text)
 
 
 # ------------------------------------------------------------------------- git
@@ -556,6 +549,7 @@ def _suggest(total: int) -> str:
 
 def copy_plan(plan: Plan, dest: str) -> None:
     """Real copies (never hard links, so later edits cannot reach them), modes kept, links as links."""
+    from onager.fsutil import masked_mode
     made = {dest}
     os.makedirs(dest, exist_ok=True)
 
@@ -575,7 +569,7 @@ def copy_plan(plan: Plan, dest: str) -> None:
         parent(rel)
         try:
             shutil.copyfile(src, dst, follow_symlinks=False)
-            os.chmod(dst, mode | stat.S_IRUSR | stat.S_IWUSR)
+            os.chmod(dst, masked_mode(mode | stat.S_IRUSR | stat.S_IWUSR))
         except FileNotFoundError:
             continue  # deleted while we copied: the snapshot holds the tree as it now is
         except OSError as exc:
@@ -625,7 +619,8 @@ def _user() -> str:
 
 
 def _scrubbed(value: Any) -> Any:
-    return json.loads(strip_credentials(json.dumps(value, default=str)))
+    from onager.scrub import scrub_value
+    return scrub_value(json.loads(json.dumps(value, default=str)))
 
 
 def _version() -> str:
@@ -671,6 +666,7 @@ def prepare_launch(launch_dir: str, workdir: str, options: Dict[str, Any], *, ba
     Raises UsageError for --require-clean on a dirty tree and for a snapshot over its
     size limit; the caller removes the launch directory, so a refusal leaves nothing.
     """
+    from onager.scrub import scrub_argv, scrub_env
     started = time.monotonic()
     settings = resolve_settings(options, root)
     freeze = Freeze()
@@ -698,8 +694,8 @@ def prepare_launch(launch_dir: str, workdir: str, options: Dict[str, Any], *, ba
         now = time.time()
         record = {
             "format": 1,
-            "command": strip_credentials(shlex.join(words)),
-            "argv": _scrubbed(words),
+            "command": shlex.join(scrub_argv(words)),
+            "argv": scrub_argv(words),
             "onager_version": _version(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
             "created": now,
@@ -711,8 +707,8 @@ def prepare_launch(launch_dir: str, workdir: str, options: Dict[str, Any], *, ba
             "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
                        "executable": sys.executable, "prefix": sys.prefix},
             "platform": platform.platform(),
-            "environment": {k: os.environ[k] for k in ("VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV")
-                            if os.environ.get(k)},
+            "environment": scrub_env({k: os.environ[k] for k in ("VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV")
+                                      if os.environ.get(k)}),
             "venv": venv,
             "backend": backend,
             "options": _scrubbed(options),

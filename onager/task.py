@@ -82,7 +82,7 @@ def log_result(**metrics: Any) -> None:
     os.makedirs(directory, exist_ok=True)
     line = json.dumps({"@time": time.time(), **metrics}, default=_plain) + "\n"
     data = line.encode("utf-8")
-    fd = os.open(os.path.join(directory, f"{task_id}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(os.path.join(directory, f"{task_id}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     try:
         while data:  # a regular file takes it whole; loop in case a signal cut the write short
             written = os.write(fd, data)

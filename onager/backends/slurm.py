@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from onager.backends.base import QUEUED, STARTED, STUCK, Backend, LaunchInfo, cluster_setting, run
 from onager.errors import OnagerError, UsageError
-from onager.fsutil import atomic_write
+from onager.fsutil import atomic_write, executable_mode
 from onager.state import mark, read_states
 from onager.tasklist import Tasklist
 
@@ -184,7 +184,7 @@ exit $rc
 def write_node_script(launch: LaunchInfo, per_node: int, at_once: int) -> str:
     path = os.path.join(launch.launch_dir, NODE_SCRIPT)
     atomic_write(path, node_script_text(launch.launch_dir, groups_width(launch.tasklist, per_node), at_once))
-    os.chmod(path, 0o755)
+    os.chmod(path, executable_mode())
     return path
 
 

@@ -388,6 +388,131 @@ def kill_command(pgids: Sequence[int], grace: float = 5.0) -> str:
             f"[ $alive = 0 ] && exit 0; sleep 0.1; i=$((i+1)); done; kill -KILL -- {groups} 2>/dev/null; exit 0")
 
 
+#: in the LOCAL launch dir: one file per host whose remote launch dir may exist, written before
+#: anything is sent and removed once that dir is gone; what is left after the dispatcher ended
+#: (an interrupt during cleanup, a lost host, kill -9) is removed at the next contact
+REMOTE_LEDGER = "remote-dirs"
+
+
+def remove_command(remote: str) -> str:
+    """Remove a launch's dir on a host (`<base>/<job>/<launch>/<host>`), and its launch, job and
+    base dirs when they are left empty (never anything above the base)."""
+    parts = remote.split("/")
+    parents = " ".join(shlex.quote("/".join(parts[:n])) for n in range(len(parts) - 1, max(len(parts) - 4, 0), -1)
+                       if "/".join(parts[:n]) not in ("", ".", ".."))
+    return f"rm -rf {shlex.quote(remote)}; rmdir {parents} 2>/dev/null; true"
+
+
+def record_remote(launch_dir: str, host: str, remote: str) -> None:
+    """Note, before anything is sent, that `host` may get this launch's dir at `remote`."""
+    key = HostSpec(host).key
+    atomic_write(os.path.join(launch_dir, REMOTE_LEDGER, key + ".json"),
+                 json.dumps({"host": host, "remote": remote}) + "\n")
+
+
+def remote_entries(launch_dir: str) -> List[Tuple[str, str, str]]:
+    """(ledger file, host, remote dir) of every remote dir this launch may have left."""
+    folder = os.path.join(launch_dir, REMOTE_LEDGER)
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+            host, remote = str(data["host"]), str(data["remote"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _HOST_RE.match(host) and remote:
+            out.append((path, host, remote))
+    return out
+
+
+def remove_remote_dirs(options: Dict[str, Any], entries: Sequence[Tuple[str, str, str]],
+                       timeout: float = CONNECT_TIMEOUT + 30) -> List[Tuple[str, str]]:
+    """Remove remote launch dirs, all hosts at once; an entry is forgotten only once its host
+    confirmed the removal. Returns the (host, dir) pairs removed."""
+    procs = []
+    for path, host, remote in entries:
+        try:
+            procs.append((path, host, remote, subprocess.Popen(
+                ssh_base(options) + [host, remove_command(remote)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+        except (OSError, OnagerError):
+            continue
+    deadline = time.monotonic() + timeout
+    removed = []
+    for path, host, remote, proc in procs:
+        try:
+            code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            continue
+        if code == 0:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            removed.append((host, remote))
+    return removed
+
+
+def dispatcher_alive(launch_dir: str) -> bool:
+    """Whether the dispatcher of a launch may still run (and so still use its remote dirs).
+    A dispatcher on another machine cannot be checked from here: it counts as alive."""
+    from onager.backends.local import _alive, _read_pool_file
+    import socket
+    info = _read_pool_file(os.path.join(launch_dir, "pool.json"))
+    if info is None or info.get("pid") is None:
+        return False
+    if info.get("host") != socket.gethostname():
+        return True
+    try:
+        return _alive(int(info["pid"]))
+    except (TypeError, ValueError):
+        return False
+
+
+def sweep_stale(root: str = ".", hosts: Optional[Sequence[str]] = None, skip: Sequence[str] = (),
+                timeout: float = CONNECT_TIMEOUT + 30) -> List[Tuple[str, str, str]]:
+    """Remove the remote dirs left by finished ssh launches of this project (their dispatcher
+    is gone), on `hosts` only when given (those known to answer). Returns (launch, host, dir)."""
+    from onager.index import JobIndex
+    skipped = {os.path.abspath(p) for p in skip}
+    wanted = None if hosts is None else set(hosts)
+    removed: List[Tuple[str, str, str]] = []
+    try:
+        records = JobIndex(root).records()
+    except (OSError, ValueError, OnagerError):
+        return removed
+    work = []
+    for record in records:
+        if record.backend != "ssh" or os.path.abspath(record.launch_dir) in skipped:
+            continue
+        entries = [e for e in remote_entries(record.launch_dir) if wanted is None or e[1] in wanted]
+        if entries and not dispatcher_alive(record.launch_dir):
+            work.append((record, entries))
+    results: List[List[Tuple[str, str]]] = [[] for _ in work]
+
+    def clean(i: int, record: Any, entries: Sequence[Tuple[str, str, str]]) -> None:
+        results[i] = remove_remote_dirs(dict(record.options or {}), entries, timeout)
+
+    threads = [threading.Thread(target=clean, args=(i, r, e), daemon=True) for i, (r, e) in enumerate(work)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 5)
+    for (record, _), done in zip(work, results):
+        removed += [(record.key, host, remote) for host, remote in done]
+    return removed
+
+
 def setup_host(options: Dict[str, Any], host: str, launch_dir: str, remote: str) -> Optional[str]:
     """Send wrapper, runner, tasks.sh, tasks.idx (and a snapshot's code/) to the host, by tar over
     ssh; returns None or an error."""
@@ -571,6 +696,8 @@ class Dispatcher:
             remote = remote_dir_of(self.options, self.jobname, self.launch_id, spec.key)
             candidates.append(_Host(spec, info, remote, slots, list(range(count))))
         errors: List[Optional[str]] = [None] * len(candidates)
+        for host in candidates:
+            record_remote(self.launch_dir, host.name, host.remote)
 
         def work(i: int, host: _Host) -> None:
             try:
@@ -581,16 +708,21 @@ class Dispatcher:
                 errors[i] = str(exc)
 
         threads = [threading.Thread(target=work, args=(i, h), daemon=True) for i, h in enumerate(candidates)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        except BaseException:  # interrupted while sending: what reached a host goes again
+            self._cleanup()
+            raise
         for host, error in zip(candidates, errors):
             if error:
                 self.log(f"cannot send the launch to host {host.name} ({error}); skipping it")
             else:
                 self.hosts.append(host)
         if not self.hosts:
+            self._cleanup()
             raise OnagerError("no ssh host is usable (see the messages above): check them with onager hosts")
 
     # ---------------------------------------------------------------- cancel
@@ -829,6 +961,7 @@ class Dispatcher:
                     last_shown = time.time()
         except KeyboardInterrupt:
             self._interrupt()
+            self._cleanup()
             raise
         finally:
             for p in self.helpers:
@@ -868,22 +1001,11 @@ class Dispatcher:
                 pass
 
     def _cleanup(self) -> None:
-        """Remove this launch's directory from every host still reachable."""
-        procs = []
-        for host in self.hosts:
-            if host.alive:
-                parts = host.remote.split("/")
-                parents = " ".join(shlex.quote("/".join(parts[:n])) for n in range(len(parts) - 1, 0, -1)
-                                   if "/".join(parts[:n]) not in ("", ".", ".."))
-                procs.append(subprocess.Popen(
-                    ssh_base(self.options) + [host.name, f"rm -rf {shlex.quote(host.remote)}; "
-                                                         f"rmdir {parents} 2>/dev/null; true"],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        """Remove this launch's dir from every host it may have reached, except hosts known to be
+        lost (a connect timeout each): their dirs stay in the ledger for the next contact."""
+        lost = {h.name for h in self.hosts if not h.alive}
+        entries = [e for e in remote_entries(self.launch_dir) if e[1] not in lost]
+        remove_remote_dirs(self.options, entries)
 
 
 # ------------------------------------------------------------------ backend
@@ -950,6 +1072,7 @@ class SshBackend(Backend):
     def submit(self, launch: LaunchInfo) -> List[str]:
         if self.probed is None:
             self.preflight(launch)
+        self._sweep(launch)
         pool_file = os.path.join(launch.launch_dir, "pool.json")
         if _truthy(self.options.get("detach")):
             for info in self.probed or []:
@@ -966,12 +1089,14 @@ class SshBackend(Backend):
         _write_pool_file(pool_file, os.getpid())
         dispatcher = Dispatcher(launch.launch_dir, launch.jobname, launch.launch_id, list(launch.tasklist),
                                 self.options, progress=sys.stderr.isatty())
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        # Ctrl-C, kill and a closed terminal all stop the tasks and remove the remote dirs
+        previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
             dispatcher.prepare_hosts(self.probed)
             self.failed = dispatcher.run()
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             _write_pool_file(pool_file, None)
         self.summary = dispatcher
         if dispatcher.lost_ids:
@@ -982,6 +1107,15 @@ class SshBackend(Backend):
                 raise OnagerError(text)
             print(f"onager: {text}", file=sys.stderr)
         return []
+
+    def _sweep(self, launch: LaunchInfo) -> None:
+        """The next contact with a host removes the dirs that finished launches left there."""
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(launch.launch_dir))))
+        answering = [i.target for i in self.probed or [] if i.reachable]
+        removed = sweep_stale(root, answering, skip=[launch.launch_dir])
+        if removed:
+            shown = ", ".join(f"{key} on {host}" for key, host, _ in removed)
+            print(f"onager: removed {len(removed)} remote launch dir(s) left behind: {shown}", file=sys.stderr)
 
     def query(self, records) -> Dict[str, Optional[Dict[int, str]]]:
         return query_pools(records)
@@ -1016,6 +1150,8 @@ class SshBackend(Backend):
                 print(f"onager: could not reach {command[-2]} to kill its tasks "
                       f"({_ssh_error(err.decode('utf-8', 'replace'), proc.returncode)}); they are marked cancelled",
                       file=sys.stderr)
+        if not dispatcher_alive(record.launch_dir):  # a live dispatcher removes its dirs itself
+            remove_remote_dirs(options, remote_entries(record.launch_dir), timeout=CONNECT_TIMEOUT + 5)
         return commands
 
 
