@@ -179,3 +179,16 @@ def test_per_task_config_keys(job):
     out = job("launch", "--backend", "slurm", "--jobname", "j", "--tasks-per-node", "2", "--dry-run")
     assert out.returncode == 0, out.stderr
     assert " --cpus-per-task=4 --mem=6G " in out.stdout
+
+
+def test_a_refused_submission_shows_the_schedulers_reason():
+    """qsub prints its reason, then `Exiting.`: the one-line error keeps both (found with --test)."""
+    import sys
+    from onager.backends.base import run
+    from onager.errors import OnagerError
+    script = "import sys; sys.stderr.write('Unable to run job: unknown resource \"test\"\\nExiting.\\n'); sys.exit(1)"
+    with pytest.raises(OnagerError) as caught:
+        run([sys.executable, "-c", script])
+    message = str(caught.value)
+    assert 'failed: Unable to run job: unknown resource "test"; Exiting. (command: ' in message
+    assert "\n" not in message
