@@ -192,3 +192,87 @@ def test_a_refused_submission_shows_the_schedulers_reason():
     message = str(caught.value)
     assert 'failed: Unable to run job: unknown resource "test"; Exiting. (command: ' in message
     assert "\n" not in message
+
+
+# ------------------------------------------------------------- item 14: the migration guide is true
+GUIDE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "migrating-from-0.1.3.md")
+
+
+def guide_rows(heading: str) -> list:
+    """Cells of each table row under a `## heading` of the migration guide."""
+    import re
+    with open(GUIDE, encoding="utf-8") as handle:
+        text = handle.read()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| `onager "):
+            rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))])
+    assert rows, f"no rows under {heading!r}"
+    return rows
+
+
+def spans(cell: str) -> list:
+    import re
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def claimed(cell: str) -> list:
+    """(sent?, words) the cell says of the scheduler command: its leading code spans, up to
+    the first explanation (`:`, `;` or `(` outside code); "no `-p`" says `-p` is not sent."""
+    import re
+    out = []
+    before = ""
+    for code, plain in re.findall(r"`([^`]+)`|([^`]+)", cell):
+        if plain:
+            if re.search(r"[:;(]", plain):
+                break
+            before = plain
+        elif code.startswith("-"):
+            out.append((not before.endswith("no "), code))
+    return out
+
+
+def guide_argv(line: str, dry_run: bool = True) -> list:
+    import shlex
+    argv = shlex.split(line)[1:]
+    if dry_run and argv[0] == "launch":
+        argv.insert(1, "--dry-run")
+    return argv
+
+
+@pytest.fixture
+def nine(onager):
+    out = onager("prelaunch", "+jobname", "exp1", "+command", "true", "+arg", "--n", *map(str, range(1, 10)))
+    assert out.returncode == 0, out.stderr
+    return onager
+
+
+@pytest.mark.parametrize("row", guide_rows("0.1.3 command lines that are refused now"), ids=lambda r: r[0][:60])
+def test_guide_refused_lines_are_refused_and_their_replacements_run(nine, tmp_path, row):
+    before = tree(str(tmp_path))
+    old = nine(*guide_argv(spans(row[0])[0], dry_run=False))
+    assert old.returncode == 2 and old.stderr.count("\n") == 1, old.stderr
+    assert tree(str(tmp_path)) == before
+    new = [s for s in spans(row[2]) if s.startswith("onager ")]
+    assert new
+    for line in new:
+        out = nine(*guide_argv(line))
+        assert out.returncode == 0, (line, out.stderr)
+
+
+@pytest.mark.parametrize("heading, request_column", [
+    ("0.1.3 command lines that 0.1.3 itself refused, and that run now", 2),
+    ("The same line, a different request", 2),
+])
+def test_guide_lines_run_and_ask_what_the_guide_says(nine, heading, request_column):
+    for row in guide_rows(heading):
+        line = spans(row[0])[0]
+        out = nine(*guide_argv(line))
+        assert out.returncode == 0, (line, out.stderr)
+        words = " " + out.stdout.replace("\n", " ")
+        for sent, claim in claimed(row[request_column]):
+            assert (f" {claim} " in words) == sent, (line, claim, sent, out.stdout)
+        for again in (s for s in spans(row[3] if len(row) > 3 else "") if s.startswith("onager ")):
+            rerun = nine(*guide_argv(again))
+            assert rerun.returncode == 0, (again, rerun.stderr)
