@@ -68,11 +68,14 @@ class GridEngineBackend(Backend):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--pe", default=None,
-                            help="gridengine: parallel environment for --cpus above 1 (qsub -pe PE N); default smp, as 0.1.3")
+                            help="gridengine: parallel environment for --cpus above 1 (qsub -pe PE N); "
+                                 "default smp, as 0.1.3")
         parser.add_argument("--mem-resource", default=None,
-                            help="gridengine: resource that --mem sets (qsub -l NAME=SIZE), e.g. h_vmem; default vf, as 0.1.3")
+                            help="gridengine: resource that --mem sets (qsub -l NAME=SIZE), e.g. h_vmem; "
+                                 "default vf, as 0.1.3")
         parser.add_argument("--gpu-resource", default=None,
-                            help="gridengine: resource that --gpus sets (qsub -l NAME=N), e.g. gpu; default gpus, as 0.1.3")
+                            help="gridengine: resource that --gpus sets (qsub -l NAME=N), e.g. gpu; "
+                                 "default gpus, as 0.1.3")
         parser.add_argument("--queue", default=None, help="gridengine: queue (qsub -q)")
 
     def __init__(self, options: Optional[Dict[str, Any]] = None):

@@ -69,8 +69,7 @@ def mem_megabytes(value: Any) -> int:
 
 def mem_text(value: Any, times: int = 1) -> str:
     """The scheduler's size text: whole G when it is one, else M (`2` -> `2G`, `1.5G` -> `1536M`)."""
-    megabytes = mem_megabytes(value) * times
-    return f"{megabytes // 1024}G" if megabytes % 1024 == 0 else f"{megabytes}M"
+    return megabytes_text(mem_megabytes(value) * times)
 
 
 def duration_seconds(value: Any) -> Optional[int]:
@@ -113,12 +112,6 @@ def gpu_count(options: Dict[str, Any]) -> Optional[str]:
     if not re.match(r"^([A-Za-z0-9_.-]+:)?\d+$", text) or text.endswith(":0"):
         raise UsageError(f"bad --gpus {value!r} for a cluster: give a count per task like 2 (or type:count like a100:2)")
     return text
-
-
-def scale_gpus(text: str, times: int) -> str:
-    kind, _, count = text.rpartition(":")
-    total = int(count) * times
-    return f"{kind}:{total}" if kind else str(total)
 
 
 def megabytes_text(megabytes: int) -> str:
