@@ -45,9 +45,16 @@ def _shared_launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobfile", default=None, help="jobfile to read (default .onager/scripts/{jobname}/jobs.json)")
     p.add_argument("--tasklist", "-t", default=None,
                    help="tasks to launch: ids like 1-3,5,8-20:2, or 'failed', or 'unfinished'")
-    p.add_argument("--cpus", type=int, default=None, help="CPUs per task (slurm: --cpus-per-task)")
-    p.add_argument("--gpus", default=None, help="GPUs per task (slurm/gridengine); local/ssh: GPU ids 0,1,2 or a count")
-    p.add_argument("--mem", default=None, help="memory per task: 4G, 500M, or a number of GB")
+    p.add_argument("--cpus", type=int, default=None,
+                   help="CPUs of each allocation (one task's, unless --tasks-per-node), as in 0.1.3")
+    p.add_argument("--cpus-per-task", type=int, default=None,
+                   help="CPUs of each task: with --tasks-per-node, the allocation gets this times the tasks at once")
+    p.add_argument("--gpus", default=None,
+                   help="GPUs of each allocation (slurm/gridengine); local/ssh: GPU ids 0,1,2 or a count")
+    p.add_argument("--mem", default=None,
+                   help="memory of each allocation (one task's, unless --tasks-per-node): 4G, 500M, or a number of GB")
+    p.add_argument("--mem-per-task", default=None,
+                   help="memory of each task: with --tasks-per-node, the allocation gets this times the tasks at once")
     p.add_argument("--duration", default=None, help="time limit: 30, 48:00:00, 2-00:00:00")
     p.add_argument("--venv", default=None, help="virtualenv to activate before each task")
     p.add_argument("--max-tasks", "--maxtasks", "-max", dest="max_tasks", type=int, default=None,
@@ -56,6 +63,9 @@ def _shared_launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tasks-per-node", type=int, default=None, help="most tasks at once in one allocation")
     p.add_argument("--workdir", default=None, help="directory the tasks run in (default: the current one)")
     p.add_argument("-d", "--dry-run", action="store_true", help="print what would be submitted; write nothing")
+    p.add_argument("--debug", "--test", dest="debug", action="store_true", default=None,
+                   help="0.1.3's short test job: slurm partition debug (at most 2 h), gridengine -l test "
+                        "(at most 10 min, 1 CPU); a given --partition/--queue wins")
     p.add_argument("-q", "--quiet", action="store_true", help="print less")
 
 

@@ -59,9 +59,6 @@ def test_job_name_starting_with_a_digit_is_prefixed():
 
 
 @pytest.mark.parametrize("options, words", [
-    ({"cpus": 2}, "gridengine pe"),
-    ({"mem": "4G"}, "gridengine mem_resource"),
-    ({"gpus": "1"}, "gridengine gpu_resource"),
     ({"partition": "gpu"}, "--queue"),
     ({"duration": "1h"}, "--duration"),
 ])

@@ -120,6 +120,7 @@ def run(argv: Sequence[str], retries: int = 0, transient: Sequence[str] = (),
             time.sleep(delay)
             delay *= 2
             continue
-        raise OnagerError(f"{shlex.join(argv[:1])} failed: {message.splitlines()[-1] if message else ''}"
-                          f" (command: {shlex.join(argv)})")
+        # one line, but every line of the reason: qsub says why, then "Exiting."
+        reason = "; ".join(line.strip() for line in message.splitlines()[-5:] if line.strip())
+        raise OnagerError(f"{shlex.join(argv[:1])} failed: {reason} (command: {shlex.join(argv)})")
     raise AssertionError("unreachable")

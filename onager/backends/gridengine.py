@@ -4,7 +4,8 @@
 array jobs; SGE limits the NUMBER of tasks per array (max_aj_tasks), not the index, so
 task ids are used as they are (no offsets) and only a block longer than max_aj_tasks is
 cut. Site names (parallel environment, memory and GPU resources, queue) come from
-options or `onager config --write gridengine KEY VALUE`; none is assumed.
+options or `onager config --write gridengine KEY VALUE`; with none configured, 0.1.3's
+names are used (`-pe smp`, `-l vf=`, `-l gpus=`).
 
 A task in `Eqw` (SGE could not start it) is reported as "error": `onager list` shows
 it, and `--tasklist failed` relaunches it.
@@ -19,9 +20,9 @@ import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from onager.backends.base import QUEUED, STARTED, STUCK, Backend, LaunchInfo, cluster_setting, run
-from onager.backends.slurm import (DEFAULT_DURATION, NODE_SCRIPT, _Mapper, duration_seconds, gpu_count,
-                                   group_count, mem_text, per_node, positive, save_submissions,
-                                   scale_gpus, write_groups, write_node_script)
+from onager.backends.slurm import (DEFAULT_DURATION, NODE_SCRIPT, _Mapper, allocation, duration_seconds,
+                                   group_count, hms_text, megabytes_text, per_node, positive,
+                                   save_submissions, write_groups, write_node_script)
 from onager.errors import OnagerError, UsageError
 from onager.state import mark, read_states
 from onager.tasklist import Tasklist
@@ -29,11 +30,14 @@ from onager.tasklist import Tasklist
 DEFAULT_MAX_AJ_TASKS = 75000  # SGE's own default
 TRANSIENT = ("unable to contact qmaster", "commlib error", "timed out", "temporarily unavailable")
 SUBMIT_RETRIES = 3
+# with nothing configured, 0.1.3's requests: `-pe smp N`, `-l vf=SIZE` (SGE's standard
+# virtual_free), `-l gpus=N`; `onager config --write gridengine pe NAME` (or --pe) overrides
+DEFAULT_NAMES = {"pe": "smp", "mem_resource": "vf", "gpu_resource": "gpus"}
+DEBUG_MAX_SECONDS = 600  # 0.1.3: "Duration cannot exceed 10 minutes while in debug/test mode"
+DEBUG_RESOURCE = "test"  # 0.1.3's test queue, asked for as `-l test`
 
 
-def hms(seconds: int) -> str:
-    """h_rt text: `H:MM:SS` (hours may exceed 24)."""
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+hms = hms_text  # h_rt text: `H:MM:SS` (hours may exceed 24)
 
 
 def cut_block(block: Tuple[int, int, int], most: int) -> List[Tuple[int, int, int]]:
@@ -64,11 +68,14 @@ class GridEngineBackend(Backend):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--pe", default=None,
-                            help="gridengine: parallel environment for --cpus above 1 (qsub -pe PE N), e.g. smp")
+                            help="gridengine: parallel environment for --cpus above 1 (qsub -pe PE N); "
+                                 "default smp, as 0.1.3")
         parser.add_argument("--mem-resource", default=None,
-                            help="gridengine: resource that --mem sets (qsub -l NAME=SIZE), e.g. h_vmem")
+                            help="gridengine: resource that --mem sets (qsub -l NAME=SIZE), e.g. h_vmem; "
+                                 "default vf, as 0.1.3")
         parser.add_argument("--gpu-resource", default=None,
-                            help="gridengine: resource that --gpus sets (qsub -l NAME=N), e.g. gpu")
+                            help="gridengine: resource that --gpus sets (qsub -l NAME=N), e.g. gpu; "
+                                 "default gpus, as 0.1.3")
         parser.add_argument("--queue", default=None, help="gridengine: queue (qsub -q)")
 
     def __init__(self, options: Optional[Dict[str, Any]] = None):
@@ -87,11 +94,10 @@ class GridEngineBackend(Backend):
                                                      DEFAULT_MAX_AJ_TASKS, retries=1, transient=TRANSIENT) or 10 ** 12
         return self._max_aj_tasks
 
-    def _setting(self, key: str, fix: str) -> str:
+    def _setting(self, key: str) -> str:
+        """A site name (PE, resource): the option or config value, else 0.1.3's name."""
         value = self.options.get(key)
-        if value in (None, ""):
-            raise UsageError(fix)
-        return str(value)
+        return DEFAULT_NAMES[key] if value in (None, "") else str(value)
 
     def _resources(self, times: int) -> List[str]:
         o = self.options
@@ -99,27 +105,33 @@ class GridEngineBackend(Backend):
             if o.get(key) not in (None, ""):
                 raise UsageError(f"--{key} is a slurm option; for gridengine use {hint}")
         args: List[str] = []
-        seconds = duration_seconds(o.get("duration") or DEFAULT_DURATION)
+        debug = bool(o.get("debug"))
+        given = o.get("duration")
+        seconds = duration_seconds(given or (hms(DEBUG_MAX_SECONDS) if debug else DEFAULT_DURATION))
+        cpus, mem, gpus = allocation(o, times)
+        slots = cpus or 1
+        if debug:
+            # 0.1.3's --debug/--test: one slot for at most 10 minutes, in its `test` queue
+            if seconds is None or seconds > DEBUG_MAX_SECONDS:
+                raise UsageError(f"--debug allows at most {hms(DEBUG_MAX_SECONDS)} on gridengine (got --duration "
+                                 f"{given}): give a shorter --duration, or drop --debug")
+            if slots > 1:
+                raise UsageError(f"--debug takes one CPU on gridengine (got {slots}): drop --cpus, or drop --debug")
         if seconds is not None:
             args += ["-l", f"h_rt={hms(seconds)}"]
-        cpus = (positive(o, "cpus", 1) or 1) * times
-        if cpus > 1:
-            pe = self._setting("pe", f"--cpus {cpus} on gridengine needs a parallel environment: pass --pe NAME "
-                                     "or run onager config --write gridengine pe NAME (qconf -spl lists them)")
-            args += ["-pe", pe, str(cpus)]
-        if o.get("mem") not in (None, ""):
-            resource = self._setting("mem_resource", "--mem on gridengine needs the memory resource name: pass "
-                                     "--mem-resource NAME or run onager config --write gridengine mem_resource "
-                                     "h_vmem (qconf -sc lists them)")
-            args += ["-l", f"{resource}={mem_text(o['mem'], times)}"]
-        gpus = gpu_count(o)
+        if slots > 1:
+            args += ["-pe", self._setting("pe"), str(slots)]
+        if mem is not None:
+            # SGE counts memory per slot: --mem goes as given (0.1.3's `-l vf=`), a per-task
+            # size is shared out over the slots so that the allocation gets mem-per-task x tasks
+            per_slot = mem if o.get("mem") not in (None, "") else -(-mem // slots)
+            args += ["-l", f"{self._setting('mem_resource')}={megabytes_text(per_slot)}"]
         if gpus:
-            resource = self._setting("gpu_resource", "--gpus on gridengine needs the GPU resource name: pass "
-                                     "--gpu-resource NAME or run onager config --write gridengine gpu_resource gpu "
-                                     "(qconf -sc lists them)")
-            args += ["-l", f"{resource}={scale_gpus(gpus, times).rpartition(':')[2]}"]
+            args += ["-l", f"{self._setting('gpu_resource')}={gpus.rpartition(':')[2]}"]
         if o.get("queue") not in (None, ""):
             args += ["-q", str(o["queue"])]
+        elif debug and not gpus:
+            args += ["-l", DEBUG_RESOURCE]
         if o.get("account") not in (None, ""):
             args += ["-A", str(o["account"])]
         hold = o.get("hold_jid") or o.get("dependency")
@@ -127,6 +139,10 @@ class GridEngineBackend(Backend):
             ids = [j for j in re.split(r"[,:\s]+", str(hold)) if j and not j.startswith("after")]
             args += ["-hold_jid", ",".join(ids)]
         return args
+
+    def check_options(self) -> None:
+        tasks_per_node, at_once = per_node(self.options)
+        self._resources(at_once if tasks_per_node > 1 else 1)
 
     def plan(self, launch: LaunchInfo) -> Tuple[int, int, List[Tuple[int, int, int]]]:
         """(tasks per node, at once, [blocks]): one qsub per block."""

@@ -305,8 +305,8 @@ class LocalBackend(Backend):
         parser.add_argument("--detach", action="store_true", default=None,
                             help="local: run the pool in the background and return at once")
         parser.add_argument("--gpus-per-task", type=int, default=None, metavar="K",
-                            help="local: give each task K GPUs of --gpus (or of the detected ones) "
-                                 "in its own CUDA_VISIBLE_DEVICES")
+                            help="local/ssh: give each task K GPUs of --gpus (or of the detected ones) "
+                                 "in its own CUDA_VISIBLE_DEVICES; slurm/gridengine: K GPUs per task")
 
     def __init__(self, options=None):
         super().__init__(options)

@@ -31,6 +31,7 @@ DEFAULT_DURATION = "0-01:00:00"
 DEFAULT_CPUS = 1
 DEFAULT_MEM = "2"          # GB, as in 0.1.3
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's own default
+DEBUG_MAX_SECONDS = 2 * 3600  # 0.1.3: "Duration cannot exceed 2 hours while in debug/test mode"
 SCHEDULER_FILE = "scheduler.json"
 GROUPS_FILE = "groups.txt"
 NODE_SCRIPT = "node.sh"
@@ -68,8 +69,7 @@ def mem_megabytes(value: Any) -> int:
 
 def mem_text(value: Any, times: int = 1) -> str:
     """The scheduler's size text: whole G when it is one, else M (`2` -> `2G`, `1.5G` -> `1536M`)."""
-    megabytes = mem_megabytes(value) * times
-    return f"{megabytes // 1024}G" if megabytes % 1024 == 0 else f"{megabytes}M"
+    return megabytes_text(mem_megabytes(value) * times)
 
 
 def duration_seconds(value: Any) -> Optional[int]:
@@ -83,6 +83,11 @@ def duration_seconds(value: Any) -> Optional[int]:
             return sum(int(v) * _SECONDS[p] for v, p in zip(match.groups(), parts))
     raise UsageError(f"bad --duration {value!r}: use minutes (30), H:MM:SS (48:00:00) "
                      "or D-HH:MM:SS (2-00:00:00)")
+
+
+def hms_text(seconds: int) -> str:
+    """`H:MM:SS` (hours may exceed 24), for messages and SGE's h_rt."""
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def positive(options: Dict[str, Any], key: str, default: Optional[int] = None) -> Optional[int]:
@@ -109,10 +114,47 @@ def gpu_count(options: Dict[str, Any]) -> Optional[str]:
     return text
 
 
-def scale_gpus(text: str, times: int) -> str:
-    kind, _, count = text.rpartition(":")
-    total = int(count) * times
-    return f"{kind}:{total}" if kind else str(total)
+def megabytes_text(megabytes: int) -> str:
+    """The scheduler's size text of a number of MB: whole G when it is one, else M."""
+    return f"{megabytes // 1024}G" if megabytes % 1024 == 0 else f"{megabytes}M"
+
+
+def _one_of(options: Dict[str, Any], whole: str, each: str) -> None:
+    if options.get(whole) not in (None, "") and options.get(each) not in (None, ""):
+        raise UsageError(f"--{whole} (for the whole allocation) and --{each.replace('_', '-')} (for each task) "
+                         f"both given (one may come from onager config --read): keep one")
+
+
+def allocation(options: Dict[str, Any], at_once: int,
+               default_mem: Optional[str] = None) -> Tuple[Optional[int], Optional[int], Optional[str]]:
+    """(CPUs, memory in MB, GPUs) that ONE allocation asks for; None = not given.
+
+    `--cpus`, `--mem` and `--gpus` are for the whole allocation, whatever --tasks-per-node
+    says: a 0.1.3 command line keeps its meaning. `--cpus-per-task`, `--mem-per-task` and
+    `--gpus-per-task` are per task, times the tasks that run at once in the allocation.
+    """
+    _one_of(options, "cpus", "cpus_per_task")
+    _one_of(options, "mem", "mem_per_task")
+    _one_of(options, "gpus", "gpus_per_task")
+    cpus = positive(options, "cpus")
+    if cpus is None and options.get("cpus_per_task") not in (None, ""):
+        cpus = (positive(options, "cpus_per_task") or 1) * at_once
+    mem: Optional[int] = None
+    if options.get("mem") not in (None, ""):
+        mem = mem_megabytes(options["mem"])
+    elif options.get("mem_per_task") not in (None, ""):
+        try:
+            mem = mem_megabytes(options["mem_per_task"]) * at_once
+        except UsageError:
+            raise UsageError(f"bad --mem-per-task {options['mem_per_task']!r}: give a size like 4G, 500M "
+                             "or a number of GB like 2")
+    elif default_mem is not None:
+        mem = mem_megabytes(default_mem)
+    gpus = gpu_count(options)
+    if gpus is None and options.get("gpus_per_task") not in (None, ""):
+        each = positive(options, "gpus_per_task") or 1
+        gpus = str(each * at_once)
+    return cpus, mem, gpus
 
 
 # ------------------------------------------------------------------ groups
@@ -300,15 +342,21 @@ class SlurmBackend(Backend):
     def _resources(self, times: int) -> List[str]:
         o = self.options
         duration = str(o.get("duration") or DEFAULT_DURATION).strip()
-        duration_seconds(duration)  # validates every Slurm form
-        cpus = positive(o, "cpus", DEFAULT_CPUS) or DEFAULT_CPUS
-        args = ["-t", duration, f"--cpus-per-task={cpus * times}",
-                f"--mem={mem_text(o.get('mem') if o.get('mem') not in (None, '') else DEFAULT_MEM, times)}"]
-        gpus = gpu_count(o)
+        seconds = duration_seconds(duration)  # validates every Slurm form
+        cpus, mem, gpus = allocation(o, times, DEFAULT_MEM)
+        args = ["-t", duration, f"--cpus-per-task={cpus or DEFAULT_CPUS}", f"--mem={megabytes_text(mem or 0)}"]
         if gpus:
-            args.append(f"--gres=gpu:{scale_gpus(gpus, times)}")
-        for key, flag in (("partition", "-p"), ("account", "-A"), ("qos", "--qos"), ("constraint", "-C")):
-            value = o.get(key)
+            args.append(f"--gres=gpu:{gpus}")
+        partition = o.get("partition")
+        if o.get("debug"):
+            # 0.1.3's --debug/--test: a short job on the debug partition, unless one is given or configured
+            if seconds is None or seconds > DEBUG_MAX_SECONDS:
+                raise UsageError(f"--debug allows at most {hms_text(DEBUG_MAX_SECONDS)} on slurm (got --duration "
+                                 f"{duration}): give a shorter --duration, or drop --debug")
+            if partition in (None, ""):
+                partition = "gpu-debug" if gpus else "debug"
+        for key, flag, value in (("partition", "-p", partition), ("account", "-A", o.get("account")),
+                                 ("qos", "--qos", o.get("qos")), ("constraint", "-C", o.get("constraint"))):
             if value not in (None, ""):
                 args += [flag, str(value)]
         dependency = o.get("dependency")
@@ -320,6 +368,11 @@ class SlurmBackend(Backend):
         if dependency not in (None, ""):
             args.append(f"--dependency={dependency}")
         return args
+
+    def check_options(self) -> None:
+        self._check_foreign()
+        tasks_per_node, at_once = per_node(self.options)
+        self._resources(at_once if tasks_per_node > 1 else 1)
 
     def plan(self, launch: LaunchInfo) -> Tuple[int, int, List[Tuple[int, Tasklist]]]:
         """(tasks per node, at once, [(offset, indexes)]): what each sbatch covers."""
