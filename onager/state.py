@@ -47,7 +47,7 @@ def mark(launch_dir: str, task_id: int, kind: str, *fields: object) -> None:
             pass
 
 
-_NAME = re.compile(r"^(\d+)\.(start|end|cancel|lost)@(\d+(?:\.\d*)?)(?:@([^@\n]*))?(?:@(\d+(?:\.\d*)?))?$", re.M)
+_NAME = re.compile(r"^(\d+)\.(start|end|cancel|lost)@(\d+(?:\.\d*)?)(?:@([^@\n]*))?(?:@(\d+(?:\.\d*)?))?$", re.M | re.ASCII)
 
 
 def read_states(launch_dir: str) -> Dict[int, TaskState]:
@@ -62,11 +62,15 @@ def read_states(launch_dir: str) -> Dict[int, TaskState]:
         return {}
     states: Dict[int, TaskState] = {}
     get = states.get
-    for task, kind, when_text, field, started_text in _NAME.findall("\n".join(names)):
+    joined = "\n".join(names)
+    if joined.count("\n") != len(names) - 1 and names:
+        # a name with a newline in it (made by hand) must not read as several names
+        joined = "\n".join(n for n in names if "\n" not in n)
+    for task, kind, when_text, field, started_text in _NAME.findall(joined):
         task_id = int(task)
         when = float(when_text)
         st = get(task_id)
-        if st is None and kind == "end" and started_text and field.isdigit():
+        if st is None and kind == "end" and started_text and field.isascii() and field.isdigit():
             # the common case, a finished task whose only name is its end: one constructor call
             states[task_id] = TaskState(float(started_text), when, int(field), None, None, 1)
             continue
