@@ -227,6 +227,13 @@ def scratch(tmp_path, monkeypatch):
         (bin_dir / name).write_text(FAKE)
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    # `pip freeze` costs each launch about a second; an empty freeze keeps this test on the command line
+    from onager import provenance
+
+    class NoFreeze(provenance.Freeze):
+        def __init__(self, commands=None, timeout=None):  # type: ignore[no-untyped-def]
+            super().__init__([["true"]], timeout)
+    monkeypatch.setattr(provenance, "Freeze", NoFreeze)
     template, work = tmp_path / "template", tmp_path / "work"
     template.mkdir()
     monkeypatch.setenv("ONAGER_GLOBAL_CONFIG", str(template / "global.onagerconfig"))
