@@ -278,6 +278,8 @@ def iter_launch_tasks(launch_dir: str) -> Iterator[Tuple[int, str, str, Dict[str
         handle = open(path, encoding="utf-8")
     except FileNotFoundError:
         raise OnagerError(f"launch directory {launch_dir} is missing its tasks (deleted by hand?)")
+    except OSError as exc:  # a directory where the file should be, unreadable, ...
+        raise _damaged(path, 1, exc.strerror or str(exc))
     with handle:
         number = 0  # lines read before this chunk
         while True:

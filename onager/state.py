@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
+from onager.errors import OnagerError
+
 PENDING, RUNNING, DONE, FAILED, CANCELLED, LOST, ERROR, UNKNOWN = (
     "pending", "running", "done", "failed", "cancelled", "lost", "error", "unknown")
 STATUSES = (PENDING, RUNNING, DONE, FAILED, CANCELLED, LOST, ERROR, UNKNOWN)
@@ -60,6 +62,9 @@ def read_states(launch_dir: str) -> Dict[int, TaskState]:
         names = os.listdir(os.path.join(launch_dir, "state"))
     except FileNotFoundError:
         return {}
+    except OSError as exc:  # a file where the directory should be, unreadable, ...
+        raise OnagerError(f"cannot read the task states in {os.path.join(launch_dir, 'state')} "
+                          f"({exc.strerror or exc}): fix or move it away, or launch the job again")
     states: Dict[int, TaskState] = {}
     get = states.get
     joined = "\n".join(names)

@@ -7,6 +7,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from typing import List, Tuple
@@ -245,3 +246,17 @@ def test_state_name_made_by_hand(project, name):
     assert code == 0 and "Traceback" not in err, err
     rows = json.loads(out)
     assert listed_jobs(out) == ["a", "b"] and {r["status"] for r in rows} == {"done"}
+
+
+@pytest.mark.parametrize("swap", ["state", "tasks.jsonl"])
+def test_file_and_directory_swapped_in_a_launch(project, swap):
+    two_jobs(project)
+    path = os.path.join(".onager/launches/a/1", swap)
+    shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+    if swap == "state":
+        open(path, "w").close()
+    else:
+        os.mkdir(path)
+    code, out, err = call("list", "--json")
+    assert code == 1 and listed_jobs(out) == ["b"]
+    assert "launch a/1 skipped" in one_line(err) and swap in err
