@@ -5,7 +5,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from onager import __version__
 from onager.errors import OnagerError, UsageError
@@ -249,8 +249,10 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         shown = ", ".join(f"{t} (exit {c})" for t, c in (pool.failures[:10] if pool else []))
         print(f"onager: {failed} of {record.count} tasks failed: {shown}; rerun them with: onager launch "
               f"--backend {backend} --jobname {args.jobname} --tasklist failed", file=sys.stderr)
-        return 1
-    return 0
+    end_error = getattr(backend_obj, "end_error", None)
+    if end_error is not None:
+        raise end_error  # after the summary above, which a full disk must not swallow
+    return 1 if failed else 0
 
 
 def _tasks(count: int) -> str:
@@ -300,10 +302,61 @@ def cmd_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return 0
 
 
+class _NamedOutput:
+    """sys.stdout whose write errors name it: a full disk under `onager list > out.txt`
+    becomes one line naming standard output rather than a nameless OSError."""
+
+    def __init__(self, stream: Any, name: str = "<standard output>"):
+        self._stream, self._name = stream, name
+
+    def _tag(self, exc: OSError) -> OSError:
+        if exc.filename is None:
+            exc.filename = self._name
+        return exc
+
+    def write(self, data: Any) -> Any:
+        try:
+            return self._stream.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._tag(exc)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._tag(exc)
+
+    @property
+    def buffer(self) -> "_NamedOutput":
+        return _NamedOutput(self._stream.buffer, self._name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _silence_stdout(original: Any) -> None:
+    """After stdout failed, point it at /dev/null so the flush at exit cannot fail again."""
+    if original is sys.__stdout__:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, original.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    original = sys.stdout
+    sys.stdout = _NamedOutput(original)  # type: ignore[assignment]
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
     except UsageError as exc:
         print(f"onager: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -315,10 +368,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     except BrokenPipeError:
         try:
-            sys.stdout = open(os.devnull, "w")
+            original = open(os.devnull, "w")
         except OSError:
             pass
         return 0
+    except OSError as exc:
+        from onager.fsutil import os_error_message
+        if exc.filename == "<standard output>":
+            _silence_stdout(original)
+        print(f"onager: error: {os_error_message(exc)}", file=sys.stderr)
+        return 1
+    finally:
+        sys.stdout = original
 
 
 def _main(argv: List[str]) -> int:
@@ -328,7 +389,7 @@ def _main(argv: List[str]) -> int:
             check_text(word, f"argument {position}")
     if argv and argv[0] == "prelaunch":
         from onager import prelaunch
-        return prelaunch.run(argv[1:])
+        return prelaunch.run(argv[1:], sys.stdout, sys.stderr)  # as they are now, not at import
     if argv and argv[0] == "help":
         topic = argv[1] if len(argv) > 1 else None
         if topic == "prelaunch":

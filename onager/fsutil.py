@@ -6,6 +6,7 @@ killed process leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -40,9 +41,11 @@ def atomic_writer(path: str, mode: str = "w", encoding: str = "utf-8",
         with contextlib.suppress(OSError):
             os.chmod(tmp, file_mode)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = path  # a failed write (disk full) names no file: the CLI needs one
         raise
 
 
@@ -102,3 +105,59 @@ def read_text(path: str, default: Optional[str] = None) -> str:
         if default is None:
             raise
         return default
+
+
+# errno -> (what happened, how to fix it), for the one line the CLI prints
+_OS_ERRORS = {
+    errno.ENOSPC: ("no space left on device", "free some space on that disk (or run from another one) and run the command again"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or ask for a larger quota, then run the command again"),
+    errno.EROFS: ("read-only file system", "run onager from a writable directory"),
+    errno.EACCES: ("permission denied", "fix its permissions (ls -ld, chmod, chown) or run from a directory you own"),
+    errno.EPERM: ("operation not permitted", "fix its permissions (ls -ld, chmod, chown) or run from a directory you own"),
+    errno.EIO: ("input/output error", "check the disk (dmesg) and run the command again"),
+    errno.EFBIG: ("file too large", "free space or raise the file size limit (ulimit -f)"),
+    errno.EMFILE: ("too many open files", "raise the limit (ulimit -n) and run the command again"),
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an OSError: what failed, on which path, and how to fix it.
+
+    A path that should be a directory but is a file (`.onager` created by hand) is named
+    as such, since the raw error names a file below it.
+    """
+    path = exc.filename
+    shown = _display(path) if isinstance(path, (str, bytes)) else None
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) and isinstance(path, str):
+        blocker = _file_in_the_way(path)
+        if blocker is not None:
+            return (f"{_display(blocker)} is a file, not a directory: move it away (onager keeps its files "
+                    f"in the directory .onager) and run the command again")
+    if exc.errno == errno.EISDIR and shown:
+        return f"{shown} is a directory, not a file: move it away and run the command again"
+    what, fix = _OS_ERRORS.get(exc.errno or 0, (exc.strerror or type(exc).__name__, "check that path and run the command again"))
+    where = f" writing {shown}" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and shown else \
+        (f" for {shown}" if shown else "")
+    return f"{what}{where}: {fix}"
+
+
+def _display(path: Union[str, bytes]) -> str:
+    text = os.fsdecode(path)
+    if text.startswith("<"):
+        return text  # <standard output>
+    try:
+        relative = os.path.relpath(text)
+    except ValueError:
+        return text
+    return text if relative.startswith("..") else relative
+
+
+def _file_in_the_way(path: str) -> Optional[str]:
+    """The first existing non-directory among the parents of `path` (or `path` itself)."""
+    absolute = os.path.abspath(path)
+    parts = absolute.split(os.sep)
+    for end in range(2, len(parts) + 1):
+        prefix = os.sep.join(parts[:end])
+        if os.path.lexists(prefix) and not os.path.isdir(prefix):
+            return prefix
+    return None

@@ -37,18 +37,27 @@ class JobIndex:
         self.lock_path = self.path + ".lock"
 
     def _lines(self) -> List[str]:
+        """The file's lines; bytes that are not UTF-8 survive as surrogates (written back as they were)."""
         try:
-            with open(self.path, encoding="utf-8") as handle:
-                return handle.read().splitlines()
+            with open(self.path, "rb") as handle:
+                data = handle.read()
         except FileNotFoundError:
             return []
+        return data.decode("utf-8", "surrogateescape").splitlines()
 
     @staticmethod
     def _parse(line: str) -> Optional[LaunchRecord]:
         try:
-            return LaunchRecord(**json.loads(line))
-        except (ValueError, TypeError):
+            line.encode("utf-8")  # not UTF-8 on disk (surrogates): damaged, not a record
+            record = LaunchRecord(**json.loads(line))
+        except (ValueError, TypeError, RecursionError):
             return None
+        text = (record.jobname, record.launch_id, record.backend, record.launch_dir, record.tasklist)
+        if not all(isinstance(t, str) for t in text) or not isinstance(record.count, int) \
+                or not isinstance(record.created, (int, float)) or not isinstance(record.job_ids, list) \
+                or not isinstance(record.options, dict) or not all(isinstance(j, str) for j in record.job_ids):
+            return None  # valid JSON, wrong shape (edited by hand): as unreadable as a torn line
+        return record
 
     def records(self) -> List[LaunchRecord]:
         """Every readable record, each job's launches in launch-id order (a damaged or
@@ -59,13 +68,19 @@ class JobIndex:
             first.setdefault(r.jobname, i)
         # jobs in the order they first appear; launches of a job by id, even when two
         # concurrent launches were recorded the other way round
-        out.sort(key=lambda r: (first[r.jobname], int(r.launch_id) if r.launch_id.isdigit() else 0))
+        out.sort(key=lambda r: (first[r.jobname], int(r.launch_id) if r.launch_id.isascii() and r.launch_id.isdigit() else 0))
         return out
+
+    def damaged(self) -> List[int]:
+        """Numbers (from 1) of the lines no record could be read from: `list` warns about them."""
+        return [n for n, line in enumerate(self._lines(), 1) if line.strip() and self._parse(line) is None]
+
+    def _write(self, lines: List[str]) -> None:
+        atomic_write(self.path, "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape"))
 
     def add(self, record: LaunchRecord) -> None:
         with file_lock(self.lock_path):
-            lines = self._lines() + [json.dumps(asdict(record), sort_keys=True)]
-            atomic_write(self.path, "".join(line + "\n" for line in lines))
+            self._write(self._lines() + [json.dumps(asdict(record), sort_keys=True)])
 
     def update(self, key: str, **changes: Any) -> None:
         """Change one record; lines this version cannot read are kept as they are."""
@@ -77,7 +92,7 @@ class JobIndex:
                     for k, v in changes.items():
                         setattr(r, k, v)
                     lines[i] = json.dumps(asdict(r), sort_keys=True)
-            atomic_write(self.path, "".join(line + "\n" for line in lines))
+            self._write(lines)
 
     def for_job(self, jobname: str) -> List[LaunchRecord]:
         return [r for r in self.records() if r.jobname == jobname]

@@ -148,7 +148,7 @@ def iter_jobfile(path: str) -> Iterator[JobEntry]:
                         continue
                     try:
                         obj = json.loads("{" + raw.rstrip(",") + "}")
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         break  # not one task per line (e.g. indented): parse the whole file
                     for key, value in obj.items():
                         chunk.append(_entry(key, value, path))
@@ -173,7 +173,7 @@ def _read_whole(path: str) -> Iterator[JobEntry]:
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
-    except ValueError as exc:  # includes UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:  # includes UnicodeDecodeError; nesting too deep
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise OnagerError(f"{path} is not a valid jobfile ({reason}); re-run onager prelaunch to rewrite it")
     except OSError as exc:

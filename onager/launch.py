@@ -213,8 +213,10 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
                 "venv": venv}
         with open(os.path.join(launch_dir, "launch.json"), "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=1, sort_keys=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(launch_dir, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = launch_dir  # a failed write (disk full) names no file: the CLI needs one
         raise
     return backend, info
 
@@ -261,11 +263,14 @@ def submit(backend: Backend, info: LaunchInfo, root: str = ".") -> LaunchRecord:
 def load_meta(launch_dir: str) -> Dict[str, Any]:
     try:
         with open(os.path.join(launch_dir, "launch.json"), encoding="utf-8") as handle:
-            return json.load(handle)
+            meta = json.load(handle)
+        if not isinstance(meta, dict):
+            raise ValueError
+        return meta
     except FileNotFoundError:
         raise OnagerError(f"launch directory {launch_dir} is missing (deleted by hand?); "
                           "its record stays in .onager/index.jsonl")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise OnagerError(f"{launch_dir}/launch.json is damaged; relaunch the job to get a fresh launch")
 
 
@@ -275,10 +280,39 @@ def iter_launch_tasks(launch_dir: str) -> Iterator[Tuple[int, str, str, Dict[str
         handle = open(path, encoding="utf-8")
     except FileNotFoundError:
         raise OnagerError(f"launch directory {launch_dir} is missing its tasks (deleted by hand?)")
+    except OSError as exc:  # a directory where the file should be, unreadable, ...
+        raise _damaged(path, 1, exc.strerror or str(exc))
     with handle:
+        number = 0  # lines read before this chunk
         while True:
-            lines = handle.readlines(1 << 22)
+            try:
+                lines = handle.readlines(1 << 22)
+            except ValueError:  # not UTF-8
+                raise _damaged(path, number + 1, "not UTF-8 text")
             if not lines:
                 break
-            for task_id, command, tag, params in json.loads("[" + ",".join(lines) + "]"):
+            try:
+                chunk = json.loads("[" + ",".join(lines) + "]")
+            except (ValueError, RecursionError):
+                chunk = list(_good_lines(path, lines, number))
+            for n, item in enumerate(chunk, number + 1):
+                try:
+                    task_id, command, tag, params = item
+                except (ValueError, TypeError):
+                    raise _damaged(path, n, "edited by hand")
                 yield task_id, command, tag, params
+            number += len(lines)
+
+
+def _damaged(path: str, line: int, why: str) -> OnagerError:
+    return OnagerError(f"{path} is damaged at line {line} ({why}): launch the job again for a fresh launch")
+
+
+def _good_lines(path: str, lines: List[str], before: int) -> Iterator[Tuple[int, str, str, Dict[str, Any]]]:
+    """The tasks of a chunk that did not parse, up to its first bad line (which raises)."""
+    for n, line in enumerate(lines, before + 1):
+        try:
+            task_id, command, tag, params = json.loads(line)
+        except (ValueError, TypeError, RecursionError):
+            raise _damaged(path, n, "truncated or edited by hand")
+        yield task_id, command, tag, params

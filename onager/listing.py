@@ -70,7 +70,19 @@ def _statuses(text: str) -> set:
     return statuses
 
 
-def _rows(args: argparse.Namespace, index: JobIndex) -> List[TaskRow]:
+def _warn_damaged_index(index: JobIndex) -> bool:
+    """One warning for lines of the index no record could be read from; True if any."""
+    lines = index.damaged()
+    if lines:
+        which = ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else "")
+        print(f"onager: warning: {os.path.normpath(index.path)} line {which} is damaged (not a launch record); skipped: "
+              f"delete that line to silence this", file=sys.stderr)
+    return bool(lines)
+
+
+def _rows(args: argparse.Namespace, index: JobIndex, damaged: Optional[List[str]] = None) -> List[TaskRow]:
+    """The rows of the selected launches; a launch whose files are damaged is skipped with one
+    warning (its key goes into `damaged`), so the other jobs still list."""
     records = select_records(index, getattr(args, "jobname", None), getattr(args, "jobid", None),
                              getattr(args, "launch", None), latest_only=getattr(args, "latest", False))
     wanted = Tasklist.parse(args.tasklist) if getattr(args, "tasklist", None) else None
@@ -84,9 +96,16 @@ def _rows(args: argparse.Namespace, index: JobIndex) -> List[TaskRow]:
             print(f"onager: warning: launch {record.key} is in the index but its directory "
                   f"{record.launch_dir} is gone; skipped", file=sys.stderr)
             continue
-        for row in launch_rows(record, answers.get(record.key), wanted):
-            if statuses is None or row.status in statuses:
-                rows.append(row)
+        before = len(rows)
+        try:
+            for row in launch_rows(record, answers.get(record.key), wanted):
+                if statuses is None or row.status in statuses:
+                    rows.append(row)
+        except OnagerError as exc:
+            del rows[before:]
+            print(f"onager: warning: launch {record.key} skipped: {exc}", file=sys.stderr)
+            if damaged is not None:
+                damaged.append(record.key)
     return rows
 
 
@@ -96,12 +115,17 @@ def run_list(args: argparse.Namespace) -> int:
         Tasklist.parse(args.tasklist)  # bad input is refused even before anything was launched
     if args.status:
         _statuses(args.status)
+    broken = _warn_damaged_index(index)
     if not index.records():
-        print("no launches yet (onager launch records them in .onager/index.jsonl)", file=sys.stderr)
-        return 0
-    rows = _rows(args, index)
+        if not broken:
+            print("no launches yet (onager launch records them in .onager/index.jsonl)", file=sys.stderr)
+        return 1 if broken else 0
+    damaged: List[str] = []
+    rows = _rows(args, index, damaged)
+    # damaged files: the rest is listed, and the exit code says that something was skipped
+    failed = 1 if broken or damaged else 0
     if args.summary:
-        return _summary(rows, args)
+        return _summary(rows, args) or failed
     hide = set(args.hide or [])
     unknown = hide - set(COLUMNS)
     if unknown:
@@ -119,15 +143,15 @@ def run_list(args: argparse.Namespace) -> int:
                 "params": r.params, "commit": commits.get(f"{r.jobname}/{r.launch_id}", "")} for r in rows]
         json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
-        return 0
+        return failed
     data = _columns(rows, columns, commits)
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
         writer.writerows(zip(*data))
-        return 0
+        return failed
     print(column_table(data, columns))
-    return 0
+    return failed
 
 
 def _commits(index: JobIndex) -> Dict[str, str]:

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
+from onager.errors import OnagerError
+
 PENDING, RUNNING, DONE, FAILED, CANCELLED, LOST, ERROR, UNKNOWN = (
     "pending", "running", "done", "failed", "cancelled", "lost", "error", "unknown")
 STATUSES = (PENDING, RUNNING, DONE, FAILED, CANCELLED, LOST, ERROR, UNKNOWN)
@@ -47,7 +49,7 @@ def mark(launch_dir: str, task_id: int, kind: str, *fields: object) -> None:
             pass
 
 
-_NAME = re.compile(r"^(\d+)\.(start|end|cancel|lost)@(\d+(?:\.\d*)?)(?:@([^@\n]*))?(?:@(\d+(?:\.\d*)?))?$", re.M)
+_NAME = re.compile(r"^(\d+)\.(start|end|cancel|lost)@(\d+(?:\.\d*)?)(?:@([^@\n]*))?(?:@(\d+(?:\.\d*)?))?$", re.M | re.ASCII)
 
 
 def read_states(launch_dir: str) -> Dict[int, TaskState]:
@@ -60,6 +62,9 @@ def read_states(launch_dir: str) -> Dict[int, TaskState]:
         names = os.listdir(os.path.join(launch_dir, "state"))
     except FileNotFoundError:
         return {}
+    except OSError as exc:  # a file where the directory should be, unreadable, ...
+        raise OnagerError(f"cannot read the task states in {os.path.join(launch_dir, 'state')} "
+                          f"({exc.strerror or exc}): fix or move it away, or launch the job again")
     states: Dict[int, TaskState] = {}
     get = states.get
     joined = "\n".join(names)
@@ -69,7 +74,7 @@ def read_states(launch_dir: str) -> Dict[int, TaskState]:
         task_id = int(task)
         when = float(when_text)
         st = get(task_id)
-        if st is None and kind == "end" and started_text and field.isdigit():
+        if st is None and kind == "end" and started_text and field.isascii() and field.isdigit():
             # the common case, a finished task whose only name is its end: one constructor call
             states[task_id] = TaskState(float(started_text), when, int(field), None, None, 1)
             continue

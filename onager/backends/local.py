@@ -123,6 +123,7 @@ class Pool:
         self._cancel_mtime = 0.0
         self._cancelled_ids: set = set()
         self._records: Optional[tuple] = None
+        self.write_errors: List[OSError] = []  # state names it could not write (disk full)
 
     # -------------------------------------------------------------- cancel
     def _refresh_cancels(self) -> None:
@@ -196,10 +197,17 @@ class Pool:
         recorded = code if code >= 0 else 128 - code
         state = os.path.join(self.launch_dir, "state")
         try:
-            os.rename(os.path.join(state, f"{task_id}.start@{started}"),
-                      os.path.join(state, f"{task_id}.end@{time.time():.6f}@{recorded}@{started}"))
-        except FileNotFoundError:  # it never started (e.g. not in the launch): still record the end
-            mark(self.launch_dir, task_id, "end", recorded)
+            try:
+                os.rename(os.path.join(state, f"{task_id}.start@{started}"),
+                          os.path.join(state, f"{task_id}.end@{time.time():.6f}@{recorded}@{started}"))
+            except FileNotFoundError:  # it never started (e.g. not in the launch): still record the end
+                mark(self.launch_dir, task_id, "end", recorded)
+        except OSError as exc:
+            # a full disk must not stop the pool: the other tasks still run and are counted,
+            # and the launch reports this error after its summary
+            if exc.filename is None:
+                exc.filename = state
+            self.write_errors.append(exc)
         if task_id in self._cancelled_ids or self._is_cancelled(task_id):
             self.cancelled += 1
         elif code == 0:
@@ -311,6 +319,7 @@ class LocalBackend(Backend):
     def __init__(self, options=None):
         super().__init__(options)
         self.failed = 0
+        self.end_error: Optional[OSError] = None  # a write that failed once the tasks had run
         if self.options.get("detach"):
             self.runs_in_foreground = True  # recorded before start, like a foreground pool
 
@@ -353,8 +362,15 @@ class LocalBackend(Backend):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            _write_pool_file(pool_file, None)
-        self.summary = pool
+            # the summary is kept before the last write, which a full disk can refuse: the
+            # CLI prints the failed tasks first and this error after them
+            self.summary = pool
+            self.failed = pool.failed
+            self.end_error = pool.write_errors[0] if pool.write_errors else None
+            try:
+                _write_pool_file(pool_file, None)
+            except OSError as exc:
+                self.end_error = self.end_error or exc
         return []
 
     def query(self, records) -> Dict[str, Optional[Dict[int, str]]]:
@@ -404,7 +420,7 @@ def query_pools(records) -> Dict[str, Optional[Dict[int, str]]]:
 def _start_pid(launch_dir: str, task_id: int, host: str) -> Optional[int]:
     """The wrapper's pid (= its process group) from its latest start, if on this host."""
     fields = start_fields(launch_dir, task_id) or []
-    if len(fields) >= 2 and fields[0] == host and fields[1].isdigit():
+    if len(fields) >= 2 and fields[0] == host and fields[1].isascii() and fields[1].isdigit():
         return int(fields[1])
     return None
 
