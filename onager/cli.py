@@ -15,9 +15,10 @@ EXTRA_COMMANDS: Dict[str, str] = {
     "results": "onager.results_cli",
     "show": "onager.provenance_cli",
     "hosts": "onager.hosts_cli",
+    "clean": "onager.clean_cli",
 }
 
-KNOWN_COMMANDS = ("launch", "list", "cancel", "wait", "logs", "config", "results", "show", "hosts")
+KNOWN_COMMANDS = ("launch", "list", "cancel", "wait", "logs", "config", "results", "show", "hosts", "clean")
 
 # modules adding launch options that every backend shares (add_launch_arguments(parser))
 LAUNCH_OPTION_MODULES: List[str] = ["onager.provenance"]
@@ -201,9 +202,11 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     defaults = configmod.read_section(backend)
     launch_parser = parser._subparsers._group_actions[0].choices["launch"]  # type: ignore[union-attr]
     actions = {a.dest: a for a in launch_parser._actions}
+    from_config = []
     for key, value in defaults.items():
         dest = key.replace("-", "_")
         if dest in actions and getattr(args, dest, None) is None and dest not in GENERIC:
+            from_config.append((dest, key))
             action = actions[dest]
             try:
                 converted = action.type(value) if action.type else value
@@ -217,10 +220,22 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     options = {k: v for k, v in vars(args).items() if k not in GENERIC and v is not None}
     if args.extra:
         options["extra"] = list(args.extra)
-    backend_obj, info = launchmod.prepare(args.jobname, backend, options, args.tasklist, args.jobfile,
-                                          args.command, dry_run=args.dry_run, workdir=args.workdir,
-                                          venv=args.venv, argv=["onager"] + sys.argv[1:])
-    commands = backend_obj.submit_commands(info)
+    try:
+        backend_obj, info = launchmod.prepare(args.jobname, backend, options, args.tasklist, args.jobfile,
+                                              args.command, dry_run=args.dry_run, workdir=args.workdir,
+                                              venv=args.venv, argv=["onager"] + sys.argv[1:])
+    except UsageError as exc:  # name the config setting a bad default came from
+        for dest, key in from_config:
+            if f"--{dest.replace('_', '-')}" in str(exc):
+                raise UsageError(f"{exc} (the value is onager config's [{backend}] {key}: change it with "
+                                 f"onager config --write {backend} {key} VALUE)")
+        raise
+    try:
+        commands = backend_obj.submit_commands(info)
+    except BaseException:
+        if not args.dry_run:
+            launchmod.discard(info)
+        raise
     if args.dry_run:
         import shlex
         for command in commands:
@@ -449,6 +464,7 @@ commands:
   results     a table of metrics per task, sorted or grouped
   show        what a launch ran and from where
   hosts       CPUs, memory, load and GPUs of the ssh hosts
+  clean       remove what interrupted launches of a job left behind
   help        help for a command
 
 example:

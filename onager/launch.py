@@ -6,18 +6,22 @@ earlier launch runs or shows.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from onager import config as configmod
 from onager.backends import backend_class
 from onager.backends.base import Backend, LaunchInfo
 from onager.errors import OnagerError, UsageError
-from onager.fsutil import executable_mode
+from onager.fsutil import _umask, atomic_write, executable_mode, file_lock, read_text
 from onager.index import JobIndex, LaunchRecord
 from onager.jobfile import JobEntry, iter_jobfile, jobfile_path
 from onager.scrub import scrub_argv, scrub_value
@@ -100,19 +104,160 @@ def _check_all_found(found: int, selection: Selection, seen: Set[int], jobname: 
         raise UsageError(f"tasks {missing} are not in job {jobname!r}: check --tasklist against onager list")
 
 
-def _new_launch_dir(jobname: str, root: str) -> Tuple[str, str]:
-    """Allocate the next launch id by atomic mkdir: concurrent launches never collide."""
-    parent = launches_root(jobname, root)
-    os.makedirs(parent, exist_ok=True)
-    existing = [int(n) for n in os.listdir(parent) if n.isdigit()]
-    n = max(existing, default=0) + 1
-    while True:
-        path = os.path.join(parent, str(n))
+def _ids_dir(jobname: str, root: str) -> str:
+    """`.onager/launch-ids/<job>/`: the job's id counter (`last`) and its locks, kept apart
+    from its launch directories, which hold launches only."""
+    return os.path.join(root, ".onager", "launch-ids", jobname)
+
+
+def claim_launch_id(jobname: str, root: str = ".") -> str:
+    """The next launch id of a job, never one handed out before, even to a launch that failed.
+
+    `.onager/launch-ids/<job>/last` holds the last id handed out (changed under a lock): an id
+    reused after a failed launch once let a ghost job of the failed launch run the tasks of
+    the launch that got its id. Launch directories and index records made before the
+    counter existed count too.
+    """
+    return str(_bump_counter(jobname, root, 1))
+
+
+def _bump_counter(jobname: str, root: str, step: int) -> int:
+    """Under the job's id lock: the highest id ever seen (counter, directories, index) plus
+    `step`, written back as the new counter."""
+    directory = _ids_dir(jobname, root)
+    os.makedirs(directory, exist_ok=True)
+    counter = os.path.join(directory, "last")
+    with file_lock(os.path.join(directory, "lock")):
         try:
-            os.mkdir(path)
-            return str(n), os.path.abspath(path)
-        except FileExistsError:
-            n += 1
+            text = read_text(counter, "").strip()
+            last = int(text) if text.isdigit() else 0
+        except (OSError, UnicodeDecodeError):
+            last = 0
+        parent = launches_root(jobname, root)
+        try:
+            last = max([last] + [int(n) for n in os.listdir(parent) if n.isdigit()])
+        except FileNotFoundError:
+            pass
+        last = max([last] + [int(r.launch_id) for r in JobIndex(root).for_job(jobname) if r.launch_id.isdigit()])
+        atomic_write(counter, f"{last + step}\n")
+    return last + step
+
+
+class BuildLock:
+    """Held (shared) by every launch of a job from the first byte it writes until its record
+    is in the index; `clean` takes it exclusively, so it never removes a launch being built.
+    A killed launch's lock goes with its process."""
+
+    def __init__(self, jobname: str, root: str = "."):
+        directory = _ids_dir(jobname, root)
+        os.makedirs(directory, exist_ok=True)
+        self.fd: Optional[int] = os.open(os.path.join(directory, "building"), os.O_RDWR | os.O_CREAT, 0o666)
+
+    def exclusive(self) -> bool:
+        """Try to hold it alone (no launch of the job in progress); False if one is."""
+        assert self.fd is not None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def shared(self) -> None:
+        assert self.fd is not None
+        fcntl.flock(self.fd, fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the lock
+            self.fd = None
+
+
+_BUILDING: Dict[str, BuildLock] = {}  # launch dir -> its lock, until submit() records it
+
+
+@dataclass
+class Partial:
+    """A launch directory no index record points to: left by a killed or failed launch."""
+
+    path: str
+    size: int
+    job_ids: List[str]  # scheduler jobs it submitted but could not record (kept, never removed)
+
+
+def find_partial(jobname: str, root: str = ".") -> List[Partial]:
+    """Directories under `.onager/launches/<job>/` that are not a recorded launch: temporary
+    build directories and numbered ones the index does not know."""
+    parent = launches_root(jobname, root)
+    try:
+        names = sorted(os.listdir(parent))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    recorded = {r.launch_id for r in JobIndex(root).for_job(jobname)}
+    out = []
+    for name in names:
+        path = os.path.join(parent, name)
+        if name in recorded or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        out.append(Partial(os.path.abspath(path), _tree_size(path), _submitted_ids(path)))
+    return out
+
+
+def _tree_size(path: str) -> int:
+    """Bytes of the files under `path` (what removing it gives back, less directory blocks)."""
+    total = 0
+    for directory, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _submitted_ids(path: str) -> List[str]:
+    try:
+        with open(os.path.join(path, "scheduler.json"), encoding="utf-8") as handle:
+            return [str(s["job_id"]) for s in json.load(handle)["submissions"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def remove_partial(jobname: str, root: str = ".", lock: Optional[BuildLock] = None,
+                   dry_run: bool = False) -> Tuple[List[Partial], List[Partial]]:
+    """(removed, kept): partial launch directories of a job; kept are those whose scheduler
+    jobs were submitted but never recorded (they may still run: cancel them first).
+
+    Needs the job's build lock alone; raises OnagerError while a launch of the job is in progress.
+    """
+    own = lock is None
+    if own:
+        if not os.path.isdir(launches_root(jobname, root)):
+            return [], []  # never launched: nothing to lock, nothing to write
+        try:
+            lock = BuildLock(jobname, root)
+        except OSError as exc:
+            raise OnagerError(f"cannot lock the launches of {jobname!r} ({exc.strerror or exc}: {exc.filename}); "
+                              "fix permissions or free some space")
+    assert lock is not None
+    try:
+        if own and not lock.exclusive():
+            raise OnagerError(f"a launch of job {jobname!r} is in progress; run onager clean {jobname} "
+                              "again when it has been submitted")
+        removed, kept = [], []
+        partials = find_partial(jobname, root)
+        if not dry_run and any(os.path.basename(p.path).isdigit() for p in partials):
+            _bump_counter(jobname, root, 0)  # their ids stay used once the directories are gone
+        for partial in partials:
+            if partial.job_ids:
+                kept.append(partial)
+                continue
+            if not dry_run:
+                shutil.rmtree(partial.path, ignore_errors=True)
+            removed.append(partial)
+        return removed, kept
+    finally:
+        if own:
+            lock.release()
 
 
 def write_tasks(launch_dir: str, entries: Iterator[JobEntry]) -> Tuple[int, List[int]]:
@@ -188,17 +333,44 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
         info.wrapper = os.path.join(info.launch_dir, "wrapper.sh")
         return backend, info
 
+    _check_provenance(workdir, options, root)  # --require-clean, snapshot size: before any write
     if tasklist is not None and tasklist.strip().lower() in ("failed", "unfinished"):
         cancel_stuck(jobname, root)
-    configmod.ensure_onager_dir(root)
-    launch_id, launch_dir = _new_launch_dir(jobname, root)
     try:
-        os.mkdir(os.path.join(launch_dir, "logs"))
-        os.mkdir(os.path.join(launch_dir, "state"))
-        count, ids = write_tasks(launch_dir, entries)
+        configmod.ensure_onager_dir(root)
+        parent = launches_root(jobname, root)
+        os.makedirs(parent, exist_ok=True)
+        lock = BuildLock(jobname, root)
+    except OSError as exc:
+        raise _write_error(launches_root(jobname, root), exc)
+    build = launch_dir = ""
+    try:
+        if lock.exclusive():  # no other launch of the job in progress: clear what killed ones left
+            removed, _ = remove_partial(jobname, root, lock)
+            if removed:
+                print(f"onager: removed {_dirs(len(removed))} of {jobname} left by interrupted launches "
+                      f"({_size(sum(p.size for p in removed))})", file=sys.stderr)
+        lock.shared()
+        # built under a temporary name: a kill leaves no numbered directory, and a usage
+        # error found while reading the jobfile takes no launch id
+        build = tempfile.mkdtemp(prefix=".build-", dir=parent)
+        os.chmod(build, 0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename
+        os.mkdir(os.path.join(build, "logs"))
+        os.mkdir(os.path.join(build, "state"))
+        count, ids = write_tasks(build, entries)
+        _check_all_found(count, selection, set(ids) if selection is not None and count != len(selection) else set(), jobname)
+        while True:
+            launch_id = claim_launch_id(jobname, root)
+            launch_dir = os.path.abspath(os.path.join(parent, launch_id))
+            try:
+                os.rename(build, launch_dir)
+                break
+            except OSError as exc:  # taken by an older onager, which allocates by mkdir
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+        build = ""
         workdir = _provenance_hook(launch_dir, workdir, options, backend=backend_name,
                                    argv=argv or sys.argv, venv=venv, root=root)
-        _check_all_found(count, selection, set(ids) if selection is not None and count != len(selection) else set(), jobname)
         tasks = Tasklist.from_ids(ids)
         wrapper = os.path.join(launch_dir, "wrapper.sh")
         with open(wrapper, "w", encoding="utf-8") as handle:
@@ -211,14 +383,57 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
                 "argv": scrub_argv(argv or sys.argv),
                 "jobfile": None if command is not None else jobfile_path(jobname, jobfile),
                 "venv": venv}
-        with open(os.path.join(launch_dir, "launch.json"), "w", encoding="utf-8") as handle:
-            json.dump(meta, handle, indent=1, sort_keys=True)
+        # launch.json last, by rename: a launch directory that has it is complete
+        atomic_write(os.path.join(launch_dir, "launch.json"), json.dumps(meta, indent=1, sort_keys=True))
     except BaseException as exc:
-        shutil.rmtree(launch_dir, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.filename is None:
-            exc.filename = launch_dir  # a failed write (disk full) names no file: the CLI needs one
+        for path in (build, launch_dir):
+            if path:
+                shutil.rmtree(path, ignore_errors=True)
+        lock.release()
+        if isinstance(exc, OSError):
+            raise _write_error(build or launch_dir or parent, exc)
         raise
+    _BUILDING[launch_dir] = lock
     return backend, info
+
+
+def discard(info: LaunchInfo) -> None:
+    """Remove a prepared launch that will not be submitted (its id stays used)."""
+    shutil.rmtree(info.launch_dir, ignore_errors=True)
+    _release(info)
+
+
+def _release(info: LaunchInfo) -> None:
+    lock = _BUILDING.pop(info.launch_dir, None)
+    if lock is not None:
+        lock.release()
+
+
+def _check_provenance(workdir: str, options: Dict[str, Any], root: str) -> None:
+    try:
+        from onager import provenance
+    except ImportError:
+        return
+    provenance.check_launch(workdir, options, root)
+
+
+def _write_error(path: str, exc: OSError) -> OnagerError:
+    """One line for a failed write (disk full, permissions) while building a launch."""
+    where = exc.filename or path
+    return OnagerError(f"cannot write the launch under {where}: {exc.strerror or exc}; "
+                       "nothing was launched; free some space (or fix permissions) and launch again")
+
+
+def _dirs(n: int) -> str:
+    return f"{n} partial launch director{'y' if n == 1 else 'ies'}"
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} bytes"
 
 
 def _provenance_hook(launch_dir: str, workdir: str, options: Dict[str, Any], **context: Any) -> str:
@@ -236,17 +451,21 @@ def _jsonable(options: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def submit(backend: Backend, info: LaunchInfo, root: str = ".") -> LaunchRecord:
-    """Submit a prepared launch and record it; a refused submission leaves no trace."""
+    """Submit a prepared launch and record it; a refused submission leaves no trace, and
+    scheduler jobs that cannot be recorded are cancelled (or their directory is kept)."""
     index = JobIndex(root)
     record = LaunchRecord(info.jobname, info.launch_id, backend.name, info.launch_dir,
                           str(info.tasklist), info.count, time.time(), [], _jsonable(info.options))
     if backend.runs_in_foreground:
         try:
             backend.preflight(info)
-        except BaseException:
-            shutil.rmtree(info.launch_dir, ignore_errors=True)
+            index.add(record)  # list/cancel must see a local launch while it runs
+        except BaseException as exc:
+            discard(info)
+            if isinstance(exc, OSError):
+                raise _record_error(index, exc, "nothing was run; fix that (e.g. free some space) and launch again")
             raise
-        index.add(record)  # list/cancel must see a local launch while it runs
+        _release(info)
         record.job_ids = backend.submit(info) or []
         if record.job_ids:
             index.update(record.key, job_ids=record.job_ids)
@@ -254,10 +473,52 @@ def submit(backend: Backend, info: LaunchInfo, root: str = ".") -> LaunchRecord:
     try:
         record.job_ids = backend.submit(info)
     except BaseException:
-        shutil.rmtree(info.launch_dir, ignore_errors=True)
+        discard(info)
         raise
-    index.add(record)
+    try:
+        index.add(record)
+    except BaseException as exc:
+        raise _unrecorded(backend, info, index, record.job_ids, exc)
+    _release(info)
     return record
+
+
+def _record_error(index: JobIndex, exc: BaseException, outcome: str) -> OnagerError:
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror + (f" ({exc.filename})" if exc.filename else "")
+    else:
+        reason = str(exc) or type(exc).__name__
+    return OnagerError(f"cannot record the launch in {index.path}: {reason}; {outcome}")
+
+
+def _unrecorded(backend: Backend, info: LaunchInfo, index: JobIndex, job_ids: List[str],
+                exc: BaseException) -> BaseException:
+    """Jobs went in but their record did not: cancel them rather than leave ghosts nobody
+    lists or cancels; if cancelling fails too, keep the launch directory (its
+    scheduler.json names them, and `onager clean` reports them)."""
+    failed: List[str] = []
+    for job_id in job_ids:
+        try:
+            for command in backend.cancel_job_commands(job_id, None):
+                run_command(command)
+        except (OnagerError, OSError):
+            failed.append(job_id)
+    if isinstance(exc, KeyboardInterrupt) and not failed:
+        discard(info)
+        return exc
+    if not failed:
+        discard(info)
+        return _record_error(index, exc, f"cancelled the {backend.name} jobs just submitted "
+                                         f"({', '.join(job_ids)}); fix that (e.g. free some space) and launch again")
+    _release(info)
+    return _record_error(index, exc, f"could not cancel {backend.name} jobs {', '.join(failed)} either: "
+                                     f"cancel them with onager cancel --backend {backend.name} --jobid ID; "
+                                     f"their launch directory {info.launch_dir} is kept")
+
+
+def run_command(argv: List[str]) -> None:
+    from onager.backends.base import run
+    run(argv, retries=2)
 
 
 def load_meta(launch_dir: str) -> Dict[str, Any]:

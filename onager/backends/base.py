@@ -10,9 +10,9 @@ import shlex
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from onager.errors import OnagerError
+from onager.errors import OnagerError, UsageError
 from onager.tasklist import Tasklist
 
 
@@ -36,6 +36,61 @@ class LaunchInfo:
         return self.launch_dir + "/logs"
 
 
+#: launch options that only some backends honour: option -> (those backends, what the others
+#: lack). A backend refuses the others' options with one line before anything is written,
+#: rather than ignoring them (`--mem 4G` on local would otherwise promise a limit nobody sets).
+OPTION_BACKENDS: Dict[str, Tuple[Tuple[str, ...], str]] = {
+    "cpus": (("slurm", "gridengine"), "CPU limits"),
+    "cpus_per_task": (("slurm", "gridengine"), "CPU limits"),
+    "mem": (("slurm", "gridengine"), "memory limits"),
+    "mem_per_task": (("slurm", "gridengine"), "memory limits"),
+    "debug": (("slurm", "gridengine"), "debug partition or test queue"),
+    "duration": (("slurm", "gridengine"), "time limits"),
+    "tasks_per_node": (("slurm", "gridengine"), "allocations to share between tasks"),
+    "max_tasks_per_node": (("slurm", "gridengine"), "allocations to share between tasks"),
+    "account": (("slurm", "gridengine"), "accounts"),
+    "dependency": (("slurm", "gridengine"), "job dependencies"),
+    "hold_jid": (("slurm", "gridengine"), "job dependencies"),
+    "extra": (("slurm", "gridengine"), "scheduler command to pass the words after -- to"),
+    "partition": (("slurm",), "partitions"),
+    "qos": (("slurm",), "qualities of service"),
+    "constraint": (("slurm",), "node features"),
+    "max_array_size": (("slurm",), "MaxArraySize"),
+    "pe": (("gridengine",), "parallel environments"),
+    "mem_resource": (("gridengine",), "memory resources"),
+    "gpu_resource": (("gridengine",), "GPU resources"),
+    "queue": (("gridengine",), "queues"),
+    "detach": (("local", "ssh"), "pool of its own to detach"),
+    "hosts": (("ssh",), "host list"),
+    "ssh_config": (("ssh",), "ssh config"),
+    "retries": (("ssh",), "lost hosts to retry on"),
+    "remote_dir": (("ssh",), "remote directories"),
+    "ssh_no_host_key_check": (("ssh",), "host keys"),
+}
+
+
+def refuse_foreign_options(backend: str, options: Dict[str, Any]) -> None:
+    """One line for the first option `backend` cannot honour, e.g. "local has no partitions;
+    drop --partition or use --backend slurm"."""
+    for key, (owners, lacks) in OPTION_BACKENDS.items():
+        value = options.get(key)
+        if backend in owners or not _given(value):
+            continue
+        where = " or ".join(owners)
+        if key == "extra":
+            words = " ".join(str(v) for v in value)
+            raise UsageError(f"{backend} has no {lacks} ({words}); drop them or use --backend {where}")
+        flag = "--" + key.replace("_", "-")
+        raise UsageError(f"{backend} has no {lacks}; drop {flag} or use --backend {where}")
+
+
+def _given(value: Any) -> bool:
+    """An option set to something (0 counts: `--cpus 0` on local is refused, not ignored)."""
+    if value is None or value is False:
+        return False
+    return not (isinstance(value, (str, list, tuple)) and len(value) == 0)
+
+
 # scheduler states a query may report for a task; absent = not known to the scheduler
 QUEUED, STARTED, STUCK = "pending", "running", "error"
 
@@ -55,7 +110,9 @@ class Backend:
         """Register this backend's own launch options (shared ones live in the CLI)."""
 
     def check_options(self) -> None:
-        """Refuse bad backend options with one line, before a launch writes anything."""
+        """Refuse bad backend options with one line, before a launch writes anything or
+        takes a launch id; checks only this machine (no scheduler is asked)."""
+        refuse_foreign_options(self.name, self.options)
 
     def preflight(self, launch: "LaunchInfo") -> None:
         """Checks that need the outside world (e.g. hosts answering), before a launch is recorded."""

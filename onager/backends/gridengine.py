@@ -82,6 +82,14 @@ class GridEngineBackend(Backend):
         super().__init__(options)
         self._max_aj_tasks: Optional[int] = None
 
+    def check_options(self) -> None:
+        """Every option, config defaults and site names included, checked before a launch
+        writes anything (a missing PE for --cpus 4 used to surface only at submission)."""
+        tasks_per_node, at_once = per_node(self.options)
+        self._resources(at_once if tasks_per_node > 1 else 1)  # slurm-only options get their hint first
+        super().check_options()
+        positive(self.options, "max_tasks")
+
     # ------------------------------------------------------------- helpers
     def max_aj_tasks(self) -> int:
         """max_aj_tasks of the cluster (`qconf -sconf`), read once; 0 there means no limit."""

@@ -332,6 +332,12 @@ class LocalBackend(Backend):
             raise UsageError("--max-tasks must be at least 1")
         return width
 
+    def check_options(self) -> None:
+        """--max-tasks, --gpus and --gpus-per-task, and no option a pool cannot honour."""
+        super().check_options()
+        self._width()
+        gpu_slots(self.options)
+
     def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:
         slots = gpu_slots(self.options)
         width = max(1, min(self._width(), len(slots)) if slots else self._width())

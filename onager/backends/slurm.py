@@ -317,6 +317,17 @@ class SlurmBackend(Backend):
         super().__init__(options)
         self._max_array_size: Optional[int] = None
 
+    def check_options(self) -> None:
+        """Every option, config defaults included, checked before a launch writes anything."""
+        self._check_foreign()
+        super().check_options()
+        tasks_per_node, at_once = per_node(self.options)
+        self._resources(at_once if tasks_per_node > 1 else 1)
+        positive(self.options, "max_tasks")
+        given = positive(self.options, "max_array_size")
+        if given is not None and given < 2:
+            raise UsageError(f"--max-array-size must be at least 2 (got {given}): onager submits job arrays")
+
     # ------------------------------------------------------------- helpers
     def max_array_size(self) -> int:
         """MaxArraySize from `scontrol show config`, read once per backend (= per launch)."""

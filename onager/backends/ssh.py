@@ -1037,6 +1037,7 @@ class SshBackend(Backend):
 
     def check_options(self) -> List[HostSpec]:
         """Refuse bad ssh options with one line (called before anything is written, and by submit_commands)."""
+        super().check_options()
         specs = parse_hosts(self.options.get("hosts"))
         config = self.options.get("ssh_config")
         if config and not os.path.isfile(os.path.expanduser(str(config))):
