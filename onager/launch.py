@@ -21,7 +21,7 @@ from onager import config as configmod
 from onager.backends import backend_class
 from onager.backends.base import Backend, LaunchInfo
 from onager.errors import OnagerError, UsageError
-from onager.fsutil import _umask, atomic_write, executable_mode, file_lock, read_text
+from onager.fsutil import _umask, atomic_write, executable_mode, file_lock, os_error_message, read_text
 from onager.index import JobIndex, LaunchRecord
 from onager.jobfile import JobEntry, iter_jobfile, jobfile_path
 from onager.scrub import scrub_argv, scrub_value
@@ -418,10 +418,12 @@ def _check_provenance(workdir: str, options: Dict[str, Any], root: str) -> None:
 
 
 def _write_error(path: str, exc: OSError) -> OnagerError:
-    """One line for a failed write (disk full, permissions) while building a launch."""
-    where = exc.filename or path
-    return OnagerError(f"cannot write the launch under {where}: {exc.strerror or exc}; "
-                       "nothing was launched; free some space (or fix permissions) and launch again")
+    """One line for a failed write (disk full, permissions, .onager a file) while building a
+    launch: the path shown is the job's launches directory, never a temporary build name."""
+    named = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes)) else ""
+    if not named or "/.build-" in named or os.path.basename(path).startswith(".build-"):
+        exc.filename = os.path.dirname(path) if os.path.basename(path).startswith(".build-") else path
+    return OnagerError(f"{os_error_message(exc)}; nothing was launched")
 
 
 def _dirs(n: int) -> str:

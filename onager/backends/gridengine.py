@@ -148,10 +148,6 @@ class GridEngineBackend(Backend):
             args += ["-hold_jid", ",".join(ids)]
         return args
 
-    def check_options(self) -> None:
-        tasks_per_node, at_once = per_node(self.options)
-        self._resources(at_once if tasks_per_node > 1 else 1)
-
     def plan(self, launch: LaunchInfo) -> Tuple[int, int, List[Tuple[int, int, int]]]:
         """(tasks per node, at once, [blocks]): one qsub per block."""
         tasks_per_node, at_once = per_node(self.options)

@@ -380,11 +380,6 @@ class SlurmBackend(Backend):
             args.append(f"--dependency={dependency}")
         return args
 
-    def check_options(self) -> None:
-        self._check_foreign()
-        tasks_per_node, at_once = per_node(self.options)
-        self._resources(at_once if tasks_per_node > 1 else 1)
-
     def plan(self, launch: LaunchInfo) -> Tuple[int, int, List[Tuple[int, Tasklist]]]:
         """(tasks per node, at once, [(offset, indexes)]): what each sbatch covers."""
         self._check_foreign()
