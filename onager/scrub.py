@@ -14,9 +14,10 @@ with them, so every such text passes through `scrub_text` / `scrub_argv` /
   secret (`WANDB_API_KEY=...`, `--password ...`) -> the value becomes `REDACTED`;
 - the values of environment variables with a secret-looking name, wherever they occur.
 
-A secret-looking name contains TOKEN, SECRET, PASSW(ORD|D), PASSPHRASE, CREDENTIAL or KEY,
-has a word starting with AUTH (not AUTHOR), or a word SIG / SIGNATURE / COOKIE
-(case-insensitive). The task records that a task RUNS (tasks.sh, tasks.jsonl, jobs.json,
+A secret-looking name contains TOKEN, SECRET, PASSW(ORD|D), PASSPHRASE or CREDENTIAL, has
+a word KEY (or one ending in APIKEY, PRIVATEKEY, ACCESSKEY, ...), a word starting with AUTH
+(not AUTHOR), or a word SIG / SIGNATURE / COOKIE (case-insensitive); an environment
+variable's name counts when it contains KEY anywhere. The task records that a task RUNS (tasks.sh, tasks.jsonl, jobs.json,
 wrapper.sh) are not metadata and keep the real text: a task must get its argv byte for byte.
 """
 from __future__ import annotations
@@ -29,7 +30,9 @@ REDACTED = "REDACTED"
 #: values shorter than this are not searched for (a secret variable set to "1" or "true")
 MIN_ENV_VALUE = 8
 
-_SUBSTRINGS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "KEY")
+_SUBSTRINGS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL")
+_KEY_ENDINGS = ("APIKEY", "PRIVATEKEY", "ACCESSKEY", "SSHKEY", "AUTHKEY", "LICENSEKEY", "MASTERKEY",
+                "SIGNINGKEY", "ENCRYPTIONKEY", "DEPLOYKEY")
 _WORDS = ("SIG", "SIGNATURE", "COOKIE")
 
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s]*)@")
@@ -45,12 +48,23 @@ _OPTION = re.compile(r"(?<![\w\-])(?P<flag>--?[A-Za-z][\w.\-]*)(?:=(?P<joined>" 
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether a variable, option or query parameter of this name holds a secret."""
+    """Whether a variable, option or query parameter of this name holds a secret.
+
+    KEY counts as a word or a word's end (`api_key`, `apikey`, `--ssh-key`, `SECRETKEY`),
+    not inside other words (`--monkey`, `--keyboard` and `--hotkey` are not secrets).
+    """
     upper = name.upper()
     if any(s in upper for s in _SUBSTRINGS):
         return True
     words = [w for w in re.split(r"[^A-Z0-9]+", upper) if w]
-    return any(w in _WORDS or (w.startswith("AUTH") and not w.startswith("AUTHOR")) for w in words)
+    return any(w in _WORDS or w == "KEY" or w.startswith("KEY") and w[3:].isdigit()
+               or w.endswith(_KEY_ENDINGS) or (w.startswith("AUTH") and not w.startswith("AUTHOR"))
+               for w in words)
+
+
+def is_secret_variable(name: str) -> bool:
+    """Environment variables: any name that contains KEY counts (`WANDB_APIKEY`, `MYKEY`)."""
+    return is_secret_name(name) or "KEY" in name.upper()
 
 
 def _env_secrets(environ: Optional[Mapping[str, str]] = None) -> List[str]:
@@ -58,7 +72,7 @@ def _env_secrets(environ: Optional[Mapping[str, str]] = None) -> List[str]:
     environ = os.environ if environ is None else environ
     values = set()
     for name, value in environ.items():
-        if is_secret_name(name) and len(value) >= MIN_ENV_VALUE and value != REDACTED \
+        if is_secret_variable(name) and len(value) >= MIN_ENV_VALUE and value != REDACTED \
                 and not os.path.exists(value):
             values.add(value)
     return sorted(values, key=len, reverse=True)
@@ -147,5 +161,5 @@ def scrub_value(value: Any, environ: Optional[Mapping[str, str]] = None) -> Any:
 
 def scrub_env(environ: Mapping[str, str]) -> Dict[str, str]:
     """Environment variables as recorded: secret-named ones keep their name, never their value."""
-    return {name: (REDACTED if is_secret_name(name) else scrub_text(value)) for name, value in environ.items()}
+    return {name: (REDACTED if is_secret_variable(name) else scrub_text(value)) for name, value in environ.items()}
 

@@ -207,3 +207,12 @@ def test_pip_freeze_keeps_package_names_that_look_secret():
     freeze = "keyring==24.3.0\ntokenizers==0.15.0\nsecretstorage==3.3.3\npkg @ git+https://u:PLANT@h.example/x@v1\n"
     assert scrub_text(freeze, environ={}) == \
         "keyring==24.3.0\ntokenizers==0.15.0\nsecretstorage==3.3.3\npkg @ git+https://h.example/x@v1\n"
+
+
+def test_key_counts_as_a_word_in_options_and_anywhere_in_variable_names():
+    from onager.scrub import is_secret_name, is_secret_variable, scrub_argv
+    argv = ["python", "t.py", "--monkey", "3", "--keyboard", "us", "--api-key", "abcdefgh", "--ssh-key=k1k2k3"]
+    assert scrub_argv(argv) == ["python", "t.py", "--monkey", "3", "--keyboard", "us",
+                                "--api-key", "REDACTED", "--ssh-key=REDACTED"]
+    assert not is_secret_name("--hotkey") and is_secret_name("apikey") and is_secret_name("X-Amz-Signature")
+    assert is_secret_variable("MYKEY") and is_secret_variable("WANDB_API_KEY")
