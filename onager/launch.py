@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+import types
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
 
@@ -521,3 +522,16 @@ def run_command(argv: List[str]) -> None:
     from onager.backends.base import run
     run(argv, retries=2)
 
+
+class _CallableModule(types.ModuleType):
+    """`onager.launch(job_or_sweep, backend=...)` is the library call (onager.api.launch), while
+    `onager.launch` stays this module for the CLI: Python binds a package's submodule to the
+    attribute of the same name, so the module itself answers the call. The call is forwarded
+    at run time, not imported: onager.api sits above this module (it imports it)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import importlib
+        return importlib.import_module("onager.api").launch(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
