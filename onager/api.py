@@ -148,7 +148,8 @@ def launch(job: Union[str, Sweep], backend: Optional[str] = None, *, jobname: Op
         from onager.backends import backend_class
         backend_class(backend)(merged).check_options()
         job.write(name, jobfile)
-    argv = ["onager.launch", name, f"backend={backend}"] + [f"{k}={v!r}" for k, v in sorted(options.items())]
+    argv = cli_argv(name, backend, options, tasklist=tasklist, jobfile=jobfile, command=command,
+                    workdir=workdir, venv=venv)
     backend_obj, info = launchmod.prepare(name, backend, merged, tasklist, jobfile, command,
                                           workdir=workdir, venv=venv, argv=argv)
     try:
@@ -161,6 +162,23 @@ def launch(job: Union[str, Sweep], backend: Optional[str] = None, *, jobname: Op
     if end_error is not None:
         raise end_error
     return Launch(record.jobname, record.launch_id, record.backend, os.getcwd())
+
+
+def cli_argv(jobname: str, backend: str, options: Dict[str, Any], **generic: Any) -> List[str]:
+    """The `onager launch` command line that does what this call does: launch.json and
+    provenance record it, and credentials in it are scrubbed word by word as for the CLI
+    (`extra=["--comment", "password=x"]` must not reach disk as one Python repr)."""
+    argv = ["onager", "launch", "--backend", backend, "--jobname", jobname]
+    for key, value in [*sorted(generic.items()), *sorted(options.items())]:
+        if value is None or value is False or key == "extra":
+            continue
+        argv.append("--" + key.replace("_", "-"))
+        if value is not True:
+            argv.append(str(value))
+    extra = options.get("extra")
+    if extra:
+        argv += ["--", *map(str, extra)]
+    return argv
 
 
 def _launch_actions() -> Dict[str, argparse.Action]:

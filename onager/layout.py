@@ -17,7 +17,7 @@ a launch's frozen files (`launch.json`, `tasks.jsonl`) for every module that nee
     tasks.jsonl                   [id, command, tag, params] per task
     wrapper.sh  launch.json       what a task runs; the launch's metadata (written last)
     provenance.json  git-diff.patch  pip-freeze.txt  code/
-    scheduler.json  pool.json     what a scheduler or a pool keeps about the launch
+    scheduler.json  pool.json  pool.log   what a scheduler or a pool keeps about the launch
     state/<id>.start@..  <id>.end@..  <id>.cancel   task states as file names
     logs/<id>.out  logs/<id>.err  a task's output
     results/<id>.jsonl            log_result() lines
@@ -40,7 +40,7 @@ BUILD_PREFIX = ".build-"  # a launch directory still being built (renamed to its
 
 TASKS_SH, TASKS_IDX, TASKS_JSONL = "tasks.sh", "tasks.idx", "tasks.jsonl"
 WRAPPER, LAUNCH_JSON, PROVENANCE_JSON = "wrapper.sh", "launch.json", "provenance.json"
-SCHEDULER_JSON, POOL_JSON = "scheduler.json", "pool.json"
+SCHEDULER_JSON, POOL_JSON, POOL_LOG = "scheduler.json", "pool.json", "pool.log"
 STATE, LOGS, RESULTS = "state", "logs", "results"
 
 
@@ -85,6 +85,11 @@ class LaunchPaths:
     @property
     def pool_json(self) -> str:
         return os.path.join(self.dir, POOL_JSON)
+
+    @property
+    def pool_log(self) -> str:
+        """Output of a detached pool (local --detach, ssh --detach)."""
+        return os.path.join(self.dir, POOL_LOG)
 
     @property
     def state_dir(self) -> str:

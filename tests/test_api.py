@@ -119,3 +119,18 @@ def test_the_documented_example_runs(tmp_path) -> None:
     script.write_text("\n".join(blocks))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_recorded_command_line_is_the_cli_one_and_scrubbed(project) -> None:
+    from onager.api import cli_argv
+    from onager.scrub import scrub_argv
+    argv = cli_argv("j", "slurm", {"max_tasks": 2, "detach": True, "debug": False,
+                                   "extra": ["--comment", "password=hunter2", "--token", "abc"]}, tasklist="1-2")
+    assert argv[:6] == ["onager", "launch", "--backend", "slurm", "--jobname", "j"]
+    assert argv[6:] == ["--tasklist", "1-2", "--detach", "--max-tasks", "2", "--",
+                        "--comment", "password=hunter2", "--token", "abc"]
+    assert "hunter2" not in " ".join(scrub_argv(argv)) and "abc" not in scrub_argv(argv)
+    run = onager.launch("rec", backend="local", command="true", max_tasks=1)
+    with open(run.paths.launch_json) as handle:
+        assert json.load(handle)["argv"] == ["onager", "launch", "--backend", "local", "--jobname", "rec",
+                                             "--command", "true", "--max-tasks", "1"]
