@@ -25,6 +25,7 @@ from onager.layout import LaunchPaths
 from onager.sweep import Sweep
 from onager.tasklist import Tasklist
 
+
 @dataclass(frozen=True)
 class Launch:
     """One recorded launch of a job, as `onager list --jobname JOB --launch ID` would find it."""

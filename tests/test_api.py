@@ -134,3 +134,16 @@ def test_the_recorded_command_line_is_the_cli_one_and_scrubbed(project) -> None:
     with open(run.paths.launch_json) as handle:
         assert json.load(handle)["argv"] == ["onager", "launch", "--backend", "local", "--jobname", "rec",
                                              "--command", "true", "--max-tasks", "1"]
+
+
+def test_config_defaults_apply_as_on_the_command_line(project) -> None:
+    assert onager_cli("config", "--write", "local", "max-tasks", "1").returncode == 0
+    run = onager.launch("cfg", backend="local", command="true")
+    with open(run.paths.launch_json) as handle:
+        assert json.load(handle)["options"]["max_tasks"] == 1  # converted, as the CLI converts it
+    explicit = onager.launch("cfg", backend="local", command="true", max_tasks=3)
+    with open(explicit.paths.launch_json) as handle:
+        assert json.load(handle)["options"]["max_tasks"] == 3  # a given option wins
+    assert onager_cli("config", "--write", "local", "max-tasks", "zero").returncode == 0
+    with pytest.raises(UsageError, match="config value max-tasks='zero' for local is not valid"):
+        onager.launch("cfg", backend="local", command="true")
