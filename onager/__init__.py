@@ -4,7 +4,7 @@ from __future__ import annotations
 __version__ = "0.2.0"
 
 _SWEEP_NAMES = ("Sweep", "Range", "Linspace", "Logspace", "Files", "Uniform", "LogUniform", "RandInt")
-__all__ = [*_SWEEP_NAMES, "params", "log_result", "__version__"]
+__all__ = [*_SWEEP_NAMES, "params", "log_result", "launch", "Launch", "launches", "__version__"]
 
 
 def __getattr__(name):  # lazy, so `onager --help` stays fast
@@ -17,4 +17,10 @@ def __getattr__(name):  # lazy, so `onager --help` stays fast
     if name == "log_result":
         from onager.task import log_result
         return log_result
+    if name in ("Launch", "launches"):
+        from onager import api
+        return getattr(api, name)
+    if name == "launch":  # the module onager.launch, callable as onager.api.launch (see there)
+        import importlib
+        return importlib.import_module("onager.launch")
     raise AttributeError(name)

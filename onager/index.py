@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from onager.errors import UsageError
 from onager.fsutil import atomic_write, file_lock
+from onager.layout import ProjectPaths
 
 
 @dataclass
@@ -33,7 +34,7 @@ class LaunchRecord:
 
 class JobIndex:
     def __init__(self, root: str = "."):
-        self.path = os.path.join(root, ".onager", "index.jsonl")
+        self.path = ProjectPaths(root).index
         self.lock_path = self.path + ".lock"
 
     def _lines(self) -> List[str]:

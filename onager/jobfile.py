@@ -13,8 +13,9 @@ from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Te
 
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_writer
+from onager.layout import JOBFILE_TEMPLATE
 
-DEFAULT_JOBFILE = ".onager/scripts/{jobname}/jobs.json"
+DEFAULT_JOBFILE = JOBFILE_TEMPLATE
 
 
 class JobEntry(NamedTuple):

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+import types
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
 
@@ -24,8 +25,11 @@ from onager.errors import OnagerError, UsageError
 from onager.fsutil import _umask, atomic_write, executable_mode, file_lock, os_error_message, read_text
 from onager.index import JobIndex, LaunchRecord
 from onager.jobfile import JobEntry, iter_jobfile, jobfile_path
+from onager.layout import BUILD_PREFIX, LaunchPaths, ProjectPaths
+from onager.layout import iter_launch_tasks, load_meta  # noqa: F401  (their old home; callers may import them here)
 from onager.scrub import scrub_argv, scrub_value
-from onager.state import RERUN_FAILED, RERUN_UNFINISHED
+from onager.state import ERROR, RERUN_FAILED, RERUN_UNFINISHED
+from onager.status import job_task_statuses
 from onager.sweep import check_jobname, param_key
 from onager.tasklist import Tasklist
 from onager.wrapper import index_record, task_record, wrapper_text
@@ -34,7 +38,7 @@ Selection = Union[None, Tasklist, Set[int]]
 
 
 def launches_root(jobname: str, root: str = ".") -> str:
-    return os.path.join(root, ".onager", "launches", jobname)
+    return ProjectPaths(root).launches(jobname)
 
 
 def _env_name(key: str) -> str:
@@ -47,7 +51,6 @@ def select(jobname: str, spec: Optional[str], root: str = ".") -> Tuple[Selectio
         return None, "all tasks"
     word = spec.strip().lower()
     if word in ("failed", "unfinished"):
-        from onager.status import job_task_statuses
         wanted = RERUN_FAILED if word == "failed" else RERUN_UNFINISHED
         statuses = job_task_statuses(jobname, root)
         ids = {i for i, (status, _) in statuses.items() if status in wanted}
@@ -64,8 +67,6 @@ def select(jobname: str, spec: Optional[str], root: str = ".") -> Tuple[Selectio
 def cancel_stuck(jobname: str, root: str = ".") -> None:
     """Delete tasks a scheduler holds in an error state (SGE's Eqw) before they are relaunched:
     left queued, an admin could release them and they would run twice."""
-    from onager.state import ERROR
-    from onager.status import job_task_statuses
     stuck: Dict[str, Tuple[Any, List[int]]] = {}
     for task_id, (status, record) in job_task_statuses(jobname, root).items():
         if status == ERROR:
@@ -107,7 +108,7 @@ def _check_all_found(found: int, selection: Selection, seen: Set[int], jobname: 
 def _ids_dir(jobname: str, root: str) -> str:
     """`.onager/launch-ids/<job>/`: the job's id counter (`last`) and its locks, kept apart
     from its launch directories, which hold launches only."""
-    return os.path.join(root, ".onager", "launch-ids", jobname)
+    return ProjectPaths(root).ids_dir(jobname)
 
 
 def claim_launch_id(jobname: str, root: str = ".") -> str:
@@ -216,7 +217,7 @@ def _tree_size(path: str) -> int:
 
 def _submitted_ids(path: str) -> List[str]:
     try:
-        with open(os.path.join(path, "scheduler.json"), encoding="utf-8") as handle:
+        with open(LaunchPaths(path).scheduler_json, encoding="utf-8") as handle:
             return [str(s["job_id"]) for s in json.load(handle)["submissions"]]
     except (OSError, ValueError, KeyError, TypeError):
         return []
@@ -268,9 +269,10 @@ def write_tasks(launch_dir: str, entries: Iterator[JobEntry]) -> Tuple[int, List
     next_index_pos = 0
     env_names: Dict[str, str] = {}
     encode = json.JSONEncoder(ensure_ascii=False).encode
-    with open(os.path.join(launch_dir, "tasks.sh"), "wb") as records, \
-            open(os.path.join(launch_dir, "tasks.idx"), "wb") as index, \
-            open(os.path.join(launch_dir, "tasks.jsonl"), "w", encoding="utf-8") as listing:
+    paths = LaunchPaths(launch_dir)
+    with open(paths.tasks_sh, "wb") as records, \
+            open(paths.tasks_idx, "wb") as index, \
+            open(paths.tasks_jsonl, "w", encoding="utf-8") as listing:
         for entry in entries:
             env = {}
             for key, value in entry.params.items():
@@ -330,7 +332,7 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
         _check_all_found(len(ids), selection, seen, jobname)
         info = LaunchInfo(jobname, "DRY-RUN", os.path.abspath(os.path.join(launches_root(jobname, root), "DRY-RUN")),
                           "", Tasklist.from_ids(ids), len(ids), workdir, options, header, footer)
-        info.wrapper = os.path.join(info.launch_dir, "wrapper.sh")
+        info.wrapper = LaunchPaths(info.launch_dir).wrapper
         return backend, info
 
     _check_provenance(workdir, options, root)  # --require-clean, snapshot size: before any write
@@ -353,10 +355,10 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
         lock.shared()
         # built under a temporary name: a kill leaves no numbered directory, and a usage
         # error found while reading the jobfile takes no launch id
-        build = tempfile.mkdtemp(prefix=".build-", dir=parent)
+        build = tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=parent)
         os.chmod(build, 0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename
-        os.mkdir(os.path.join(build, "logs"))
-        os.mkdir(os.path.join(build, "state"))
+        os.mkdir(LaunchPaths(build).logs_dir)
+        os.mkdir(LaunchPaths(build).state_dir)
         count, ids = write_tasks(build, entries)
         _check_all_found(count, selection, set(ids) if selection is not None and count != len(selection) else set(), jobname)
         while True:
@@ -372,7 +374,7 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
         workdir = _provenance_hook(launch_dir, workdir, options, backend=backend_name,
                                    argv=argv or sys.argv, venv=venv, root=root)
         tasks = Tasklist.from_ids(ids)
-        wrapper = os.path.join(launch_dir, "wrapper.sh")
+        wrapper = LaunchPaths(launch_dir).wrapper
         with open(wrapper, "w", encoding="utf-8") as handle:
             handle.write(wrapper_text(launch_dir, jobname, launch_id, workdir, header, footer, venv))
         os.chmod(wrapper, executable_mode())
@@ -384,7 +386,7 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
                 "jobfile": None if command is not None else jobfile_path(jobname, jobfile),
                 "venv": venv}
         # launch.json last, by rename: a launch directory that has it is complete
-        atomic_write(os.path.join(launch_dir, "launch.json"), json.dumps(meta, indent=1, sort_keys=True))
+        atomic_write(LaunchPaths(launch_dir).launch_json, json.dumps(meta, indent=1, sort_keys=True))
     except BaseException as exc:
         for path in (build, launch_dir):
             if path:
@@ -523,59 +525,15 @@ def run_command(argv: List[str]) -> None:
     run(argv, retries=2)
 
 
-def load_meta(launch_dir: str) -> Dict[str, Any]:
-    try:
-        with open(os.path.join(launch_dir, "launch.json"), encoding="utf-8") as handle:
-            meta = json.load(handle)
-        if not isinstance(meta, dict):
-            raise ValueError
-        return meta
-    except FileNotFoundError:
-        raise OnagerError(f"launch directory {launch_dir} is missing (deleted by hand?); "
-                          "its record stays in .onager/index.jsonl")
-    except (ValueError, RecursionError):
-        raise OnagerError(f"{launch_dir}/launch.json is damaged; relaunch the job to get a fresh launch")
+class _CallableModule(types.ModuleType):
+    """`onager.launch(job_or_sweep, backend=...)` is the library call (onager.api.launch), while
+    `onager.launch` stays this module for the CLI: Python binds a package's submodule to the
+    attribute of the same name, so the module itself answers the call. The call is forwarded
+    at run time, not imported: onager.api sits above this module (it imports it)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import importlib
+        return importlib.import_module("onager.api").launch(*args, **kwargs)
 
 
-def iter_launch_tasks(launch_dir: str) -> Iterator[Tuple[int, str, str, Dict[str, Any]]]:
-    path = os.path.join(launch_dir, "tasks.jsonl")
-    try:
-        handle = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise OnagerError(f"launch directory {launch_dir} is missing its tasks (deleted by hand?)")
-    except OSError as exc:  # a directory where the file should be, unreadable, ...
-        raise _damaged(path, 1, exc.strerror or str(exc))
-    with handle:
-        number = 0  # lines read before this chunk
-        while True:
-            try:
-                lines = handle.readlines(1 << 22)
-            except ValueError:  # not UTF-8
-                raise _damaged(path, number + 1, "not UTF-8 text")
-            if not lines:
-                break
-            try:
-                chunk = json.loads("[" + ",".join(lines) + "]")
-            except (ValueError, RecursionError):
-                chunk = list(_good_lines(path, lines, number))
-            for n, item in enumerate(chunk, number + 1):
-                try:
-                    task_id, command, tag, params = item
-                except (ValueError, TypeError):
-                    raise _damaged(path, n, "edited by hand")
-                yield task_id, command, tag, params
-            number += len(lines)
-
-
-def _damaged(path: str, line: int, why: str) -> OnagerError:
-    return OnagerError(f"{path} is damaged at line {line} ({why}): launch the job again for a fresh launch")
-
-
-def _good_lines(path: str, lines: List[str], before: int) -> Iterator[Tuple[int, str, str, Dict[str, Any]]]:
-    """The tasks of a chunk that did not parse, up to its first bad line (which raises)."""
-    for n, line in enumerate(lines, before + 1):
-        try:
-            task_id, command, tag, params = json.loads(line)
-        except (ValueError, TypeError, RecursionError):
-            raise _damaged(path, n, "truncated or edited by hand")
-        yield task_id, command, tag, params
+sys.modules[__name__].__class__ = _CallableModule

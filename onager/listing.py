@@ -7,12 +7,13 @@ import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
+from onager.layout import LaunchPaths
 from onager.state import RERUN_FAILED, STATUSES, describe_exit, read_states
-from onager.status import TaskRow, launch_rows, query_all, select_records
+from onager.status import Progress, TaskRow, query_all, select_records, task_rows, wait_for
 from onager.tasklist import Tasklist
 
 COLUMNS = ["job_id", "launch", "task_id", "jobname", "status", "exit", "elapsed", "tag", "command"]
@@ -89,24 +90,17 @@ def _rows(args: argparse.Namespace, index: JobIndex, damaged: Optional[List[str]
     if wanted is not None and len(wanted.blocks) > 64:
         wanted = set(wanted)
     statuses = _statuses(args.status) if getattr(args, "status", None) else None
-    answers = query_all(records)
-    rows: List[TaskRow] = []
-    for record in records:
+
+    def skipped(record: LaunchRecord, why: str) -> None:
         if not os.path.isdir(record.launch_dir):
             print(f"onager: warning: launch {record.key} is in the index but its directory "
                   f"{record.launch_dir} is gone; skipped", file=sys.stderr)
-            continue
-        before = len(rows)
-        try:
-            for row in launch_rows(record, answers.get(record.key), wanted):
-                if statuses is None or row.status in statuses:
-                    rows.append(row)
-        except OnagerError as exc:
-            del rows[before:]
-            print(f"onager: warning: launch {record.key} skipped: {exc}", file=sys.stderr)
-            if damaged is not None:
-                damaged.append(record.key)
-    return rows
+            return
+        print(f"onager: warning: launch {record.key} skipped: {why}", file=sys.stderr)
+        if damaged is not None:
+            damaged.append(record.key)
+
+    return task_rows(records, wanted, statuses, skipped)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -215,6 +209,45 @@ def _summary(rows: List[TaskRow], args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- cancel
+class Cancelled(NamedTuple):
+    """What cancelling one launch did: the tasks asked for and the scheduler commands run
+    (none when they had all finished already)."""
+
+    record: LaunchRecord
+    tasks: Tasklist
+    commands: List[List[str]]
+    finished: bool  # every selected task had already ended: nothing was cancelled
+
+
+def cancel_records(records: Sequence[LaunchRecord], tasks: Optional[Tasklist] = None,
+                   dry_run: bool = False) -> List[Cancelled]:
+    """Cancel `tasks` (default: all) of each launch; checks every launch before cancelling any."""
+    from onager.backends import backend_class
+
+    plans = []
+    for record in records:
+        if not os.path.isdir(record.launch_dir):
+            raise OnagerError(f"launch directory {record.launch_dir} of {record.key} is gone (deleted by hand?)")
+        own = Tasklist.parse(record.tasklist)
+        selected = own
+        if tasks is not None:
+            outside = [i for i in tasks if i not in own] if len(tasks) < 1_000_000 else []
+            if outside:
+                raise UsageError(f"tasks {Tasklist.from_ids(outside)} are not in launch {record.key} "
+                                 f"(it has {record.tasklist})")
+            selected = tasks
+        plans.append((record, selected))
+    done: List[Cancelled] = []
+    for record, selected in plans:
+        states = read_states(record.launch_dir)
+        if all(states.get(i) is not None and states[i].end is not None for i in selected):
+            done.append(Cancelled(record, selected, [], True))
+            continue
+        backend = backend_class(record.backend)(record.options)
+        done.append(Cancelled(record, selected, backend.cancel(record, selected, dry_run=dry_run), False))
+    return done
+
+
 def run_cancel(args: argparse.Namespace) -> int:
     import shlex
     from onager.backends import backend_class
@@ -242,29 +275,16 @@ def run_cancel(args: argparse.Namespace) -> int:
         records = records[-1:]
     if args.backend and any(r.backend != args.backend for r in records):
         raise UsageError(f"launch {records[0].key} ran on {records[0].backend}, not {args.backend}")
-    for record in records:
-        if not os.path.isdir(record.launch_dir):
-            raise OnagerError(f"launch directory {record.launch_dir} of {record.key} is gone (deleted by hand?)")
-        own = Tasklist.parse(record.tasklist)
-        selected = own
-        if tasks is not None:
-            outside = [i for i in tasks if i not in own] if len(tasks) < 1_000_000 else []
-            if outside:
-                raise UsageError(f"tasks {Tasklist.from_ids(outside)} are not in launch {record.key} "
-                                 f"(it has {record.tasklist})")
-            selected = tasks
-        states = read_states(record.launch_dir)
-        if all(states.get(i) is not None and states[i].end is not None for i in selected):
-            if not args.quiet:
-                print(f"nothing to cancel: tasks {selected} of {record.key} have all finished", file=sys.stderr)
+    for each in cancel_records(records, tasks, dry_run=args.dry_run):
+        if args.quiet:
             continue
-        backend = backend_class(record.backend)(record.options)
-        commands = backend.cancel(record, selected, dry_run=args.dry_run)
-        if not args.quiet:
-            for command in commands:
-                print(" ".join(command) if command and command[0].startswith("#") else shlex.join(command))
-            if not args.dry_run:
-                print(f"cancelled tasks {selected} of {record.key}", file=sys.stderr)
+        if each.finished:
+            print(f"nothing to cancel: tasks {each.tasks} of {each.record.key} have all finished", file=sys.stderr)
+            continue
+        for command in each.commands:
+            print(" ".join(command) if command and command[0].startswith("#") else shlex.join(command))
+        if not args.dry_run:
+            print(f"cancelled tasks {each.tasks} of {each.record.key}", file=sys.stderr)
     return 0
 
 
@@ -274,46 +294,32 @@ def run_wait(args: argparse.Namespace) -> int:
     records = select_records(index, args.jobname, None, args.launch, latest_only=not args.launch)
     if not records:
         raise UsageError("no launch to wait for: run onager launch first")
-    start = time.time()
     tty = sys.stderr.isatty() and not args.quiet
-    last = ""
-    while True:
-        answers = query_all(records)
-        counts: Dict[str, int] = {}
-        failed_ids: List[int] = []
-        for record in records:
-            if not os.path.isdir(record.launch_dir):
-                raise OnagerError(f"launch directory {record.launch_dir} of {record.key} is gone (deleted by hand?)")
-            for row in launch_rows(record, answers.get(record.key)):
-                counts[row.status] = counts.get(row.status, 0) + 1
-                if row.status not in ("done", "pending", "running", "unknown"):
-                    failed_ids.append(row.task_id)
-        # unknown: the scheduler could not be asked; the task may well still run
-        active = counts.get("pending", 0) + counts.get("running", 0) + counts.get("unknown", 0)
-        line = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
+    last = [""]
+
+    def show(look: Progress) -> None:
+        line = ", ".join(f"{look.counts[s]} {s}" for s in STATUSES if look.counts.get(s))
         if tty:
-            sys.stderr.write(f"\r\033[K{line} [{int(time.time() - start)}s]")
+            sys.stderr.write(f"\r\033[K{line} [{int(look.elapsed)}s]")
             sys.stderr.flush()
-        elif not args.quiet and line != last:
+        elif not args.quiet and line != last[0]:
             print(line, file=sys.stderr)
-        last = line
-        if active == 0:
-            if tty:
-                sys.stderr.write("\n")
-            if failed_ids:
-                names = ", ".join(r.jobname for r in records)
-                which = "failed" if set(counts) <= RERUN_FAILED | {"done"} else "unfinished"
-                print(f"onager: {len(failed_ids)} task(s) did not succeed: {Tasklist.from_ids(failed_ids)}; "
-                      f"rerun with: onager launch --backend {records[-1].backend} --jobname {names} "
-                      f"--tasklist {which}", file=sys.stderr)
-                return 1
-            return 0
-        if args.timeout is not None and time.time() - start > args.timeout:
-            if tty:
-                sys.stderr.write("\n")
-            print(f"onager: still {active} task(s) unfinished after {args.timeout:g} s", file=sys.stderr)
-            return 124
-        time.sleep(max(0.05, args.interval))
+        last[0] = line
+
+    look, timed_out = wait_for(records, args.timeout, args.interval, show)
+    if tty:
+        sys.stderr.write("\n")
+    if timed_out:
+        print(f"onager: still {look.active} task(s) unfinished after {args.timeout:g} s", file=sys.stderr)
+        return 124
+    if look.unsuccessful:
+        names = ", ".join(r.jobname for r in records)
+        which = "failed" if set(look.counts) <= RERUN_FAILED | {"done"} else "unfinished"
+        print(f"onager: {len(look.unsuccessful)} task(s) did not succeed: {Tasklist.from_ids(look.unsuccessful)}; "
+              f"rerun with: onager launch --backend {records[-1].backend} --jobname {names} "
+              f"--tasklist {which}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # ------------------------------------------------------------------ logs
@@ -328,7 +334,7 @@ def run_logs(args: argparse.Namespace) -> int:
             break
     if chosen is None:
         raise UsageError(f"task {args.task} is not in any launch of job {args.jobname!r}")
-    path = os.path.join(chosen.launch_dir, "logs", f"{args.task}.{suffix}")
+    path = LaunchPaths(chosen.launch_dir).log(args.task, suffix)
     if not os.path.exists(path) and not args.follow:
         if not os.path.isdir(chosen.launch_dir):
             raise OnagerError(f"launch directory {chosen.launch_dir} is gone (deleted by hand?)")

@@ -11,8 +11,8 @@ import os
 import re
 import shlex
 import sys
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, TextIO, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
 from onager.errors import UsageError
 from onager.sweep import (Files, Linspace, Logspace, LogUniform, RandInt, Range, Sweep, Uniform, Values,
@@ -222,19 +222,110 @@ def _stray(argv: List[str], start: int, i: int) -> UsageError:
     return UsageError(f"{head} after {option}, which takes {takes} (the shell split the line into {split}): {fix}")
 
 
-def parse(argv: List[str]) -> PrelaunchArgs:
-    if argv[:1] in (["-h"], ["--help"]):
-        return PrelaunchArgs(Sweep(""), help=True)
+@dataclass
+class _Parse:
+    """What the +options said so far; handlers fill it in, `_build` turns it into a Sweep."""
+
+    args: PrelaunchArgs
     command: Optional[str] = None
-    args = PrelaunchArgs(Sweep(""))
-    dims: List[Tuple[str, List[Any], bool]] = []
+    dims: List[Tuple[str, List[Any], bool]] = field(default_factory=list)
     tag: Optional[str] = None
     tag_args: Optional[List[str]] = None
-    no_number = False
-    link = False
+    no_number: bool = False
+    link: bool = False
     sample: Optional[str] = None
     seed: Optional[str] = None
     source: Optional[str] = None
+
+
+def _read_plain(argv: List[str], i: int, option: str, values: List[Any]) -> int:
+    """Words up to the next +option, at most the option's arity; returns the next index."""
+    high = (OPTIONS.get(option) or EXACT_OPTIONS[option])[1]
+    while i < len(argv) and not _is_option(argv[i]) and (high is None or len(values) < high):
+        values.append(_value(argv[i]))
+        i += 1
+    return i
+
+
+def _read_dimension(argv: List[str], i: int, option: str, values: List[Any]) -> int:
+    """+arg's name, then the values of +arg/+pos-arg, generators included."""
+    if option == "+arg" and not values and i < len(argv) and not _is_option(argv[i]):
+        values.append(_value(argv[i]))  # the name
+        i += 1
+    return _values(argv, i, option, values)
+
+
+def _dimension(state: _Parse, option: str, values: List[Any]) -> None:
+    if state.link and option == "+flag":
+        raise UsageError("+link cannot join a +flag: flags are not linked; use +arg NAME with values")
+    state.dims.append((option, values, state.link))
+    state.link = False
+
+
+def _tag(state: _Parse, option: str, values: List[Any]) -> None:
+    state.tag = values[0] if values else "--tag"
+    if state.tag == "":
+        raise UsageError("+tag needs a non-empty name, or none for --tag")
+
+
+def _tag_args(state: _Parse, option: str, values: List[Any]) -> None:
+    state.tag_args = values
+
+
+def _link(state: _Parse, option: str, values: List[Any]) -> None:
+    if not state.dims and state.source is None:
+        raise UsageError("+link joins the next +arg/+pos-arg to the one before it: put it between two of them")
+    state.link = True
+
+
+def _from(state: _Parse, option: str, values: List[Any]) -> None:
+    if state.source is not None:
+        raise UsageError("+from takes one sweep file; give the rest as options")
+    state.source = values[0]
+
+
+def _setter(target: str, value: Any = None) -> Callable[[_Parse, str, List[Any]], None]:
+    """A handler that stores the option's first value (or `value`, for a switch) at `target`
+    ("name" on the parse state, "args.name" on the PrelaunchArgs)."""
+    def handle(state: _Parse, option: str, values: List[Any]) -> None:
+        owner: Any = state
+        name = target
+        if target.startswith("args."):
+            owner, name = state.args, target[5:]
+        setattr(owner, name, values[0] if value is None else value)
+    return handle
+
+
+Handler = Callable[[_Parse, str, List[Any]], None]
+Reader = Callable[[List[str], int, str, List[Any]], int]
+#: canonical +option -> (how its words are read, what it does); arity is in OPTIONS / EXACT_OPTIONS
+TABLE: Dict[str, Tuple[Reader, Handler]] = {
+    "+command": (_read_plain, _setter("command")),
+    "+jobname": (_read_plain, _setter("args.jobname")),
+    "+jobfile": (_read_plain, _setter("args.jobfile")),
+    "+arg": (_read_dimension, _dimension),
+    "+pos-arg": (_read_dimension, _dimension),
+    "+flag": (_read_plain, _dimension),
+    "+tag": (_read_plain, _tag),
+    "+tag-args": (_read_plain, _tag_args),
+    "+no-tag-number": (_read_plain, _setter("no_number", True)),
+    "+link": (_read_plain, _link),
+    "+sample": (_read_plain, _setter("sample")),
+    "+seed": (_read_plain, _setter("seed")),
+    "+from": (_read_plain, _from),
+    "+append": (_read_plain, _setter("args.append", True)),
+    "+quiet": (_read_plain, _setter("args.quiet", True)),
+    "+dry-run": (_read_plain, _setter("args.dry_run", True)),
+    "+help": (_read_plain, _setter("args.help", True)),
+}
+DIMENSIONS = ("+arg", "+pos-arg", "+flag")
+
+
+def parse(argv: List[str]) -> PrelaunchArgs:
+    """The +options of argv, read with TABLE, as a checked Sweep and where to write it."""
+    if argv[:1] in (["-h"], ["--help"]):
+        return PrelaunchArgs(Sweep(""), help=True)
+    state = _Parse(PrelaunchArgs(Sweep("")))
     i = 0
     start = 0  # where the current option's words begin
     while i < len(argv):
@@ -244,67 +335,25 @@ def parse(argv: List[str]) -> PrelaunchArgs:
         start = i
         option = ALIASES.get(_resolve(token), _resolve(token))
         low, high = OPTIONS.get(option) or EXACT_OPTIONS[option]
-        values: List[Any] = []
-        if "=" in token:
-            values.append(_value(token.split("=", 1)[1]))
-        i += 1
-        if option in ("+arg", "+pos-arg"):
-            if option == "+arg" and not values and i < len(argv) and not _is_option(argv[i]):
-                values.append(_value(argv[i]))  # the name
-                i += 1
-            i = _values(argv, i, option, values)
-        else:
-            while i < len(argv) and not _is_option(argv[i]) and (high is None or len(values) < high):
-                values.append(_value(argv[i]))
-                i += 1
+        values: List[Any] = [_value(token.split("=", 1)[1])] if "=" in token else []
+        reader, handler = TABLE[option]
+        i = reader(argv, i + 1, option, values)
         if len(values) < low:
             raise UsageError(f"{option} needs {'a value' if low == 1 and high == 1 else 'at least %d value(s)' % low}"
                              f"; see onager help prelaunch")
-        if option in ("+arg", "+pos-arg", "+flag"):
-            if link and option == "+flag":
-                raise UsageError("+link cannot join a +flag: flags are not linked; use +arg NAME with values")
-            dims.append((option, values, link))
-            link = False
-        elif link:
+        if state.link and option not in DIMENSIONS:
             raise UsageError(f"+link must be followed by the +arg or +pos-arg to link, not {option}")
-        if option == "+command":
-            command = values[0]
-        elif option == "+jobname":
-            args.jobname = values[0]
-        elif option == "+jobfile":
-            args.jobfile = values[0]
-        elif option == "+tag":
-            tag = values[0] if values else "--tag"
-            if tag == "":
-                raise UsageError("+tag needs a non-empty name, or none for --tag")
-        elif option == "+tag-args":
-            tag_args = values
-        elif option == "+no-tag-number":
-            no_number = True
-        elif option == "+link":
-            if not dims and source is None:
-                raise UsageError("+link joins the next +arg/+pos-arg to the one before it: put it between two of them")
-            link = True
-        elif option == "+sample":
-            sample = values[0]
-        elif option == "+seed":
-            seed = values[0]
-        elif option == "+from":
-            if source is not None:
-                raise UsageError("+from takes one sweep file; give the rest as options")
-            source = values[0]
-        elif option == "+append":
-            args.append = True
-        elif option == "+quiet":
-            args.quiet = True
-        elif option == "+dry-run":
-            args.dry_run = True
-        elif option == "+help":
-            args.help = True
-    if link:
+        handler(state, option, values)
+    if state.link:
         raise UsageError("+link must be followed by the +arg or +pos-arg to link")
-    if args.help:
-        return args
+    if state.args.help:
+        return state.args
+    return _build(state)
+
+
+def _build(state: _Parse) -> PrelaunchArgs:
+    """The Sweep the options describe (+from's file first, the options over it), checked."""
+    args, command, source = state.args, state.command, state.source
     if source is not None:
         from onager.sweepfile import load
         sweep, settings = load(source)
@@ -323,7 +372,7 @@ def parse(argv: List[str]) -> PrelaunchArgs:
     if args.jobname is None:
         raise UsageError("prelaunch needs +jobname NAME" + (f" (or jobname = \"...\" in {source})" if source else ""))
     check_jobname(args.jobname)
-    for option, values, linked in dims:
+    for option, values, linked in state.dims:
         if option in ("+arg", "+flag") and not values[0].strip():
             raise UsageError(f"{option} needs a non-empty name such as --lr")
         if option == "+arg":
@@ -332,12 +381,14 @@ def parse(argv: List[str]) -> PrelaunchArgs:
             sweep.pos_arg(values, link=linked)
         else:
             sweep.flag(values[0])
+    tag, tag_args, no_number = state.tag, state.tag_args, state.no_number
     if tag is not None or sweep.tag_name is not None:
         sweep.tag(tag if tag is not None else sweep.tag_name,  # type: ignore[arg-type]
                   tag_args if tag_args is not None else sweep.tag_args,
                   number=sweep.tag_number and not no_number)
     elif tag_args is not None or no_number:
         sweep.tag_args = tag_args
+    sample, seed = state.sample, state.seed
     if sample is not None or seed is not None:
         if sample is None and sweep.sample_count is None:
             raise UsageError("+seed needs +sample N (the seed of the random draws)")

@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from onager.errors import OnagerError, UsageError
+from onager.layout import PROVENANCE_JSON
 
-PROVENANCE_FILE = "provenance.json"
+PROVENANCE_FILE = PROVENANCE_JSON
 PATCH_FILE = "git-diff.patch"
 FREEZE_FILE = "pip-freeze.txt"
 SNAPSHOT_DIR = "code"

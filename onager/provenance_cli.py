@@ -9,6 +9,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from onager.errors import OnagerError, UsageError
+from onager.layout import LaunchPaths
 from onager.state import start_fields
 
 EXAMPLES = """examples:
@@ -72,8 +73,8 @@ def _task_info(record: Any, task_id: int) -> Dict[str, Any]:
     return {"task_id": task_id, "status": row.status, "exit": row.exit_code, "host": host, "pid": pid,
             "scheduler_job_id": job_id, "start": row.start, "end": row.end, "elapsed": row.elapsed,
             "tag": row.tag, "command": row.command, "params": row.params,
-            "stdout": os.path.join(record.launch_dir, "logs", f"{task_id}.out"),
-            "stderr": os.path.join(record.launch_dir, "logs", f"{task_id}.err")}
+            "stdout": LaunchPaths(record.launch_dir).log(task_id, "out"),
+            "stderr": LaunchPaths(record.launch_dir).log(task_id, "err")}
 
 
 # ---------------------------------------------------------------- printing
@@ -196,7 +197,7 @@ def _text(data: Dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from onager.launch import load_meta
+    from onager.layout import load_meta
     from onager.provenance import load_provenance, strip_credentials
 
     record = _choose(args.job, args.launch, args.task)

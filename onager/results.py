@@ -192,7 +192,7 @@ def collect(jobname: str, launch_id: Optional[str] = None, patterns: Sequence[Me
     query per backend); only the per-task objects are skipped, for speed.
     """
     from onager.index import JobIndex
-    from onager.launch import iter_launch_tasks
+    from onager.layout import LaunchPaths, iter_launch_tasks
     from onager.state import read_states, status_of
     from onager.status import query_all, select_records
 
@@ -219,9 +219,9 @@ def collect(jobname: str, launch_id: Optional[str] = None, patterns: Sequence[Me
     metrics: Dict[int, Dict[str, Any]] = {}
     for position, task_ids in per_launch.items():
         launch_dir = records[position].launch_dir
-        metrics.update(read_results(os.path.join(launch_dir, "results"), task_ids))
+        metrics.update(read_results(LaunchPaths(launch_dir).results_dir, task_ids))
         if patterns:
-            _log_metrics(os.path.join(launch_dir, "logs"), task_ids, patterns, metrics)
+            _log_metrics(LaunchPaths(launch_dir).logs_dir, task_ids, patterns, metrics)
     return [ResultRow(task_id, records[position].launch_id, status, params, metrics.get(task_id, {}))
             for task_id, (position, status, params) in sorted(chosen.items())]
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
 from onager.errors import OnagerError
+from onager.layout import LaunchPaths
 
 PENDING, RUNNING, DONE, FAILED, CANCELLED, LOST, ERROR, UNKNOWN = (
     "pending", "running", "done", "failed", "cancelled", "lost", "error", "unknown")
@@ -45,7 +46,7 @@ def mark(launch_dir: str, task_id: int, kind: str, *fields: object) -> None:
     """
     name = "@".join([f"{task_id}.{kind}", f"{time.time():.6f}", *map(str, fields)])
     for each in ((name, f"{task_id}.cancel") if kind == "cancel" else (name,)):
-        with open(os.path.join(launch_dir, "state", each), "w"):
+        with open(LaunchPaths(launch_dir).state(each), "w"):
             pass
 
 
@@ -59,11 +60,11 @@ def read_states(launch_dir: str) -> Dict[int, TaskState]:
     corrupted or foreign name simply does not match, and is never fatal.
     """
     try:
-        names = os.listdir(os.path.join(launch_dir, "state"))
+        names = os.listdir(LaunchPaths(launch_dir).state_dir)
     except FileNotFoundError:
         return {}
     except OSError as exc:  # a file where the directory should be, unreadable, ...
-        raise OnagerError(f"cannot read the task states in {os.path.join(launch_dir, 'state')} "
+        raise OnagerError(f"cannot read the task states in {LaunchPaths(launch_dir).state_dir} "
                           f"({exc.strerror or exc}): fix or move it away, or launch the job again")
     states: Dict[int, TaskState] = {}
     get = states.get
@@ -109,7 +110,7 @@ def start_fields(launch_dir: str, task_id: int) -> Optional[List[str]]:
     That is the content of its start name while it runs, and of the end name the start
     name was renamed to once it finished.
     """
-    state_dir = os.path.join(launch_dir, "state")
+    state_dir = LaunchPaths(launch_dir).state_dir
     best, when = None, -1.0
     try:
         names = os.listdir(state_dir)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from onager.backends import backend_class
 from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
+from onager.layout import iter_launch_tasks
 from onager.state import read_states, status_of
 
 
@@ -49,7 +50,6 @@ def query_all(records: Sequence[LaunchRecord]) -> Dict[str, Optional[Dict[int, s
 
 def launch_rows(record: LaunchRecord, scheduler: Optional[Dict[int, str]],
                 wanted: Optional[Any] = None) -> Iterator[TaskRow]:
-    from onager.launch import iter_launch_tasks
     states = read_states(record.launch_dir)
     queried = scheduler is not None
     sched = scheduler if scheduler is not None else {}
@@ -99,3 +99,73 @@ def job_task_statuses(jobname: str, root: str = ".") -> Dict[int, Tuple[str, Lau
         for row in launch_rows(record, answers.get(record.key)):
             out[row.task_id] = (row.status, record)
     return out
+
+
+def task_rows(records: Sequence[LaunchRecord], wanted: Optional[Any] = None,
+              statuses: Optional[Set[str]] = None,
+              skipped: Optional[Callable[[LaunchRecord, str], None]] = None) -> List[TaskRow]:
+    """The rows of `records` (one scheduler query per backend), as `onager list` shows them.
+
+    A launch whose directory is gone or whose files are damaged is left out and reported to
+    `skipped(record, why)`, so the other launches still list; without `skipped` it raises.
+    """
+    answers = query_all(records)
+    rows: List[TaskRow] = []
+    for record in records:
+        if not os.path.isdir(record.launch_dir):
+            why = f"its directory {record.launch_dir} is gone"
+            if skipped is None:
+                raise OnagerError(f"launch directory {record.launch_dir} of {record.key} is gone (deleted by hand?)")
+            skipped(record, why)
+            continue
+        before = len(rows)
+        try:
+            for row in launch_rows(record, answers.get(record.key), wanted):
+                if statuses is None or row.status in statuses:
+                    rows.append(row)
+        except OnagerError as exc:
+            if skipped is None:
+                raise
+            del rows[before:]
+            skipped(record, str(exc))
+    return rows
+
+
+#: statuses that may still change: a task neither ran to its end nor was given up on
+#: (unknown: the scheduler could not be asked; the task may well still run)
+ACTIVE = ("pending", "running", "unknown")
+
+
+class Progress(NamedTuple):
+    """One look at the launches being waited for."""
+
+    counts: Dict[str, int]   # status -> number of tasks
+    unsuccessful: List[int]  # ids of finished tasks that did not end `done`
+    active: int              # tasks still pending, running or unknown
+    elapsed: float           # seconds since the wait began
+
+    @property
+    def finished(self) -> bool:
+        return self.active == 0
+
+
+def wait_for(records: Sequence[LaunchRecord], timeout: Optional[float] = None, interval: float = 1.0,
+             progress: Optional[Callable[[Progress], None]] = None) -> Tuple[Progress, bool]:
+    """Poll until no task of `records` is active; (last look, timed out). `progress` sees each look."""
+    start = time.time()
+    while True:
+        counts: Dict[str, int] = {}
+        unsuccessful: List[int] = []
+        for row in task_rows(records):
+            counts[row.status] = counts.get(row.status, 0) + 1
+            if row.status not in ACTIVE and row.status != "done":
+                unsuccessful.append(row.task_id)
+        active = sum(counts.get(s, 0) for s in ACTIVE)
+        look = Progress(counts, unsuccessful, active, time.time() - start)
+        if progress is not None:
+            progress(look)
+        if look.finished:
+            return look, False
+        if timeout is not None and time.time() - start > timeout:
+            return look, True
+        time.sleep(max(0.05, interval))

@@ -815,11 +815,12 @@ class Sweep:
         from onager.config import ensure_onager_dir
         from onager.fsutil import file_lock
         from onager.jobfile import iter_jobfile, jobfile_path, write_jobfile
+        from onager.layout import ONAGER_DIR
 
         check_jobname(jobname)
         self.validate()
         path = jobfile_path(jobname, jobfile)
-        if path.startswith(".onager/") or path.startswith("./.onager/"):
+        if path.startswith(ONAGER_DIR + "/") or path.startswith("./" + ONAGER_DIR + "/"):
             ensure_onager_dir(".")
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any, Dict
 
+from onager.layout import LaunchPaths
+
 
 _WARNED = False
 
@@ -26,7 +28,7 @@ def params() -> Dict[str, Any]:
     (`0.1`, `32`; +range/+linspace values always are); `007`, `1e5` or `٣` stay strings.
     """
     launch_dir, task_id = _task()
-    path = os.path.join(launch_dir, "tasks.jsonl")
+    path = LaunchPaths(launch_dir).tasks_jsonl
     prefix = f"[{task_id},"
     try:
         with open(path, encoding="utf-8") as handle:
@@ -78,11 +80,11 @@ def log_result(**metrics: Any) -> None:
             print("onager.log_result: not inside an onager task, metrics are not recorded", file=sys.stderr)
         return
     launch_dir, task_id = _task()
-    directory = os.path.join(launch_dir, "results")
-    os.makedirs(directory, exist_ok=True)
+    paths = LaunchPaths(launch_dir)
+    os.makedirs(paths.results_dir, exist_ok=True)
     line = json.dumps({"@time": time.time(), **metrics}, default=_plain) + "\n"
     data = line.encode("utf-8")
-    fd = os.open(os.path.join(directory, f"{task_id}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    fd = os.open(paths.results(task_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     try:
         while data:  # a regular file takes it whole; loop in case a signal cut the write short
             written = os.write(fd, data)

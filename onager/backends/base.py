@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from onager.errors import OnagerError, UsageError
+from onager.layout import LOGS
 from onager.tasklist import Tasklist
 
 
@@ -33,7 +34,7 @@ class LaunchInfo:
 
     @property
     def logs_dir(self) -> str:
-        return self.launch_dir + "/logs"
+        return self.launch_dir + "/" + LOGS
 
 
 #: launch options that only some backends honour: option -> (those backends, what the others

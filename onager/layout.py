@@ -1,0 +1,213 @@
+"""Where onager keeps its files: the one module that knows the `.onager/` and launch-directory layout.
+
+Like submitit's `JobPaths`: every other module asks `ProjectPaths` (a project's `.onager/`)
+or `LaunchPaths` (one launch directory) for a path instead of joining names itself, so the
+layout can be read in one place and changed in one place. Both are small frozen
+dataclasses; nothing here touches the disk except the two readers at the end, which read
+a launch's frozen files (`launch.json`, `tasks.jsonl`) for every module that needs them.
+
+```
+<root>/.onager/
+  index.jsonl                     one record per launch (index.py)
+  config                          project settings (config.py)
+  scripts/<job>/jobs.json         the jobfile prelaunch writes (+ .jobs.lock)
+  launch-ids/<job>/               last (id counter), lock, building (build lock)
+  launches/<job>/<id>/            one launch, immutable once launch.json is in it
+    tasks.sh  tasks.idx           task records and their fixed-width offsets
+    tasks.jsonl                   [id, command, tag, params] per task
+    wrapper.sh  launch.json       what a task runs; the launch's metadata (written last)
+    provenance.json  git-diff.patch  pip-freeze.txt  code/
+    scheduler.json  pool.json  pool.log   what a scheduler or a pool keeps about the launch
+    state/<id>.start@..  <id>.end@..  <id>.cancel   task states as file names
+    logs/<id>.out  logs/<id>.err  a task's output
+    results/<id>.jsonl            log_result() lines
+```
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Tuple
+
+from onager.errors import OnagerError
+
+ONAGER_DIR = ".onager"
+#: the jobfile prelaunch writes and launch reads unless --jobfile says otherwise
+#: (relative to the working directory, as 0.1.3 had it)
+JOBFILE_TEMPLATE = ONAGER_DIR + "/scripts/{jobname}/jobs.json"
+BUILD_PREFIX = ".build-"  # a launch directory still being built (renamed to its id when complete)
+
+TASKS_SH, TASKS_IDX, TASKS_JSONL = "tasks.sh", "tasks.idx", "tasks.jsonl"
+WRAPPER, LAUNCH_JSON, PROVENANCE_JSON = "wrapper.sh", "launch.json", "provenance.json"
+SCHEDULER_JSON, POOL_JSON, POOL_LOG = "scheduler.json", "pool.json", "pool.log"
+STATE, LOGS, RESULTS = "state", "logs", "results"
+
+
+@dataclass(frozen=True)
+class LaunchPaths:
+    """The files of one launch directory (`.onager/launches/<job>/<id>/`, or a build directory)."""
+
+    dir: str
+
+    def file(self, name: str) -> str:
+        """Any other file kept at the top of the launch directory (a backend's own)."""
+        return os.path.join(self.dir, name)
+
+    @property
+    def tasks_sh(self) -> str:
+        return os.path.join(self.dir, TASKS_SH)
+
+    @property
+    def tasks_idx(self) -> str:
+        return os.path.join(self.dir, TASKS_IDX)
+
+    @property
+    def tasks_jsonl(self) -> str:
+        return os.path.join(self.dir, TASKS_JSONL)
+
+    @property
+    def wrapper(self) -> str:
+        return os.path.join(self.dir, WRAPPER)
+
+    @property
+    def launch_json(self) -> str:
+        return os.path.join(self.dir, LAUNCH_JSON)
+
+    @property
+    def provenance_json(self) -> str:
+        return os.path.join(self.dir, PROVENANCE_JSON)
+
+    @property
+    def scheduler_json(self) -> str:
+        return os.path.join(self.dir, SCHEDULER_JSON)
+
+    @property
+    def pool_json(self) -> str:
+        return os.path.join(self.dir, POOL_JSON)
+
+    @property
+    def pool_log(self) -> str:
+        """Output of a detached pool (local --detach, ssh --detach)."""
+        return os.path.join(self.dir, POOL_LOG)
+
+    @property
+    def state_dir(self) -> str:
+        return os.path.join(self.dir, STATE)
+
+    def state(self, name: str) -> str:
+        """A state file by its full name (`3.start@1700000000`, `3.cancel`)."""
+        return os.path.join(self.dir, STATE, name)
+
+    @property
+    def logs_dir(self) -> str:
+        return os.path.join(self.dir, LOGS)
+
+    def log(self, task_id: int, stream: str = "out") -> str:
+        """`logs/<id>.out` or `logs/<id>.err`."""
+        return os.path.join(self.dir, LOGS, f"{task_id}.{stream}")
+
+    @property
+    def results_dir(self) -> str:
+        return os.path.join(self.dir, RESULTS)
+
+    def results(self, task_id: int) -> str:
+        """`results/<id>.jsonl`: the lines log_result() appends."""
+        return os.path.join(self.dir, RESULTS, f"{task_id}.jsonl")
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    """A project's `.onager/` directory under `root` (the working directory by default)."""
+
+    root: str = "."
+
+    @property
+    def onager_dir(self) -> str:
+        return os.path.join(self.root, ONAGER_DIR)
+
+    @property
+    def index(self) -> str:
+        return os.path.join(self.root, ONAGER_DIR, "index.jsonl")
+
+    @property
+    def config(self) -> str:
+        return os.path.join(self.root, ONAGER_DIR, "config")
+
+    def jobfile(self, jobname: str) -> str:
+        """The default jobfile of a job, relative to `root` as 0.1.3 wrote it."""
+        path = JOBFILE_TEMPLATE.replace("{jobname}", jobname)
+        return path if self.root == "." else os.path.join(self.root, path)
+
+    def launches(self, jobname: str) -> str:
+        """`.onager/launches/<job>/`: the job's launch directories, and nothing else."""
+        return os.path.join(self.root, ONAGER_DIR, "launches", jobname)
+
+    def ids_dir(self, jobname: str) -> str:
+        """`.onager/launch-ids/<job>/`: the job's id counter and locks, apart from its launches."""
+        return os.path.join(self.root, ONAGER_DIR, "launch-ids", jobname)
+
+    def launch(self, jobname: str, launch_id: str) -> LaunchPaths:
+        return LaunchPaths(os.path.abspath(os.path.join(self.launches(jobname), launch_id)))
+
+
+# ------------------------------------------------------------- frozen launch files
+def load_meta(launch_dir: str) -> Dict[str, Any]:
+    """launch.json of a launch (its options, workdir, argv), or one clear error."""
+    path = LaunchPaths(launch_dir).launch_json
+    try:
+        with open(path, encoding="utf-8") as handle:
+            meta = json.load(handle)
+        if not isinstance(meta, dict):
+            raise ValueError
+        return meta
+    except FileNotFoundError:
+        raise OnagerError(f"launch directory {launch_dir} is missing (deleted by hand?); "
+                          "its record stays in .onager/index.jsonl")
+    except (ValueError, RecursionError):
+        raise OnagerError(f"{path} is damaged; relaunch the job to get a fresh launch")
+
+
+def iter_launch_tasks(launch_dir: str) -> Iterator[Tuple[int, str, str, Dict[str, Any]]]:
+    """(id, command, tag, params) of each task frozen into a launch, read in large chunks."""
+    path = LaunchPaths(launch_dir).tasks_jsonl
+    try:
+        handle = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise OnagerError(f"launch directory {launch_dir} is missing its tasks (deleted by hand?)")
+    except OSError as exc:  # a directory where the file should be, unreadable, ...
+        raise _damaged(path, 1, exc.strerror or str(exc))
+    with handle:
+        number = 0  # lines read before this chunk
+        while True:
+            try:
+                lines = handle.readlines(1 << 22)
+            except ValueError:  # not UTF-8
+                raise _damaged(path, number + 1, "not UTF-8 text")
+            if not lines:
+                break
+            try:
+                chunk = json.loads("[" + ",".join(lines) + "]")
+            except (ValueError, RecursionError):
+                chunk = list(_good_lines(path, lines, number))
+            for n, item in enumerate(chunk, number + 1):
+                try:
+                    task_id, command, tag, params = item
+                except (ValueError, TypeError):
+                    raise _damaged(path, n, "edited by hand")
+                yield task_id, command, tag, params
+            number += len(lines)
+
+
+def _damaged(path: str, line: int, why: str) -> OnagerError:
+    return OnagerError(f"{path} is damaged at line {line} ({why}): launch the job again for a fresh launch")
+
+
+def _good_lines(path: str, lines: List[str], before: int) -> Iterator[Tuple[int, str, str, Dict[str, Any]]]:
+    """The tasks of a chunk that did not parse, up to its first bad line (which raises)."""
+    for n, line in enumerate(lines, before + 1):
+        try:
+            task_id, command, tag, params = json.loads(line)
+        except (ValueError, TypeError, RecursionError):
+            raise _damaged(path, n, "truncated or edited by hand")
+        yield task_id, command, tag, params
