@@ -306,7 +306,7 @@ class ArrayBackend(Backend):
     `submit_program` (for messages) and `transient` (error texts worth a retry).
     """
 
-    #: the environment variable holding the array index in each element (e.g. PBS_ARRAY_INDEX)
+    #: the environment variable holding the array index in each element
     index_variable = ""
     #: the environment variable holding the scheduler's job id (for the task's start record)
     job_id_variable = ""
@@ -317,7 +317,7 @@ class ArrayBackend(Backend):
     submit_retries = 3
     query_retries = 2
     cancel_retries = 2
-    #: variables the query command needs besides the environment (e.g. Slurm's SLURM_BITSTR_LEN)
+    #: variables the query command needs besides the environment (e.g. to get uncut output)
     query_env: Dict[str, str] = {}
 
     # ----------------------------------------------------- adapter pieces
