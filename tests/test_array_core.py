@@ -82,3 +82,31 @@ def test_a_launch_writes_its_backends_variables_into_wrapper_sh(project, tmp_pat
     run = subprocess.run(["bash", str(launch / "wrapper.sh")], env=dict(os.environ, **{index: "2"}), timeout=60)
     assert run.returncode == 0
     assert (launch / "logs/2.out").read_text() == "--n 2\n"
+
+
+@pytest.mark.parametrize("backend, option, message", [
+    ("slurm", ["--hosts", "a:1"], "slurm has no host list; drop --hosts or use --backend ssh"),
+    ("slurm", ["--detach"], "slurm has no pool of its own to detach; drop --detach"),
+    ("gridengine", ["--ssh-config", "/x"], "gridengine has no ssh config; drop --ssh-config"),
+    ("gridengine", ["--retries", "2"], "gridengine has no lost hosts to retry on; drop --retries"),
+    ("slurm", ["--max-array-size", "1"], "--max-array-size must be at least 2"),
+    ("slurm", ["--max-tasks", "0"], "--max-tasks must be at least 1"),
+    ("gridengine", ["--max-tasks", "0"], "--max-tasks must be at least 1"),
+])
+def test_array_backends_refuse_options_before_anything_is_written(project, tmp_path, monkeypatch,
+                                                                   backend, option, message):
+    """Options only pools honour, and bad limits, are refused like every other bad option:
+    one line, exit 2, no launch directory, no launch id taken, no scheduler called."""
+    fake = install_fake_scheduler(tmp_path, monkeypatch)
+    fake.respond("sbatch", 0, "41\n")
+    fake.respond("qsub", 0, "42\n")
+    out = run_onager(["prelaunch", "+jobname", "r", "+command", "echo", "+arg", "--n", "1", "2", "+q"],
+                     cwd=str(project))
+    assert out.returncode == 0, out.stderr
+    before = sorted(str(p.relative_to(project)) for p in project.rglob("*"))
+    out = run_onager(["launch", "--backend", backend, "--jobname", "r", *option], cwd=str(project),
+                     env={"PATH": os.environ["PATH"]})
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert sorted(str(p.relative_to(project)) for p in project.rglob("*")) == before
+    assert not [c for c in fake.calls() if c[0] in ("sbatch", "qsub")]

@@ -320,6 +320,15 @@ class ArrayBackend(Backend):
     #: variables the query command needs besides the environment (e.g. to get uncut output)
     query_env: Dict[str, str] = {}
 
+    def check_options(self) -> None:
+        """Every option, config defaults included, checked before a launch writes anything or
+        takes a launch id: the adapter's resources (whose own hints for another scheduler's
+        options come first), options only other backends honour, and --max-tasks."""
+        tasks_per_node, at_once = per_node(self.options)
+        self.resources(at_once if tasks_per_node > 1 else 1)
+        super().check_options()
+        positive(self.options, "max_tasks")
+
     # ----------------------------------------------------- adapter pieces
     def resources(self, times: int) -> List[str]:
         """Scheduler arguments for the allocation of one array element running `times` tasks

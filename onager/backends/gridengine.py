@@ -19,7 +19,8 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
-from onager.backends.array import ArrayBackend, QueryEntry, allocation, duration_seconds, hms_text, megabytes_text, per_node, positive
+from onager.backends.array import (ArrayBackend, QueryEntry, allocation, duration_seconds, hms_text,
+                                   megabytes_text, positive)
 from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, cluster_setting
 from onager.errors import OnagerError, UsageError
 from onager.tasklist import Tasklist
@@ -85,14 +86,6 @@ class GridEngineBackend(ArrayBackend):
         super().__init__(options)
         self._max_aj_tasks: Optional[int] = None
 
-    def check_options(self) -> None:
-        """Every option, config defaults and site names included, checked before a launch
-        writes anything (a missing PE for --cpus 4 used to surface only at submission)."""
-        tasks_per_node, at_once = per_node(self.options)
-        self.resources(at_once if tasks_per_node > 1 else 1)  # slurm-only options get their hint first
-        super().check_options()
-        positive(self.options, "max_tasks")
-
     # ------------------------------------------------------------- helpers
     def max_aj_tasks(self) -> int:
         """max_aj_tasks of the cluster (`qconf -sconf`), read once; 0 there means no limit."""
@@ -150,10 +143,6 @@ class GridEngineBackend(ArrayBackend):
             ids = [j for j in re.split(r"[,:\s]+", str(hold)) if j and not j.startswith("after")]
             args += ["-hold_jid", ",".join(ids)]
         return args
-
-    def check_options(self) -> None:
-        tasks_per_node, at_once = per_node(self.options)
-        self.resources(at_once if tasks_per_node > 1 else 1)
 
     # ------------------------------------------------------ adapter pieces
     def chunks(self, numbers: Tasklist) -> List[Tuple[int, Tasklist]]:

@@ -19,7 +19,7 @@ import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from onager.backends.array import (ArrayBackend, QueryEntry, allocation, duration_seconds, hms_text,
-                                   megabytes_text, per_node, positive)
+                                   megabytes_text, positive)
 from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, cluster_setting
 from onager.errors import OnagerError, UsageError
 from onager.tasklist import Tasklist
@@ -66,12 +66,8 @@ class SlurmBackend(ArrayBackend):
         self._max_array_size: Optional[int] = None
 
     def check_options(self) -> None:
-        """Every option, config defaults included, checked before a launch writes anything."""
-        self._check_foreign()
+        """The core's checks, and a --max-array-size that allows arrays at all."""
         super().check_options()
-        tasks_per_node, at_once = per_node(self.options)
-        self.resources(at_once if tasks_per_node > 1 else 1)
-        positive(self.options, "max_tasks")
         given = positive(self.options, "max_array_size")
         if given is not None and given < 2:
             raise UsageError(f"--max-array-size must be at least 2 (got {given}): onager submits job arrays")
@@ -128,11 +124,6 @@ class SlurmBackend(ArrayBackend):
         if dependency not in (None, ""):
             args.append(f"--dependency={dependency}")
         return args
-
-    def check_options(self) -> None:
-        self._check_foreign()
-        tasks_per_node, at_once = per_node(self.options)
-        self.resources(at_once if tasks_per_node > 1 else 1)
 
     # ------------------------------------------------------ adapter pieces
     def chunks(self, numbers: Tasklist) -> List[Tuple[int, Tasklist]]:
