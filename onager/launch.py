@@ -376,7 +376,8 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
         tasks = Tasklist.from_ids(ids)
         wrapper = LaunchPaths(launch_dir).wrapper
         with open(wrapper, "w", encoding="utf-8") as handle:
-            handle.write(wrapper_text(launch_dir, jobname, launch_id, workdir, header, footer, venv))
+            handle.write(wrapper_text(launch_dir, jobname, launch_id, workdir, header, footer, venv,
+                                      backend.index_variable, backend.job_id_variable))
         os.chmod(wrapper, executable_mode())
         info = LaunchInfo(jobname, launch_id, launch_dir, wrapper, tasks, count, workdir, options, header, footer)
         meta = {"jobname": jobname, "launch_id": launch_id, "backend": backend_name,

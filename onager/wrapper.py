@@ -8,10 +8,23 @@ directory scan), runs header, command and footer, and exits with the command's c
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from typing import Optional
 
 INDEX_WIDTH = 24  # "%013d %09d\n": byte offset and length of a task's record
+#: where a task id comes from when the wrapper gets none as $1 and the backend names no
+#: variable: a generic array index that an adapter's own script may export
+INDEX_VARIABLE = "ONAGER_ARRAY_INDEX"
+JOB_ID_VARIABLE = "ONAGER_ARRAY_JOB_ID"
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+
+
+def shell_variable(name: str) -> str:
+    """An environment variable name, checked before it goes into a script."""
+    if not _SHELL_NAME.fullmatch(name or ""):
+        raise ValueError(f"not an environment variable name: {name!r}")
+    return name
 
 
 def index_record(offset: int, length: int) -> bytes:
@@ -28,20 +41,29 @@ def task_record(task_id: int, command: str, tag: str, params_env: dict) -> str:
 
 
 def wrapper_text(launch_dir: str, jobname: str, launch_id: str, workdir: str,
-                 header: str = "", footer: str = "", venv: Optional[str] = None) -> str:
+                 header: str = "", footer: str = "", venv: Optional[str] = None,
+                 index_variable: str = "", job_id_variable: str = "") -> str:
+    """wrapper.sh for one launch. The backend names the environment variables that hold
+    a task's array index and the scheduler's job id on a compute node (`index_variable`,
+    `job_id_variable`): the wrapper knows no scheduler. The task id is that index plus
+    ONAGER_TASK_OFFSET. Pools pass the task id as $1 and need neither."""
     q = shlex.quote
+    index = index_variable or INDEX_VARIABLE
+    job = job_id_variable or JOB_ID_VARIABLE
+    for name in (index, job):
+        shell_variable(name)
     # a snapshot (<launch dir>/code/...) moves with the launch dir (ONAGER_REMOTE_LAUNCH_DIR on ssh hosts)
     inside = os.path.relpath(workdir, launch_dir) if workdir.startswith(launch_dir.rstrip("/") + "/") else None
     cd_target = f'"$D"/{q(inside)}' if inside else q(workdir)
     venv_line = f". {q(venv.rstrip('/') + '/bin/activate')}\n" if venv else ""
     return f"""#!/bin/bash
 # onager wrapper for launch {jobname}/{launch_id}: finds task $1 (or the scheduler's
-# array index + ONAGER_TASK_OFFSET), records its state, runs it, exits with its code.
+# array index ${index} + ONAGER_TASK_OFFSET), records its state, runs it, exits with its code.
 export ONAGER_LAUNCH_DIR=${{ONAGER_REMOTE_LAUNCH_DIR:-{q(launch_dir)}}}
 export ONAGER_JOB_NAME={q(jobname)}
 export ONAGER_LAUNCH_ID={q(launch_id)}
 D=$ONAGER_LAUNCH_DIR
-if [ -n "${{1:-}}" ]; then id=$1; else id=${{SLURM_ARRAY_TASK_ID:-${{SGE_TASK_ID:-}}}}; fi
+if [ -n "${{1:-}}" ]; then id=$1; else id=${{{index}:-}}; fi
 case $id in ''|*[!0-9]*) echo "onager wrapper: no task id (got '$id')" >&2; exit 2;; esac
 [ -n "${{1:-}}" ] || id=$(( id + ${{ONAGER_TASK_OFFSET:-0}} ))
 if [ -n "${{ONAGER_RECORD:-}}" ] && [ -n "${{1:-}}" ]; then
@@ -61,7 +83,7 @@ export ONAGER_TASK_ID ONAGER_TAG
 stamp() {{ t=${{EPOCHREALTIME:-}}; t=${{t/,/.}}; [ -n "$t" ] || t=$(date +%s); }}
 exec >>"$D/logs/$id.out" 2>>"$D/logs/$id.err"
 stamp; t0=${{ONAGER_POOL_T0:-$t}}; pooled=${{ONAGER_POOL_T0:+1}}; unset ONAGER_POOL_T0
-echo "${{HOSTNAME:-$(hostname)}} $$ ${{SLURM_ARRAY_JOB_ID:-${{JOB_ID:-}}}}" >"$D/state/$id.start@$t0"
+echo "${{HOSTNAME:-$(hostname)}} $$ ${{{job}:-}}" >"$D/state/$id.start@$t0"
 finish() {{  # the start name becomes the end name: one name per finished task
     stamp
     # a local pool renames it itself when it reaps the wrapper (no mv process per task)

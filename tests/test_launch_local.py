@@ -329,7 +329,7 @@ def test_wrapper_lookup_is_by_offset(project):
     (d / "logs").mkdir(parents=True)
     (d / "state").mkdir()
     write_tasks(str(d), iter([JobEntry(3, "echo three", "t3", {}), JobEntry(100000, "echo big 'x y'", "tb", {"a": 1})]))
-    (d / "wrapper.sh").write_text(wrapper_text(str(d), "j", "1", str(project)))
+    (d / "wrapper.sh").write_text(wrapper_text(str(d), "j", "1", str(project), index_variable="SLURM_ARRAY_TASK_ID"))
     assert subprocess.run(["bash", str(d / "wrapper.sh"), "100000"]).returncode == 0
     assert (d / "logs/100000.out").read_text() == "big x y\n"
     res = subprocess.run(["bash", str(d / "wrapper.sh"), "50"], capture_output=True, text=True)

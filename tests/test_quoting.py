@@ -121,7 +121,8 @@ def test_bad_job_names_are_refused_with_one_line(onager, project, name):
 
 def test_scheduler_job_ids_and_times_take_the_whole_text():
     from onager.backends.gridengine import GridEngineBackend
-    from onager.backends.slurm import SlurmBackend, duration_seconds, mem_megabytes
+    from onager.backends.array import duration_seconds, mem_megabytes
+    from onager.backends.slurm import SlurmBackend
     for cls in (SlurmBackend, GridEngineBackend):
         with pytest.raises(UsageError):
             cls({}).cancel_job_commands("12\n", None)

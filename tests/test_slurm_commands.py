@@ -10,8 +10,8 @@ import time
 import pytest
 
 from onager.backends.base import LaunchInfo
-from onager.backends.slurm import (SlurmBackend, duration_seconds, mem_text, node_script_text,
-                                   parse_squeue_line, write_groups)
+from onager.backends.array import duration_seconds, mem_text, node_script_text, write_groups
+from onager.backends.slurm import SlurmBackend, parse_squeue_line
 from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
 from onager.state import read_states
@@ -306,9 +306,9 @@ def test_cancel_whole_groups_only_with_tasks_per_node(project, fake):
 def test_node_script_runs_its_group(project):
     backend, linfo = prepared(project, "2-9:1,20", tasks_per_node=3, max_tasks_per_node=2)
     os.makedirs(os.path.join(linfo.launch_dir, "logs", "scheduler"))
-    from onager.backends.slurm import write_node_script
+    from onager.backends.array import write_node_script
     assert write_groups(linfo.launch_dir, linfo.tasklist, 3) == 3
-    script = write_node_script(linfo, 3, 2)
+    script = write_node_script(linfo, 3, 2, SlurmBackend.index_variable)
     with open(os.path.join(linfo.launch_dir, "groups.txt")) as handle:
         lines = handle.read().splitlines()
     assert [line.split() for line in lines] == [["2", "3", "4"], ["5", "6", "7"], ["8", "9", "20"]]
@@ -328,7 +328,7 @@ def test_node_script_failure_exit_code(project):
     with open(os.path.join(linfo.launch_dir, "tasks.sh"), "rb") as handle:
         assert b"echo task 2" in handle.read()
     write_groups(linfo.launch_dir, linfo.tasklist, 2)
-    text_ = node_script_text(linfo.launch_dir, 5, 2).replace('bash "$D/wrapper.sh" "$id"', '(exit $id)')
+    text_ = node_script_text(linfo.launch_dir, 5, 2, SlurmBackend.index_variable).replace('bash "$D/wrapper.sh" "$id"', '(exit $id)')
     path = os.path.join(linfo.launch_dir, "node.sh")
     with open(path, "w") as handle:
         handle.write(text_)

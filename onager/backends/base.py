@@ -102,6 +102,10 @@ class Backend:
     runs_in_foreground = False
     #: config keys this backend reads besides its launch options (e.g. gridengine's `pe`)
     config_keys: Sequence[str] = ()
+    #: environment variables holding a task's array index and the job id on a compute node,
+    #: written into wrapper.sh; empty for pools, which pass the task id as the argument
+    index_variable = ""
+    job_id_variable = ""
 
     def __init__(self, options: Optional[Dict[str, Any]] = None):
         self.options: Dict[str, Any] = dict(options or {})

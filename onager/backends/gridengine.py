@@ -17,16 +17,15 @@ import getpass
 import os
 import re
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from onager.backends.base import QUEUED, STARTED, STUCK, Backend, LaunchInfo, cluster_setting, run
-from onager.backends.slurm import (DEFAULT_DURATION, NODE_SCRIPT, _Mapper, allocation, duration_seconds,
-                                   group_count, hms_text, megabytes_text, per_node, positive,
-                                   save_submissions, write_groups, write_node_script)
+from onager.backends.array import (ArrayBackend, QueryEntry, allocation, duration_seconds, hms_text,
+                                   megabytes_text, positive)
+from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, cluster_setting
 from onager.errors import OnagerError, UsageError
-from onager.state import mark, read_states
 from onager.tasklist import Tasklist
 
+DEFAULT_DURATION = "0-01:00:00"  # as slurm's default: an hour
 DEFAULT_MAX_AJ_TASKS = 75000  # SGE's own default
 TRANSIENT = ("unable to contact qmaster", "commlib error", "timed out", "temporarily unavailable")
 SUBMIT_RETRIES = 3
@@ -61,8 +60,13 @@ def sge_range(block: Tuple[int, int, int]) -> str:
     return str(a) if a == b else f"{a}-{b}:{s}"
 
 
-class GridEngineBackend(Backend):
+class GridEngineBackend(ArrayBackend):
     name = "gridengine"
+    index_variable = "SGE_TASK_ID"
+    job_id_variable = "JOB_ID"
+    submit_program = "qsub"
+    transient = TRANSIENT
+    submit_retries = SUBMIT_RETRIES
     config_keys = ("pe", "mem_resource", "gpu_resource", "queue")
 
     @classmethod
@@ -82,14 +86,6 @@ class GridEngineBackend(Backend):
         super().__init__(options)
         self._max_aj_tasks: Optional[int] = None
 
-    def check_options(self) -> None:
-        """Every option, config defaults and site names included, checked before a launch
-        writes anything (a missing PE for --cpus 4 used to surface only at submission)."""
-        tasks_per_node, at_once = per_node(self.options)
-        self._resources(at_once if tasks_per_node > 1 else 1)  # slurm-only options get their hint first
-        super().check_options()
-        positive(self.options, "max_tasks")
-
     # ------------------------------------------------------------- helpers
     def max_aj_tasks(self) -> int:
         """max_aj_tasks of the cluster (`qconf -sconf`), read once; 0 there means no limit."""
@@ -107,7 +103,7 @@ class GridEngineBackend(Backend):
         value = self.options.get(key)
         return DEFAULT_NAMES[key] if value in (None, "") else str(value)
 
-    def _resources(self, times: int) -> List[str]:
+    def resources(self, times: int) -> List[str]:
         o = self.options
         for key, hint in (("partition", "--queue"), ("qos", "a --queue"), ("constraint", "-- -l FEATURE=1")):
             if o.get(key) not in (None, ""):
@@ -148,112 +144,41 @@ class GridEngineBackend(Backend):
             args += ["-hold_jid", ",".join(ids)]
         return args
 
-    def plan(self, launch: LaunchInfo) -> Tuple[int, int, List[Tuple[int, int, int]]]:
-        """(tasks per node, at once, [blocks]): one qsub per block."""
-        tasks_per_node, at_once = per_node(self.options)
-        if tasks_per_node > 1:
-            numbers = Tasklist.range(1, group_count(launch.tasklist, tasks_per_node))
-        else:
-            numbers = launch.tasklist.condensed()
+    # ------------------------------------------------------ adapter pieces
+    def chunks(self, numbers: Tasklist) -> List[Tuple[int, Tasklist]]:
+        """`qsub -t` takes one range: one submission per block, cut at max_aj_tasks; no offsets."""
         most = self.max_aj_tasks()
-        blocks: List[Tuple[int, int, int]] = []
-        for block in sorted(numbers.condensed().blocks):
-            blocks += cut_block(block, most)
-        return tasks_per_node, at_once, blocks
+        return [(0, Tasklist([piece])) for block in sorted(numbers.condensed().blocks)
+                for piece in cut_block(block, most)]
 
-    def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:
-        tasks_per_node, at_once, blocks = self.plan(launch)
+    def array_text(self, indexes: Tasklist) -> str:
+        return sge_range(indexes.blocks[0])
+
+    def submit_command(self, launch: LaunchInfo, script: str, resources: List[str],
+                       offset: int, indexes: Tasklist) -> List[str]:
         logs = os.path.join(launch.logs_dir, "scheduler") + "/"
-        script = launch.wrapper if tasks_per_node == 1 else os.path.join(launch.launch_dir, NODE_SCRIPT)
-        common = ["qsub", "-terse", "-N", sge_name(launch.jobname), "-wd", launch.workdir, "-b", "n", "-S", "/bin/bash",
-                  "-o", logs, "-e", logs, *self._resources(at_once if tasks_per_node > 1 else 1)]
+        command = ["qsub", "-terse", "-N", sge_name(launch.jobname), "-wd", launch.workdir, "-b", "n",
+                   "-S", "/bin/bash", "-o", logs, "-e", logs, *resources]
         limit = positive(self.options, "max_tasks")
         if limit:
-            common += ["-tc", str(limit)]
+            command += ["-tc", str(limit)]
         extra = [str(x) for x in self.options.get("extra") or []]
-        return [[*common, "-t", sge_range(block), *extra, script] for block in blocks]
+        return [*command, "-t", self.array_text(indexes), *extra, script]
 
-    # -------------------------------------------------------------- submit
-    def submit(self, launch: LaunchInfo) -> List[str]:
-        tasks_per_node, at_once, blocks = self.plan(launch)
-        commands = self.submit_commands(launch)
-        os.makedirs(os.path.join(launch.logs_dir, "scheduler"), exist_ok=True)
-        if tasks_per_node > 1:
-            write_groups(launch.launch_dir, launch.tasklist, tasks_per_node)
-            write_node_script(launch, tasks_per_node, at_once)
-        job_ids: List[str] = []
-        submissions: List[Dict[str, Any]] = []
-        try:
-            for block, command in zip(blocks, commands):
-                out = run(command, retries=SUBMIT_RETRIES, transient=TRANSIENT).stdout.strip()
-                job_id = out.splitlines()[-1].split(".")[0].strip() if out else ""
-                if not job_id.isdigit():
-                    raise OnagerError(f"qsub printed no job id (got {out!r})")
-                job_ids.append(job_id)
-                submissions.append({"job_id": job_id, "offset": 0, "array": sge_range(block)})
-        except BaseException:
-            for job_id in job_ids:  # all or nothing
-                try:
-                    run(["qdel", job_id])
-                except OnagerError:
-                    pass
-            raise
-        save_submissions(launch.launch_dir, self.name, tasks_per_node, submissions)
-        return job_ids
+    def parse_job_id(self, out: str) -> str:
+        return out.splitlines()[-1].split(".")[0].strip()  # -terse: "id" or "id.1-9:1"
 
-    # --------------------------------------------------------------- query
-    def query(self, records: Sequence[Any]) -> Dict[str, Optional[Dict[int, str]]]:
-        owners: Dict[str, _Mapper] = {}
-        out: Dict[str, Optional[Dict[int, str]]] = {}
-        for record in records:
-            mapper = _Mapper(record)
-            out[record.key] = {}
-            for sub in mapper.submissions:
-                owners[str(sub["job_id"])] = mapper
-        if not owners:
-            return out
-        try:
-            text = run(["qstat", "-xml", "-u", getpass.getuser()], retries=2, transient=TRANSIENT).stdout
-            entries = parse_qstat_xml(text)
-        except OnagerError:
-            return {r.key: None for r in records}
-        for job_id, indexes, state in entries:
-            mapper = owners.get(job_id)
-            if mapper is None:
-                continue
-            answer = out[mapper.record.key]
-            assert answer is not None
-            for index in indexes:
-                for task_id in mapper.task_ids(job_id, index):
-                    # a task shown twice (e.g. being deleted) keeps its most telling state
-                    if answer.get(task_id) != STUCK:
-                        answer[task_id] = state
-        return out
+    def query_commands(self, job_ids: List[str]) -> List[List[str]]:
+        return [["qstat", "-xml", "-u", getpass.getuser()]]
 
-    # -------------------------------------------------------------- cancel
-    def cancel(self, record: Any, tasks: Tasklist, dry_run: bool = False) -> List[List[str]]:
-        states = read_states(record.launch_dir)
-        targets = [i for i in tasks if not (i in states and states[i].end is not None)]
-        mapper = _Mapper(record)
-        commands: List[List[str]] = []
-        for job_id, indexes in mapper.indexes(targets).items():
-            commands += qdel_commands(job_id, Tasklist.from_ids(indexes))
-        if dry_run:
-            return commands or [["# nothing to cancel:", f"tasks {tasks} of {record.key} have all finished"]]
-        for task_id in targets:
-            mark(record.launch_dir, task_id, "cancel")
-        for command in commands:
-            try:
-                run(command, retries=2, transient=TRANSIENT)
-            except OnagerError as exc:
-                if "does not exist" not in str(exc):  # finished meanwhile: nothing left to delete
-                    raise
-        return commands
+    def parse_query(self, text: str) -> List[QueryEntry]:
+        return [(job_id, ids, state) for job_id, ids, state in parse_qstat_xml(text)]
 
-    def cancel_job_commands(self, job_id: str, tasks: Optional[Tasklist]) -> List[List[str]]:
-        if not re.fullmatch(r"\d+", str(job_id), re.ASCII):
-            raise UsageError(f"bad gridengine job id {job_id!r}: give the number qsub printed")
-        return qdel_commands(str(job_id), tasks)
+    def cancel_commands(self, job_id: str, indexes: Optional[Tasklist]) -> List[List[str]]:
+        return qdel_commands(job_id, indexes)
+
+    def already_gone(self, message: str) -> bool:
+        return "does not exist" in message  # finished meanwhile: nothing left to delete
 
 
 def qdel_commands(job_id: str, tasks: Optional[Tasklist]) -> List[List[str]]:

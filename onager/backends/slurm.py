@@ -13,18 +13,15 @@ What was submitted (job id, offset, indexes) is kept in `<launch>/scheduler.json
 from __future__ import annotations
 
 import argparse
-import bisect
 import getpass
-import json
 import os
 import re
-import shlex
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from onager.backends.base import QUEUED, STARTED, STUCK, Backend, LaunchInfo, cluster_setting, run
+from onager.backends.array import (ArrayBackend, QueryEntry, allocation, duration_seconds, hms_text,
+                                   megabytes_text, positive)
+from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, cluster_setting
 from onager.errors import OnagerError, UsageError
-from onager.fsutil import atomic_write, executable_mode
-from onager.state import mark, read_states
 from onager.tasklist import Tasklist
 
 DEFAULT_DURATION = "0-01:00:00"
@@ -32,272 +29,23 @@ DEFAULT_CPUS = 1
 DEFAULT_MEM = "2"          # GB, as in 0.1.3
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's own default
 DEBUG_MAX_SECONDS = 2 * 3600  # 0.1.3: "Duration cannot exceed 2 hours while in debug/test mode"
-SCHEDULER_FILE = "scheduler.json"
-GROUPS_FILE = "groups.txt"
-NODE_SCRIPT = "node.sh"
 TRANSIENT = ("Socket timed out", "Resource temporarily unavailable", "temporarily unable",
              "Unable to contact slurm controller", "Connection timed out", "Connection refused")
 SUBMIT_RETRIES = 3
 SQUEUE_IDS_MAX = 2000  # beyond this many job ids, ask for the user's jobs and filter
 
-# ------------------------------------------------------------------ values
-_MEM = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", re.IGNORECASE | re.ASCII)
-_UNITS = "KMGT"
-_DURATION_FORMS = [
-    (re.compile(r"(\d+)", re.ASCII), ("m",)),
-    (re.compile(r"(\d+):(\d+)", re.ASCII), ("m", "s")),
-    (re.compile(r"(\d+):(\d+):(\d+)", re.ASCII), ("h", "m", "s")),
-    (re.compile(r"(\d+)-(\d+)", re.ASCII), ("d", "h")),
-    (re.compile(r"(\d+)-(\d+):(\d+)", re.ASCII), ("d", "h", "m")),
-    (re.compile(r"(\d+)-(\d+):(\d+):(\d+)", re.ASCII), ("d", "h", "m", "s")),
-]
-_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-UNLIMITED = ("unlimited", "infinite")
-
-
-def mem_megabytes(value: Any) -> int:
-    """`4G`, `500M`, `1.5G`, `2` (= GB, as in 0.1.3) -> megabytes; bad text is a usage error."""
-    match = _MEM.fullmatch(str(value))
-    if not match:
-        raise UsageError(f"bad --mem {value!r}: give a size like 4G, 500M or a number of GB like 2")
-    number, unit = float(match.group(1)), (match.group(2) or "G").upper()
-    megabytes = number * 1024 ** (_UNITS.index(unit) - 1)
-    if megabytes < 1:
-        raise UsageError(f"bad --mem {value!r}: below 1 MB; give a size like 4G or 500M")
-    return int(round(megabytes))
-
-
-def mem_text(value: Any, times: int = 1) -> str:
-    """The scheduler's size text: whole G when it is one, else M (`2` -> `2G`, `1.5G` -> `1536M`)."""
-    return megabytes_text(mem_megabytes(value) * times)
-
-
-def duration_seconds(value: Any) -> Optional[int]:
-    """Seconds of a Slurm time (`30`, `30:00`, `48:00:00`, `2-00:00:00`, `2-12`); None = unlimited."""
-    text = str(value).strip()
-    if text.lower() in UNLIMITED:
-        return None
-    for pattern, parts in _DURATION_FORMS:
-        match = pattern.fullmatch(text)
-        if match:
-            return sum(int(v) * _SECONDS[p] for v, p in zip(match.groups(), parts))
-    raise UsageError(f"bad --duration {value!r}: use minutes (30), H:MM:SS (48:00:00) "
-                     "or D-HH:MM:SS (2-00:00:00)")
-
-
-def hms_text(seconds: int) -> str:
-    """`H:MM:SS` (hours may exceed 24), for messages and SGE's h_rt."""
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def positive(options: Dict[str, Any], key: str, default: Optional[int] = None) -> Optional[int]:
-    value = options.get(key)
-    if value in (None, ""):
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"bad --{key.replace('_', '-')} {value!r}: give a whole number")
-    if number < 1:
-        raise UsageError(f"--{key.replace('_', '-')} must be at least 1 (got {number})")
-    return number
-
-
-def gpu_count(options: Dict[str, Any]) -> Optional[str]:
-    """`--gpus 2` or `--gpus a100:2` (a GPU type and a count) for a scheduler."""
-    value = options.get("gpus")
-    if value in (None, "", 0, "0"):
-        return None
-    text = str(value).strip()
-    if not re.fullmatch(r"([A-Za-z0-9_.-]+:)?\d+", text, re.ASCII) or text.endswith(":0"):
-        raise UsageError(f"bad --gpus {value!r} for a cluster: give a count per task like 2 (or type:count like a100:2)")
-    return text
-
-
-def megabytes_text(megabytes: int) -> str:
-    """The scheduler's size text of a number of MB: whole G when it is one, else M."""
-    return f"{megabytes // 1024}G" if megabytes % 1024 == 0 else f"{megabytes}M"
-
-
-def _one_of(options: Dict[str, Any], whole: str, each: str) -> None:
-    if options.get(whole) not in (None, "") and options.get(each) not in (None, ""):
-        raise UsageError(f"--{whole} (for the whole allocation) and --{each.replace('_', '-')} (for each task) "
-                         f"both given (one may come from onager config --read): keep one")
-
-
-def allocation(options: Dict[str, Any], at_once: int,
-               default_mem: Optional[str] = None) -> Tuple[Optional[int], Optional[int], Optional[str]]:
-    """(CPUs, memory in MB, GPUs) that ONE allocation asks for; None = not given.
-
-    `--cpus`, `--mem` and `--gpus` are for the whole allocation, whatever --tasks-per-node
-    says: a 0.1.3 command line keeps its meaning. `--cpus-per-task`, `--mem-per-task` and
-    `--gpus-per-task` are per task, times the tasks that run at once in the allocation.
-    """
-    _one_of(options, "cpus", "cpus_per_task")
-    _one_of(options, "mem", "mem_per_task")
-    _one_of(options, "gpus", "gpus_per_task")
-    cpus = positive(options, "cpus")
-    if cpus is None and options.get("cpus_per_task") not in (None, ""):
-        cpus = (positive(options, "cpus_per_task") or 1) * at_once
-    mem: Optional[int] = None
-    if options.get("mem") not in (None, ""):
-        mem = mem_megabytes(options["mem"])
-    elif options.get("mem_per_task") not in (None, ""):
-        try:
-            mem = mem_megabytes(options["mem_per_task"]) * at_once
-        except UsageError:
-            raise UsageError(f"bad --mem-per-task {options['mem_per_task']!r}: give a size like 4G, 500M "
-                             "or a number of GB like 2")
-    elif default_mem is not None:
-        mem = mem_megabytes(default_mem)
-    gpus = gpu_count(options)
-    if gpus is None and options.get("gpus_per_task") not in (None, ""):
-        each = positive(options, "gpus_per_task") or 1
-        gpus = str(each * at_once)
-    return cpus, mem, gpus
-
-
-# ------------------------------------------------------------------ groups
-def group_plan(tasks: Tasklist, per_node: int) -> List[List[int]]:
-    """Task ids of each group, in launch order: group g (1-based) is the g-th slice of T ids."""
-    groups: List[List[int]] = []
-    current: List[int] = []
-    for task_id in tasks:
-        current.append(task_id)
-        if len(current) == per_node:
-            groups.append(current)
-            current = []
-    if current:
-        groups.append(current)
-    return groups
-
-
-def group_count(tasks: Tasklist, per_node: int) -> int:
-    return -(-len(tasks) // per_node)
-
-
-def groups_width(tasks: Tasklist, per_node: int) -> int:
-    """Bytes per groups.txt line: fixed, so `dd skip=g-1` finds group g without a scan."""
-    return per_node * (len(str(tasks.last)) + 1) + 1
-
-
-def write_groups(launch_dir: str, tasks: Tasklist, per_node: int) -> int:
-    width = groups_width(tasks, per_node)
-    groups = group_plan(tasks, per_node)
-    text = "".join(" ".join(map(str, g)).ljust(width - 1) + "\n" for g in groups)
-    atomic_write(os.path.join(launch_dir, GROUPS_FILE), text)
-    return len(groups)
-
-
-def read_groups(launch_dir: str) -> List[List[int]]:
-    try:
-        with open(os.path.join(launch_dir, GROUPS_FILE)) as handle:
-            return [[int(x) for x in line.split()] for line in handle]
-    except OSError:
-        return []
-
-
-def node_script_text(launch_dir: str, width: int, at_once: int) -> str:
-    """bash that runs one group's tasks through wrapper.sh, at most `at_once` at a time.
-
-    A task marked cancelled before its turn is skipped; the script exits 1 if any task failed.
-    """
-    q = shlex.quote
-    return f"""#!/bin/bash
-# onager: runs one group of tasks of this launch inside one allocation
-D=${{ONAGER_REMOTE_LAUNCH_DIR:-{q(launch_dir)}}}
-if [ -n "${{1:-}}" ]; then g=$1; else g=${{SLURM_ARRAY_TASK_ID:-${{SGE_TASK_ID:-}}}}; fi
-case $g in ''|*[!0-9]*) echo "onager node.sh: no group id (got '$g')" >&2; exit 2;; esac
-[ -n "${{1:-}}" ] || g=$(( g + ${{ONAGER_TASK_OFFSET:-0}} ))
-ids=$(dd if="$D/{GROUPS_FILE}" bs={width} skip=$(( g - 1 )) count=1 2>/dev/null)
-[ -n "${{ids// /}}" ] || {{ echo "onager node.sh: group $g is not in $D" >&2; exit 2; }}
-rc=0
-for id in $ids; do
-    if compgen -G "$D/state/$id.cancel@*" >/dev/null; then continue; fi
-    while [ "$(jobs -rp | wc -l)" -ge {at_once} ]; do wait -n || rc=1; done
-    bash "$D/wrapper.sh" "$id" &
-done
-while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || rc=1; done
-wait
-exit $rc
-"""
-
-
-def write_node_script(launch: LaunchInfo, per_node: int, at_once: int) -> str:
-    path = os.path.join(launch.launch_dir, NODE_SCRIPT)
-    atomic_write(path, node_script_text(launch.launch_dir, groups_width(launch.tasklist, per_node), at_once))
-    os.chmod(path, executable_mode())
-    return path
-
-
-def per_node(options: Dict[str, Any]) -> Tuple[int, int]:
-    """(tasks per allocation, tasks at once in it); (1, 1) = one task per array element."""
-    tasks = positive(options, "tasks_per_node", 1) or 1
-    at_once = positive(options, "max_tasks_per_node", tasks) or tasks
-    return tasks, min(at_once, tasks)
-
-
-# ------------------------------------------------------------ scheduler.json
-def save_submissions(launch_dir: str, backend: str, groups: int, submissions: List[Dict[str, Any]]) -> None:
-    atomic_write(os.path.join(launch_dir, SCHEDULER_FILE),
-                 json.dumps({"backend": backend, "tasks_per_node": groups, "submissions": submissions},
-                            indent=1))
-
-
-def load_submissions(record: Any) -> Tuple[int, List[Dict[str, Any]]]:
-    """(tasks per node, [{job_id, offset, array}]) of a launch; old records: one array, offset 0."""
-    try:
-        with open(os.path.join(record.launch_dir, SCHEDULER_FILE)) as handle:
-            meta = json.load(handle)
-        return int(meta.get("tasks_per_node", 1)), list(meta["submissions"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 1, [{"job_id": j, "offset": 0, "array": record.tasklist} for j in record.job_ids]
-
-
-class _Mapper:
-    """Scheduler index of a submission <-> task ids of the launch (offsets and groups)."""
-
-    def __init__(self, record: Any):
-        self.record = record
-        self.per_node, self.submissions = load_submissions(record)
-        self.groups = read_groups(record.launch_dir) if self.per_node > 1 else []
-        self.offsets = {str(s["job_id"]): int(s.get("offset", 0)) for s in self.submissions}
-
-    def task_ids(self, job_id: str, index: int) -> List[int]:
-        number = index + self.offsets.get(job_id, 0)
-        if self.per_node > 1:
-            return self.groups[number - 1] if 0 < number <= len(self.groups) else []
-        return [number]
-
-    def indexes(self, tasks: Iterable[int]) -> Dict[str, List[int]]:
-        """job id -> scheduler indexes that hold exactly these tasks (whole groups only)."""
-        numbers: Iterable[int]
-        if self.per_node > 1:
-            wanted = set(tasks)
-            numbers = [g for g, ids in enumerate(self.groups, 1) if ids and all(i in wanted for i in ids)]
-        else:
-            numbers = tasks
-        # submissions cover disjoint spans of numbers (Slurm: offset windows; SGE: one block each)
-        spans = []
-        for sub in self.submissions:
-            offset, array = int(sub.get("offset", 0)), Tasklist.parse(str(sub["array"]))
-            spans.append((offset + array.first, offset + array.last, offset, array, str(sub["job_id"])))
-        spans.sort(key=lambda span: span[0])
-        starts = [span[0] for span in spans]
-        out: Dict[str, List[int]] = {}
-        for number in numbers:
-            k = bisect.bisect_right(starts, number) - 1
-            if k < 0 or number > spans[k][1]:
-                continue
-            _, _, offset, array, job_id = spans[k]
-            if number - offset in array:
-                out.setdefault(job_id, []).append(number - offset)
-        return out
-
 
 # ------------------------------------------------------------------ backend
-class SlurmBackend(Backend):
+class SlurmBackend(ArrayBackend):
     name = "slurm"
+    index_variable = "SLURM_ARRAY_TASK_ID"
+    job_id_variable = "SLURM_ARRAY_JOB_ID"
+    submit_program = "sbatch"
+    transient = TRANSIENT
+    submit_retries = SUBMIT_RETRIES
+    # squeue cuts a pending array's index list at 64 characters ("123_[1,3,...]") unless
+    # told not to: cut lists would make queued tasks look lost
+    query_env = {"SLURM_BITSTR_LEN": "0"}
     config_keys: Sequence[str] = ()  # every setting is a launch option, so config defaults apply
 
     @classmethod
@@ -318,12 +66,8 @@ class SlurmBackend(Backend):
         self._max_array_size: Optional[int] = None
 
     def check_options(self) -> None:
-        """Every option, config defaults included, checked before a launch writes anything."""
-        self._check_foreign()
+        """The core's checks, and a --max-array-size that allows arrays at all."""
         super().check_options()
-        tasks_per_node, at_once = per_node(self.options)
-        self._resources(at_once if tasks_per_node > 1 else 1)
-        positive(self.options, "max_tasks")
         given = positive(self.options, "max_array_size")
         if given is not None and given < 2:
             raise UsageError(f"--max-array-size must be at least 2 (got {given}): onager submits job arrays")
@@ -350,7 +94,8 @@ class SlurmBackend(Backend):
             if self.options.get(key) not in (None, ""):
                 raise UsageError(f"--{key.replace('_', '-')} is a gridengine option; for slurm use {hint}")
 
-    def _resources(self, times: int) -> List[str]:
+    def resources(self, times: int) -> List[str]:
+        self._check_foreign()
         o = self.options
         duration = str(o.get("duration") or DEFAULT_DURATION).strip()
         seconds = duration_seconds(duration)  # validates every Slurm form
@@ -380,125 +125,43 @@ class SlurmBackend(Backend):
             args.append(f"--dependency={dependency}")
         return args
 
-    def plan(self, launch: LaunchInfo) -> Tuple[int, int, List[Tuple[int, Tasklist]]]:
-        """(tasks per node, at once, [(offset, indexes)]): what each sbatch covers."""
-        self._check_foreign()
-        tasks_per_node, at_once = per_node(self.options)
-        if tasks_per_node > 1:
-            numbers = Tasklist.range(1, group_count(launch.tasklist, tasks_per_node))
-        else:
-            numbers = launch.tasklist
-        return tasks_per_node, at_once, numbers.split_below(self.max_array_size() - 1)
+    # ------------------------------------------------------ adapter pieces
+    def chunks(self, numbers: Tasklist) -> List[Tuple[int, Tasklist]]:
+        """MaxArraySize caps the index: ids beyond it go in further arrays, with offsets."""
+        return numbers.split_below(self.max_array_size() - 1)
 
-    def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:
-        tasks_per_node, at_once, chunks = self.plan(launch)
+    def submit_command(self, launch: LaunchInfo, script: str, resources: List[str],
+                       offset: int, indexes: Tasklist) -> List[str]:
         scheduler_logs = os.path.join(launch.logs_dir, "scheduler").replace("%", "%%")
-        script = launch.wrapper if tasks_per_node == 1 else os.path.join(launch.launch_dir, NODE_SCRIPT)
-        common = ["sbatch", "--parsable", "-J", launch.jobname, f"--chdir={launch.workdir}",
-                  "-o", f"{scheduler_logs}/%x_%A_%a.out", "-e", f"{scheduler_logs}/%x_%A_%a.err",
-                  *self._resources(at_once if tasks_per_node > 1 else 1)]
         limit = positive(self.options, "max_tasks")
-        extra = [str(x) for x in self.options.get("extra") or []]
-        commands = []
-        for offset, indexes in chunks:
-            spec = indexes.slurm() + (f"%{limit}" if limit else "")
-            commands.append([*common, f"--array={spec}", f"--export=ALL,ONAGER_TASK_OFFSET={offset}",
-                             *extra, script])
-        return commands
+        spec = indexes.slurm() + (f"%{limit}" if limit else "")
+        return ["sbatch", "--parsable", "-J", launch.jobname, f"--chdir={launch.workdir}",
+                "-o", f"{scheduler_logs}/%x_%A_%a.out", "-e", f"{scheduler_logs}/%x_%A_%a.err", *resources,
+                f"--array={spec}", f"--export=ALL,ONAGER_TASK_OFFSET={offset}",
+                *[str(x) for x in self.options.get("extra") or []], script]
 
-    # -------------------------------------------------------------- submit
-    def submit(self, launch: LaunchInfo) -> List[str]:
-        tasks_per_node, at_once, chunks = self.plan(launch)
-        commands = self.submit_commands(launch)
-        os.makedirs(os.path.join(launch.logs_dir, "scheduler"), exist_ok=True)
-        if tasks_per_node > 1:
-            write_groups(launch.launch_dir, launch.tasklist, tasks_per_node)
-            write_node_script(launch, tasks_per_node, at_once)
-        job_ids: List[str] = []
-        submissions: List[Dict[str, Any]] = []
-        try:
-            for (offset, indexes), command in zip(chunks, commands):
-                out = run(command, retries=SUBMIT_RETRIES, transient=TRANSIENT).stdout.strip()
-                job_id = out.splitlines()[-1].split(";")[0].strip() if out else ""
-                if not job_id.isdigit():
-                    raise OnagerError(f"sbatch printed no job id (got {out!r}); command: {shlex.join(command)}")
-                job_ids.append(job_id)
-                submissions.append({"job_id": job_id, "offset": offset, "array": str(indexes)})
-        except BaseException:
-            if job_ids:  # a split launch is all or nothing
-                try:
-                    run(["scancel", *job_ids], retries=2, transient=TRANSIENT)
-                except OnagerError:
-                    pass
-            raise
-        save_submissions(launch.launch_dir, self.name, tasks_per_node, submissions)
-        return job_ids
+    def parse_job_id(self, out: str) -> str:
+        return out.splitlines()[-1].split(";")[0].strip()  # --parsable: "id" or "id;cluster"
 
-    # --------------------------------------------------------------- query
-    def query(self, records: Sequence[Any]) -> Dict[str, Optional[Dict[int, str]]]:
-        owners: Dict[str, Tuple[Any, _Mapper]] = {}
-        out: Dict[str, Optional[Dict[int, str]]] = {}
-        for record in records:
-            mapper = _Mapper(record)
-            out[record.key] = {}
-            for sub in mapper.submissions:
-                owners[str(sub["job_id"])] = (record, mapper)
-        if not owners:
-            return out
-        try:
-            lines = self._squeue(sorted(owners, key=lambda j: (len(j), j)))
-        except OnagerError:
-            return {r.key: None for r in records}
-        for line in lines:
-            parsed = parse_squeue_line(line)
-            if parsed is None:
-                continue
-            job_id, indexes, state = parsed
-            if job_id not in owners or state is None:
-                continue
-            record, mapper = owners[job_id]
-            answer = out[record.key]
-            assert answer is not None
-            for index in indexes:
-                for task_id in mapper.task_ids(job_id, index):
-                    answer[task_id] = state
-        return out
-
-    def _squeue(self, job_ids: List[str]) -> List[str]:
+    def query_commands(self, job_ids: List[str]) -> List[List[str]]:
         fmt = "%i|%t|%r"
-        # squeue cuts a pending array's index list at 64 characters ("123_[1,3,...]") unless
-        # told not to: cut lists would make queued tasks look lost
-        env = dict(os.environ, SLURM_BITSTR_LEN="0")
-        if len(job_ids) <= SQUEUE_IDS_MAX:
-            try:
-                return run(["squeue", "-h", "-j", ",".join(job_ids), "-o", fmt], retries=2,
-                           transient=TRANSIENT, env=env).stdout.splitlines()
-            except OnagerError as exc:
-                if "Invalid job id" not in str(exc):
-                    raise
-                # every id is gone from the controller (squeue fails only then): ask by user
-        return run(["squeue", "-h", "-u", getpass.getuser(), "-o", fmt], retries=2,
-                   transient=TRANSIENT, env=env).stdout.splitlines()
+        by_user = ["squeue", "-h", "-u", getpass.getuser(), "-o", fmt]
+        if len(job_ids) > SQUEUE_IDS_MAX:  # beyond this many ids, ask for the user's jobs and filter
+            return [by_user]
+        return [["squeue", "-h", "-j", ",".join(job_ids), "-o", fmt], by_user]
 
-    # -------------------------------------------------------------- cancel
-    def cancel(self, record: Any, tasks: Tasklist, dry_run: bool = False) -> List[List[str]]:
-        states = read_states(record.launch_dir)
-        targets = [i for i in tasks if not (i in states and states[i].end is not None)]
-        mapper = _Mapper(record)
-        commands = [scancel_command(job_id, Tasklist.from_ids(indexes))
-                    for job_id, indexes in mapper.indexes(targets).items()]
-        if dry_run:
-            return commands or [["# nothing to cancel:", f"tasks {tasks} of {record.key} have all finished"]]
-        for task_id in targets:
-            mark(record.launch_dir, task_id, "cancel")
-        for command in commands:
-            run(command, retries=2, transient=TRANSIENT)
-        return commands
+    def query_fallback(self, message: str) -> bool:
+        # every id is gone from the controller (squeue fails only then): ask by user
+        return "Invalid job id" in message
 
-    def cancel_job_commands(self, job_id: str, tasks: Optional[Tasklist]) -> List[List[str]]:
-        if not re.fullmatch(r"\d+", str(job_id), re.ASCII):
-            raise UsageError(f"bad slurm job id {job_id!r}: give the number sbatch printed")
-        return [scancel_command(str(job_id), tasks)]
+    def parse_query(self, text: str) -> List[QueryEntry]:
+        return [parsed for parsed in map(parse_squeue_line, text.splitlines()) if parsed is not None]
+
+    def cancel_commands(self, job_id: str, indexes: Optional[Tasklist]) -> List[List[str]]:
+        return [scancel_command(job_id, indexes)]
+
+    def rollback_commands(self, job_ids: List[str]) -> List[List[str]]:
+        return [["scancel", *job_ids]]
 
 
 def scancel_command(job_id: str, tasks: Optional[Tasklist]) -> List[str]:

@@ -1,0 +1,485 @@
+"""The array-scheduler core: everything Slurm, Grid Engine (and PBS, LSF, OAR...) share.
+
+An array scheduler takes a script and a set of array indexes, and sets one environment
+variable to the index in each element. This module alone runs the scheduler commands
+(through `base.run`, with retries on the adapter's transient errors): submission in
+chunks (the adapter cuts the condensed tasklist below its MaxArraySize-like limit, with
+offsets the wrapper adds back), one query per call for many launches, cancels by index,
+rollback of a half-submitted launch, `--tasks-per-node` groups (`node.sh`, `groups.txt`)
+and `scheduler.json`. An adapter (an `ArrayBackend` subclass) only builds argument lists
+and parses what its scheduler prints, so it is testable without a scheduler.
+
+The resource values (`--mem`, `--duration`, `--cpus`/`--gpus` per allocation or per task)
+are parsed here too, so that every adapter reads them the same way.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import re
+import shlex
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from onager.backends.base import STUCK, Backend, LaunchInfo, run
+from onager.errors import OnagerError, UsageError
+from onager.fsutil import atomic_write, executable_mode
+from onager.state import mark, read_states
+from onager.tasklist import Tasklist
+from onager.wrapper import shell_variable
+
+SCHEDULER_FILE = "scheduler.json"
+GROUPS_FILE = "groups.txt"
+NODE_SCRIPT = "node.sh"
+
+#: (job id, array indexes, pending|running|error, or None for "ended: the state files decide")
+QueryEntry = Tuple[str, Iterable[int], Optional[str]]
+
+
+# ------------------------------------------------------------------ values
+_MEM = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", re.IGNORECASE | re.ASCII)
+_UNITS = "KMGT"
+_DURATION_FORMS = [
+    (re.compile(r"(\d+)", re.ASCII), ("m",)),
+    (re.compile(r"(\d+):(\d+)", re.ASCII), ("m", "s")),
+    (re.compile(r"(\d+):(\d+):(\d+)", re.ASCII), ("h", "m", "s")),
+    (re.compile(r"(\d+)-(\d+)", re.ASCII), ("d", "h")),
+    (re.compile(r"(\d+)-(\d+):(\d+)", re.ASCII), ("d", "h", "m")),
+    (re.compile(r"(\d+)-(\d+):(\d+):(\d+)", re.ASCII), ("d", "h", "m", "s")),
+]
+_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+UNLIMITED = ("unlimited", "infinite")
+
+
+def mem_megabytes(value: Any) -> int:
+    """`4G`, `500M`, `1.5G`, `2` (= GB, as in 0.1.3) -> megabytes; bad text is a usage error."""
+    match = _MEM.fullmatch(str(value))
+    if not match:
+        raise UsageError(f"bad --mem {value!r}: give a size like 4G, 500M or a number of GB like 2")
+    number, unit = float(match.group(1)), (match.group(2) or "G").upper()
+    megabytes = number * 1024 ** (_UNITS.index(unit) - 1)
+    if megabytes < 1:
+        raise UsageError(f"bad --mem {value!r}: below 1 MB; give a size like 4G or 500M")
+    return int(round(megabytes))
+
+
+def mem_text(value: Any, times: int = 1) -> str:
+    """The scheduler's size text: whole G when it is one, else M (`2` -> `2G`, `1.5G` -> `1536M`)."""
+    return megabytes_text(mem_megabytes(value) * times)
+
+
+def duration_seconds(value: Any) -> Optional[int]:
+    """Seconds of a Slurm time (`30`, `30:00`, `48:00:00`, `2-00:00:00`, `2-12`); None = unlimited."""
+    text = str(value).strip()
+    if text.lower() in UNLIMITED:
+        return None
+    for pattern, parts in _DURATION_FORMS:
+        match = pattern.fullmatch(text)
+        if match:
+            return sum(int(v) * _SECONDS[p] for v, p in zip(match.groups(), parts))
+    raise UsageError(f"bad --duration {value!r}: use minutes (30), H:MM:SS (48:00:00) "
+                     "or D-HH:MM:SS (2-00:00:00)")
+
+
+def hms_text(seconds: int) -> str:
+    """`H:MM:SS` (hours may exceed 24), for messages and SGE's h_rt."""
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def positive(options: Dict[str, Any], key: str, default: Optional[int] = None) -> Optional[int]:
+    value = options.get(key)
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"bad --{key.replace('_', '-')} {value!r}: give a whole number")
+    if number < 1:
+        raise UsageError(f"--{key.replace('_', '-')} must be at least 1 (got {number})")
+    return number
+
+
+def gpu_count(options: Dict[str, Any]) -> Optional[str]:
+    """`--gpus 2` or `--gpus a100:2` (a GPU type and a count) for a scheduler."""
+    value = options.get("gpus")
+    if value in (None, "", 0, "0"):
+        return None
+    text = str(value).strip()
+    if not re.fullmatch(r"([A-Za-z0-9_.-]+:)?\d+", text, re.ASCII) or text.endswith(":0"):
+        raise UsageError(f"bad --gpus {value!r} for a cluster: give a count per task like 2 (or type:count like a100:2)")
+    return text
+
+
+def megabytes_text(megabytes: int) -> str:
+    """The scheduler's size text of a number of MB: whole G when it is one, else M."""
+    return f"{megabytes // 1024}G" if megabytes % 1024 == 0 else f"{megabytes}M"
+
+
+def _one_of(options: Dict[str, Any], whole: str, each: str) -> None:
+    if options.get(whole) not in (None, "") and options.get(each) not in (None, ""):
+        raise UsageError(f"--{whole} (for the whole allocation) and --{each.replace('_', '-')} (for each task) "
+                         f"both given (one may come from onager config --read): keep one")
+
+
+def allocation(options: Dict[str, Any], at_once: int,
+               default_mem: Optional[str] = None) -> Tuple[Optional[int], Optional[int], Optional[str]]:
+    """(CPUs, memory in MB, GPUs) that ONE allocation asks for; None = not given.
+
+    `--cpus`, `--mem` and `--gpus` are for the whole allocation, whatever --tasks-per-node
+    says: a 0.1.3 command line keeps its meaning. `--cpus-per-task`, `--mem-per-task` and
+    `--gpus-per-task` are per task, times the tasks that run at once in the allocation.
+    """
+    _one_of(options, "cpus", "cpus_per_task")
+    _one_of(options, "mem", "mem_per_task")
+    _one_of(options, "gpus", "gpus_per_task")
+    cpus = positive(options, "cpus")
+    if cpus is None and options.get("cpus_per_task") not in (None, ""):
+        cpus = (positive(options, "cpus_per_task") or 1) * at_once
+    mem: Optional[int] = None
+    if options.get("mem") not in (None, ""):
+        mem = mem_megabytes(options["mem"])
+    elif options.get("mem_per_task") not in (None, ""):
+        try:
+            mem = mem_megabytes(options["mem_per_task"]) * at_once
+        except UsageError:
+            raise UsageError(f"bad --mem-per-task {options['mem_per_task']!r}: give a size like 4G, 500M "
+                             "or a number of GB like 2")
+    elif default_mem is not None:
+        mem = mem_megabytes(default_mem)
+    gpus = gpu_count(options)
+    if gpus is None and options.get("gpus_per_task") not in (None, ""):
+        each = positive(options, "gpus_per_task") or 1
+        gpus = str(each * at_once)
+    return cpus, mem, gpus
+
+
+# ------------------------------------------------------------------ groups
+def group_plan(tasks: Tasklist, per_node: int) -> List[List[int]]:
+    """Task ids of each group, in launch order: group g (1-based) is the g-th slice of T ids."""
+    groups: List[List[int]] = []
+    current: List[int] = []
+    for task_id in tasks:
+        current.append(task_id)
+        if len(current) == per_node:
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+def group_count(tasks: Tasklist, per_node: int) -> int:
+    return -(-len(tasks) // per_node)
+
+
+def groups_width(tasks: Tasklist, per_node: int) -> int:
+    """Bytes per groups.txt line: fixed, so `dd skip=g-1` finds group g without a scan."""
+    return per_node * (len(str(tasks.last)) + 1) + 1
+
+
+def write_groups(launch_dir: str, tasks: Tasklist, per_node: int) -> int:
+    width = groups_width(tasks, per_node)
+    groups = group_plan(tasks, per_node)
+    text = "".join(" ".join(map(str, g)).ljust(width - 1) + "\n" for g in groups)
+    atomic_write(os.path.join(launch_dir, GROUPS_FILE), text)
+    return len(groups)
+
+
+def read_groups(launch_dir: str) -> List[List[int]]:
+    try:
+        with open(os.path.join(launch_dir, GROUPS_FILE)) as handle:
+            return [[int(x) for x in line.split()] for line in handle]
+    except OSError:
+        return []
+
+
+def node_script_text(launch_dir: str, width: int, at_once: int, index_variable: str) -> str:
+    """bash that runs one group's tasks through wrapper.sh, at most `at_once` at a time.
+
+    The group is `$1`, else the scheduler's array index (`index_variable`) + ONAGER_TASK_OFFSET.
+    A task marked cancelled before its turn is skipped; the script exits 1 if any task failed.
+    """
+    q = shlex.quote
+    index = shell_variable(index_variable)
+    return f"""#!/bin/bash
+# onager: runs one group of tasks of this launch inside one allocation
+D=${{ONAGER_REMOTE_LAUNCH_DIR:-{q(launch_dir)}}}
+if [ -n "${{1:-}}" ]; then g=$1; else g=${{{index}:-}}; fi
+case $g in ''|*[!0-9]*) echo "onager node.sh: no group id (got '$g')" >&2; exit 2;; esac
+[ -n "${{1:-}}" ] || g=$(( g + ${{ONAGER_TASK_OFFSET:-0}} ))
+ids=$(dd if="$D/{GROUPS_FILE}" bs={width} skip=$(( g - 1 )) count=1 2>/dev/null)
+[ -n "${{ids// /}}" ] || {{ echo "onager node.sh: group $g is not in $D" >&2; exit 2; }}
+rc=0
+for id in $ids; do
+    if compgen -G "$D/state/$id.cancel@*" >/dev/null; then continue; fi
+    while [ "$(jobs -rp | wc -l)" -ge {at_once} ]; do wait -n || rc=1; done
+    bash "$D/wrapper.sh" "$id" &
+done
+while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || rc=1; done
+wait
+exit $rc
+"""
+
+
+def write_node_script(launch: LaunchInfo, per_node: int, at_once: int, index_variable: str) -> str:
+    path = os.path.join(launch.launch_dir, NODE_SCRIPT)
+    atomic_write(path, node_script_text(launch.launch_dir, groups_width(launch.tasklist, per_node), at_once,
+                                        index_variable))
+    os.chmod(path, executable_mode())
+    return path
+
+
+def per_node(options: Dict[str, Any]) -> Tuple[int, int]:
+    """(tasks per allocation, tasks at once in it); (1, 1) = one task per array element."""
+    tasks = positive(options, "tasks_per_node", 1) or 1
+    at_once = positive(options, "max_tasks_per_node", tasks) or tasks
+    return tasks, min(at_once, tasks)
+
+
+# ------------------------------------------------------------ scheduler.json
+def save_submissions(launch_dir: str, backend: str, groups: int, submissions: List[Dict[str, Any]]) -> None:
+    atomic_write(os.path.join(launch_dir, SCHEDULER_FILE),
+                 json.dumps({"backend": backend, "tasks_per_node": groups, "submissions": submissions},
+                            indent=1))
+
+
+def load_submissions(record: Any) -> Tuple[int, List[Dict[str, Any]]]:
+    """(tasks per node, [{job_id, offset, array}]) of a launch; old records: one array, offset 0."""
+    try:
+        with open(os.path.join(record.launch_dir, SCHEDULER_FILE)) as handle:
+            meta = json.load(handle)
+        return int(meta.get("tasks_per_node", 1)), list(meta["submissions"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1, [{"job_id": j, "offset": 0, "array": record.tasklist} for j in record.job_ids]
+
+
+class Mapper:
+    """Scheduler index of a submission <-> task ids of the launch (offsets and groups)."""
+
+    def __init__(self, record: Any):
+        self.record = record
+        self.per_node, self.submissions = load_submissions(record)
+        self.groups = read_groups(record.launch_dir) if self.per_node > 1 else []
+        self.offsets = {str(s["job_id"]): int(s.get("offset", 0)) for s in self.submissions}
+
+    def task_ids(self, job_id: str, index: int) -> List[int]:
+        number = index + self.offsets.get(job_id, 0)
+        if self.per_node > 1:
+            return self.groups[number - 1] if 0 < number <= len(self.groups) else []
+        return [number]
+
+    def indexes(self, tasks: Iterable[int]) -> Dict[str, List[int]]:
+        """job id -> scheduler indexes that hold exactly these tasks (whole groups only)."""
+        numbers: Iterable[int]
+        if self.per_node > 1:
+            wanted = set(tasks)
+            numbers = [g for g, ids in enumerate(self.groups, 1) if ids and all(i in wanted for i in ids)]
+        else:
+            numbers = tasks
+        # submissions cover disjoint spans of numbers (offset windows, or one block each)
+        spans = []
+        for sub in self.submissions:
+            offset, array = int(sub.get("offset", 0)), Tasklist.parse(str(sub["array"]))
+            spans.append((offset + array.first, offset + array.last, offset, array, str(sub["job_id"])))
+        spans.sort(key=lambda span: span[0])
+        starts = [span[0] for span in spans]
+        out: Dict[str, List[int]] = {}
+        for number in numbers:
+            k = bisect.bisect_right(starts, number) - 1
+            if k < 0 or number > spans[k][1]:
+                continue
+            _, _, offset, array, job_id = spans[k]
+            if number - offset in array:
+                out.setdefault(job_id, []).append(number - offset)
+        return out
+
+
+
+# ------------------------------------------------------------------ the core
+class ArrayBackend(Backend):
+    """Submit, query and cancel for any array scheduler; the adapter fills in the pieces below.
+
+    Adapter pieces (pure: argument lists in, parsed output out):
+    `resources`, `chunks`, `array_text`, `submit_command`, `parse_job_id`, `query_commands`,
+    `parse_query`, `cancel_commands`, `rollback_commands`; and the class attributes
+    `index_variable`/`job_id_variable` (what the wrapper reads on a compute node),
+    `submit_program` (for messages) and `transient` (error texts worth a retry).
+    """
+
+    #: the environment variable holding the array index in each element
+    index_variable = ""
+    #: the environment variable holding the scheduler's job id (for the task's start record)
+    job_id_variable = ""
+    #: the command that prints the job id a cancel by `--jobid` wants (for messages)
+    submit_program = ""
+    #: parts of error messages that mean "try again" (controller busy, socket timed out)
+    transient: Sequence[str] = ()
+    submit_retries = 3
+    query_retries = 2
+    cancel_retries = 2
+    #: variables the query command needs besides the environment (e.g. to get uncut output)
+    query_env: Dict[str, str] = {}
+
+    def check_options(self) -> None:
+        """Every option, config defaults included, checked before a launch writes anything or
+        takes a launch id: the adapter's resources (whose own hints for another scheduler's
+        options come first), options only other backends honour, and --max-tasks."""
+        tasks_per_node, at_once = per_node(self.options)
+        self.resources(at_once if tasks_per_node > 1 else 1)
+        super().check_options()
+        positive(self.options, "max_tasks")
+
+    # ----------------------------------------------------- adapter pieces
+    def resources(self, times: int) -> List[str]:
+        """Scheduler arguments for the allocation of one array element running `times` tasks
+        at once; raises UsageError for options it cannot honour."""
+        return []
+
+    def chunks(self, numbers: Tasklist) -> List[Tuple[int, Tasklist]]:
+        """(offset, indexes) per submission, cut where the scheduler's limits force it; the
+        array element with index i runs number i + offset (a task id, or a group)."""
+        return [(0, numbers.condensed())]
+
+    def array_text(self, indexes: Tasklist) -> str:
+        """How a chunk is written in scheduler.json (and re-read by `Mapper`)."""
+        return str(indexes)
+
+    def submit_command(self, launch: LaunchInfo, script: str, resources: List[str],
+                       offset: int, indexes: Tasklist) -> List[str]:
+        raise NotImplementedError
+
+    def parse_job_id(self, out: str) -> str:
+        """The job id in what the submit command printed ("" if none)."""
+        return out.strip().splitlines()[-1].strip() if out.strip() else ""
+
+    def query_commands(self, job_ids: List[str]) -> List[List[str]]:
+        """The query to run for these job ids, then fallbacks (tried while `query_fallback` says so)."""
+        raise NotImplementedError
+
+    def query_fallback(self, message: str) -> bool:
+        """Whether a failed query should be retried with the next of `query_commands`."""
+        return False
+
+    def parse_query(self, text: str) -> List[QueryEntry]:
+        raise NotImplementedError
+
+    def cancel_commands(self, job_id: str, indexes: Optional[Tasklist]) -> List[List[str]]:
+        """Commands that cancel these indexes of one job (None: the whole job)."""
+        raise NotImplementedError
+
+    def rollback_commands(self, job_ids: List[str]) -> List[List[str]]:
+        """Commands that cancel the arrays of a launch whose submission failed half way."""
+        return [command for job_id in job_ids for command in self.cancel_commands(job_id, None)]
+
+    def already_gone(self, message: str) -> bool:
+        """Whether a failed cancel only says the job has ended meanwhile."""
+        return False
+
+    # -------------------------------------------------------------- plan
+    def plan(self, launch: LaunchInfo) -> Tuple[int, int, List[str], List[Tuple[int, Tasklist]]]:
+        """(tasks per node, at once, resource arguments, [(offset, indexes)]) of a launch."""
+        tasks_per_node, at_once = per_node(self.options)
+        resources = self.resources(at_once if tasks_per_node > 1 else 1)
+        if tasks_per_node > 1:
+            numbers = Tasklist.range(1, group_count(launch.tasklist, tasks_per_node))
+        else:
+            numbers = launch.tasklist
+        return tasks_per_node, at_once, resources, self.chunks(numbers)
+
+    def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:
+        tasks_per_node, _, resources, chunks = self.plan(launch)
+        script = launch.wrapper if tasks_per_node == 1 else os.path.join(launch.launch_dir, NODE_SCRIPT)
+        return [self.submit_command(launch, script, resources, offset, indexes) for offset, indexes in chunks]
+
+    # ------------------------------------------------------------ submit
+    def submit(self, launch: LaunchInfo) -> List[str]:
+        tasks_per_node, at_once, _, chunks = self.plan(launch)
+        commands = self.submit_commands(launch)
+        os.makedirs(os.path.join(launch.logs_dir, "scheduler"), exist_ok=True)
+        if tasks_per_node > 1:
+            write_groups(launch.launch_dir, launch.tasklist, tasks_per_node)
+            write_node_script(launch, tasks_per_node, at_once, self.index_variable)
+        job_ids: List[str] = []
+        submissions: List[Dict[str, Any]] = []
+        try:
+            for (offset, indexes), command in zip(chunks, commands):
+                out = run(command, retries=self.submit_retries, transient=self.transient).stdout.strip()
+                job_id = self.parse_job_id(out) if out else ""
+                if not job_id.isdigit():
+                    raise OnagerError(f"{command[0]} printed no job id (got {out!r}); command: {shlex.join(command)}")
+                job_ids.append(job_id)
+                submissions.append({"job_id": job_id, "offset": offset, "array": self.array_text(indexes)})
+        except BaseException:
+            if job_ids:  # a split launch is all or nothing
+                for command in self.rollback_commands(job_ids):
+                    try:
+                        run(command, retries=self.cancel_retries, transient=self.transient)
+                    except OnagerError:
+                        pass
+            raise
+        save_submissions(launch.launch_dir, self.name, tasks_per_node, submissions)
+        return job_ids
+
+    # ------------------------------------------------------------- query
+    def query(self, records: Sequence[Any]) -> Dict[str, Optional[Dict[int, str]]]:
+        """One scheduler query for every launch of this backend that `list`/`wait` look at."""
+        owners: Dict[str, Mapper] = {}
+        out: Dict[str, Optional[Dict[int, str]]] = {}
+        for record in records:
+            mapper = Mapper(record)
+            out[record.key] = {}
+            for sub in mapper.submissions:
+                owners[str(sub["job_id"])] = mapper
+        if not owners:
+            return out
+        try:
+            entries = self.parse_query(self._query_output(sorted(owners, key=lambda j: (len(j), j))))
+        except OnagerError:
+            return {r.key: None for r in records}
+        for job_id, indexes, state in entries:
+            mapper = owners.get(job_id)
+            if mapper is None or state is None:
+                continue
+            answer = out[mapper.record.key]
+            assert answer is not None
+            for index in indexes:
+                for task_id in mapper.task_ids(job_id, index):
+                    # a task shown twice (e.g. being deleted) keeps its most telling state
+                    if answer.get(task_id) != STUCK:
+                        answer[task_id] = state
+        return out
+
+    def _query_output(self, job_ids: List[str]) -> str:
+        env = dict(os.environ, **self.query_env) if self.query_env else None
+        commands = self.query_commands(job_ids)
+        for k, command in enumerate(commands):
+            try:
+                return run(command, retries=self.query_retries, transient=self.transient, env=env).stdout
+            except OnagerError as exc:
+                if k + 1 == len(commands) or not self.query_fallback(str(exc)):
+                    raise
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------ cancel
+    def cancel(self, record: Any, tasks: Tasklist, dry_run: bool = False) -> List[List[str]]:
+        states = read_states(record.launch_dir)
+        targets = [i for i in tasks if not (i in states and states[i].end is not None)]
+        commands: List[List[str]] = []
+        for job_id, indexes in Mapper(record).indexes(targets).items():
+            commands += self.cancel_commands(job_id, Tasklist.from_ids(indexes))
+        if dry_run:
+            return commands or [["# nothing to cancel:", f"tasks {tasks} of {record.key} have all finished"]]
+        for task_id in targets:
+            mark(record.launch_dir, task_id, "cancel")
+        for command in commands:
+            try:
+                run(command, retries=self.cancel_retries, transient=self.transient)
+            except OnagerError as exc:
+                if not self.already_gone(str(exc)):
+                    raise
+        return commands
+
+    def cancel_job_commands(self, job_id: str, tasks: Optional[Tasklist]) -> List[List[str]]:
+        if not re.fullmatch(r"\d+", str(job_id), re.ASCII):
+            raise UsageError(f"bad {self.name} job id {job_id!r}: give the number {self.submit_program} printed")
+        return self.cancel_commands(str(job_id), tasks)
