@@ -19,7 +19,8 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from onager.backends.base import QUEUED, STARTED, STUCK, Backend, LaunchInfo, cluster_setting, run
+from onager.backends.base import (QUEUED, STARTED, STUCK, Backend, LaunchInfo, Option, add_options,
+                                  cluster_setting, run)
 from onager.backends.slurm import (DEFAULT_DURATION, NODE_SCRIPT, _Mapper, allocation, duration_seconds,
                                    group_count, hms_text, megabytes_text, per_node, positive,
                                    save_submissions, write_groups, write_node_script)
@@ -63,20 +64,20 @@ def sge_range(block: Tuple[int, int, int]) -> str:
 
 class GridEngineBackend(Backend):
     name = "gridengine"
-    config_keys = ("pe", "mem_resource", "gpu_resource", "queue")
+    OPTIONS: Sequence[Option] = (
+        Option("pe", default="smp", help="gridengine: parallel environment for --cpus above 1 (qsub -pe PE N); "
+                                         "default smp, as 0.1.3"),
+        Option("mem_resource", default="vf", help="gridengine: resource that --mem sets (qsub -l NAME=SIZE), "
+                                                  "e.g. h_vmem; default vf, as 0.1.3"),
+        Option("gpu_resource", default="gpus", help="gridengine: resource that --gpus sets (qsub -l NAME=N), "
+                                                    "e.g. gpu; default gpus, as 0.1.3"),
+        Option("queue", help="gridengine: queue (qsub -q)"),
+    )
+    config_keys = tuple(o.name for o in OPTIONS)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--pe", default=None,
-                            help="gridengine: parallel environment for --cpus above 1 (qsub -pe PE N); "
-                                 "default smp, as 0.1.3")
-        parser.add_argument("--mem-resource", default=None,
-                            help="gridengine: resource that --mem sets (qsub -l NAME=SIZE), e.g. h_vmem; "
-                                 "default vf, as 0.1.3")
-        parser.add_argument("--gpu-resource", default=None,
-                            help="gridengine: resource that --gpus sets (qsub -l NAME=N), e.g. gpu; "
-                                 "default gpus, as 0.1.3")
-        parser.add_argument("--queue", default=None, help="gridengine: queue (qsub -q)")
+        add_options(parser, cls.OPTIONS)
 
     def __init__(self, options: Optional[Dict[str, Any]] = None):
         super().__init__(options)

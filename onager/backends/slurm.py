@@ -21,7 +21,8 @@ import re
 import shlex
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from onager.backends.base import QUEUED, STARTED, STUCK, Backend, LaunchInfo, cluster_setting, run
+from onager.backends.base import (QUEUED, STARTED, STUCK, Backend, LaunchInfo, Option, add_options,
+                                  cluster_setting, run)
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_write, executable_mode
 from onager.state import mark, read_states
@@ -298,20 +299,22 @@ class _Mapper:
 # ------------------------------------------------------------------ backend
 class SlurmBackend(Backend):
     name = "slurm"
+    OPTIONS: Sequence[Option] = (
+        Option("partition", help="slurm: partition (sbatch -p)"),
+        Option("account", help="slurm: account to charge (sbatch -A)"),
+        Option("qos", help="slurm: quality of service (sbatch --qos)"),
+        Option("constraint", help="slurm: node features (sbatch -C)"),
+        Option("dependency", help="slurm: start after other jobs, e.g. afterok:123 (sbatch --dependency)"),
+        Option("hold_jid", flags=("--hold_jid", "--hold-jid"),
+               help="slurm/gridengine: wait until these job ids end (slurm: afterany)"),
+        Option("max_array_size", "int", default="read from scontrol show config",
+               help="slurm: MaxArraySize to assume (default: read from scontrol show config)"),
+    )
     config_keys: Sequence[str] = ()  # every setting is a launch option, so config defaults apply
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--partition", default=None, help="slurm: partition (sbatch -p)")
-        parser.add_argument("--account", default=None, help="slurm: account to charge (sbatch -A)")
-        parser.add_argument("--qos", default=None, help="slurm: quality of service (sbatch --qos)")
-        parser.add_argument("--constraint", default=None, help="slurm: node features (sbatch -C)")
-        parser.add_argument("--dependency", default=None,
-                            help="slurm: start after other jobs, e.g. afterok:123 (sbatch --dependency)")
-        parser.add_argument("--hold_jid", "--hold-jid", dest="hold_jid", default=None,
-                            help="slurm/gridengine: wait until these job ids end (slurm: afterany)")
-        parser.add_argument("--max-array-size", type=int, default=None,
-                            help="slurm: MaxArraySize to assume (default: read from scontrol show config)")
+        add_options(parser, cls.OPTIONS)
 
     def __init__(self, options: Optional[Dict[str, Any]] = None):
         super().__init__(options)
