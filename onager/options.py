@@ -112,6 +112,22 @@ def check_config_items(items: Iterable[Tuple[str, str, str]]) -> None:
 check_section = configmod.check_section
 
 
+def _refuse_plugin_options(backend: str, options: Dict[str, Any]) -> None:
+    """An option only other packages' backends declare, given to one that does not declare it,
+    is refused with one line rather than ignored (the built-ins' own are refused by
+    base.refuse_foreign_options, with their messages)."""
+    from onager.backends import BUILTIN
+    builtin = {o.name for n in BUILTIN for o in declared_options(backend_class(n))} | {o.name for o in SHARED}
+    mine = {o.name for o in declared_options(backend_class(backend))}
+    for cls in available().values():
+        if cls.name in BUILTIN or cls.name == backend:
+            continue
+        for option in declared_options(cls):
+            if option.name in options and option.name not in mine and option.name not in builtin:
+                raise UsageError(f"{backend} has no {option.flag} (an option of the {cls.name} backend); "
+                                 f"drop it or use --backend {cls.name}")
+
+
 @dataclass
 class Resolved:
     """What a launch runs with: the backend, its options and venv, and where each default came from."""
@@ -172,6 +188,7 @@ def resolve(backend: Optional[str], given: Dict[str, Any], venv: Optional[str] =
             raise UsageError(f"config value {key}={text!r} for {name} is not valid; fix it with "
                              f"onager config --write {name} {key} VALUE")
     options = {k: v for k, v in values.items() if v is not None}
+    _refuse_plugin_options(name, options)
     if extra:
         options["extra"] = list(extra)
     return Resolved(name, options, venv if venv is not None else defaults.get("venv"), from_config)

@@ -173,3 +173,10 @@ def test_list_imports_no_backend_and_reads_no_entry_points(project):
     first, *modules = res.stdout.splitlines()
     assert first.split()[1] == "True", "list scanned the entry points"
     assert not [m for m in modules if m.startswith("onager.backends.")], modules
+
+
+def test_plugin_option_on_another_backend_is_refused(plugin, project):
+    res = plugin("launch", "--backend", "local", "--jobname", "x", "--command", "true", "--echo-note", "hi")
+    assert res.returncode == 2, res.stderr
+    assert "local has no --echo-note" in res.stderr and "--backend echo" in res.stderr
+    assert not (project / ".onager").exists()
