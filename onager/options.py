@@ -4,6 +4,7 @@ without reaching into argparse."""
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -141,8 +142,10 @@ class Resolved:
         """`exc`, naming the config setting its bad value came from, if one did."""
         for name, key in self.from_config:
             option = _known().get(name)
-            flags = option.option_strings if option else ("--" + name.replace("_", "-"),)
-            if any(flag in str(exc) for flag in flags):
+            flags = [f for f in (option.option_strings if option else ()) if f.startswith("--")]
+            flags.append("--" + name.replace("_", "-"))
+            # whole flags only: --max-tasks is not named by a message about --max-tasks-per-node
+            if any(re.search(re.escape(flag) + r"(?![\w-])", str(exc)) for flag in flags):
                 return UsageError(f"{exc} (the value is onager config's [{self.backend}] {key}: change it with "
                                   f"onager config --write {self.backend} {key} VALUE)")
         return exc

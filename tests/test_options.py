@@ -202,3 +202,13 @@ def test_resolve_needs_a_known_backend(project):
 
 def test_every_known_option_is_in_all_options():
     assert {o.name for _, o in _every_declaration()} == set(all_options())
+
+
+def test_explain_names_the_config_key_of_the_flag_in_the_message_only(project):
+    configmod.write([("slurm", "max_tasks", "4"), ("slurm", "hold-jid", "12")])
+    got = resolve("slurm", {})
+    other = got.explain(UsageError("--max-tasks-per-node must be at least 1 (got 0)"))
+    assert "onager config" not in str(other)
+    named = got.explain(UsageError("--max-tasks must be at least 1 (got 0)"))
+    assert "[slurm] max_tasks" in str(named) and "onager config --write slurm max_tasks VALUE" in str(named)
+    assert "[slurm] hold-jid" in str(got.explain(UsageError("bad --hold-jid 'x'")))
