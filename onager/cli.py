@@ -20,7 +20,8 @@ EXTRA_COMMANDS: Dict[str, str] = {
 
 KNOWN_COMMANDS = ("launch", "list", "cancel", "wait", "logs", "config", "results", "show", "hosts", "clean")
 
-# modules adding launch options that every backend shares (add_launch_arguments(parser))
+# modules adding launch options that every backend shares (add_launch_arguments(parser));
+# their LAUNCH_OPTIONS declare them for config defaults (see onager.options)
 LAUNCH_OPTION_MODULES: List[str] = ["onager.provenance"]
 
 LAUNCH_EXAMPLES = """examples:
@@ -46,28 +47,13 @@ def _shared_launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobfile", default=None, help="jobfile to read (default .onager/scripts/{jobname}/jobs.json)")
     p.add_argument("--tasklist", "-t", default=None,
                    help="tasks to launch: ids like 1-3,5,8-20:2, or 'failed', or 'unfinished'")
-    p.add_argument("--cpus", type=int, default=None,
-                   help="CPUs of each allocation (one task's, unless --tasks-per-node), as in 0.1.3")
-    p.add_argument("--cpus-per-task", type=int, default=None,
-                   help="CPUs of each task: with --tasks-per-node, the allocation gets this times the tasks at once")
-    p.add_argument("--gpus", default=None,
-                   help="GPUs of each allocation (slurm/gridengine); local/ssh: GPU ids 0,1,2 or a count")
-    p.add_argument("--mem", default=None,
-                   help="memory of each allocation (one task's, unless --tasks-per-node): 4G, 500M, or a number of GB")
-    p.add_argument("--mem-per-task", default=None,
-                   help="memory of each task: with --tasks-per-node, the allocation gets this times the tasks at once")
-    p.add_argument("--duration", default=None, help="time limit: 30, 48:00:00, 2-00:00:00")
     p.add_argument("--venv", default=None, help="virtualenv to activate before each task")
-    p.add_argument("--max-tasks", "--maxtasks", "-max", dest="max_tasks", type=int, default=None,
-                   help="most tasks running at once (local default: number of CPUs)")
-    p.add_argument("--tasks-per-node", type=int, default=None, help="tasks run together in one allocation")
-    p.add_argument("--max-tasks-per-node", type=int, default=None, help="most tasks at once in one allocation")
     p.add_argument("--workdir", default=None, help="directory the tasks run in (default: the current one)")
     p.add_argument("-d", "--dry-run", action="store_true", help="print what would be submitted; write nothing")
-    p.add_argument("--debug", "--test", dest="debug", action="store_true", default=None,
-                   help="0.1.3's short test job: slurm partition debug (at most 2 h), gridengine -l test "
-                        "(at most 10 min, 1 CPU); a given --partition/--queue wins")
     p.add_argument("-q", "--quiet", action="store_true", help="print less")
+    from onager.backends.base import add_options
+    from onager.options import SHARED
+    add_options(p, SHARED)  # typed: --cpus, --mem, --duration, --max-tasks, ...
 
 
 GENERIC = {"backend", "jobname", "command", "jobfile", "tasklist", "venv", "workdir", "dry_run",
@@ -173,13 +159,23 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
 
 def _launch_parser(sub) -> None:
     from onager.backends import available
+    from onager.backends.base import add_options
 
     p = sub.add_parser("launch", help="submit a job's tasks as one array job", epilog=LAUNCH_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _shared_launch_options(p)
+    from onager.options import new_options
+    seen: Dict[str, Any] = {}
     for cls in available().values():
         group = p.add_argument_group(f"{cls.name} backend")
-        cls.add_arguments(group)
+        try:
+            if getattr(cls, "OPTIONS", None):
+                add_options(group, new_options(cls, seen))  # typed; a reused one (a wrapper's) once
+            else:
+                cls.add_arguments(group)
+        except argparse.ArgumentError as exc:  # a plugin reusing another backend's option name
+            raise UsageError(f"backend {cls.name!r} declares an option another backend has ({exc}); "
+                             "rename it in that backend's package")
     for module in LAUNCH_OPTION_MODULES:
         try:
             importlib.import_module(module).add_launch_arguments(p)
@@ -189,47 +185,18 @@ def _launch_parser(sub) -> None:
 
 # ------------------------------------------------------------------- commands
 def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from onager import config as configmod
     from onager import launch as launchmod
-    from onager.backends import NAMES
+    from onager.options import resolve
 
-    project = configmod.read_section("project")
-    backend = args.backend or project.get("backend")
-    if not backend:
-        raise UsageError("launch needs --backend local|slurm|gridengine|ssh (or onager config --write project backend NAME)")
-    if backend not in NAMES:
-        raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(NAMES)}")
-    defaults = configmod.read_section(backend)
-    launch_parser = parser._subparsers._group_actions[0].choices["launch"]  # type: ignore[union-attr]
-    actions = {a.dest: a for a in launch_parser._actions}
-    from_config = []
-    for key, value in defaults.items():
-        dest = key.replace("-", "_")
-        if dest in actions and getattr(args, dest, None) is None and dest not in GENERIC:
-            from_config.append((dest, key))
-            action = actions[dest]
-            try:
-                converted = action.type(value) if action.type else value
-            except (TypeError, ValueError):
-                raise UsageError(f"config value {key}={value!r} for {backend} is not valid; fix it with onager config --write")
-            if action.nargs == 0:
-                converted = value.strip().lower() in ("1", "true", "yes", "on")
-            setattr(args, dest, converted)
-    if args.venv is None:
-        args.venv = defaults.get("venv")
-    options = {k: v for k, v in vars(args).items() if k not in GENERIC and v is not None}
-    if args.extra:
-        options["extra"] = list(args.extra)
+    given = {k: v for k, v in vars(args).items() if k not in GENERIC}
+    resolved = resolve(args.backend, given, venv=args.venv, extra=args.extra)  # config defaults, CLI, --no-X
+    backend = resolved.backend
     try:
-        backend_obj, info = launchmod.prepare(args.jobname, backend, options, args.tasklist, args.jobfile,
+        backend_obj, info = launchmod.prepare(args.jobname, backend, resolved.options, args.tasklist, args.jobfile,
                                               args.command, dry_run=args.dry_run, workdir=args.workdir,
-                                              venv=args.venv, argv=["onager"] + sys.argv[1:])
+                                              venv=resolved.venv, argv=["onager"] + sys.argv[1:])
     except UsageError as exc:  # name the config setting a bad default came from
-        for dest, key in from_config:
-            if f"--{dest.replace('_', '-')}" in str(exc):
-                raise UsageError(f"{exc} (the value is onager config's [{backend}] {key}: change it with "
-                                 f"onager config --write {backend} {key} VALUE)")
-        raise
+        raise resolved.explain(exc)
     try:
         commands = backend_obj.submit_commands(info)
     except BaseException:
@@ -298,13 +265,9 @@ def cmd_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from onager import config as configmod
     which = "global" if args.global_ else ("local" if args.local else None)
     if args.write:
-        launch_parser = parser._subparsers._group_actions[0].choices["launch"]  # type: ignore[union-attr]
-        from onager.backends import available
-        keys = {a.dest for a in launch_parser._actions if a.dest not in GENERIC} | {"header", "footer", "venv", "backend"}
-        for cls in available().values():
-            keys |= set(cls.config_keys)
-        keys |= {k.replace("_", "-") for k in keys}
-        path = configmod.write(args.write, use_global=args.global_, allowed_keys=keys)
+        from onager.options import check_config_items, config_keys
+        check_config_items(args.write)  # section, key and value type, before anything is written
+        path = configmod.write(args.write, use_global=args.global_, allowed_keys=config_keys())
         print(f"wrote {len(args.write)} setting(s) to {path}", file=sys.stderr)
         if not args.read:
             return 0

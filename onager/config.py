@@ -89,8 +89,13 @@ def read_all(root: str = ".", which: Optional[str] = None) -> List[Tuple[str, st
 
 
 def check_section(section: str) -> None:
-    if section not in SECTIONS:
-        raise UsageError(f"unknown config section {section!r}: use one of {', '.join(SECTIONS)}")
+    """A section is `project` or a backend, built in or from another package."""
+    if section in SECTIONS:
+        return
+    from onager.backends import names  # reads package metadata: only for a name not built in
+    known = names()
+    if section not in known:
+        raise UsageError(f"unknown config section {section!r}: use one of {', '.join(known + ['project'])}")
 
 
 def write(items: Iterable[Tuple[str, str, str]], root: str = ".", use_global: bool = False,

@@ -60,19 +60,33 @@ _FALSE = ("0", "false", "no", "off", "")
 
 
 # --------------------------------------------------------------------- options
+def _launch_options() -> Tuple[Any, ...]:
+    from onager.backends.base import Option
+    return (
+        Option("snapshot", "bool", default=False,
+               help="copy the code as it is now (git: tracked files as in the working tree; "
+                    "else the working directory less .onagerignore/.gitignore) into the launch "
+                    "directory and run every task from that copy (config: project snapshot)"),
+        Option("snapshot_max_size", metavar="SIZE", default="200M",
+               help="refuse a snapshot bigger than this: 500M, 2G, a number of MB, or none "
+                    "(default 200M; config: project snapshot_max_size)"),
+        Option("require_clean", "bool", default=False,
+               help="refuse to launch while tracked files have uncommitted changes "
+                    "(config: project require_clean)"),
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LAUNCH_OPTIONS":  # declared lazily: importing provenance stays light
+        return _launch_options()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     """`onager launch` options shared by every backend."""
     group = parser.add_argument_group("provenance and frozen code")
-    group.add_argument("--snapshot", action=argparse.BooleanOptionalAction, default=None,
-                       help="copy the code as it is now (git: tracked files as in the working tree; "
-                            "else the working directory less .onagerignore/.gitignore) into the launch "
-                            "directory and run every task from that copy (config: project snapshot)")
-    group.add_argument("--snapshot-max-size", default=None, metavar="SIZE",
-                       help="refuse a snapshot bigger than this: 500M, 2G, a number of MB, or none "
-                            "(default 200M; config: project snapshot_max_size)")
-    group.add_argument("--require-clean", action=argparse.BooleanOptionalAction, default=None,
-                       help="refuse to launch while tracked files have uncommitted changes "
-                            "(config: project require_clean)")
+    for option in _launch_options():
+        option.add_to(group)
 
 
 @dataclass

@@ -1,36 +1,108 @@
-"""Backends: one small module per scheduler, found by name."""
+"""Backends: one small module per scheduler, found by name.
+
+Backends are registered in the entry-point group `onager.backends` (name = "module:Class" or a
+module with a `BACKEND` attribute); the built-ins are registered the same way in pyproject.toml,
+and BUILTIN below finds them in a source checkout that was never installed. Discovery is lazy:
+`onager list` on built-in launches imports no backend module and reads no package metadata.
+
+The contract a backend from another package implements is importable from here:
+`from onager.backends import Backend, LaunchInfo, Option, run, QUEUED, STARTED, STUCK`.
+"""
 from __future__ import annotations
 
 import importlib
-from typing import Dict, List, Type
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
 
 from onager.errors import UsageError
 
-BACKEND_MODULES: Dict[str, str] = {
+if TYPE_CHECKING:  # pragma: no cover
+    from onager.backends.base import Backend
+
+ENTRY_POINT_GROUP = "onager.backends"
+
+#: the built-in backends (also registered as entry points), name -> module with BACKEND
+BUILTIN: Dict[str, str] = {
     "local": "onager.backends.local",
     "slurm": "onager.backends.slurm",
     "gridengine": "onager.backends.gridengine",
     "ssh": "onager.backends.ssh",
 }
-NAMES: List[str] = list(BACKEND_MODULES)
+BACKEND_MODULES = BUILTIN  # the name before entry points
+NAMES: List[str] = list(BUILTIN)  # the built-ins; names() adds those of other packages
+
+#: the documented contract, re-exported lazily from base.py (importing it costs `list` time)
+CONTRACT = ("Backend", "LaunchInfo", "Option", "OPTION_TYPES", "add_options", "run", "cluster_setting",
+            "refuse_foreign_options", "QUEUED", "STARTED", "STUCK")
+__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "backend_class", "names", "available", "declared_options",
+           *CONTRACT]
+
+_plugins: Optional[Dict[str, Any]] = None
 
 
-def backend_class(name: str) -> "Type":
-    if name not in BACKEND_MODULES:
-        raise UsageError(f"unknown backend {name!r}: use one of {', '.join(NAMES)}")
+def __getattr__(name: str) -> Any:
+    if name in CONTRACT:
+        from onager.backends import base
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _entry_points() -> Dict[str, Any]:
+    """Entry points of the group, by name (read once per process, only when needed)."""
+    global _plugins
+    if _plugins is None:
+        from importlib import metadata
+        try:
+            found = metadata.entry_points(group=ENTRY_POINT_GROUP)  # type: ignore[call-arg]
+        except TypeError:  # Python 3.9: no selection by group
+            found = metadata.entry_points().get(ENTRY_POINT_GROUP, [])  # type: ignore[attr-defined]
+        _plugins = {}
+        for ep in found:
+            _plugins.setdefault(ep.name, ep)
+    return _plugins
+
+
+def names() -> List[str]:
+    """Every backend name: the built-ins, then those other packages register."""
+    return NAMES + sorted(n for n in _entry_points() if n not in BUILTIN)
+
+
+def backend_class(name: str) -> "Type[Backend]":
+    """The class of backend `name`; an unknown or broken one is one line."""
+    if name in BUILTIN:  # no metadata scan for the built-ins: `list` stays quick
+        try:
+            module = importlib.import_module(BUILTIN[name])
+        except ImportError as exc:
+            raise UsageError(f"backend {name!r} is not available in this onager ({exc})")
+        return module.BACKEND  # type: ignore[no-any-return]
+    ep = _entry_points().get(name) if name and name.isprintable() else None
+    if ep is None:
+        raise UsageError(f"unknown backend {name!r}: use one of {', '.join(names())}")
     try:
-        module = importlib.import_module(BACKEND_MODULES[name])
-    except ImportError as exc:
-        raise UsageError(f"backend {name!r} is not available in this onager ({exc})")
-    return module.BACKEND
+        loaded = ep.load()
+    except Exception as exc:  # a plugin's own bug: name it, do not crash with its traceback
+        raise UsageError(f"backend {name!r} ({ep.value}) cannot be loaded: {type(exc).__name__}: {exc}; "
+                         "reinstall or uninstall the package that provides it")
+    cls = getattr(loaded, "BACKEND", loaded)
+    from onager.backends.base import Backend
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise UsageError(f"backend {name!r} ({ep.value}) is not an onager Backend class; "
+                         "fix or uninstall the package that provides it")
+    if not cls.name:
+        cls.name = name
+    return cls  # type: ignore[no-any-return]
 
 
-def available() -> Dict[str, "Type"]:
+def available() -> Dict[str, "Type[Backend]"]:
     """Every backend class that imports, for the CLI to register their options."""
     out = {}
-    for name in NAMES:
+    for name in names():
         try:
             out[name] = backend_class(name)
         except UsageError:
             continue
     return out
+
+
+def declared_options(cls: "Type[Backend]") -> List[Any]:
+    """A backend's typed launch options (its OPTIONS), [] for one that declares none."""
+    return list(getattr(cls, "OPTIONS", ()) or ())

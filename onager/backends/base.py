@@ -6,6 +6,7 @@ and asks the scheduler about it. It knows nothing of sweeps, tags or jobfiles.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import subprocess
 import time
@@ -70,12 +71,13 @@ OPTION_BACKENDS: Dict[str, Tuple[Tuple[str, ...], str]] = {
 }
 
 
-def refuse_foreign_options(backend: str, options: Dict[str, Any]) -> None:
+def refuse_foreign_options(backend: str, options: Dict[str, Any], own: Sequence[str] = ()) -> None:
     """One line for the first option `backend` cannot honour, e.g. "local has no partitions;
-    drop --partition or use --backend slurm"."""
+    drop --partition or use --backend slurm". `own`: options it declares (a plugin that wraps
+    local honours --detach)."""
     for key, (owners, lacks) in OPTION_BACKENDS.items():
         value = options.get(key)
-        if backend in owners or not _given(value):
+        if backend in owners or key in own or not _given(value):
             continue
         where = " or ".join(owners)
         if key == "extra":
@@ -117,7 +119,7 @@ class Backend:
     def check_options(self) -> None:
         """Refuse bad backend options with one line, before a launch writes anything or
         takes a launch id; checks only this machine (no scheduler is asked)."""
-        refuse_foreign_options(self.name, self.options)
+        refuse_foreign_options(self.name, self.options, [o.name for o in getattr(self, "OPTIONS", ())])
 
     def preflight(self, launch: "LaunchInfo") -> None:
         """Checks that need the outside world (e.g. hosts answering), before a launch is recorded."""
@@ -186,3 +188,96 @@ def run(argv: Sequence[str], retries: int = 0, transient: Sequence[str] = (),
         reason = "; ".join(line.strip() for line in message.splitlines()[-5:] if line.strip())
         raise OnagerError(f"{shlex.join(argv[:1])} failed: {reason} (command: {shlex.join(argv)})")
     raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------ typed options
+#: value types an Option may have; each converts a config string or a command-line value
+OPTION_TYPES = ("str", "int", "flag", "bool", "size", "duration")
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off")
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", re.IGNORECASE | re.ASCII)
+_DURATION = re.compile(r"(\d+-)?\d+(:\d+){0,2}", re.ASCII)
+_TYPE_HINTS = {
+    "int": "give a whole number",
+    "flag": "give true or false",
+    "bool": "give true or false",
+    "size": "give a size like 4G, 500M or a number of GB like 2",
+    "duration": "give minutes (30), H:MM:SS (48:00:00) or D-HH:MM:SS (2-00:00:00)",
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One launch option, declared once: the argument parser, `onager config --write`
+    checks, the docs test and launch-time conversion of config defaults all read it, so a
+    backend (built in or from another package) states each option in one place."""
+
+    name: str                      # dest, and the config key under the backend's section
+    type: str = "str"              # one of OPTION_TYPES
+    help: str = ""
+    default: Any = None            # what applies when unset (documentation; the parser keeps None
+    #                                so that config defaults can fill in)
+    units: str = ""                # e.g. "MB", "GPUs", shown as the metavar when none is given
+    flags: Tuple[str, ...] = ()    # command-line spellings; default --name-with-dashes
+    metavar: Optional[str] = None
+    config: bool = True            # False: command line only (no config key)
+
+    def __post_init__(self) -> None:
+        if self.type not in OPTION_TYPES:
+            raise ValueError(f"option {self.name}: type {self.type!r} is not one of {OPTION_TYPES}")
+
+    @property
+    def option_strings(self) -> Tuple[str, ...]:
+        return self.flags or ("--" + self.name.replace("_", "-"),)
+
+    @property
+    def flag(self) -> str:
+        return self.option_strings[0]
+
+    @property
+    def config_key(self) -> Optional[str]:
+        return self.name if self.config else None
+
+    def add_to(self, parser: Any) -> None:
+        """Register the option on an argparse parser or argument group (default None)."""
+        kwargs: Dict[str, Any] = {"dest": self.name, "default": None, "help": self.help}
+        if self.type == "flag":
+            kwargs["action"] = "store_true"
+        elif self.type == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            if self.type == "int":
+                kwargs["type"] = int
+            if self.metavar or self.units:
+                kwargs["metavar"] = self.metavar or self.units
+        parser.add_argument(*self.option_strings, **kwargs)
+
+    def convert(self, value: Any, where: str = "") -> Any:
+        """`value` (a config string, or what the parser gave) as this option's type; a bad one is
+        one line naming `where` it came from (default: the flag) and what to give instead."""
+        if value is None or (not isinstance(value, str) and self.type not in ("int",)):
+            return value
+        text = str(value).strip()
+        ok = True
+        converted: Any = value
+        if self.type == "int":
+            try:
+                converted = int(text)
+            except ValueError:
+                ok = False
+        elif self.type in ("flag", "bool"):
+            ok = text.lower() in _TRUE_WORDS + _FALSE_WORDS
+            converted = text.lower() in _TRUE_WORDS
+        elif self.type == "size":
+            ok = _SIZE.fullmatch(text) is not None
+        elif self.type == "duration":
+            ok = text.lower() in ("unlimited", "infinite") or _DURATION.fullmatch(text) is not None
+        if not ok:
+            raise UsageError(f"bad {where or self.flag} {value!r}: {_TYPE_HINTS[self.type]}")
+        return converted
+
+
+def add_options(parser: Any, options: Sequence[Option]) -> None:
+    """Register declared options on a parser or argument group."""
+    for option in options:
+        option.add_to(parser)

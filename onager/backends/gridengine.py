@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from onager.backends.array import (ArrayBackend, QueryEntry, allocation, duration_seconds, hms_text,
                                    megabytes_text, positive)
-from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, cluster_setting
+from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, Option, add_options, cluster_setting
 from onager.errors import OnagerError, UsageError
 from onager.tasklist import Tasklist
 
@@ -67,20 +67,20 @@ class GridEngineBackend(ArrayBackend):
     submit_program = "qsub"
     transient = TRANSIENT
     submit_retries = SUBMIT_RETRIES
-    config_keys = ("pe", "mem_resource", "gpu_resource", "queue")
+    OPTIONS: Sequence[Option] = (
+        Option("pe", default="smp", help="gridengine: parallel environment for --cpus above 1 (qsub -pe PE N); "
+                                         "default smp, as 0.1.3"),
+        Option("mem_resource", default="vf", help="gridengine: resource that --mem sets (qsub -l NAME=SIZE), "
+                                                  "e.g. h_vmem; default vf, as 0.1.3"),
+        Option("gpu_resource", default="gpus", help="gridengine: resource that --gpus sets (qsub -l NAME=N), "
+                                                    "e.g. gpu; default gpus, as 0.1.3"),
+        Option("queue", help="gridengine: queue (qsub -q)"),
+    )
+    config_keys = tuple(o.name for o in OPTIONS)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--pe", default=None,
-                            help="gridengine: parallel environment for --cpus above 1 (qsub -pe PE N); "
-                                 "default smp, as 0.1.3")
-        parser.add_argument("--mem-resource", default=None,
-                            help="gridengine: resource that --mem sets (qsub -l NAME=SIZE), e.g. h_vmem; "
-                                 "default vf, as 0.1.3")
-        parser.add_argument("--gpu-resource", default=None,
-                            help="gridengine: resource that --gpus sets (qsub -l NAME=N), e.g. gpu; "
-                                 "default gpus, as 0.1.3")
-        parser.add_argument("--queue", default=None, help="gridengine: queue (qsub -q)")
+        add_options(parser, cls.OPTIONS)
 
     def __init__(self, options: Optional[Dict[str, Any]] = None):
         super().__init__(options)

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from onager.backends.base import Backend, LaunchInfo
+from onager.backends.base import Backend, LaunchInfo, Option, add_options
 from onager.errors import UsageError
 from onager.state import mark, read_states, start_fields
 from onager.tasklist import Tasklist
@@ -308,13 +308,16 @@ class LocalBackend(Backend):
     name = "local"
     runs_in_foreground = True
 
+    OPTIONS: Sequence[Option] = (
+        Option("detach", "flag", help="local: run the pool in the background and return at once"),
+        Option("gpus_per_task", "int", default=1, units="GPUs", metavar="K",
+               help="local/ssh: give each task K GPUs of --gpus (or of the detected ones) "
+                    "in its own CUDA_VISIBLE_DEVICES; slurm/gridengine: K GPUs per task"),
+    )
+
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--detach", action="store_true", default=None,
-                            help="local: run the pool in the background and return at once")
-        parser.add_argument("--gpus-per-task", type=int, default=None, metavar="K",
-                            help="local/ssh: give each task K GPUs of --gpus (or of the detected ones) "
-                                 "in its own CUDA_VISIBLE_DEVICES; slurm/gridengine: K GPUs per task")
+        add_options(parser, cls.OPTIONS)
 
     def __init__(self, options=None):
         super().__init__(options)

@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from onager.backends.array import (ArrayBackend, QueryEntry, allocation, duration_seconds, hms_text,
                                    megabytes_text, positive)
-from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, cluster_setting
+from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, Option, add_options, cluster_setting
 from onager.errors import OnagerError, UsageError
 from onager.tasklist import Tasklist
 
@@ -46,20 +46,22 @@ class SlurmBackend(ArrayBackend):
     # squeue cuts a pending array's index list at 64 characters ("123_[1,3,...]") unless
     # told not to: cut lists would make queued tasks look lost
     query_env = {"SLURM_BITSTR_LEN": "0"}
+    OPTIONS: Sequence[Option] = (
+        Option("partition", help="slurm: partition (sbatch -p)"),
+        Option("account", help="slurm: account to charge (sbatch -A)"),
+        Option("qos", help="slurm: quality of service (sbatch --qos)"),
+        Option("constraint", help="slurm: node features (sbatch -C)"),
+        Option("dependency", help="slurm: start after other jobs, e.g. afterok:123 (sbatch --dependency)"),
+        Option("hold_jid", flags=("--hold_jid", "--hold-jid"),
+               help="slurm/gridengine: wait until these job ids end (slurm: afterany)"),
+        Option("max_array_size", "int", default="read from scontrol show config",
+               help="slurm: MaxArraySize to assume (default: read from scontrol show config)"),
+    )
     config_keys: Sequence[str] = ()  # every setting is a launch option, so config defaults apply
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--partition", default=None, help="slurm: partition (sbatch -p)")
-        parser.add_argument("--account", default=None, help="slurm: account to charge (sbatch -A)")
-        parser.add_argument("--qos", default=None, help="slurm: quality of service (sbatch --qos)")
-        parser.add_argument("--constraint", default=None, help="slurm: node features (sbatch -C)")
-        parser.add_argument("--dependency", default=None,
-                            help="slurm: start after other jobs, e.g. afterok:123 (sbatch --dependency)")
-        parser.add_argument("--hold_jid", "--hold-jid", dest="hold_jid", default=None,
-                            help="slurm/gridengine: wait until these job ids end (slurm: afterany)")
-        parser.add_argument("--max-array-size", type=int, default=None,
-                            help="slurm: MaxArraySize to assume (default: read from scontrol show config)")
+        add_options(parser, cls.OPTIONS)
 
     def __init__(self, options: Optional[Dict[str, Any]] = None):
         super().__init__(options)

@@ -41,7 +41,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, IO, List, Optional, Sequence, Tuple
 
-from onager.backends.base import Backend, LaunchInfo
+from onager.backends.base import Backend, LaunchInfo, Option, add_options
 from onager.backends.local import (CANCEL_FLAG, _fmt_duration, _package_parent, _raise_interrupt,
                                    _write_pool_file, query_pools)
 from onager.errors import OnagerError, UsageError
@@ -1012,23 +1012,23 @@ class Dispatcher:
 class SshBackend(Backend):
     name = "ssh"
     runs_in_foreground = True
-    config_keys = ("hosts", "ssh_config", "retries", "remote_dir", "ssh_no_host_key_check")
+    # --detach and --gpus-per-task are the local backend's options, read from options too
+    OPTIONS: Sequence[Option] = (
+        Option("hosts", metavar="LIST", help="ssh: hosts as [user@]host[:slots][:gpus=0,1], comma-separated "
+                                             "(any ~/.ssh/config alias; config: ssh hosts)"),
+        Option("ssh_config", metavar="FILE", help="ssh: pass -F FILE to every ssh call"),
+        Option("retries", "int", default=1, metavar="N",
+               help="ssh: run a task lost with its host again up to N times (default 1)"),
+        Option("remote_dir", default=DEFAULT_REMOTE_DIR, metavar="DIR",
+               help=f"ssh: where the launch files go on each host (default {DEFAULT_REMOTE_DIR})"),
+        Option("ssh_no_host_key_check", "flag", help="ssh: UNSAFE, accept any host key (open to "
+                                                     "man-in-the-middle); for throw-away test machines only"),
+    )
+    config_keys = tuple(o.name for o in OPTIONS)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        # --detach and --gpus-per-task are the local backend's options, read from options too
-        parser.add_argument("--hosts", default=None, metavar="LIST",
-                            help="ssh: hosts as [user@]host[:slots][:gpus=0,1], comma-separated "
-                                 "(any ~/.ssh/config alias; config: ssh hosts)")
-        parser.add_argument("--ssh-config", dest="ssh_config", default=None, metavar="FILE",
-                            help="ssh: pass -F FILE to every ssh call")
-        parser.add_argument("--retries", type=int, default=None, metavar="N",
-                            help="ssh: run a task lost with its host again up to N times (default 1)")
-        parser.add_argument("--remote-dir", dest="remote_dir", default=None, metavar="DIR",
-                            help=f"ssh: where the launch files go on each host (default {DEFAULT_REMOTE_DIR})")
-        parser.add_argument("--ssh-no-host-key-check", dest="ssh_no_host_key_check", action="store_true",
-                            default=None, help="ssh: UNSAFE, accept any host key (open to man-in-the-middle); "
-                                               "for throw-away test machines only")
+        add_options(parser, cls.OPTIONS)
 
     def __init__(self, options=None):
         super().__init__(options)
