@@ -91,7 +91,7 @@ def test_parser_gets_each_declared_option_with_its_type():
 @given(st.text(alphabet="0123456789.KMGTkmgtiBb :-x", max_size=8))
 @settings(max_examples=300, deadline=None)
 def test_size_type_accepts_what_the_schedulers_accept(text):
-    from onager.backends.slurm import mem_megabytes
+    from onager.backends.array import mem_megabytes
     try:
         mem_megabytes(text)
         accepted = True
@@ -108,7 +108,7 @@ def test_size_type_accepts_what_the_schedulers_accept(text):
 @given(st.text(alphabet="0123456789:-unlimdUNx ", max_size=12))
 @settings(max_examples=300, deadline=None)
 def test_duration_type_accepts_what_the_schedulers_accept(text):
-    from onager.backends.slurm import duration_seconds
+    from onager.backends.array import duration_seconds
     try:
         duration_seconds(text)
         accepted = True

@@ -17,7 +17,7 @@ import getpass
 import os
 import re
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from onager.backends.array import (ArrayBackend, QueryEntry, allocation, duration_seconds, hms_text,
                                    megabytes_text, positive)
