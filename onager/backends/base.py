@@ -66,6 +66,7 @@ OPTION_BACKENDS: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "retries": (("ssh",), "lost hosts to retry on"),
     "remote_dir": (("ssh",), "remote directories"),
     "ssh_no_host_key_check": (("ssh",), "host keys"),
+    "fetch": (("ssh",), "remote hosts to fetch outputs from"),
 }
 
 

@@ -23,6 +23,7 @@ killed, so a lost host leaves nothing running behind it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -394,6 +395,140 @@ def kill_command(pgids: Sequence[int], grace: float = 5.0) -> str:
 REMOTE_LEDGER = "remote-dirs"
 
 
+def launch_key(launch_dir: str, launch_id: str) -> str:
+    """The launch's part of its remote dir: the launch id, a hash of the local launch dir (which
+    names the project) and a random nonce, so that two projects launching a job of the same
+    name on one host never share a dir (not even copies of one project)."""
+    digest = hashlib.sha256(os.path.abspath(launch_dir).encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{launch_id}-{digest[:8]}{secrets.token_hex(4)}"
+
+
+def remote_workdir(launch_dir: str, remote: str) -> Optional[str]:
+    """Where the launch's tasks run on a host: a snapshot inside the launch dir moves with it
+    (a path relative to the remote dir); any other workdir is the same absolute path there."""
+    try:
+        with open(os.path.join(launch_dir, "launch.json"), encoding="utf-8") as handle:
+            workdir = json.load(handle).get("workdir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(workdir, str) or not workdir:
+        return None
+    prefix = os.path.abspath(launch_dir).rstrip("/") + "/"
+    return os.path.relpath(workdir, launch_dir) if workdir.startswith(prefix) else workdir
+
+
+def check_fetch(globs: Any) -> List[str]:
+    """--fetch GLOB values: relative, no `..`, printable (they reach a remote bash as data)."""
+    if globs in (None, ""):
+        return []
+    values = [globs] if isinstance(globs, str) else list(globs)
+    for glob in values:
+        text = str(glob)
+        if not text.strip() or text.startswith("/") or text.startswith("~") or ".." in text.split("/") or \
+                any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise UsageError(f"bad --fetch {text!r}: give a glob relative to the task's workdir, "
+                             "without .. or control characters, e.g. --fetch 'out/*.png'")
+    return [str(g) for g in values]
+
+
+#: run by bash on a host: stage the --fetch files, then send results/ and them as one tar on stdout
+FETCH_SCRIPT = r"""
+cd "$1" 2>/dev/null || exit 0
+R=$(pwd -P); W=$2; shift 2
+rm -rf .fetch && mkdir .fetch || exit 1
+if [ "$#" -gt 0 ] && [ -n "$W" ] && cd "$W" 2>/dev/null; then
+  shopt -s nullglob globstar
+  IFS=
+  for p in "$@"; do for f in $p; do
+    case "/$f/" in */../*) continue;; esac
+    [ -f "$f" ] || continue
+    mkdir -p -- "$R/.fetch/$(dirname -- "$f")" && cp -p -- "$f" "$R/.fetch/$f"
+  done; done
+  cd "$R" || exit 1
+fi
+set --
+[ -d results ] && set -- results
+[ -n "$(ls -A .fetch)" ] && set -- "$@" .fetch
+[ "$#" -eq 0 ] || exec tar -cf - "$@"
+"""
+
+
+def fetch_command(remote: str, workdir: Optional[str], globs: Sequence[str]) -> str:
+    return shlex.join(["bash", "-c", FETCH_SCRIPT, "onager-fetch", remote, workdir or "", *globs])
+
+
+def _ledger_workdir(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle).get("workdir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def fetch_home(options: Dict[str, Any], ledger: str, host: str, remote: str,
+               timeout: float = 600) -> Optional[str]:
+    """Copy a host's `results/` (log_result records, appended to the local ones) and its --fetch
+    files (into `fetched/<host>/`) into the local launch dir; returns None or an error."""
+    launch_dir = os.path.dirname(os.path.dirname(ledger))
+    globs = check_fetch(options.get("fetch"))
+    command = fetch_command(remote, _ledger_workdir(ledger), globs)
+    try:
+        proc = subprocess.Popen(ssh_base(options) + [host, command], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except (OSError, OnagerError) as exc:
+        return str(exc)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        error = _unpack_home(proc.stdout, launch_dir, HostSpec(host).key)
+    finally:
+        proc.stdout.close()
+        code = proc.wait()
+        timer.cancel()
+    return error or (f"ssh exit code {code}" if code else None)
+
+
+def _unpack_home(stream: IO[bytes], launch_dir: str, host_key: str) -> Optional[str]:
+    """Read the fetch tar: only plain files under results/ and .fetch/, no absolute or `..` name."""
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                parts = member.name.split("/")
+                if not member.isfile() or member.name.startswith("/") or ".." in parts or len(parts) < 2:
+                    continue
+                handle = tar.extractfile(member)
+                data = handle.read() if handle is not None else b""
+                if parts[0] == "results" and len(parts) == 2 and re.fullmatch(r"\d+\.jsonl", parts[1]):
+                    os.makedirs(os.path.join(launch_dir, "results"), exist_ok=True)
+                    with open(os.path.join(launch_dir, "results", parts[1]), "ab") as out:
+                        out.write(data)
+                elif parts[0] == ".fetch":
+                    atomic_write(os.path.join(launch_dir, "fetched", host_key, *parts[1:]), data)
+    except tarfile.ReadError as exc:
+        if "empty file" in str(exc):
+            return None  # nothing to bring home
+        return f"bad fetch stream ({exc})"
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
+def fetch_all(options: Dict[str, Any], entries: Sequence[Tuple[str, str, str]],
+              timeout: float = 600) -> None:
+    """fetch_home for every entry, all hosts at once; a failure is one line on stderr."""
+    def work(path: str, host: str, remote: str) -> None:
+        error = fetch_home(options, path, host, remote, timeout)
+        if error:
+            print(f"onager: could not fetch the outputs from {host}:{remote} ({error})", file=sys.stderr)
+
+    threads = [threading.Thread(target=work, args=e, daemon=True) for e in entries]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 5)
+
+
 def remove_command(remote: str) -> str:
     """Remove a launch's dir on a host (`<base>/<job>/<launch>/<host>`), and its launch, job and
     base dirs when they are left empty (never anything above the base)."""
@@ -403,11 +538,12 @@ def remove_command(remote: str) -> str:
     return f"rm -rf {shlex.quote(remote)}; rmdir {parents} 2>/dev/null; true"
 
 
-def record_remote(launch_dir: str, host: str, remote: str) -> None:
-    """Note, before anything is sent, that `host` may get this launch's dir at `remote`."""
+def record_remote(launch_dir: str, host: str, remote: str, workdir: Optional[str] = None) -> None:
+    """Note, before anything is sent, that `host` may get this launch's dir at `remote` (and where
+    its tasks run there, for --fetch)."""
     key = HostSpec(host).key
     atomic_write(os.path.join(launch_dir, REMOTE_LEDGER, key + ".json"),
-                 json.dumps({"host": host, "remote": remote}) + "\n")
+                 json.dumps({"host": host, "remote": remote, "workdir": workdir}) + "\n")
 
 
 def remote_entries(launch_dir: str) -> List[Tuple[str, str, str]]:
@@ -435,8 +571,10 @@ def remote_entries(launch_dir: str) -> List[Tuple[str, str, str]]:
 
 def remove_remote_dirs(options: Dict[str, Any], entries: Sequence[Tuple[str, str, str]],
                        timeout: float = CONNECT_TIMEOUT + 30) -> List[Tuple[str, str]]:
-    """Remove remote launch dirs, all hosts at once; an entry is forgotten only once its host
-    confirmed the removal. Returns the (host, dir) pairs removed."""
+    """Remove remote launch dirs, all hosts at once, after their outputs came home (results,
+    --fetch); an entry is forgotten only once its host confirmed the removal. Returns the
+    (host, dir) pairs removed."""
+    fetch_all(options, entries, max(timeout, 600) if options.get("fetch") else timeout)
     procs = []
     for path, host, remote in entries:
         try:
@@ -676,6 +814,7 @@ class Dispatcher:
         if default_gpus is not None:
             default_gpus = _check_gpus(str(default_gpus), "--gpus")
         candidates = []
+        key = launch_key(self.launch_dir, self.launch_id)
         for spec, info in zip(specs, infos):
             if not info.reachable:
                 self.log(f"host {spec.target} is unreachable ({info.error}); skipping it")
@@ -693,11 +832,11 @@ class Dispatcher:
             if count < 1:
                 self.log(f"host {spec.target} has no slot to run tasks in; skipping it")
                 continue
-            remote = remote_dir_of(self.options, self.jobname, self.launch_id, spec.key)
+            remote = remote_dir_of(self.options, self.jobname, key, spec.key)
             candidates.append(_Host(spec, info, remote, slots, list(range(count))))
         errors: List[Optional[str]] = [None] * len(candidates)
         for host in candidates:
-            record_remote(self.launch_dir, host.name, host.remote)
+            record_remote(self.launch_dir, host.name, host.remote, remote_workdir(self.launch_dir, host.remote))
 
         def work(i: int, host: _Host) -> None:
             try:
@@ -1026,6 +1165,9 @@ class SshBackend(Backend):
                             help="ssh: run a task lost with its host again up to N times (default 1)")
         parser.add_argument("--remote-dir", dest="remote_dir", default=None, metavar="DIR",
                             help=f"ssh: where the launch files go on each host (default {DEFAULT_REMOTE_DIR})")
+        parser.add_argument("--fetch", action="append", default=None, metavar="GLOB",
+                            help="ssh: copy the files matching GLOB (relative to the task's workdir) "
+                                 "back into <launch>/fetched/<host>/ before the remote dir goes; repeatable")
         parser.add_argument("--ssh-no-host-key-check", dest="ssh_no_host_key_check", action="store_true",
                             default=None, help="ssh: UNSAFE, accept any host key (open to man-in-the-middle); "
                                                "for throw-away test machines only")
@@ -1051,6 +1193,7 @@ class SshBackend(Backend):
         if self.options.get("gpus") is not None:
             _check_gpus(str(self.options["gpus"]), "--gpus")
         remote_dir_of(self.options, "job", "1", "host")
+        check_fetch(self.options.get("fetch"))
         return specs
 
     def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:
