@@ -17,12 +17,12 @@ import time
 from typing import Dict, List, Optional
 
 from onager.backends.base import Backend, LaunchInfo
-from onager.backends.pool import (CANCEL_FLAG, NOT_STARTED_MARKS, Pool, alive, detached_setup,
-                                  detect_gpus, fmt_duration, gpu_slots, group_alive, kill_groups, parse_gpus,
-                                  query_pools, raise_interrupt, read_pool_file, spawn_detached, stop_on_signals,
-                                  with_suppressed, write_pool_file)
+from onager.backends.gpus import detect_gpus, gpu_slots, parse_gpus
+from onager.backends.pool import (CANCEL_FLAG, NOT_STARTED_MARKS, Pool, alive, detached_setup, fmt_duration,
+                                  group_alive, kill_groups, query_pools, raise_interrupt, read_pool_file,
+                                  request_cancel, spawn_detached, stop_on_signals, with_suppressed, write_pool_file)
 from onager.errors import UsageError
-from onager.state import mark, read_states, start_fields
+from onager.state import read_states, start_fields
 from onager.tasklist import Tasklist
 
 # the names these had when the pool lived here (kept for code that imports them from local)
@@ -112,10 +112,7 @@ class LocalBackend(Backend):
             return commands or [["# nothing running to kill;", f"{len(targets)} tasks would be marked cancelled"]]
         # mark first, then look for started tasks: a wrapper that starts in between sees its
         # mark (it checks right after recording its start) and stops by itself
-        for task_id in targets:
-            mark(record.launch_dir, task_id, "cancel")
-        with open(os.path.join(record.launch_dir, CANCEL_FLAG), "w") as handle:
-            handle.write(str(time.time()))
+        request_cancel(record.launch_dir, targets)
         pids = [pid for pid in (_start_pid(record.launch_dir, i, host) for i in targets) if pid]
         kill_groups(pids, signal.SIGTERM)
         deadline = time.time() + 5

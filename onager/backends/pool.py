@@ -4,6 +4,7 @@ Ctrl-C, the progress line, and the pool file that tells `list` a pool still runs
 `Pool` runs `wrapper.sh ID` as processes of this machine (the local backend); the ssh
 dispatcher (onager.backends.ssh.dispatch) fills remote slots through the same pieces:
 `CancelWatch`, `progress_line`, `stop_on_signals`, the pool file and `spawn_detached`.
+GPU assignment (onager.backends.gpus) is shared the same way.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import sys
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
 
-from onager.errors import UsageError
 from onager.state import mark, read_states
 from onager.wrapper import INDEX_WIDTH
 
@@ -33,47 +33,12 @@ class _AllUnfinished(dict):
         return "pending"
 
 
-def parse_gpus(text: Optional[str]) -> Optional[List[str]]:
-    """`0,1,3` -> those GPU ids; `2` -> GPUs 0 and 1; None -> not given."""
-    if text is None or str(text).strip() == "":
-        return None
-    text = str(text).strip()
-    if "," in text:
-        ids = [g.strip() for g in text.split(",") if g.strip()]
-    elif text.isdigit():
-        ids = [str(i) for i in range(int(text))]
-    else:
-        raise UsageError(f"bad --gpus {text!r}: give GPU ids like 0,1,2,3 or a count like 4")
-    return ids
-
-
-def detect_gpus() -> List[str]:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [g for g in visible.split(",") if g.strip() and g.strip() != "-1"]
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
-
-
-def gpu_slots(options: Dict[str, Any]) -> Optional[List[str]]:
-    """CUDA_VISIBLE_DEVICES value of each slot, or None when GPUs are not assigned."""
-    gpus = parse_gpus(options.get("gpus"))
-    per_task = options.get("gpus_per_task")
-    if per_task is None and gpus is None:
-        return None
-    per_task = int(per_task or 1)
-    if per_task < 1:
-        raise UsageError("--gpus-per-task must be at least 1")
-    if gpus is None:
-        gpus = detect_gpus()
-        if not gpus:
-            raise UsageError("--gpus-per-task given but no GPU found (CUDA_VISIBLE_DEVICES unset, no nvidia-smi): pass --gpus 0,1")
-    if len(gpus) < per_task:
-        raise UsageError(f"--gpus-per-task {per_task} needs at least {per_task} GPUs, only {len(gpus)} given: {','.join(gpus)}")
-    return [",".join(gpus[i:i + per_task]) for i in range(0, len(gpus) - per_task + 1, per_task)]
+def request_cancel(launch_dir: str, task_ids: Sequence[int]) -> None:
+    """Mark tasks cancelled, then touch the flag that a running pool's CancelWatch sees."""
+    for task_id in task_ids:
+        mark(launch_dir, task_id, "cancel")
+    with open(os.path.join(launch_dir, CANCEL_FLAG), "w") as handle:
+        handle.write(str(time.time()))
 
 
 def alive(pid: int) -> bool:

@@ -101,3 +101,44 @@ def test_results_and_fetched_files_come_home(tmp_path):
         for name in os.listdir(fetched / host / "out"):
             found[name] = (fetched / host / "out" / name).read_text()
     assert found == {f"{i}.txt": f"out {i}\n" for i in (1, 2, 3)}
+
+
+def test_results_and_fetched_files_come_home_on_ctrl_c(tmp_path):
+    import signal
+    import time
+    import uuid
+
+    from ssh_fixtures import pids_matching, start_files, wait_for
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    cfg = write_config(str(project / "ssh_config"), [SSHD_A])
+    job = "w2c-outputs-intr"
+    marker = f"w2c-intr-{uuid.uuid4().hex}"
+    script = ("import onager, sys, time; i = int(sys.argv[-1]); onager.log_result(acc=i); "
+              "open(f'part{i}.txt', 'w').write('partial'); time.sleep(120)")
+    command = f"{sys.executable} -c {script!r} {marker}"
+    out = run_onager(["prelaunch", "+jobname", job, "+command", command, "+arg", "--i", "1", "2"],
+                     cwd=str(project), timeout=120)
+    assert out.returncode == 0, out.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "onager", "launch", "--backend", "ssh", "--jobname", job,
+                             "--hosts", "ci-sshd-a:2", "--ssh-config", cfg, "--fetch", "part*.txt"],
+                            cwd=str(project), env=_env(project), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    d = str(project / ".onager" / "launches" / job / "1")
+    try:
+        assert wait_for(lambda: os.path.isdir(os.path.join(d, "state")) and len(start_files(d)) == 2
+                        and len(pids_matching(marker)) >= 2, 90)
+        assert wait_for(lambda: all((project / f"part{i}.txt").exists() for i in (1, 2)), 30)
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    shown = run_onager(["results", job, "--json"], cwd=str(project), timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert {row["i"]: row.get("acc") for row in json.loads(shown.stdout)} == {1: 1, 2: 2}, shown.stdout
+    assert sorted(os.listdir(os.path.join(d, "fetched", "ci-sshd-a"))) == ["part1.txt", "part2.txt"]

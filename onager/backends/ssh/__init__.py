@@ -32,11 +32,10 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from typing import Dict, List, Optional, Tuple
 
 from onager.backends.base import Backend, LaunchInfo
-from onager.backends.pool import (CANCEL_FLAG, detached_setup, query_pools, spawn_detached, stop_on_signals,
+from onager.backends.pool import (detached_setup, query_pools, request_cancel, spawn_detached, stop_on_signals,
                                   write_pool_file)
 from onager.backends.ssh.channel import _MarkerFilter
 from onager.backends.ssh.dispatch import Dispatcher
@@ -49,7 +48,7 @@ from onager.backends.ssh.transport import (CONNECT_TIMEOUT, SESSIONS_PER_MASTER,
                                            control_dir, kill_command, probe_host, probe_hosts, ssh_base,
                                            ssh_master_run)
 from onager.errors import OnagerError, UsageError
-from onager.state import mark, read_states, start_fields
+from onager.state import read_states, start_fields
 from onager.tasklist import Tasklist
 
 #: what this module exported before it became a package (code and tests import these from here)
@@ -183,10 +182,7 @@ class SshBackend(Backend):
         commands = [ssh_base(options) + [host, kill_command(pgids)] for host, pgids in by_host.items()]
         if dry_run:
             return commands or [["# nothing running to kill;", f"{len(targets)} tasks would be marked cancelled"]]
-        for task_id in targets:
-            mark(record.launch_dir, task_id, "cancel")
-        with open(os.path.join(record.launch_dir, CANCEL_FLAG), "w") as handle:
-            handle.write(str(time.time()))
+        request_cancel(record.launch_dir, targets)
         procs = [subprocess.Popen(c, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE) for c in commands]
         for command, proc in zip(commands, procs):

@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from onager.backends.gpus import gpu_groups
 from onager.errors import OnagerError, UsageError
 
 _HOST_RE = re.compile(r"(?!-)[A-Za-z0-9_.%+-]+(@(?!-)[A-Za-z0-9_.%+-]+)?")
@@ -117,6 +118,6 @@ def slot_gpus(gpus: Optional[str], detected: List[str], slots: Optional[int],
     if len(ids) < k:
         raise OnagerError(f"host {host} has {len(ids)} GPUs ({','.join(ids) or 'none found'}), "
                           f"fewer than --gpus-per-task {k}: give gpus=0,1,.. in its --hosts entry")
-    groups = [",".join(ids[i:i + k]) for i in range(0, len(ids) - k + 1, k)]
+    groups = gpu_groups(ids, k)
     count = min(slots, len(groups)) if slots else len(groups)
     return count, list(groups[:count])
