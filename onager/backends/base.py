@@ -68,6 +68,7 @@ OPTION_BACKENDS: Dict[str, Tuple[Tuple[str, ...], str]] = {
     "retries": (("ssh",), "lost hosts to retry on"),
     "remote_dir": (("ssh",), "remote directories"),
     "ssh_no_host_key_check": (("ssh",), "host keys"),
+    "fetch": (("ssh",), "remote hosts to fetch outputs from"),
 }
 
 
@@ -192,7 +193,7 @@ def run(argv: Sequence[str], retries: int = 0, transient: Sequence[str] = (),
 
 # ------------------------------------------------------------------ typed options
 #: value types an Option may have; each converts a config string or a command-line value
-OPTION_TYPES = ("str", "int", "flag", "bool", "size", "duration")
+OPTION_TYPES = ("str", "int", "flag", "bool", "size", "duration", "list")
 _TRUE_WORDS = ("1", "true", "yes", "on")
 _FALSE_WORDS = ("0", "false", "no", "off")
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", re.IGNORECASE | re.ASCII)
@@ -203,6 +204,7 @@ _TYPE_HINTS = {
     "bool": "give true or false",
     "size": "give a size like 4G, 500M or a number of GB like 2",
     "duration": "give minutes (30), H:MM:SS (48:00:00) or D-HH:MM:SS (2-00:00:00)",
+    "list": "give words separated by spaces",
 }
 
 
@@ -246,6 +248,8 @@ class Option:
         elif self.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
+            if self.type == "list":  # repeatable: each use adds one word
+                kwargs["action"] = "append"
             if self.type == "int":
                 kwargs["type"] = int
             if self.metavar or self.units:
@@ -257,6 +261,8 @@ class Option:
         one line naming `where` it came from (default: the flag) and what to give instead."""
         if value is None or (not isinstance(value, str) and self.type not in ("int",)):
             return value
+        if self.type == "list":  # a config value: the words of one line
+            return value.split()
         text = str(value).strip()
         ok = True
         converted: Any = value

@@ -40,6 +40,14 @@ def onager(project, *args, timeout=240):
     return run_onager(list(args), cwd=str(project), timeout=timeout)
 
 
+def launch_remote(remote_base, job, launch="1"):
+    """The remote dir of a launch: <base>/<job>/<launch>-<project hash + nonce> (one such dir)."""
+    folder = os.path.join(remote_base, job)
+    found = [n for n in os.listdir(folder) if n.startswith(launch + "-")] if os.path.isdir(folder) else []
+    assert len(found) == 1, found
+    return os.path.join(folder, found[0])
+
+
 def ledger(project, job, launch="1"):
     folder = os.path.join(str(project), ".onager", "launches", job, launch, "remote-dirs")
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
@@ -60,7 +68,7 @@ def test_interrupted_dispatcher_removes_its_remote_dirs(project, remote_base, si
     try:
         assert wait_for(lambda: os.path.isdir(os.path.join(d, "state")) and len(start_files(d)) == 3
                         and len(pids_matching(marker)) >= 3, 90)
-        assert sorted(os.listdir(os.path.join(remote_base, "intr", "1"))) == ["ci-sshd-a", "ci-sshd-b"]
+        assert sorted(os.listdir(launch_remote(remote_base, "intr"))) == ["ci-sshd-a", "ci-sshd-b"]
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -110,13 +118,14 @@ def test_dir_left_on_a_lost_host_is_removed_when_it_is_back(project, remote_base
     assert proc.returncode == 0, err
     assert f"host {alias} was lost" in err
     # the host that stayed is clean; the lost one still has the dir, and the ledger says so
-    assert os.listdir(os.path.join(remote_base, "lost", "1")) == [alias]
+    lost_dir = launch_remote(remote_base, "lost")
+    assert os.listdir(lost_dir) == [alias]
     assert ledger(project, "lost") == [alias + ".json"]
     # the host comes back: the next contact removes what the finished launch left there
     start_sshd(KILL_PORT, kill_host)
     out = onager(project, "hosts", "--hosts", f"{alias},ci-sshd-a", "--ssh-config", cfg, "--clean")
     assert out.returncode == 0, out.stderr
-    assert f"removed {remote_base}/lost/1/{alias} on {alias} (left by lost/1)" in out.stderr
+    assert f"removed {lost_dir}/{alias} on {alias} (left by lost/1)" in out.stderr
     assert not os.path.exists(remote_base)
     assert ledger(project, "lost") == []
     again = onager(project, "hosts", "--hosts", alias, "--ssh-config", cfg, "--clean")
@@ -143,7 +152,7 @@ def test_next_launch_removes_dirs_a_killed_dispatcher_left(project, remote_base)
             proc.kill()
     # the runners see their stdin close and stop the tasks; the dirs stay
     assert wait_for(lambda: not pids_matching(marker), 30), pids_matching(marker)
-    assert sorted(os.listdir(os.path.join(remote_base, "k9", "1"))) == ["ci-sshd-a", "ci-sshd-b"]
+    assert sorted(os.listdir(launch_remote(remote_base, "k9"))) == ["ci-sshd-a", "ci-sshd-b"]
     assert onager(project, "prelaunch", "+jobname", "next", "+command", "true").returncode == 0
     out = onager(project, "launch", "--backend", "ssh", "--jobname", "next", "--hosts", "ci-sshd-a,ci-sshd-b",
                  "--ssh-config", cfg, "--remote-dir", remote_base)

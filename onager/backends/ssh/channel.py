@@ -1,0 +1,91 @@
+"""ssh: one task attempt's ssh session, and the filter that takes the runner's markers out of
+its output."""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, IO, List, Optional
+
+from onager.backends.ssh.hosts import HostSpec
+from onager.backends.ssh.transport import HostInfo
+
+
+class _MarkerFilter:
+    """Copies a channel to a log file, taking out the runner's `NONCE word value` lines."""
+
+    def __init__(self, nonce: str, sink: Callable[[bytes], None], on_event: Callable[[str, str], None]):
+        self.tag = nonce.encode() + b" "
+        self.sink = sink
+        self.on_event = on_event
+        self.carry = b""
+
+    def feed(self, data: bytes) -> None:
+        buf = self.carry + data
+        while True:
+            i = buf.find(self.tag)
+            if i < 0:
+                hold = 0
+                for k in range(min(len(self.tag) - 1, len(buf)), 0, -1):
+                    if buf.endswith(self.tag[:k]):
+                        hold = k
+                        break
+                if len(buf) - hold:
+                    self.sink(buf[:len(buf) - hold])
+                self.carry = buf[len(buf) - hold:]
+                return
+            j = buf.find(b"\n", i)
+            if j < 0:
+                if i:
+                    self.sink(buf[:i])
+                self.carry = buf[i:]
+                if len(self.carry) > 256:  # not a marker after all
+                    self.sink(self.carry)
+                    self.carry = b""
+                return
+            if i:
+                self.sink(buf[:i])
+            words = buf[i + len(self.tag):j].decode("ascii", "replace").split()
+            if len(words) == 2:
+                self.on_event(words[0], words[1])
+            buf = buf[j + 1:]
+
+    def close(self) -> None:
+        if self.carry:
+            self.sink(self.carry)
+            self.carry = b""
+
+
+@dataclass
+class _Host:
+    spec: HostSpec
+    info: HostInfo
+    remote: str
+    slots: List[Optional[str]]          # CUDA_VISIBLE_DEVICES per slot
+    free: List[int] = field(default_factory=list)
+    alive: bool = True
+    checking: Optional[subprocess.Popen] = None
+    suspects: List["_Run"] = field(default_factory=list)
+    start_failures: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec.target
+
+
+@dataclass
+class _Run:
+    """One attempt of one task on one host slot."""
+
+    task_id: int
+    host: _Host
+    slot: int
+    nonce: str
+    proc: subprocess.Popen
+    out: IO[bytes]
+    err: IO[bytes]
+    filters: Dict[int, Any] = field(default_factory=dict)
+    open_streams: int = 2
+    pgid: Optional[int] = None
+    rc: Optional[int] = None
+    ended: bool = False       # end marker seen: the slot is free again
+    kill_sent: bool = False
