@@ -81,7 +81,8 @@ def test_parser_gets_each_declared_option_with_its_type():
         else:
             value = "7" if option.type in ("int", "size", "duration") else "x"
             args = parser.parse_args(["launch", "--jobname", "j", option.flag, value])
-            assert getattr(args, option.name) == (7 if option.type == "int" else value)
+            expected = 7 if option.type == "int" else ([value] if option.type == "list" else value)
+            assert getattr(args, option.name) == expected
         assert getattr(parser.parse_args(["launch", "--jobname", "j"]), option.name) is None  # config fills in
     with pytest.raises(UsageError, match="max-array-size"):
         parser.parse_args(["launch", "--jobname", "j", "--max-array-size", "many"])
