@@ -14,7 +14,6 @@ listing.py, results.py); the CLI only parses arguments and prints. Errors are ra
 """
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -182,43 +181,18 @@ def cli_argv(jobname: str, backend: str, options: Dict[str, Any], **generic: Any
     return argv
 
 
-def _launch_actions() -> Dict[str, argparse.Action]:
-    """The launch options of the CLI by destination: the names launch() accepts."""
-    from onager.cli import GENERIC, build_parser
-    parser = build_parser(only="launch")
-    sub = parser._subparsers._group_actions[0].choices["launch"]  # type: ignore[union-attr]
-    return {a.dest: a for a in sub._actions if a.dest not in GENERIC and a.dest != "help"}
-
-
 def _options(backend: str, given: Dict[str, Any], venv: Optional[str]) -> Tuple[Dict[str, Any], Optional[str]]:
-    """`given` over the backend's onager config section, converted as the CLI converts them."""
-    from onager import config as configmod
-    from onager.backends import NAMES
-    if backend not in NAMES:
-        raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(NAMES)}")
-    actions = _launch_actions()
-    unknown = sorted(k for k in given if k not in actions and k != "extra")
+    """`given` over the backend's onager config section, as the CLI resolves them (one place:
+    `onager.options.resolve`)."""
+    from onager import options as optionsmod
+    known = optionsmod.all_options()
+    unknown = sorted(k for k in given if k not in known and k != "extra")
     if unknown:
         raise UsageError(f"unknown launch option {', '.join(unknown)}: use one of "
-                         f"{', '.join(sorted(actions))} (the CLI's --options, with _ for -)")
-    merged = {k: v for k, v in given.items() if v is not None}
-    defaults = configmod.read_section(backend)
-    for key, value in defaults.items():
-        dest = key.replace("-", "_")
-        if dest in actions and dest not in merged:
-            action = actions[dest]
-            try:
-                converted = action.type(value) if action.type else value
-            except (TypeError, ValueError):
-                raise UsageError(f"config value {key}={value!r} for {backend} is not valid; fix it with onager config --write")
-            if action.nargs == 0:
-                converted = value.strip().lower() in ("1", "true", "yes", "on")
-            merged[dest] = converted
-    if venv is None:
-        venv = defaults.get("venv")
-    if "extra" in merged:
-        merged["extra"] = list(merged["extra"])
-    return merged, venv
+                         f"{', '.join(sorted(known))} (the CLI's --options, with _ for -)")
+    values = {k: v for k, v in given.items() if k != "extra"}
+    resolved = optionsmod.resolve(backend, values, venv, extra=[str(x) for x in given.get("extra") or ()])
+    return resolved.options, resolved.venv
 
 
 __all__ = ["Launch", "launch", "launches"]

@@ -144,6 +144,11 @@ def test_config_defaults_apply_as_on_the_command_line(project) -> None:
     explicit = onager.launch("cfg", backend="local", command="true", max_tasks=3)
     with open(explicit.paths.launch_json) as handle:
         assert json.load(handle)["options"]["max_tasks"] == 3  # a given option wins
-    assert onager_cli("config", "--write", "local", "max-tasks", "zero").returncode == 0
+    # config --write refuses such a value; a hand-edited config file can still hold one
+    assert onager_cli("config", "--write", "local", "max-tasks", "zero").returncode == 2
+    with open(os.path.join(".onager", "config"), encoding="utf-8") as handle:
+        text = handle.read()
+    with open(os.path.join(".onager", "config"), "w", encoding="utf-8") as handle:
+        handle.write(re.sub(r"max-tasks\s*=\s*1", "max-tasks = zero", text))
     with pytest.raises(UsageError, match="config value max-tasks='zero' for local is not valid"):
         onager.launch("cfg", backend="local", command="true")
