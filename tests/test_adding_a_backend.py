@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import stat
 import sys
 from typing import List
@@ -68,8 +69,9 @@ json.dump(jobs, open(path, "w"))
 
 @pytest.fixture
 def pbs(project, tmp_path, monkeypatch):
-    """The example registered as backend `pbsexample` (as an entry point will do) and fake
-    PBS commands first on PATH; returns the fake's directory."""
+    """The example as ONE file `pbsexample.py` in a directory of the onager.backends package
+    (as a contributor adds it, nothing registered elsewhere) and fake PBS commands first on
+    PATH; returns the fake's directory."""
     fake = tmp_path / "fakepbs"
     fake.mkdir()
     script = FAKE_PBS.format(python=sys.executable)
@@ -79,9 +81,11 @@ def pbs(project, tmp_path, monkeypatch):
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_PBS_DIR", str(fake))
-    monkeypatch.syspath_prepend(EXAMPLE_DIR)
-    monkeypatch.setitem(backends.BACKEND_MODULES, "pbsexample", "pbspro_example")
-    monkeypatch.setattr(backends, "NAMES", [*backends.NAMES, "pbsexample"])
+    extra = tmp_path / "more_backends"
+    extra.mkdir()
+    shutil.copy(os.path.join(EXAMPLE_DIR, "pbspro_example.py"), extra / "pbsexample.py")
+    monkeypatch.setattr(backends, "__path__", [*backends.__path__, str(extra)])
+    monkeypatch.delitem(sys.modules, "onager.backends.pbsexample", raising=False)
     return fake
 
 
@@ -112,8 +116,8 @@ def prelaunch(project, job: str, count: int) -> None:
 def test_example_adapter_runs_tasks_end_to_end(project, pbs, capsys, monkeypatch):
     """Submit through the core with offsets (max_index 3: ids 4-5 go as indexes 1-2 + 3),
     the fake runs wrapper.sh per index, and `onager list` shows every task done."""
-    import pbspro_example
-    monkeypatch.setattr(pbspro_example.PBSProExample, "max_index", 3)
+    from onager.backends import backend_class
+    monkeypatch.setattr(backend_class("pbsexample"), "max_index", 3)
     prelaunch(project, "pb", 5)
     onager(capsys, "launch", "--backend", "pbsexample", "--jobname", "pb", "--duration", "30")
     qsubs = [c for c in calls(pbs) if c[0] == "qsub"]

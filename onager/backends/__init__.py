@@ -61,16 +61,36 @@ def _entry_points() -> Dict[str, Any]:
     return _plugins
 
 
+#: modules of this package that are not backends (the core and what pools share)
+SUPPORT_MODULES = frozenset({"base", "array", "pool", "gpus"})
+
+
+def module_backends() -> Dict[str, str]:
+    """Backends that are one file (or package) in onager/backends/ named after the backend:
+    adding `pbspro.py` with `BACKEND = ...` is all a new built-in needs. Lists names only;
+    nothing is imported until the backend is used."""
+    import pkgutil
+    found = {info.name: f"{__name__}.{info.name}" for info in pkgutil.iter_modules(__path__)
+             if not info.name.startswith("_") and info.name not in SUPPORT_MODULES}
+    return {**BUILTIN, **found}
+
+
 def names() -> List[str]:
-    """Every backend name: the built-ins, then those other packages register."""
-    return NAMES + sorted(n for n in _entry_points() if n not in BUILTIN)
+    """Every backend name: the built-ins, other files in onager/backends/, then those other
+    packages register."""
+    inside = module_backends()
+    return NAMES + sorted(n for n in inside if n not in BUILTIN) + \
+        sorted(n for n in _entry_points() if n not in inside)
 
 
 def backend_class(name: str) -> "Type[Backend]":
     """The class of backend `name`; an unknown or broken one is one line."""
-    if name in BUILTIN:  # no metadata scan for the built-ins: `list` stays quick
+    module_name = BUILTIN.get(name)  # no scan for the built-ins: `list` stays quick
+    if module_name is None and name and name.isidentifier():
+        module_name = module_backends().get(name)
+    if module_name is not None:
         try:
-            module = importlib.import_module(BUILTIN[name])
+            module = importlib.import_module(module_name)
         except ImportError as exc:
             raise UsageError(f"backend {name!r} is not available in this onager ({exc})")
         return module.BACKEND  # type: ignore[no-any-return]
