@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -64,7 +63,7 @@ def fabricate(directory: str, tasks: int) -> None:
         os.chdir(cwd)
 
 
-def time_cli(directory: str, args: list, repeat: int) -> Tuple[float, float]:
+def time_cli(directory: str, args: list, repeat: int) -> tuple[float, float]:
     """Median wall time and CPU time (user+sys) of `python -m onager results ...`, start-up included.
 
     CPU time is the figure to compare on a busy machine, where wall time also counts waiting.

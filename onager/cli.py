@@ -5,13 +5,13 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from onager import __version__
 from onager.errors import OnagerError, UsageError
 
 # commands implemented in their own modules: name -> module with add_parser() and run()
-EXTRA_COMMANDS: Dict[str, str] = {
+EXTRA_COMMANDS: dict[str, str] = {
     "results": "onager.results_cli",
     "show": "onager.provenance_cli",
     "hosts": "onager.hosts_cli",
@@ -22,7 +22,7 @@ KNOWN_COMMANDS = ("launch", "list", "cancel", "wait", "logs", "config", "results
 
 # modules adding launch options that every backend shares (add_launch_arguments(parser));
 # their LAUNCH_OPTIONS declare them for config defaults (see onager.options)
-LAUNCH_OPTION_MODULES: List[str] = ["onager.provenance"]
+LAUNCH_OPTION_MODULES: list[str] = ["onager.provenance"]
 
 LAUNCH_EXAMPLES = """examples:
   onager launch --backend local --jobname exp1 --max-tasks 4
@@ -60,7 +60,7 @@ GENERIC = {"backend", "jobname", "command", "jobfile", "tasklist", "venv", "work
            "quiet", "subcommand", "extra", "func"}
 
 
-def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (`only`) just what one command needs: `list` then imports no
     backend or feature module, which keeps it quick on big launches."""
     def want(name: str) -> bool:
@@ -165,7 +165,7 @@ def _launch_parser(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _shared_launch_options(p)
     from onager.options import new_options
-    seen: Dict[str, Any] = {}
+    seen: dict[str, Any] = {}
     for cls in available().values():
         group = p.add_argument_group(f"{cls.name} backend")
         try:
@@ -309,7 +309,7 @@ class _NamedOutput:
             raise self._tag(exc)
 
     @property
-    def buffer(self) -> "_NamedOutput":
+    def buffer(self) -> _NamedOutput:
         return _NamedOutput(self._stream.buffer, self._name)
 
     def __getattr__(self, name: str) -> Any:
@@ -327,7 +327,7 @@ def _silence_stdout(original: Any) -> None:
             pass
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     original = sys.stdout
     sys.stdout = _NamedOutput(original)  # type: ignore[assignment]
@@ -360,7 +360,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stdout = original
 
 
-def _main(argv: List[str]) -> int:
+def _main(argv: list[str]) -> int:
     for position, word in enumerate(argv, 1):  # bytes that are not UTF-8: one line, not a traceback
         if not word.isascii():
             from onager.sweep import check_text
@@ -385,7 +385,7 @@ def _main(argv: List[str]) -> int:
     if argv[0] == "--version":
         print(f"onager {__version__}")
         return 0
-    extra: List[str] = []
+    extra: list[str] = []
     if argv[0] == "launch" and "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]

@@ -9,7 +9,7 @@ import configparser
 import io
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
 
 from onager.errors import UsageError
 from onager.fsutil import atomic_write, file_lock
@@ -65,9 +65,9 @@ def _encode(value: str) -> str:
     return "json:" + json.dumps(value, ensure_ascii=False)
 
 
-def read_section(section: str, root: str = ".", which: Optional[str] = None) -> Dict[str, str]:
+def read_section(section: str, root: str = ".", which: str | None = None) -> dict[str, str]:
     """Merged values of one section (global, then local on top)."""
-    values: Dict[str, str] = {}
+    values: dict[str, str] = {}
     paths = {"global": [global_path()], "local": [local_path(root)]}.get(which, [global_path(), local_path(root)])
     for path in paths:
         parser = _load(path)
@@ -76,7 +76,7 @@ def read_section(section: str, root: str = ".", which: Optional[str] = None) -> 
     return values
 
 
-def read_all(root: str = ".", which: Optional[str] = None) -> List[Tuple[str, str, str, str]]:
+def read_all(root: str = ".", which: str | None = None) -> list[tuple[str, str, str, str]]:
     """(file, section, key, value) rows for `onager config --read`."""
     rows = []
     paths = {"global": [global_path()], "local": [local_path(root)]}.get(which, [global_path(), local_path(root)])
@@ -98,8 +98,8 @@ def check_section(section: str) -> None:
         raise UsageError(f"unknown config section {section!r}: use one of {', '.join(known + ['project'])}")
 
 
-def write(items: Iterable[Tuple[str, str, str]], root: str = ".", use_global: bool = False,
-          allowed_keys: Optional[Iterable[str]] = None) -> str:
+def write(items: Iterable[tuple[str, str, str]], root: str = ".", use_global: bool = False,
+          allowed_keys: Iterable[str] | None = None) -> str:
     """Set (section, key, value) items atomically; every item is checked before anything changes."""
     items = list(items)
     allowed = set(allowed_keys) if allowed_keys is not None else None

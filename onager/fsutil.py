@@ -11,7 +11,8 @@ import fcntl
 import os
 import stat
 import tempfile
-from typing import IO, Iterator, Optional, Union
+from collections.abc import Iterator
+from typing import IO
 
 
 @contextlib.contextmanager
@@ -49,7 +50,7 @@ def atomic_writer(path: str, mode: str = "w", encoding: str = "utf-8",
         raise
 
 
-def atomic_write(path: str, data: Union[str, bytes]) -> None:
+def atomic_write(path: str, data: str | bytes) -> None:
     mode = "wb" if isinstance(data, bytes) else "w"
     with atomic_writer(path, mode) as handle:
         handle.write(data)
@@ -97,7 +98,7 @@ def file_lock(path: str) -> Iterator[None]:
             os.close(fd)
 
 
-def read_text(path: str, default: Optional[str] = None) -> str:
+def read_text(path: str, default: str | None = None) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
@@ -141,7 +142,7 @@ def os_error_message(exc: OSError) -> str:
     return f"{what}{where}: {fix}"
 
 
-def _display(path: Union[str, bytes]) -> str:
+def _display(path: str | bytes) -> str:
     text = os.fsdecode(path)
     if text.startswith("<"):
         return text  # <standard output>
@@ -152,7 +153,7 @@ def _display(path: Union[str, bytes]) -> str:
     return text if relative.startswith("..") else relative
 
 
-def _file_in_the_way(path: str) -> Optional[str]:
+def _file_in_the_way(path: str) -> str | None:
     """The first existing non-directory among the parents of `path` (or `path` itself)."""
     absolute = os.path.abspath(path)
     parts = absolute.split(os.sep)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, TextIO
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple, TextIO
 
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_writer
@@ -22,15 +23,15 @@ class JobEntry(NamedTuple):
     id: int
     command: str
     tag: str
-    params: Dict[str, Any]
+    params: dict[str, Any]
 
 
-def jobfile_path(jobname: str, jobfile: Optional[str] = None) -> str:
+def jobfile_path(jobname: str, jobfile: str | None = None) -> str:
     return (jobfile or DEFAULT_JOBFILE).replace("{jobname}", jobname)
 
 
 def write_jobfile(path: str, lines: Iterable, keep: Iterable[JobEntry] = (),
-                  echo: Optional[TextIO] = None, chunks: Optional[Iterable] = None) -> int:
+                  echo: TextIO | None = None, chunks: Iterable | None = None) -> int:
     """Atomically replace `path` with `keep` entries, then `lines` (sweep.Line) or ready
     `chunks` ((count, text) blocks from Sweep.chunks); returns the number of tasks."""
     count = 0
@@ -76,7 +77,7 @@ def _remove_stale_temps(path: str, older_than: float = 60.0) -> None:
                 pass
 
 
-def _line_chunks(lines: Iterable, echo: Optional[TextIO], size: int = 4096) -> Iterable:
+def _line_chunks(lines: Iterable, echo: TextIO | None, size: int = 4096) -> Iterable:
     block: list = []
     commands: list = []
     for line in lines:
@@ -136,7 +137,7 @@ def iter_jobfile(path: str) -> Iterator[JobEntry]:
     try:
         with open(path, encoding="utf-8") as handle:
             if handle.readline().strip() == "{":
-                chunk: List[JobEntry] = []
+                chunk: list[JobEntry] = []
                 closed = False
                 for raw in handle:
                     raw = raw.strip()

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any
 
 from onager.errors import OnagerError
 
@@ -152,7 +153,7 @@ class ProjectPaths:
 
 
 # ------------------------------------------------------------- frozen launch files
-def load_meta(launch_dir: str) -> Dict[str, Any]:
+def load_meta(launch_dir: str) -> dict[str, Any]:
     """launch.json of a launch (its options, workdir, argv), or one clear error."""
     path = LaunchPaths(launch_dir).launch_json
     try:
@@ -168,7 +169,7 @@ def load_meta(launch_dir: str) -> Dict[str, Any]:
         raise OnagerError(f"{path} is damaged; relaunch the job to get a fresh launch")
 
 
-def iter_launch_tasks(launch_dir: str) -> Iterator[Tuple[int, str, str, Dict[str, Any]]]:
+def iter_launch_tasks(launch_dir: str) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
     """(id, command, tag, params) of each task frozen into a launch, read in large chunks."""
     path = LaunchPaths(launch_dir).tasks_jsonl
     try:
@@ -203,7 +204,7 @@ def _damaged(path: str, line: int, why: str) -> OnagerError:
     return OnagerError(f"{path} is damaged at line {line} ({why}): launch the job again for a fresh launch")
 
 
-def _good_lines(path: str, lines: List[str], before: int) -> Iterator[Tuple[int, str, str, Dict[str, Any]]]:
+def _good_lines(path: str, lines: list[str], before: int) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
     """The tasks of a chunk that did not parse, up to its first bad line (which raises)."""
     for n, line in enumerate(lines, before + 1):
         try:

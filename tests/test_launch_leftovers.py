@@ -18,7 +18,6 @@ import sys
 import time
 
 import pytest
-
 from support import ROOT, install_fake_scheduler, ok, refused, run_onager
 
 

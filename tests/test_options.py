@@ -9,13 +9,13 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import ROOT
 
 from onager import config as configmod
 from onager.backends import BUILTIN, backend_class, declared_options
 from onager.backends.base import OPTION_TYPES, Option
 from onager.errors import UsageError
 from onager.options import SHARED, all_options, feature_options, resolve
-from support import ROOT
 
 
 def _every_declaration():

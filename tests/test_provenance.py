@@ -16,8 +16,8 @@ import sys
 import time
 
 import pytest
-
 from support import run_onager
+
 from onager import provenance
 from onager.errors import UsageError
 
@@ -527,6 +527,7 @@ def _list_has_show_option() -> bool:
 
 def _hook_passes_context() -> bool:
     import inspect
+
     from onager import launch as launchmod
     params = inspect.signature(launchmod._provenance_hook).parameters.values()
     return any(p.kind is p.VAR_KEYWORD or p.name == "backend" for p in params)
@@ -534,6 +535,7 @@ def _hook_passes_context() -> bool:
 
 def _dry_run_checks() -> bool:
     import inspect
+
     from onager import launch as launchmod
     return "check_launch" in inspect.getsource(launchmod.prepare)
 

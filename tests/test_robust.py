@@ -10,17 +10,16 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import List, Tuple
 
 import pytest
+from support import ROOT, run_onager
 
 from onager import cli
-from support import ROOT, run_onager
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def call(*argv: str) -> Tuple[int, str, str]:
+def call(*argv: str) -> tuple[int, str, str]:
     """`onager ARGV` in this process: (exit code, stdout, stderr); any other exception escapes."""
     out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -46,7 +45,7 @@ def two_jobs(project) -> None:
         assert call("launch", "--backend", "local", "--jobname", name, "-q")[0] == 0
 
 
-def listed_jobs(out: str) -> List[str]:
+def listed_jobs(out: str) -> list[str]:
     return sorted({row["jobname"] for row in json.loads(out)})
 
 

@@ -8,15 +8,15 @@ import sys
 import time
 
 import pytest
+from support import golden, install_fake_scheduler, text
 
-from onager.backends.base import LaunchInfo
 from onager.backends.array import duration_seconds, mem_text, node_script_text, write_groups
+from onager.backends.base import LaunchInfo
 from onager.backends.slurm import SlurmBackend, parse_squeue_line
 from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
 from onager.state import read_states
 from onager.tasklist import Tasklist
-from support import golden, install_fake_scheduler, text
 
 LAUNCH_DIR = "/work/exp/.onager/launches/exp1/1"
 

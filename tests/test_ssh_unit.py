@@ -29,11 +29,12 @@ def _root_conftest():
 
 ROOT = _root_conftest().ROOT
 run_onager = _root_conftest().run_onager
+from support import live_in_group
+
 from onager.backends import ssh
 from onager.errors import OnagerError, UsageError
 from onager.tasklist import Tasklist
 from onager.wrapper import wrapper_text
-from support import live_in_group
 
 HOSTILE = ["it's a \"test\" {x} $HOME ; rm -rf /tmp/nothing", "`id` $(id) \\ \\n * -x ~ é\t'\"'"]
 

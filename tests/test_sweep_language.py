@@ -9,15 +9,13 @@ import re
 import shlex
 import shutil
 import sys
-from typing import List
 
 import pytest
-
 from support import ROOT, run_onager
+
 from onager import prelaunch
 from onager.errors import UsageError
-from onager.sweep import (Files, Linspace, Logspace, LogUniform, RandInt, Range, Sweep, Uniform, _below,
-                          _distinct, _fmt)
+from onager.sweep import Files, Linspace, Logspace, LogUniform, RandInt, Range, Sweep, Uniform, _below, _distinct, _fmt
 
 
 def _has_toml() -> bool:
@@ -34,7 +32,7 @@ needs_toml = pytest.mark.skipif(not _has_toml(), reason="reading TOML needs Pyth
                                 "(pip install 'onager[toml]')")
 
 
-def commands(argv: List[str]) -> List[str]:
+def commands(argv: list[str]) -> list[str]:
     """The commands `onager prelaunch ARGV` would write, in order (parsed in-process)."""
     if "+jobname" not in argv and "+from" not in argv:
         argv = argv + ["+jobname", "t"]
@@ -42,12 +40,12 @@ def commands(argv: List[str]) -> List[str]:
     return [line.command for line in args.sweep.lines(args.jobname)]
 
 
-def values_of(argv: List[str]) -> List[str]:
+def values_of(argv: list[str]) -> list[str]:
     """Values of the single `+arg --x` dimension given as `argv`."""
     return [c.split(" --x ", 1)[1] for c in commands(["+command", "c", "+arg", "--x", *argv])]
 
 
-def usage_error(argv: List[str]) -> str:
+def usage_error(argv: list[str]) -> str:
     with pytest.raises(UsageError) as info:
         commands(argv)
     return str(info.value)

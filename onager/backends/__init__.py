@@ -11,7 +11,7 @@ The contract a backend from another package implements is importable from here:
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
+from typing import TYPE_CHECKING, Any
 
 from onager.errors import UsageError
 
@@ -21,14 +21,14 @@ if TYPE_CHECKING:  # pragma: no cover
 ENTRY_POINT_GROUP = "onager.backends"
 
 #: the built-in backends (also registered as entry points), name -> module with BACKEND
-BUILTIN: Dict[str, str] = {
+BUILTIN: dict[str, str] = {
     "local": "onager.backends.local",
     "slurm": "onager.backends.slurm",
     "gridengine": "onager.backends.gridengine",
     "ssh": "onager.backends.ssh",
 }
 BACKEND_MODULES = BUILTIN  # the name before entry points
-NAMES: List[str] = list(BUILTIN)  # the built-ins; names() adds those of other packages
+NAMES: list[str] = list(BUILTIN)  # the built-ins; names() adds those of other packages
 
 #: the documented contract, re-exported lazily from base.py (importing it costs `list` time)
 CONTRACT = ("Backend", "LaunchInfo", "Option", "OPTION_TYPES", "add_options", "run", "cluster_setting",
@@ -36,7 +36,7 @@ CONTRACT = ("Backend", "LaunchInfo", "Option", "OPTION_TYPES", "add_options", "r
 __all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "backend_class", "names", "available", "declared_options",
            *CONTRACT]
 
-_plugins: Optional[Dict[str, Any]] = None
+_plugins: dict[str, Any] | None = None
 
 
 def __getattr__(name: str) -> Any:
@@ -46,7 +46,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _entry_points() -> Dict[str, Any]:
+def _entry_points() -> dict[str, Any]:
     """Entry points of the group, by name (read once per process, only when needed)."""
     global _plugins
     if _plugins is None:
@@ -61,12 +61,12 @@ def _entry_points() -> Dict[str, Any]:
     return _plugins
 
 
-def names() -> List[str]:
+def names() -> list[str]:
     """Every backend name: the built-ins, then those other packages register."""
     return NAMES + sorted(n for n in _entry_points() if n not in BUILTIN)
 
 
-def backend_class(name: str) -> "Type[Backend]":
+def backend_class(name: str) -> type[Backend]:
     """The class of backend `name`; an unknown or broken one is one line."""
     if name in BUILTIN:  # no metadata scan for the built-ins: `list` stays quick
         try:
@@ -92,7 +92,7 @@ def backend_class(name: str) -> "Type[Backend]":
     return cls  # type: ignore[no-any-return]
 
 
-def available() -> Dict[str, "Type[Backend]"]:
+def available() -> dict[str, type[Backend]]:
     """Every backend class that imports, for the CLI to register their options."""
     out = {}
     for name in names():
@@ -103,6 +103,6 @@ def available() -> Dict[str, "Type[Backend]"]:
     return out
 
 
-def declared_options(cls: "Type[Backend]") -> List[Any]:
+def declared_options(cls: type[Backend]) -> list[Any]:
     """A backend's typed launch options (its OPTIONS), [] for one that declares none."""
     return list(getattr(cls, "OPTIONS", ()) or ())

@@ -13,10 +13,19 @@ import time
 import uuid
 
 import pytest
-
-from ssh_fixtures import (ROOT, dead_block, group_alive, kill_sshd, pids_matching, run_onager, start_files,
-                          start_sshd, wait_for, write_config)
-from ssh_fixtures import engines_env
+from ssh_fixtures import (
+    ROOT,
+    dead_block,
+    engines_env,
+    group_alive,
+    kill_sshd,
+    pids_matching,
+    run_onager,
+    start_files,
+    start_sshd,
+    wait_for,
+    write_config,
+)
 
 ENV = engines_env()
 SSHD_A, SSHD_B = ENV.get("ONAGER_TEST_SSHD_A"), ENV.get("ONAGER_TEST_SSHD_B")

@@ -14,10 +14,17 @@ import sys
 import uuid
 
 import pytest
-
-from ssh_fixtures import (ROOT, kill_sshd, pids_matching, run_onager, start_files, start_sshd, wait_for,
-                          write_config)
-from ssh_fixtures import engines_env
+from ssh_fixtures import (
+    ROOT,
+    engines_env,
+    kill_sshd,
+    pids_matching,
+    run_onager,
+    start_files,
+    start_sshd,
+    wait_for,
+    write_config,
+)
 
 ENV = engines_env()
 SSHD_A, SSHD_B = ENV.get("ONAGER_TEST_SSHD_A"), ENV.get("ONAGER_TEST_SSHD_B")

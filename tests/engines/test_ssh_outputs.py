@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
 from ssh_fixtures import ROOT, engines_env, run_onager, write_config
 
 ENV = engines_env()

@@ -10,15 +10,22 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, Callable
 
 from onager.backends.pool import CancelWatch, progress_line, show_progress
-from onager.backends.ssh.channel import _MarkerFilter, _Host, _Run
-from onager.backends.ssh.hosts import parse_hosts, _check_gpus, slot_gpus
+from onager.backends.ssh.channel import _Host, _MarkerFilter, _Run
+from onager.backends.ssh.hosts import _check_gpus, parse_hosts, slot_gpus
 from onager.backends.ssh.ledger import record_remote, remote_entries, remove_remote_dirs
-from onager.backends.ssh.remote import remote_dir_of, launch_key, remote_workdir, task_command, setup_host
-from onager.backends.ssh.transport import (SESSIONS_PER_MASTER, ssh_base, ssh_master_run, HostInfo, probe_hosts,
-                                           kill_command)
+from onager.backends.ssh.remote import launch_key, remote_dir_of, remote_workdir, setup_host, task_command
+from onager.backends.ssh.transport import (
+    SESSIONS_PER_MASTER,
+    HostInfo,
+    kill_command,
+    probe_hosts,
+    ssh_base,
+    ssh_master_run,
+)
 from onager.errors import OnagerError
 from onager.fsutil import atomic_write
 from onager.state import mark
@@ -29,31 +36,31 @@ class Dispatcher:
     """Keeps every host filled up to its slots until each task has run once."""
 
     def __init__(self, launch_dir: str, jobname: str, launch_id: str, ids: Sequence[int],
-                 options: Dict[str, Any], progress: bool = False, log: Callable[[str], None] = None):
+                 options: dict[str, Any], progress: bool = False, log: Callable[[str], None] = None):
         self.launch_dir = launch_dir
         self.jobname = jobname
         self.launch_id = launch_id
         self.options = options
         self.ids = list(ids)
-        self.pending: Deque[int] = deque(self.ids)
-        self.attempts: Dict[int, int] = {}
+        self.pending: deque[int] = deque(self.ids)
+        self.attempts: dict[int, int] = {}
         self.retries = int(options.get("retries", 1) if options.get("retries") not in (None, "") else 1)
         self.max_tasks = options.get("max_tasks")
         self.progress = progress
         self.log = log or (lambda text: print(f"onager: {text}", file=sys.stderr))
-        self.hosts: List[_Host] = []
-        self.runs: Dict[int, _Run] = {}            # fd -> run (both fds of a run)
-        self.active: List[_Run] = []
+        self.hosts: list[_Host] = []
+        self.runs: dict[int, _Run] = {}            # fd -> run (both fds of a run)
+        self.active: list[_Run] = []
         self.selector = selectors.DefaultSelector()
-        self.helpers: List[subprocess.Popen] = []
+        self.helpers: list[subprocess.Popen] = []
         self.done = self.failed = self.cancelled = self.lost = 0
-        self.failures: List[Tuple[int, int]] = []
-        self.lost_ids: List[int] = []
+        self.failures: list[tuple[int, int]] = []
+        self.lost_ids: list[int] = []
         self.cancels = CancelWatch(launch_dir, lambda ids: self._kill_cancelled())
         self.label = f"{jobname}/{launch_id}: "
 
     # ---------------------------------------------------------------- hosts
-    def prepare_hosts(self, probed: Optional[List[HostInfo]] = None) -> None:
+    def prepare_hosts(self, probed: list[HostInfo] | None = None) -> None:
         """Probe every host, skip the unreachable ones, send the launch files to the others."""
         specs = parse_hosts(self.options.get("hosts"))
         infos = probed or probe_hosts(self.options, [s.target for s in specs])
@@ -82,7 +89,7 @@ class Dispatcher:
                 continue
             remote = remote_dir_of(self.options, self.jobname, key, spec.key)
             candidates.append(_Host(spec, info, remote, slots, list(range(count))))
-        errors: List[Optional[str]] = [None] * len(candidates)
+        errors: list[str | None] = [None] * len(candidates)
         for host in candidates:
             record_remote(self.launch_dir, host.name, host.remote, remote_workdir(self.launch_dir, host.remote))
 
@@ -114,7 +121,7 @@ class Dispatcher:
 
     # ---------------------------------------------------------------- cancel
     def _kill_cancelled(self) -> None:
-        by_host: Dict[str, List[int]] = {}
+        by_host: dict[str, list[int]] = {}
         for run in self.active:
             if run.task_id in self.cancels.ids and run.pgid and not run.kill_sent:
                 run.kill_sent = True
@@ -125,7 +132,7 @@ class Dispatcher:
                                                  stderr=subprocess.DEVNULL))
 
     # ---------------------------------------------------------------- spawn
-    def _free_slot(self) -> Optional[Tuple[_Host, int]]:
+    def _free_slot(self) -> tuple[_Host, int] | None:
         best = None
         for host in self.hosts:
             if host.alive and host.checking is None and host.free:
@@ -348,7 +355,7 @@ class Dispatcher:
 
     def _interrupt(self) -> None:
         """Ctrl-C or SIGTERM: kill every running task on its host, mark it cancelled."""
-        by_host: Dict[str, List[int]] = {}
+        by_host: dict[str, list[int]] = {}
         for run in self.active:
             if not run.ended and run.pgid:
                 by_host.setdefault(run.host.name, []).append(run.pgid)
