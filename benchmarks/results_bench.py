@@ -74,7 +74,7 @@ def time_cli(directory: str, args: list, repeat: int) -> tuple[float, float]:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "onager", "results", JOB, *args], cwd=directory, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                              capture_output=True, stdin=subprocess.DEVNULL)
         walls.append(time.perf_counter() - start)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -87,7 +87,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=100_000, help="a multiple of 100 (lr x bs x seed)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--keep", default=None, help="build in this directory and keep it (reused when it already holds the launch)")
+    parser.add_argument("--keep", default=None, help="build in this directory and keep it (reused when it already "
+                                                     "holds the launch)")
     args = parser.parse_args()
     directory = args.keep or tempfile.mkdtemp(prefix="onager-results-bench-")
     os.makedirs(directory, exist_ok=True)

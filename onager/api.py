@@ -85,7 +85,8 @@ class Launch:
         try:
             import pandas
         except ImportError:
-            raise OnagerError("results(frame=True) needs pandas: pip install pandas, or use results() for a list of dicts")
+            raise OnagerError("results(frame=True) needs pandas: pip install pandas, or use results() for a list "
+                              "of dicts") from None
         return pandas.DataFrame(rows, columns=table.columns)
 
     def results_frame(self) -> Any:
@@ -211,7 +212,8 @@ def _options(backend: str, given: dict[str, Any], venv: str | None) -> tuple[dic
             try:
                 converted = action.type(value) if action.type else value
             except (TypeError, ValueError):
-                raise UsageError(f"config value {key}={value!r} for {backend} is not valid; fix it with onager config --write")
+                raise UsageError(f"config value {key}={value!r} for {backend} is not valid; fix it with onager "
+                                 "config --write") from None
             if action.nargs == 0:
                 converted = value.strip().lower() in ("1", "true", "yes", "on")
             merged[dest] = converted

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -81,7 +82,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     if want("list"):
         p = sub.add_parser("list", help="one row per task: status, exit code, elapsed, tag, command",
                            epilog="examples:\n  onager list\n  onager list --jobname exp1 --status failed\n"
-                                  "  onager list --summary\n  onager list --jobid 13438569 --tasklist 1-3 --hide command",
+                                  "  onager list --summary\n  onager list --jobid 13438569 --tasklist 1-3 --hide "
+                                  "command",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--jobname", "-n", default=None, help="only this job")
         p.add_argument("--jobid", "-j", default=None, help="only this scheduler job id (or launch id)")
@@ -99,7 +101,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     if want("cancel"):
         p = sub.add_parser("cancel", help="cancel tasks of a launch through its backend",
-                           epilog="examples:\n  onager cancel --jobname exp1\n  onager cancel --jobname exp1 --tasklist 3-5\n"
+                           epilog="examples:\n  onager cancel --jobname exp1\n  onager cancel --jobname exp1 "
+                                  "--tasklist 3-5\n"
                                   "  onager cancel --backend slurm --jobid 13438569 --tasklist 1-3:1,5,8-9",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--jobname", "-n", default=None, help="cancel the latest launch of this job")
@@ -112,7 +115,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     if want("wait"):
         p = sub.add_parser("wait", help="block until a launch has finished; exit 0 only if every task succeeded",
-                           epilog="examples:\n  onager wait --jobname exp1\n  onager wait --jobname exp1 --timeout 3600",
+                           epilog="examples:\n  onager wait --jobname exp1\n  onager wait --jobname exp1 "
+                                  "--timeout 3600",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--jobname", "-n", default=None, help="the job (default: every job's latest launch)")
         p.add_argument("--launch", default=None, help="a launch id of the job (default: the latest)")
@@ -122,7 +126,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     if want("logs"):
         p = sub.add_parser("logs", help="print a task's output",
-                           epilog="examples:\n  onager logs exp1 5\n  onager logs exp1 5 --err\n  onager logs exp1 5 --follow",
+                           epilog="examples:\n  onager logs exp1 5\n  onager logs exp1 5 --err\n  onager logs "
+                                  "exp1 5 --follow",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("jobname")
         p.add_argument("task", type=int)
@@ -175,7 +180,7 @@ def _launch_parser(sub) -> None:
                 cls.add_arguments(group)
         except argparse.ArgumentError as exc:  # a plugin reusing another backend's option name
             raise UsageError(f"backend {cls.name!r} declares an option another backend has ({exc}); "
-                             "rename it in that backend's package")
+                             "rename it in that backend's package") from exc
     for module in LAUNCH_OPTION_MODULES:
         try:
             importlib.import_module(module).add_launch_arguments(p)
@@ -196,7 +201,7 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                                               args.command, dry_run=args.dry_run, workdir=args.workdir,
                                               venv=resolved.venv, argv=["onager"] + sys.argv[1:])
     except UsageError as exc:  # name the config setting a bad default came from
-        raise resolved.explain(exc)
+        raise resolved.explain(exc) from exc
     try:
         commands = backend_obj.submit_commands(info)
     except BaseException:
@@ -214,7 +219,8 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         record = launchmod.submit(backend_obj, info)
     except KeyboardInterrupt:
         print(f"\nonager: interrupted: running tasks of {args.jobname}/{info.launch_id} were killed and marked "
-              f"cancelled; resume with: onager launch --backend {backend} --jobname {args.jobname} --tasklist unfinished",
+              f"cancelled; resume with: onager launch --backend {backend} --jobname {args.jobname} --tasklist "
+              "unfinished",
               file=sys.stderr)
         return 130
     if not args.quiet:
@@ -298,7 +304,7 @@ class _NamedOutput:
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise self._tag(exc)
+            raise self._tag(exc) from exc
 
     def flush(self) -> None:
         try:
@@ -306,7 +312,7 @@ class _NamedOutput:
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise self._tag(exc)
+            raise self._tag(exc) from exc
 
     @property
     def buffer(self) -> _NamedOutput:
@@ -345,10 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         print("onager: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        try:
-            original = open(os.devnull, "w")
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            original = open(os.devnull, "w")  # noqa: SIM115  # becomes sys.stdout until exit
         return 0
     except OSError as exc:
         from onager.fsutil import os_error_message
@@ -379,9 +383,8 @@ def _main(argv: list[str]) -> int:
             return 0
         return _main([topic, "--help"])
     if not argv or argv[0] in ("-h", "--help"):
-        if not argv or argv[0] in ("-h", "--help"):
-            _print_top_help()
-            return 0 if argv else 2
+        _print_top_help()
+        return 0 if argv else 2
     if argv[0] == "--version":
         print(f"onager {__version__}")
         return 0

@@ -39,7 +39,7 @@ def _load(path: str) -> configparser.ConfigParser:
         try:
             parser.read(path, encoding="utf-8")
         except configparser.Error as exc:
-            raise UsageError(f"cannot read config {path}: {str(exc).splitlines()[0]}; fix or delete the file")
+            raise UsageError(f"cannot read config {path}: {str(exc).splitlines()[0]}; fix or delete the file") from exc
     return parser
 
 
@@ -109,7 +109,8 @@ def write(items: Iterable[tuple[str, str, str]], root: str = ".", use_global: bo
             import difflib
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UsageError(f"unknown config key {key!r} for {section}{hint}: use header, footer or a launch option name")
+            raise UsageError(f"unknown config key {key!r} for {section}{hint}: use header, footer or a launch "
+                             "option name")
     path = global_path() if use_global else local_path(root)
     if not use_global:
         ensure_onager_dir(root)

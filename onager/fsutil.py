@@ -110,11 +110,13 @@ def read_text(path: str, default: str | None = None) -> str:
 
 # errno -> (what happened, how to fix it), for the one line the CLI prints
 _OS_ERRORS = {
-    errno.ENOSPC: ("no space left on device", "free some space on that disk (or run from another one) and run the command again"),
+    errno.ENOSPC: ("no space left on device", "free some space on that disk (or run from another one) and run the "
+                                              "command again"),
     errno.EDQUOT: ("disk quota exceeded", "free some space or ask for a larger quota, then run the command again"),
     errno.EROFS: ("read-only file system", "run onager from a writable directory"),
     errno.EACCES: ("permission denied", "fix its permissions (ls -ld, chmod, chown) or run from a directory you own"),
-    errno.EPERM: ("operation not permitted", "fix its permissions (ls -ld, chmod, chown) or run from a directory you own"),
+    errno.EPERM: ("operation not permitted", "fix its permissions (ls -ld, chmod, chown) or run from a directory "
+                                             "you own"),
     errno.EIO: ("input/output error", "check the disk (dmesg) and run the command again"),
     errno.EFBIG: ("file too large", "free space or raise the file size limit (ulimit -f)"),
     errno.EMFILE: ("too many open files", "raise the limit (ulimit -n) and run the command again"),
@@ -136,7 +138,8 @@ def os_error_message(exc: OSError) -> str:
                     f"in the directory .onager) and run the command again")
     if exc.errno == errno.EISDIR and shown:
         return f"{shown} is a directory, not a file: move it away and run the command again"
-    what, fix = _OS_ERRORS.get(exc.errno or 0, (exc.strerror or type(exc).__name__, "check that path and run the command again"))
+    what, fix = _OS_ERRORS.get(exc.errno or 0, (exc.strerror or type(exc).__name__, "check that path and run the "
+                                                                                    "command again"))
     where = f" writing {shown}" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and shown else \
         (f" for {shown}" if shown else "")
     return f"{what}{where}: {fix}"

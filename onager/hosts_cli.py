@@ -16,8 +16,9 @@ from onager.errors import UsageError
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "hosts", help="CPUs, memory, load and GPUs of the ssh hosts",
-        epilog="examples:\n  onager hosts --hosts 'gpu1:4,gpu2:2'\n  onager hosts            (hosts from: onager config "
-               "--write ssh hosts ...)\n  onager hosts --ssh-config ./cluster_ssh_config --json\n"
+        epilog="examples:\n  onager hosts --hosts 'gpu1:4,gpu2:2'\n"
+               "  onager hosts            (hosts from: onager config --write ssh hosts ...)\n"
+               "  onager hosts --ssh-config ./cluster_ssh_config --json\n"
                "  onager hosts --clean    (remove remote dirs that finished launches left behind)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hosts", default=None, metavar="LIST",

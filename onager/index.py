@@ -68,7 +68,8 @@ class JobIndex:
             first.setdefault(r.jobname, i)
         # jobs in the order they first appear; launches of a job by id, even when two
         # concurrent launches were recorded the other way round
-        out.sort(key=lambda r: (first[r.jobname], int(r.launch_id) if r.launch_id.isascii() and r.launch_id.isdigit() else 0))
+        out.sort(key=lambda r: (first[r.jobname],
+                                int(r.launch_id) if r.launch_id.isascii() and r.launch_id.isdigit() else 0))
         return out
 
     def damaged(self) -> list[int]:

@@ -106,7 +106,8 @@ def _entry(key: str, value: Any, path: str) -> JobEntry:
         tag = value[1] if len(value) > 1 and isinstance(value[1], str) else ""
         params = value[2] if len(value) > 2 and isinstance(value[2], dict) else {}
     except (ValueError, TypeError):
-        raise OnagerError(f"{path}: entry {key!r} is not task id (1, 2, ...) -> [command, tag]; re-run onager prelaunch to rewrite it")
+        raise OnagerError(f"{path}: entry {key!r} is not task id (1, 2, ...) -> [command, tag]; re-run onager "
+                          "prelaunch to rewrite it") from None
     if not _utf8(value[0]) or not _utf8(tag) or not all(_utf8(v) for v in params.values() if isinstance(v, str)):
         raise OnagerError(f"{path}: task {key} holds a \\udcXX escape (bytes that are not UTF-8), which no task "
                           "can be given byte for byte; re-run onager prelaunch to rewrite it")
@@ -163,9 +164,9 @@ def iter_jobfile(path: str) -> Iterator[JobEntry]:
                         yield from chunk
                         return
     except UnicodeDecodeError:
-        raise OnagerError(f"{path} is not UTF-8 text; re-run onager prelaunch to rewrite it")
+        raise OnagerError(f"{path} is not UTF-8 text; re-run onager prelaunch to rewrite it") from None
     except OSError as exc:
-        raise OnagerError(f"cannot read jobfile {path}: {exc.strerror or exc}")
+        raise OnagerError(f"cannot read jobfile {path}: {exc.strerror or exc}") from exc
     for number, entry in enumerate(_read_whole(path)):
         if number >= done:
             yield entry
@@ -177,9 +178,9 @@ def _read_whole(path: str) -> Iterator[JobEntry]:
             data = json.load(handle)
     except (ValueError, RecursionError) as exc:  # includes UnicodeDecodeError; nesting too deep
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise OnagerError(f"{path} is not a valid jobfile ({reason}); re-run onager prelaunch to rewrite it")
+        raise OnagerError(f"{path} is not a valid jobfile ({reason}); re-run onager prelaunch to rewrite it") from exc
     except OSError as exc:
-        raise OnagerError(f"cannot read jobfile {path}: {exc.strerror or exc}")
+        raise OnagerError(f"cannot read jobfile {path}: {exc.strerror or exc}") from exc
     if not isinstance(data, dict):
         raise OnagerError(f"{path} is not a JSON object of tasks; re-run onager prelaunch to rewrite it")
     for key, value in data.items():

@@ -6,6 +6,7 @@ earlier launch runs or shows.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -135,10 +136,8 @@ def _bump_counter(jobname: str, root: str, step: int) -> int:
         except (OSError, UnicodeDecodeError):
             last = 0
         parent = launches_root(jobname, root)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             last = max([last] + [int(n) for n in os.listdir(parent) if n.isdigit()])
-        except FileNotFoundError:
-            pass
         last = max([last] + [int(r.launch_id) for r in JobIndex(root).for_job(jobname) if r.launch_id.isdigit()])
         atomic_write(counter, f"{last + step}\n")
     return last + step
@@ -208,10 +207,8 @@ def _tree_size(path: str) -> int:
     total = 0
     for directory, _, files in os.walk(path):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(directory, name)).st_size
-            except OSError:
-                pass
     return total
 
 
@@ -238,7 +235,7 @@ def remove_partial(jobname: str, root: str = ".", lock: BuildLock | None = None,
             lock = BuildLock(jobname, root)
         except OSError as exc:
             raise OnagerError(f"cannot lock the launches of {jobname!r} ({exc.strerror or exc}: {exc.filename}); "
-                              "fix permissions or free some space")
+                              "fix permissions or free some space") from exc
     assert lock is not None
     try:
         if own and not lock.exclusive():
@@ -344,7 +341,7 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         os.makedirs(parent, exist_ok=True)
         lock = BuildLock(jobname, root)
     except OSError as exc:
-        raise _write_error(launches_root(jobname, root), exc)
+        raise _write_error(launches_root(jobname, root), exc) from exc
     build = launch_dir = ""
     try:
         if lock.exclusive():  # no other launch of the job in progress: clear what killed ones left
@@ -360,7 +357,8 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         os.mkdir(LaunchPaths(build).logs_dir)
         os.mkdir(LaunchPaths(build).state_dir)
         count, ids = write_tasks(build, entries)
-        _check_all_found(count, selection, set(ids) if selection is not None and count != len(selection) else set(), jobname)
+        found = set(ids) if selection is not None and count != len(selection) else set()
+        _check_all_found(count, selection, found, jobname)
         while True:
             launch_id = claim_launch_id(jobname, root)
             launch_dir = os.path.abspath(os.path.join(parent, launch_id))
@@ -394,7 +392,7 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
                 shutil.rmtree(path, ignore_errors=True)
         lock.release()
         if isinstance(exc, OSError):
-            raise _write_error(build or launch_dir or parent, exc)
+            raise _write_error(build or launch_dir or parent, exc) from exc
         raise
     _BUILDING[launch_dir] = lock
     return backend, info
@@ -468,7 +466,8 @@ def submit(backend: Backend, info: LaunchInfo, root: str = ".") -> LaunchRecord:
         except BaseException as exc:
             discard(info)
             if isinstance(exc, OSError):
-                raise _record_error(index, exc, "nothing was run; fix that (e.g. free some space) and launch again")
+                raise _record_error(index, exc, "nothing was run; fix that (e.g. free some space) and launch "
+                                                "again") from exc
             raise
         _release(info)
         record.job_ids = backend.submit(info) or []
@@ -483,7 +482,7 @@ def submit(backend: Backend, info: LaunchInfo, root: str = ".") -> LaunchRecord:
     try:
         index.add(record)
     except BaseException as exc:
-        raise _unrecorded(backend, info, index, record.job_ids, exc)
+        raise _unrecorded(backend, info, index, record.job_ids, exc) from exc
     _release(info)
     return record
 

@@ -77,7 +77,8 @@ def _warn_damaged_index(index: JobIndex) -> bool:
     lines = index.damaged()
     if lines:
         which = ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else "")
-        print(f"onager: warning: {os.path.normpath(index.path)} line {which} is damaged (not a launch record); skipped: "
+        print(f"onager: warning: {os.path.normpath(index.path)} line {which} is damaged (not a launch record); "
+              "skipped: "
               f"delete that line to silence this", file=sys.stderr)
     return bool(lines)
 

@@ -105,7 +105,8 @@ def check_config_items(items: Iterable[tuple[str, str, str]]) -> None:
             import difflib
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UsageError(f"unknown config key {key!r} for {section}{hint}: use header, footer or a launch option name")
+            raise UsageError(f"unknown config key {key!r} for {section}{hint}: use header, footer or a launch "
+                             "option name")
         option = declared.get(key.replace("-", "_"))
         if option is not None and value != "":
             option.convert(value, f"value for {section} {key}:")
@@ -171,7 +172,8 @@ def resolve(backend: str | None, given: dict[str, Any], venv: str | None = None,
     project = configmod.read_section("project", root)
     name = backend or project.get("backend")
     if not name:
-        raise UsageError("launch needs --backend local|slurm|gridengine|ssh (or onager config --write project backend NAME)")
+        raise UsageError("launch needs --backend local|slurm|gridengine|ssh (or onager config --write project "
+                         "backend NAME)")
     if name not in names():
         raise UsageError(f"unknown backend {name!r}: use one of {', '.join(names())}")
     backend_class(name)  # a plugin that does not load: one line now, not mid-launch
@@ -190,7 +192,7 @@ def resolve(backend: str | None, given: dict[str, Any], venv: str | None = None,
             values[dest] = option.convert(text) if option.type in ("int", "flag", "bool") else text
         except UsageError:
             raise UsageError(f"config value {key}={text!r} for {name} is not valid; fix it with "
-                             f"onager config --write {name} {key} VALUE")
+                             f"onager config --write {name} {key} VALUE") from None
     options = {k: v for k, v in values.items() if v is not None}
     _refuse_plugin_options(name, options)
     if extra:

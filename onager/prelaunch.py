@@ -338,7 +338,7 @@ def parse(argv: list[str]) -> PrelaunchArgs:
         reader, handler = TABLE[option]
         i = reader(argv, i + 1, option, values)
         if len(values) < low:
-            raise UsageError(f"{option} needs {'a value' if low == 1 and high == 1 else 'at least %d value(s)' % low}"
+            raise UsageError(f"{option} needs {'a value' if low == 1 and high == 1 else f'at least {low} value(s)'}"
                              f"; see onager help prelaunch")
         if state.link and option not in DIMENSIONS:
             raise UsageError(f"+link must be followed by the +arg or +pos-arg to link, not {option}")

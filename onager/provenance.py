@@ -107,7 +107,8 @@ def _flag(value: Any, name: str) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise UsageError(f"{name} must be true or false, not {value!r}: fix it with onager config --write project {name} true")
+    raise UsageError(f"{name} must be true or false, not {value!r}: fix it with onager config --write project "
+                     f"{name} true")
 
 
 def parse_size(text: Any, name: str = "--snapshot-max-size") -> int | None:
@@ -193,7 +194,7 @@ class Git:
         except OSError as exc:
             return None, f"git could not run: {exc.strerror or exc}"
         if proc.returncode != 0:
-            lines = [l for l in proc.stderr.decode("utf-8", "replace").splitlines() if l.strip()]
+            lines = [line for line in proc.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
             reason = lines[0].strip() if lines else f"exit status {proc.returncode}"
             return None, strip_credentials(f"git {args[0]}: {reason}")
         return proc.stdout, ""
@@ -358,9 +359,9 @@ class Freeze:
                     command = self.commands[self.which]
                     tool = "uv pip freeze" if os.path.basename(command[0]) == "uv" else "pip freeze"
                     return text, {"tool": tool, "file": FREEZE_FILE, "python": sys.executable,
-                                  "count": sum(1 for l in text.splitlines() if l and not l.startswith("#")),
+                                  "count": sum(1 for line in text.splitlines() if line and not line.startswith("#")),
                                   "seconds": round(time.monotonic() - self.started, 3)}
-                lines = [l for l in err.decode("utf-8", "replace").splitlines() if l.strip()]
+                lines = [line for line in err.decode("utf-8", "replace").splitlines() if line.strip()]
                 errors.append(strip_credentials(lines[-1].strip() if lines else f"exit status {self.proc.returncode}"))
             if self.which + 1 >= len(self.commands) or time.monotonic() >= self.deadline:
                 return None, {"error": "; ".join(errors)}
@@ -589,7 +590,7 @@ def copy_plan(plan: Plan, dest: str) -> None:
         except FileNotFoundError:
             continue  # deleted while we copied: the snapshot holds the tree as it now is
         except OSError as exc:
-            raise OnagerError(f"cannot copy {src} into the snapshot: {exc.strerror or exc}")
+            raise OnagerError(f"cannot copy {src} into the snapshot: {exc.strerror or exc}") from exc
     for rel in plan.links:
         parent(rel)
         try:
@@ -597,7 +598,7 @@ def copy_plan(plan: Plan, dest: str) -> None:
         except FileNotFoundError:
             continue
         except OSError as exc:
-            raise OnagerError(f"cannot copy link {rel} into the snapshot: {exc.strerror or exc}")
+            raise OnagerError(f"cannot copy link {rel} into the snapshot: {exc.strerror or exc}") from exc
 
 
 def make_snapshot(launch_dir: str, workdir: str, state: GitState, max_size: int | None,
@@ -656,7 +657,10 @@ def check_launch(workdir: str, options: dict[str, Any], root: str = ".", launch_
     if settings.snapshot:
         if not os.path.isdir(workdir):
             raise UsageError(f"working directory {workdir} does not exist: nothing to snapshot")
-        plan = plan_git(state, git) if state.repository else plan_directory(workdir, launch_dir or os.devnull, settings.max_size)
+        if state.repository:
+            plan = plan_git(state, git)
+        else:
+            plan = plan_directory(workdir, launch_dir or os.devnull, settings.max_size)
         check_size(plan, settings.max_size)
     return settings
 
@@ -747,7 +751,7 @@ def _write(path: str, data: bytes) -> None:
     try:
         atomic_write(path, data)
     except OSError as exc:
-        raise OnagerError(f"cannot write {path}: {exc.strerror or exc}; free some space or fix permissions")
+        raise OnagerError(f"cannot write {path}: {exc.strerror or exc}; free some space or fix permissions") from exc
 
 
 # ----------------------------------------------------------------------- read

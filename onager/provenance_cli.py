@@ -107,12 +107,16 @@ def _git_lines(gitinfo: dict[str, Any], launch_dir: str) -> list[tuple[str, str]
     if not gitinfo.get("repository"):
         return [("git", f"none ({gitinfo.get('reason', 'not recorded')})")]
     commit = gitinfo.get("commit") or "no commit yet"
-    where = f"on branch {gitinfo['branch']}" if gitinfo.get("branch") else ("detached HEAD" if gitinfo.get("detached") else "")
+    if gitinfo.get("branch"):
+        where = f"on branch {gitinfo['branch']}"
+    else:
+        where = "detached HEAD" if gitinfo.get("detached") else ""
     dirty = gitinfo.get("dirty")
     changed = gitinfo.get("changed") or []
     state = {True: f"dirty: {len(changed)} tracked file(s) changed", False: "clean", None: "cleanliness unknown"}[dirty]
     lines = [("commit", " ".join(x for x in (commit, where, f"({state})") if x)),
-             ("repository", gitinfo.get("root", "-") + (f"  (workdir: {gitinfo['subdir']})" if gitinfo.get("subdir") else ""))]
+             ("repository",
+              gitinfo.get("root", "-") + (f"  (workdir: {gitinfo['subdir']})" if gitinfo.get("subdir") else ""))]
     remotes = gitinfo.get("remotes") or {}
     if remotes:
         lines.append(("remote", ", ".join(f"{name} {url}" for name, url in sorted(remotes.items()))))
@@ -142,7 +146,8 @@ def _text(data: dict[str, Any]) -> str:
     launch_dir = launch["launch_dir"]
     rows: list[tuple[str, str]] = [
         ("launch", f"{launch['key']} on {launch.get('backend') or '-'}: {launch.get('count', '?')} task(s) "
-                   f"{launch.get('tasklist', '')}" + (f", job id {launch['job_ids']}" if launch.get("job_ids") else "")),
+                   f"{launch.get('tasklist', '')}"
+                   + (f", job id {launch['job_ids']}" if launch.get("job_ids") else "")),
         ("directory", _rel(launch_dir)),
     ]
     if prov is None:
@@ -160,7 +165,8 @@ def _text(data: dict[str, Any]) -> str:
         ]
         env = prov.get("environment") or {}
         if prov.get("venv") or env:
-            words = ([f"--venv {prov['venv']}"] if prov.get("venv") else []) + [f"{k}={v}" for k, v in sorted(env.items())]
+            words = ([f"--venv {prov['venv']}"] if prov.get("venv") else []) + \
+                [f"{k}={v}" for k, v in sorted(env.items())]
             rows.append(("environment", " ".join(words)))
         rows.append(("backend", f"{prov.get('backend') or launch.get('backend') or '-'}  "
                                 f"{_options_text(prov.get('options') or {})}"))
@@ -209,7 +215,8 @@ def run(args: argparse.Namespace) -> int:
     launch = {"key": record.key, "jobname": record.jobname, "launch_id": record.launch_id,
               "backend": record.backend, "launch_dir": record.launch_dir, "tasklist": record.tasklist,
               "count": record.count, "job_ids": ",".join(record.job_ids), "created": record.created,
-              "workdir": meta.get("workdir"), "command": strip_credentials(shlex.join(argv)) if isinstance(argv, list) else None}
+              "workdir": meta.get("workdir"),
+              "command": strip_credentials(shlex.join(argv)) if isinstance(argv, list) else None}
     data: dict[str, Any] = {"launch": launch, "provenance": load_provenance(record.launch_dir)}
     if data["provenance"] is not None and not data["provenance"].get("backend"):
         data["provenance"]["backend"] = record.backend

@@ -535,7 +535,8 @@ def plot_series(table: Table, metric: str, x: str, by: Sequence[str]
     if metric not in table.metrics:
         metric = resolve_column(table, metric, "--plot")
         if metric not in table.metrics:
-            raise UsageError(f"--plot {metric!r} is not a metric: use one of {', '.join(table.metrics) or '(none yet)'}")
+            raise UsageError(f"--plot {metric!r} is not a metric: use one of "
+                             f"{', '.join(table.metrics) or '(none yet)'}")
     [x] = check_group_columns(table, [x], "--x")
     by = check_group_columns(table, by)
     series: dict[tuple, dict[Any, list[Any]]] = {}

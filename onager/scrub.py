@@ -17,8 +17,9 @@ with them, so every such text passes through `scrub_text` / `scrub_argv` /
 A secret-looking name contains TOKEN, SECRET, PASSW(ORD|D), PASSPHRASE or CREDENTIAL, has
 a word KEY (or one ending in APIKEY, PRIVATEKEY, ACCESSKEY, ...), a word starting with AUTH
 (not AUTHOR), or a word SIG / SIGNATURE / COOKIE (case-insensitive); an environment
-variable's name counts when it contains KEY anywhere. The task records that a task RUNS (tasks.sh, tasks.jsonl, jobs.json,
-wrapper.sh) are not metadata and keep the real text: a task must get its argv byte for byte.
+variable's name counts when it contains KEY anywhere. The task records that a task RUNS
+(tasks.sh, tasks.jsonl, jobs.json, wrapper.sh) are not metadata and keep the real text: a
+task must get its argv byte for byte.
 """
 from __future__ import annotations
 

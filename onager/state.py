@@ -50,7 +50,8 @@ def mark(launch_dir: str, task_id: int, kind: str, *fields: object) -> None:
             pass
 
 
-_NAME = re.compile(r"^(\d+)\.(start|end|cancel|lost)@(\d+(?:\.\d*)?)(?:@([^@\n]*))?(?:@(\d+(?:\.\d*)?))?$", re.M | re.ASCII)
+_NAME = re.compile(r"^(\d+)\.(start|end|cancel|lost)@(\d+(?:\.\d*)?)(?:@([^@\n]*))?(?:@(\d+(?:\.\d*)?))?$",
+                   re.M | re.ASCII)
 
 
 def read_states(launch_dir: str) -> dict[int, TaskState]:
@@ -65,7 +66,7 @@ def read_states(launch_dir: str) -> dict[int, TaskState]:
         return {}
     except OSError as exc:  # a file where the directory should be, unreadable, ...
         raise OnagerError(f"cannot read the task states in {LaunchPaths(launch_dir).state_dir} "
-                          f"({exc.strerror or exc}): fix or move it away, or launch the job again")
+                          f"({exc.strerror or exc}): fix or move it away, or launch the job again") from exc
     states: dict[int, TaskState] = {}
     get = states.get
     joined = "\n".join(names)

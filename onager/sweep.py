@@ -85,7 +85,7 @@ def check_text(text: str, what: str) -> str:
     except UnicodeEncodeError:
         shown = repr(text.encode("utf-8", "surrogateescape") if _escaped_bytes(text) else text)
         raise UsageError(f"{what} {shown} is not UTF-8 text: onager keeps commands as UTF-8; write such "
-                         "bytes as a bash escape inside the command text, e.g. +command \"prog $'\\xff'\"")
+                         "bytes as a bash escape inside the command text, e.g. +command \"prog $'\\xff'\"") from None
     return text
 
 
@@ -136,7 +136,7 @@ def _number(value: Any, what: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{what} needs numbers, got {value!r}")
+        raise UsageError(f"{what} needs numbers, got {value!r}") from None
     if number != number or number in (float("inf"), float("-inf")):
         raise UsageError(f"{what} needs finite numbers, got {value!r}")
     return number
@@ -324,7 +324,7 @@ def _distinct(rng: random.Random, total: int, k: int) -> Iterator[int]:
 
 def _expand(values: Any, what: str) -> tuple[list[str], Distribution | None]:
     """Plain values and finite generators -> texts; a lone distribution stays one."""
-    if isinstance(values, Values) or isinstance(values, (str, bytes, int, float)):
+    if isinstance(values, (Values, str, bytes, int, float)):
         values = [values]
     out: list[str] = []
     dist: Distribution | None = None

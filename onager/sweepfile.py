@@ -55,13 +55,13 @@ def _read(path: str) -> dict[str, Any]:
         try:
             loaded = json.loads(data.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path} is not valid JSON ({exc}); fix the file")
+            raise UsageError(f"{path} is not valid JSON ({exc}); fix the file") from exc
     else:
         toml = _toml_module()
         try:
             loaded = toml.loads(data.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:  # tomllib.TOMLDecodeError is a ValueError
-            raise UsageError(f"{path} is not valid TOML ({exc}); fix the file")
+            raise UsageError(f"{path} is not valid TOML ({exc}); fix the file") from exc
     if not isinstance(loaded, dict):
         raise UsageError(f"{path} must hold a table/object of settings (jobname, command, args...)")
     return loaded
@@ -76,7 +76,7 @@ def _toml_module() -> Any:
         return tomli
     except ImportError:
         raise UsageError("reading a .toml sweep file on Python < 3.11 needs tomli: "
-                         "pip install 'onager[toml]' (or write the sweep file as .json)")
+                         "pip install 'onager[toml]' (or write the sweep file as .json)") from None
 
 
 def _spec(value: Any, where: str) -> Any:

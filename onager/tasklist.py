@@ -54,7 +54,8 @@ class Tasklist:
             if not match:
                 raise UsageError(f"bad tasklist block {_shorten(block)} in {where}: {HELP}")
             if any(g is not None and len(g.lstrip("0")) > _MAX_DIGITS for g in match.groups()):
-                raise UsageError(f"bad tasklist block {_shorten(block)} in {where}: task ids and steps go up to {MAX_ID}")
+                raise UsageError(f"bad tasklist block {_shorten(block)} in {where}: task ids and steps go up to "
+                                 f"{MAX_ID}")
             start = int(match.group(1))
             stop = int(match.group(2)) if match.group(2) is not None else start
             step = int(match.group(3)) if match.group(3) is not None else 1

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from support import run_onager
@@ -589,7 +590,7 @@ def test_snapshot_moves_with_the_launch_dir(repo, env, tmp_path):
     write(os.path.join(moved, "code", "value.py"), 'print("moved")\n')
     ran = subprocess.run(["bash", os.path.join(moved, "wrapper.sh"), "1"], capture_output=True, text=True,
                          env=dict(os.environ, ONAGER_REMOTE_LAUNCH_DIR=moved))
-    assert ran.returncode == 0, open(os.path.join(moved, "logs", "1.err")).read()
+    assert ran.returncode == 0, Path(moved, "logs", "1.err").read_text()
     with open(os.path.join(moved, "logs", "1.out")) as handle:
         assert handle.read() == "old\nmoved\n"
 

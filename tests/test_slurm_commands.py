@@ -328,7 +328,8 @@ def test_node_script_failure_exit_code(project):
     with open(os.path.join(linfo.launch_dir, "tasks.sh"), "rb") as handle:
         assert b"echo task 2" in handle.read()
     write_groups(linfo.launch_dir, linfo.tasklist, 2)
-    text_ = node_script_text(linfo.launch_dir, 5, 2, SlurmBackend.index_variable).replace('bash "$D/wrapper.sh" "$id"', '(exit $id)')
+    text_ = node_script_text(linfo.launch_dir, 5, 2, SlurmBackend.index_variable).replace('bash "$D/wrapper.sh" '
+                                                                                          '"$id"', '(exit $id)')
     path = os.path.join(linfo.launch_dir, "node.sh")
     with open(path, "w") as handle:
         handle.write(text_)

@@ -19,7 +19,8 @@ from onager.sweep import Linspace, Logspace, LogUniform, RandInt, Range, Sweep, 
 
 def cli_jobfile(argv: list[str], path: str) -> bytes:
     """Run `onager prelaunch ARGV +jobfile PATH` in-process; the jobfile's bytes."""
-    prelaunch.run(argv + ["+jobfile", path, "+quiet"], out=open(os.devnull, "w"), err=open(os.devnull, "w"))
+    with open(os.devnull, "w") as out, open(os.devnull, "w") as err:
+        prelaunch.run(argv + ["+jobfile", path, "+quiet"], out=out, err=err)
     with open(path, "rb") as handle:
         return handle.read()
 
@@ -222,7 +223,7 @@ def test_cli_and_api_write_identical_jobfiles(case):
             assert handle.read() == cli
         entries = json.loads(cli)
         assert written.count == len(entries)
-        for key, (command, tag, params) in entries.items():
+        for _key, (command, _tag, _params) in entries.items():
             assert command.startswith("prog 'a b'")
             assert shlex.split(command)[:2] == ["prog", "a b"]
 

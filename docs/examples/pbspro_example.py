@@ -84,7 +84,7 @@ class PBSProExample(ArrayBackend):
         try:
             jobs = json.loads(text or "{}").get("Jobs", {})
         except (ValueError, AttributeError) as exc:
-            raise OnagerError(f"qstat -F json printed something that is not JSON ({exc})")
+            raise OnagerError(f"qstat -F json printed something that is not JSON ({exc})") from exc
         out: list[QueryEntry] = []
         for ident, info in jobs.items():
             match = re.fullmatch(r"(\d+)\[(\d+)\].*", ident)

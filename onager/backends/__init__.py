@@ -72,7 +72,7 @@ def backend_class(name: str) -> type[Backend]:
         try:
             module = importlib.import_module(BUILTIN[name])
         except ImportError as exc:
-            raise UsageError(f"backend {name!r} is not available in this onager ({exc})")
+            raise UsageError(f"backend {name!r} is not available in this onager ({exc})") from exc
         return module.BACKEND  # type: ignore[no-any-return]
     ep = _entry_points().get(name) if name and name.isprintable() else None
     if ep is None:
@@ -81,7 +81,7 @@ def backend_class(name: str) -> type[Backend]:
         loaded = ep.load()
     except Exception as exc:  # a plugin's own bug: name it, do not crash with its traceback
         raise UsageError(f"backend {name!r} ({ep.value}) cannot be loaded: {type(exc).__name__}: {exc}; "
-                         "reinstall or uninstall the package that provides it")
+                         "reinstall or uninstall the package that provides it") from exc
     cls = getattr(loaded, "BACKEND", loaded)
     from onager.backends.base import Backend
     if not (isinstance(cls, type) and issubclass(cls, Backend)):

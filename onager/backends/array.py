@@ -15,6 +15,7 @@ are parsed here too, so that every adapter reads them the same way.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import os
 import re
@@ -94,7 +95,7 @@ def positive(options: dict[str, Any], key: str, default: int | None = None) -> i
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise UsageError(f"bad --{key.replace('_', '-')} {value!r}: give a whole number")
+        raise UsageError(f"bad --{key.replace('_', '-')} {value!r}: give a whole number") from None
     if number < 1:
         raise UsageError(f"--{key.replace('_', '-')} must be at least 1 (got {number})")
     return number
@@ -107,7 +108,8 @@ def gpu_count(options: dict[str, Any]) -> str | None:
         return None
     text = str(value).strip()
     if not re.fullmatch(r"([A-Za-z0-9_.-]+:)?\d+", text, re.ASCII) or text.endswith(":0"):
-        raise UsageError(f"bad --gpus {value!r} for a cluster: give a count per task like 2 (or type:count like a100:2)")
+        raise UsageError(f"bad --gpus {value!r} for a cluster: give a count per task like 2 (or type:count like "
+                         "a100:2)")
     return text
 
 
@@ -144,7 +146,7 @@ def allocation(options: dict[str, Any], at_once: int,
             mem = mem_megabytes(options["mem_per_task"]) * at_once
         except UsageError:
             raise UsageError(f"bad --mem-per-task {options['mem_per_task']!r}: give a size like 4G, 500M "
-                             "or a number of GB like 2")
+                             "or a number of GB like 2") from None
     elif default_mem is not None:
         mem = mem_megabytes(default_mem)
     gpus = gpu_count(options)
@@ -413,10 +415,8 @@ class ArrayBackend(Backend):
         except BaseException:
             if job_ids:  # a split launch is all or nothing
                 for command in self.rollback_commands(job_ids):
-                    try:
+                    with contextlib.suppress(OnagerError):
                         run(command, retries=self.cancel_retries, transient=self.transient)
-                    except OnagerError:
-                        pass
             raise
         save_submissions(launch.launch_dir, self.name, tasks_per_node, submissions)
         return job_ids

@@ -176,9 +176,9 @@ def run(argv: Sequence[str], retries: int = 0, transient: Sequence[str] = (),
             proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True,
                                   text=True, timeout=timeout, env=env)
         except FileNotFoundError:
-            raise OnagerError(f"{argv[0]} not found: is this a machine where {argv[0]} is installed?")
+            raise OnagerError(f"{argv[0]} not found: is this a machine where {argv[0]} is installed?") from None
         except subprocess.TimeoutExpired:
-            raise OnagerError(f"{argv[0]} did not answer within {timeout:.0f} s")
+            raise OnagerError(f"{argv[0]} did not answer within {timeout:.0f} s") from None
         if proc.returncode == 0:
             return proc
         message = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}")

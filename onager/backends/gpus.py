@@ -47,9 +47,11 @@ def gpu_slots(options: dict[str, Any]) -> list[str] | None:
     if gpus is None:
         gpus = detect_gpus()
         if not gpus:
-            raise UsageError("--gpus-per-task given but no GPU found (CUDA_VISIBLE_DEVICES unset, no nvidia-smi): pass --gpus 0,1")
+            raise UsageError("--gpus-per-task given but no GPU found (CUDA_VISIBLE_DEVICES unset, no nvidia-smi): "
+                             "pass --gpus 0,1")
     if len(gpus) < per_task:
-        raise UsageError(f"--gpus-per-task {per_task} needs at least {per_task} GPUs, only {len(gpus)} given: {','.join(gpus)}")
+        raise UsageError(f"--gpus-per-task {per_task} needs at least {per_task} GPUs, only {len(gpus)} given: "
+                         f"{','.join(gpus)}")
     return gpu_groups(gpus, per_task)
 
 

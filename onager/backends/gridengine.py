@@ -210,7 +210,7 @@ def parse_qstat_xml(text: str) -> list[tuple[str, Tasklist, str]]:
     try:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
-        raise OnagerError(f"qstat -xml printed something that is not XML ({exc})")
+        raise OnagerError(f"qstat -xml printed something that is not XML ({exc})") from exc
     out = []
     for job in root.iter("job_list"):
         number = (job.findtext("JB_job_number") or "").strip()

@@ -87,8 +87,8 @@ class LocalBackend(Backend):
     def submit_commands(self, launch: LaunchInfo) -> list[list[str]]:
         slots = gpu_slots(self.options)
         width = max(1, min(self._width(), len(slots)) if slots else self._width())
-        return [["# local pool:", f"{launch.count} task{'' if launch.count == 1 else 's'} ({launch.tasklist}),", f"{width} at a time",
-                 launch.wrapper, "ID"]]
+        tasks = f"{launch.count} task{'' if launch.count == 1 else 's'} ({launch.tasklist}),"
+        return [["# local pool:", tasks, f"{width} at a time", launch.wrapper, "ID"]]
 
     def submit(self, launch: LaunchInfo) -> list[str]:
         slots = gpu_slots(self.options)

@@ -121,14 +121,11 @@ def stop_on_signals() -> Iterator[None]:
 
 def spawn_detached(module: str, launch_dir: str) -> int:
     """Start `python -m MODULE LAUNCH_DIR` in a session of its own (a --detach pool); its pid."""
-    log = open(os.path.join(launch_dir, "pool.log"), "ab")
-    try:
+    with open(os.path.join(launch_dir, "pool.log"), "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", module, launch_dir],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, close_fds=True,
                                 env=dict(os.environ, PYTHONPATH=_package_parent()))
-    finally:
-        log.close()
     return proc.pid
 
 
@@ -314,10 +311,8 @@ def kill_groups(pgids: Sequence[int], sig: int) -> None:
 
 
 def with_suppressed(fn, *args) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         fn(*args)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def raise_interrupt(signum, frame):

@@ -121,7 +121,7 @@ class SlurmBackend(ArrayBackend):
                                  f"{duration}): give a shorter --duration, or drop --debug")
             if partition in (None, ""):
                 partition = "gpu-debug" if gpus else "debug"
-        for key, flag, value in (("partition", "-p", partition), ("account", "-A", o.get("account")),
+        for _key, flag, value in (("partition", "-p", partition), ("account", "-A", o.get("account")),
                                  ("qos", "--qos", o.get("qos")), ("constraint", "-C", o.get("constraint"))):
             if value not in (None, ""):
                 args += [flag, str(value)]

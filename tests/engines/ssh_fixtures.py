@@ -1,6 +1,7 @@
 """Helpers for the ssh backend tests on real sshd instances (see ci/README.md)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -72,10 +73,8 @@ def kill_sshd(directory: str) -> list[int]:
     # keep running, as they would on a machine that is cut off from the network
     sshd = [p for p in victims if _comm(p).startswith("sshd")]
     for p in sshd:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return sshd
 
 

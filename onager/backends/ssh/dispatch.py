@@ -2,6 +2,7 @@
 (cancel requests, Ctrl-C, progress and the pool file come from onager.backends.pool)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import selectors
@@ -135,9 +136,9 @@ class Dispatcher:
     def _free_slot(self) -> tuple[_Host, int] | None:
         best = None
         for host in self.hosts:
-            if host.alive and host.checking is None and host.free:
-                if best is None or len(host.free) / len(host.slots) > len(best.free) / len(best.slots):
-                    best = host
+            if host.alive and host.checking is None and host.free and (
+                    best is None or len(host.free) / len(host.slots) > len(best.free) / len(best.slots)):
+                best = host
         if best is None:
             return None
         return best, best.free.pop(0)
@@ -149,8 +150,9 @@ class Dispatcher:
         nonce = secrets.token_hex(12)
         argv = ssh_base(self.options, slot // SESSIONS_PER_MASTER) + \
             [host.name, task_command(host.remote, task_id, nonce, host.slots[slot])]
-        out = open(os.path.join(self.launch_dir, "logs", f"{task_id}.out"), "ab", buffering=0)
-        err = open(os.path.join(self.launch_dir, "logs", f"{task_id}.err"), "ab", buffering=0)
+        # the task's log files live as long as its run: _finish closes them
+        out = open(os.path.join(self.launch_dir, "logs", f"{task_id}.out"), "ab", buffering=0)  # noqa: SIM115
+        err = open(os.path.join(self.launch_dir, "logs", f"{task_id}.err"), "ab", buffering=0)  # noqa: SIM115
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True, close_fds=True)
         run = _Run(task_id, host, slot, nonce, proc, out, err)
@@ -187,10 +189,8 @@ class Dispatcher:
             self.failed += 1
             self.failures.append((run.task_id, rc))
         run.host.free.append(run.slot)
-        try:
+        with contextlib.suppress(OSError):
             run.proc.stdin.close()  # the runner's watcher sees EOF: the channel can close
-        except OSError:
-            pass
 
     # ---------------------------------------------------------------- reading
     def _read(self, key: selectors.SelectorKey) -> None:
@@ -226,10 +226,8 @@ class Dispatcher:
             run.proc.kill()
             code = run.proc.wait()
         for stream in (run.proc.stdin, run.proc.stdout, run.proc.stderr, run.out, run.err):
-            try:
+            with contextlib.suppress(OSError):
                 stream.close()
-            except OSError:
-                pass
         self.active.remove(run)
         if run.ended:
             return
@@ -269,10 +267,8 @@ class Dispatcher:
             self.log(f"host {host.name} was lost; {len(suspects) + len(others)} of its running tasks "
                      f"will run elsewhere (up to --retries {self.retries} times)")
             for run in others:
-                try:
+                with contextlib.suppress(OSError):
                     run.proc.kill()
-                except OSError:
-                    pass
                 run.ended = True
             self._lose(host, suspects + others, "host-lost")
 
@@ -370,10 +366,8 @@ class Dispatcher:
         for run in list(self.active):
             if not run.ended:
                 mark(self.launch_dir, run.task_id, "cancel", "interrupted")
-            try:
+            with contextlib.suppress(OSError):
                 run.proc.kill()
-            except OSError:
-                pass
 
     def _cleanup(self) -> None:
         """Remove this launch's dir from every host it may have reached, except hosts known to be

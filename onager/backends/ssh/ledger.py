@@ -7,6 +7,7 @@ and the files matching `--fetch GLOB` are copied home; the note goes once the ho
 the removal."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -205,10 +206,8 @@ def remove_remote_dirs(options: dict[str, Any], entries: Sequence[tuple[str, str
             proc.wait()
             continue
         if code == 0:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            except FileNotFoundError:
-                pass
             removed.append((host, remote))
     return removed
 

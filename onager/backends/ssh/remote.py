@@ -54,7 +54,8 @@ def remote_dir_of(options: dict[str, Any], jobname: str, launch_id: str, host_ke
     elif base.startswith("~/"):
         base = base[2:] or "."
     elif base.startswith("~"):
-        raise UsageError(f"bad --remote-dir {base!r}: use ~/DIR, an absolute path, or a path relative to the remote home")
+        raise UsageError(f"bad --remote-dir {base!r}: use ~/DIR, an absolute path, or a path relative to the "
+                         "remote home")
     return f"{base.rstrip('/')}/{jobname}/{launch_id}/{host_key}"
 
 

@@ -2,6 +2,7 @@
 and per 8 slots), host probes, and the remote kill of process groups."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -29,7 +30,8 @@ if [ -r /proc/loadavg ]; then echo "load=$(cut -d' ' -f1-3 /proc/loadavg)";
 else echo "load=$(sysctl -n vm.loadavg 2>/dev/null | tr -d '{}')"; fi
 echo "bash=$(command -v bash)"
 if command -v nvidia-smi >/dev/null 2>&1; then
-  nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu --format=csv,noheader,nounits 2>/dev/null | sed 's/^/gpu=/'
+  nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu \
+    --format=csv,noheader,nounits 2>/dev/null | sed 's/^/gpu=/'
 fi
 echo "probe=ok"
 """
@@ -38,10 +40,8 @@ def control_dir() -> str:
     """A private, short directory for the master sockets (a unix socket path is ~100 chars max)."""
     base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
     path = os.path.join(base, f"onager-ssh-{os.getuid()}")
-    try:
+    with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
     st = os.lstat(path)
     if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         raise OnagerError(f"{path} is not a private directory of yours (mode 700): remove it and retry")
@@ -87,7 +87,8 @@ def ssh_master_run(options: dict[str, Any], host: str, command: str, group: int 
                                   stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=timeout)
             code = proc.returncode
         except FileNotFoundError:
-            raise OnagerError("ssh not found: install the OpenSSH client (the ssh backend calls the system ssh)")
+            raise OnagerError("ssh not found: install the OpenSSH client (the ssh backend calls the system "
+                              "ssh)") from None
         except subprocess.TimeoutExpired:
             code = 255
             err.write(f"no answer within {timeout:.0f} s".encode())
