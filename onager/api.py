@@ -188,7 +188,11 @@ def _launch_actions() -> dict[str, argparse.Action]:
     """The launch options of the CLI by destination: the names launch() accepts."""
     from onager.cli import GENERIC, build_parser
     parser = build_parser(only="launch")
-    sub = parser._subparsers._group_actions[0].choices["launch"]  # type: ignore[union-attr]
+    group = parser._subparsers
+    assert group is not None
+    subparsers = group._group_actions[0]
+    assert isinstance(subparsers, argparse._SubParsersAction)
+    sub = subparsers.choices["launch"]
     return {a.dest: a for a in sub._actions if a.dest not in GENERIC and a.dest != "help"}
 
 
@@ -210,7 +214,7 @@ def _options(backend: str, given: dict[str, Any], venv: str | None) -> tuple[dic
         if dest in actions and dest not in merged:
             action = actions[dest]
             try:
-                converted = action.type(value) if action.type else value
+                converted = action.type(value) if callable(action.type) else value
             except (TypeError, ValueError):
                 raise UsageError(f"config value {key}={value!r} for {backend} is not valid; fix it with onager "
                                  "config --write") from None

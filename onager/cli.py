@@ -324,7 +324,7 @@ class _NamedOutput:
 
 def _silence_stdout(original: Any) -> None:
     """After stdout failed, point it at /dev/null so the flush at exit cannot fail again."""
-    if original is sys.__stdout__:
+    if original is sys.__stdout__ and original is not None:
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, original.fileno())

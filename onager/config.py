@@ -27,10 +27,13 @@ def local_path(root: str = ".") -> str:
     return os.path.join(root, ONAGER_DIR, "config")
 
 
+class _CaseKeepingParser(configparser.ConfigParser):
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr  # keys keep their case
+
+
 def _parser() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.optionxform = str  # keys keep their case
-    return parser
+    return _CaseKeepingParser(interpolation=None)
 
 
 def _load(path: str) -> configparser.ConfigParser:
@@ -46,9 +49,10 @@ def _load(path: str) -> configparser.ConfigParser:
 def _decode(value: str) -> str:
     if value.startswith('json:"'):
         try:
-            return json.loads(value[5:])
+            decoded = json.loads(value[5:])
         except ValueError:
             return value
+        return decoded if isinstance(decoded, str) else value  # 'json:"' starts a JSON string
     return value
 
 
@@ -68,7 +72,7 @@ def _encode(value: str) -> str:
 def read_section(section: str, root: str = ".", which: str | None = None) -> dict[str, str]:
     """Merged values of one section (global, then local on top)."""
     values: dict[str, str] = {}
-    paths = {"global": [global_path()], "local": [local_path(root)]}.get(which, [global_path(), local_path(root)])
+    paths = {"global": [global_path()], "local": [local_path(root)]}.get(which or "", [global_path(), local_path(root)])
     for path in paths:
         parser = _load(path)
         if parser.has_section(section):
@@ -79,7 +83,7 @@ def read_section(section: str, root: str = ".", which: str | None = None) -> dic
 def read_all(root: str = ".", which: str | None = None) -> list[tuple[str, str, str, str]]:
     """(file, section, key, value) rows for `onager config --read`."""
     rows = []
-    paths = {"global": [global_path()], "local": [local_path(root)]}.get(which, [global_path(), local_path(root)])
+    paths = {"global": [global_path()], "local": [local_path(root)]}.get(which or "", [global_path(), local_path(root)])
     for path in paths:
         parser = _load(path)
         for section in parser.sections():

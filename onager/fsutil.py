@@ -12,12 +12,12 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
 
 @contextlib.contextmanager
 def atomic_writer(path: str, mode: str = "w", encoding: str = "utf-8",
-                  buffering: int = 1 << 20) -> Iterator[IO]:
+                  buffering: int = 1 << 20) -> Iterator[IO[Any]]:
     """Yield a file that replaces `path` by rename only when the block ends cleanly.
 
     A symlink is followed (the file it points to is replaced, the link stays), and the
@@ -34,7 +34,7 @@ def atomic_writer(path: str, mode: str = "w", encoding: str = "utf-8",
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp",
                                dir=directory)
     try:
-        kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
+        kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
         with os.fdopen(fd, mode, buffering=buffering, **kwargs) as handle:
             yield handle
             handle.flush()

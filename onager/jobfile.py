@@ -30,8 +30,8 @@ def jobfile_path(jobname: str, jobfile: str | None = None) -> str:
     return (jobfile or DEFAULT_JOBFILE).replace("{jobname}", jobname)
 
 
-def write_jobfile(path: str, lines: Iterable, keep: Iterable[JobEntry] = (),
-                  echo: TextIO | None = None, chunks: Iterable | None = None) -> int:
+def write_jobfile(path: str, lines: Iterable[Any], keep: Iterable[JobEntry] = (),
+                  echo: TextIO | None = None, chunks: Iterable[tuple[int, str]] | None = None) -> int:
     """Atomically replace `path` with `keep` entries, then `lines` (sweep.Line) or ready
     `chunks` ((count, text) blocks from Sweep.chunks); returns the number of tasks."""
     count = 0
@@ -77,9 +77,9 @@ def _remove_stale_temps(path: str, older_than: float = 60.0) -> None:
                 pass
 
 
-def _line_chunks(lines: Iterable, echo: TextIO | None, size: int = 4096) -> Iterable:
-    block: list = []
-    commands: list = []
+def _line_chunks(lines: Iterable[Any], echo: TextIO | None, size: int = 4096) -> Iterable[tuple[int, str]]:
+    block: list[str] = []
+    commands: list[str] = []
     for line in lines:
         block.append(f'"{line.id}": ["{line.command_json}", "{line.tag_json}", {{{line.params_json}}}]')
         if echo is not None:

@@ -318,8 +318,8 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         try:
             from onager import provenance
         except ImportError:
-            provenance = None
-        if provenance is not None:
+            pass
+        else:
             provenance.check_launch(workdir, options, root)  # --require-clean, snapshot size: refuse as a launch would
         seen: set[int] = set()
         ids = []
@@ -450,7 +450,8 @@ def _provenance_hook(launch_dir: str, workdir: str, options: dict[str, Any], **c
 
 def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
     """Options as launch.json and the index record them: credentials scrubbed (onager.scrub)."""
-    return scrub_value(json.loads(json.dumps(options, default=str)))
+    scrubbed: dict[str, Any] = scrub_value(json.loads(json.dumps(options, default=str)))
+    return scrubbed
 
 
 def submit(backend: Backend, info: LaunchInfo, root: str = ".") -> LaunchRecord:

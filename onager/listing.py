@@ -88,9 +88,10 @@ def _rows(args: argparse.Namespace, index: JobIndex, damaged: list[str] | None =
     warning (its key goes into `damaged`), so the other jobs still list."""
     records = select_records(index, getattr(args, "jobname", None), getattr(args, "jobid", None),
                              getattr(args, "launch", None), latest_only=getattr(args, "latest", False))
-    wanted = Tasklist.parse(args.tasklist) if getattr(args, "tasklist", None) else None
-    if wanted is not None and len(wanted.blocks) > 64:
-        wanted = set(wanted)
+    tasklist = Tasklist.parse(args.tasklist) if getattr(args, "tasklist", None) else None
+    wanted: Tasklist | set[int] | None = tasklist
+    if tasklist is not None and len(tasklist.blocks) > 64:
+        wanted = set(tasklist)
     statuses = _statuses(args.status) if getattr(args, "status", None) else None
 
     def skipped(record: LaunchRecord, why: str) -> None:

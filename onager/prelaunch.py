@@ -405,18 +405,20 @@ def run(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> 
     if args.help:
         out.write(HELP)
         return 0
+    jobname = args.jobname
+    assert jobname is not None  # parse() refuses a missing +jobname
     for warning in args.sweep.warnings:
         err.write(f"onager: warning: {warning}\n")
     if args.dry_run:
-        path = jobfile_path(args.jobname, args.jobfile)
+        path = jobfile_path(jobname, args.jobfile)
         start = 1
         if args.append and os.path.exists(path):
             start = max((e.id for e in iter_jobfile(path)), default=0) + 1
-        for line in args.sweep.lines(args.jobname, start):
+        for line in args.sweep.lines(jobname, start):
             if not args.quiet:
                 out.write(line.command + "\n")
         return 0
-    written = args.sweep.write(args.jobname, args.jobfile, args.append, echo=None if args.quiet else out)
+    written = args.sweep.write(jobname, args.jobfile, args.append, echo=None if args.quiet else out)
     path, count, new = written.path, written.count, written.added
     if args.append and written.existed:
         err.write(f"Prelaunched {new} more jobs for {args.jobname} ({count} in all) in {path}.\n")

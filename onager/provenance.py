@@ -280,13 +280,13 @@ def git_state(workdir: str, git: Git | None = None, want_diff: bool = True) -> G
     info["remotes"] = remotes
     info["remote_url"] = remotes.get("origin") or (next(iter(remotes.values())) if remotes else None)
 
-    out, error = git.run("status", "--porcelain=v1", "-z", "--untracked-files=all")
-    if out is None:
+    status, error = git.run("status", "--porcelain=v1", "-z", "--untracked-files=all")
+    if status is None:
         errors.append(error)
         info["dirty"] = None
     else:
         state.status_known = True
-        state.changed, state.untracked = _parse_status(out)
+        state.changed, state.untracked = _parse_status(status)
         info["dirty"] = bool(state.changed)
         info["changed"] = state.changed
         info["untracked_count"] = len(state.untracked)

@@ -555,9 +555,11 @@ def plot_series(table: Table, metric: str, x: str, by: Sequence[str]
     for key in sorted(series, key=lambda k: [(_missing(v), _order_key(v)) for v in k]):
         points = series[key]
         xs = sorted(points, key=lambda v: (_missing(v), _order_key(v)))
-        means, stds = [], []
+        means: list[float] = []
+        stds: list[float] = []
         for xv in xs:
             mean, std, _ = mean_std(points[xv])
+            assert mean is not None  # every point is a number (filtered above)
             means.append(mean)
             stds.append(std or 0.0)
         out.append((labels[key], xs, means, stds))

@@ -392,7 +392,7 @@ class Written(NamedTuple):
     whether it replaced or extended an existing file."""
 
     path: str
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count; a public field name since 0.2
     added: int
     existed: bool
 
@@ -589,6 +589,7 @@ class Sweep:
         if self.sample_count is None:
             if randoms:
                 d = randoms[0]
+                assert d.dist is not None
                 raise UsageError(f"{d.dist.spelling} ({d.label}) draws random values: add +sample N "
                                  "(random search), or use +linspace/+logspace/+range for a grid")
         elif not randoms:
@@ -699,7 +700,7 @@ class Sweep:
         tagging = self.tag_name is not None
         tag_prefix = tag_json_prefix = ""
         width = 0
-        if tagging:
+        if self.tag_name is not None:
             tag_arg = " " + quote(self.tag_name) + " "
             tag_arg_json = _js(tag_arg)
             if self.tag_number:
@@ -758,7 +759,7 @@ class Sweep:
         total = 1
         for axis in all_axes:
             total *= len(axis)
-        tag_arg = " " + quote(self.tag_name) + " " if tagging else ""
+        tag_arg = " " + quote(self.tag_name) + " " if self.tag_name is not None else ""
         if tagging and self.tag_number:
             prefix, width = jobname + "_", len(str(start_id + total - 1))
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from typing import Any
 
 INDEX_WIDTH = 24  # "%013d %09d\n": byte offset and length of a task's record
 #: where a task id comes from when the wrapper gets none as $1 and the backend names no
@@ -30,7 +31,7 @@ def index_record(offset: int, length: int) -> bytes:
     return b"%013d %09d\n" % (offset, length)
 
 
-def task_record(task_id: int, command: str, tag: str, params_env: dict) -> str:
+def task_record(task_id: int, command: str, tag: str, params_env: dict[str, Any]) -> str:
     """Shell assignments for one task, every value quoted with shlex."""
     lines = [f"ONAGER_TASK_ID={task_id}", f"ONAGER_TAG={shlex.quote(tag)}",
              f"ONAGER_COMMAND={shlex.quote(command)}"]

@@ -54,7 +54,8 @@ def _entry_points() -> dict[str, Any]:
         try:
             found = metadata.entry_points(group=ENTRY_POINT_GROUP)  # type: ignore[call-arg]
         except TypeError:  # Python 3.9: no selection by group
-            found = metadata.entry_points().get(ENTRY_POINT_GROUP, [])  # type: ignore[attr-defined]
+            # Python 3.9's entry_points() is a dict; the checked stubs (3.10+) say otherwise
+            found = metadata.entry_points().get(ENTRY_POINT_GROUP, [])  # type: ignore[attr-defined,arg-type]
         _plugins = {}
         for ep in found:
             _plugins.setdefault(ep.name, ep)

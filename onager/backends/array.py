@@ -438,13 +438,13 @@ class ArrayBackend(Backend):
         except OnagerError:
             return {r.key: None for r in records}
         for job_id, indexes, state in entries:
-            mapper = owners.get(job_id)
-            if mapper is None or state is None:
+            owner = owners.get(job_id)
+            if owner is None or state is None:
                 continue
-            answer = out[mapper.record.key]
+            answer = out[owner.record.key]
             assert answer is not None
             for index in indexes:
-                for task_id in mapper.task_ids(job_id, index):
+                for task_id in owner.task_ids(job_id, index):
                     # a task shown twice (e.g. being deleted) keeps its most telling state
                     if answer.get(task_id) != STUCK:
                         answer[task_id] = state

@@ -83,7 +83,7 @@ def refuse_foreign_options(backend: str, options: dict[str, Any], own: Sequence[
             continue
         where = " or ".join(owners)
         if key == "extra":
-            words = " ".join(str(v) for v in value)
+            words = " ".join(str(v) for v in value or ())
             raise UsageError(f"{backend} has no {lacks} ({words}); drop them or use --backend {where}")
         flag = "--" + key.replace("_", "-")
         raise UsageError(f"{backend} has no {lacks}; drop {flag} or use --backend {where}")
@@ -168,7 +168,7 @@ def cluster_setting(argv: Sequence[str], pattern: str, default: int, retries: in
 
 
 def run(argv: Sequence[str], retries: int = 0, transient: Sequence[str] = (),
-        timeout: float | None = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        timeout: float | None = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a scheduler command; retry on transient errors; raise with its own message."""
     delay = 1.0
     for attempt in range(retries + 1):

@@ -123,8 +123,12 @@ class SshBackend(Backend):
         self.failed = 0
         self.probed: list[HostInfo] | None = None
 
-    def check_options(self) -> list[HostSpec]:
+    def check_options(self) -> None:
         """Refuse bad ssh options with one line (called before anything is written, and by submit_commands)."""
+        self._checked_hosts()
+
+    def _checked_hosts(self) -> list[HostSpec]:
+        """check_options, and the parsed --hosts."""
         super().check_options()
         specs = parse_hosts(self.options.get("hosts"))
         config = self.options.get("ssh_config")
@@ -143,7 +147,7 @@ class SshBackend(Backend):
         return specs
 
     def submit_commands(self, launch: LaunchInfo) -> list[list[str]]:
-        specs = self.check_options()
+        specs = self._checked_hosts()
         out = []
         for spec in specs:
             remote = remote_dir_of(self.options, launch.jobname, launch.launch_id, spec.key)

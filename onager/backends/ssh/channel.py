@@ -13,7 +13,7 @@ from onager.backends.ssh.transport import HostInfo
 class _MarkerFilter:
     """Copies a channel to a log file, taking out the runner's `NONCE word value` lines."""
 
-    def __init__(self, nonce: str, sink: Callable[[bytes], None], on_event: Callable[[str, str], None]):
+    def __init__(self, nonce: str, sink: Callable[[bytes], object], on_event: Callable[[str, str], None]):
         self.tag = nonce.encode() + b" "
         self.sink = sink
         self.on_event = on_event
@@ -63,7 +63,7 @@ class _Host:
     slots: list[str | None]          # CUDA_VISIBLE_DEVICES per slot
     free: list[int] = field(default_factory=list)
     alive: bool = True
-    checking: subprocess.Popen | None = None
+    checking: subprocess.Popen[bytes] | None = None
     suspects: list[_Run] = field(default_factory=list)
     start_failures: int = 0
 
@@ -80,7 +80,7 @@ class _Run:
     host: _Host
     slot: int
     nonce: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     out: IO[bytes]
     err: IO[bytes]
     filters: dict[int, Any] = field(default_factory=dict)

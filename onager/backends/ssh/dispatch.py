@@ -37,7 +37,7 @@ class Dispatcher:
     """Keeps every host filled up to its slots until each task has run once."""
 
     def __init__(self, launch_dir: str, jobname: str, launch_id: str, ids: Sequence[int],
-                 options: dict[str, Any], progress: bool = False, log: Callable[[str], None] = None):
+                 options: dict[str, Any], progress: bool = False, log: Callable[[str], None] | None = None):
         self.launch_dir = launch_dir
         self.jobname = jobname
         self.launch_id = launch_id
@@ -53,7 +53,7 @@ class Dispatcher:
         self.runs: dict[int, _Run] = {}            # fd -> run (both fds of a run)
         self.active: list[_Run] = []
         self.selector = selectors.DefaultSelector()
-        self.helpers: list[subprocess.Popen] = []
+        self.helpers: list[subprocess.Popen[bytes]] = []
         self.done = self.failed = self.cancelled = self.lost = 0
         self.failures: list[tuple[int, int]] = []
         self.lost_ids: list[int] = []
@@ -155,10 +155,14 @@ class Dispatcher:
         err = open(os.path.join(self.launch_dir, "logs", f"{task_id}.err"), "ab", buffering=0)  # noqa: SIM115
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True, close_fds=True)
+        assert proc.stdout is not None and proc.stderr is not None  # PIPE
         run = _Run(task_id, host, slot, nonce, proc, out, err)
         self.attempts[task_id] = self.attempts.get(task_id, 0) + 1
-        run.filters[proc.stdout.fileno()] = _MarkerFilter(nonce, out.write,
-                                                          lambda word, value, r=run: self._event(r, word, value))
+
+        def on_event(word: str, value: str, r: _Run = run) -> None:
+            self._event(r, word, value)
+
+        run.filters[proc.stdout.fileno()] = _MarkerFilter(nonce, out.write, on_event)
         run.filters[proc.stderr.fileno()] = None
         for stream in (proc.stdout, proc.stderr):
             os.set_blocking(stream.fileno(), False)
@@ -189,14 +193,15 @@ class Dispatcher:
             self.failed += 1
             self.failures.append((run.task_id, rc))
         run.host.free.append(run.slot)
-        with contextlib.suppress(OSError):
-            run.proc.stdin.close()  # the runner's watcher sees EOF: the channel can close
+        if run.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                run.proc.stdin.close()  # the runner's watcher sees EOF: the channel can close
 
     # ---------------------------------------------------------------- reading
     def _read(self, key: selectors.SelectorKey) -> None:
         run: _Run = key.data
         stream = key.fileobj
-        fd = stream.fileno()
+        fd = stream if isinstance(stream, int) else stream.fileno()
         try:
             data = os.read(fd, 1 << 16)
         except BlockingIOError:
@@ -226,8 +231,9 @@ class Dispatcher:
             run.proc.kill()
             code = run.proc.wait()
         for stream in (run.proc.stdin, run.proc.stdout, run.proc.stderr, run.out, run.err):
-            with contextlib.suppress(OSError):
-                stream.close()
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
         self.active.remove(run)
         if run.ended:
             return

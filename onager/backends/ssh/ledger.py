@@ -91,6 +91,7 @@ def fetch_home(options: dict[str, Any], ledger: str, host: str, remote: str,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     except (OSError, OnagerError) as exc:
         return str(exc)
+    assert proc.stdout is not None  # PIPE
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     try:

@@ -112,6 +112,7 @@ def setup_host(options: dict[str, Any], host: str, launch_dir: str, remote: str)
     wrapper = host_wrapper(launch_dir)
     proc = subprocess.Popen(ssh_base(options) + [host, setup_command(remote)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None  # PIPE
     result: dict[str, bytes] = {}
 
     def drain(name: str, stream: IO[bytes]) -> None:
@@ -130,9 +131,9 @@ def setup_host(options: dict[str, Any], host: str, launch_dir: str, remote: str)
                 tar.addfile(member, io.BytesIO(data))
             for name in ("tasks.sh", "tasks.idx"):
                 tar.add(os.path.join(launch_dir, name), arcname=name)
-            code = os.path.join(launch_dir, "code")
-            if os.path.isdir(code):  # a --snapshot: the frozen code goes once per host
-                tar.add(code, arcname="code")
+            code_dir = os.path.join(launch_dir, "code")
+            if os.path.isdir(code_dir):  # a --snapshot: the frozen code goes once per host
+                tar.add(code_dir, arcname="code")
         proc.stdin.close()
     except (BrokenPipeError, OSError):
         pass
