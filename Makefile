@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv engines stop-engines bench mnist mnist-deps plot-deps clean
+.PHONY: demo test lint venv engines stop-engines bench mnist mnist-deps plot-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/quickstart/demo.sh
 
-## install everything the tests need in .venv and run them
-test: $(STAMP)
+## ruff and mypy, with the settings in pyproject.toml: any finding fails `make test`
+lint: $(STAMP)
+	$(BIN)/python -m ruff check
+	$(BIN)/python -m mypy
+
+## install everything the tests need in .venv, lint, and run the tests
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 ## start real Slurm, Son of Grid Engine and two sshd on localhost (root, Debian 12)
@@ -39,7 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/snapshot_bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
 
 PLOT_STAMP := $(VENV)/.plot-installed
 $(PLOT_STAMP): $(STAMP)

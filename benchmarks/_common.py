@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import time
-from typing import List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def timed(argv: List[str], cwd: Optional[str] = None, env: Optional[dict] = None,
-          ours: bool = True) -> Tuple[float, float]:
+def timed(argv: list[str], cwd: str | None = None, env: dict | None = None,
+          ours: bool = True) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one child process run to completion."""
     full_env = dict(os.environ, PYTHONPATH=ROOT) if ours else {
         k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -32,7 +30,7 @@ def timed(argv: List[str], cwd: Optional[str] = None, env: Optional[dict] = None
     return wall, usage.ru_maxrss / 1024.0
 
 
-def onager_argv() -> List[str]:
+def onager_argv() -> list[str]:
     return [sys.executable, "-m", "onager"]
 
 

@@ -58,7 +58,7 @@ def main() -> int:
         t_small = per_task(small, 10)
         t_big = per_task(big, 1_000_000)
         t_small = min(t_small, per_task(small, 10))
-        report("wrapper: start to end of a task running `true` (median of %d)" % RUNS, {
+        report(f"wrapper: start to end of a task running `true` (median of {RUNS})", {
             "10 tasks": f"{t_small * 1000:.2f} ms",
             "1,000,000 tasks": f"{t_big * 1000:.2f} ms",
             "ratio 1M / 10": f"{t_big / t_small:.2f}  (target <= 1.5)",

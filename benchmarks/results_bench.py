@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -64,7 +63,7 @@ def fabricate(directory: str, tasks: int) -> None:
         os.chdir(cwd)
 
 
-def time_cli(directory: str, args: list, repeat: int) -> Tuple[float, float]:
+def time_cli(directory: str, args: list, repeat: int) -> tuple[float, float]:
     """Median wall time and CPU time (user+sys) of `python -m onager results ...`, start-up included.
 
     CPU time is the figure to compare on a busy machine, where wall time also counts waiting.
@@ -75,7 +74,7 @@ def time_cli(directory: str, args: list, repeat: int) -> Tuple[float, float]:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "onager", "results", JOB, *args], cwd=directory, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                              capture_output=True, stdin=subprocess.DEVNULL)
         walls.append(time.perf_counter() - start)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -88,7 +87,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=100_000, help="a multiple of 100 (lr x bs x seed)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--keep", default=None, help="build in this directory and keep it (reused when it already holds the launch)")
+    parser.add_argument("--keep", default=None, help="build in this directory and keep it (reused when it already "
+                                                     "holds the launch)")
     args = parser.parse_args()
     directory = args.keep or tempfile.mkdtemp(prefix="onager-results-bench-")
     os.makedirs(directory, exist_ok=True)

@@ -112,9 +112,10 @@ def main() -> int:
 
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                    ONAGER_GLOBAL_CONFIG=os.path.join(tmp, "global.onagerconfig"))
-        for label, extra in (("onager launch (1 task), no snapshot", []), ("onager launch --snapshot (1 task)", ["--snapshot"])):
+        for label, extra in (("onager launch (1 task), no snapshot", []),
+                             ("onager launch --snapshot (1 task)", ["--snapshot"])):
             runs = []
-            for i in range(args.repeat):
+            for _i in range(args.repeat):
                 start = time.perf_counter()
                 subprocess.run([sys.executable, "-m", "onager", "launch", "--backend", "local", "--jobname",
                                 f"b{len(extra)}", "--command", "true", "-q", *extra], cwd=repo, env=env, check=True,

@@ -15,8 +15,9 @@ listing.py, results.py); the CLI only parses arguments and prints. Errors are ra
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
@@ -48,16 +49,16 @@ class Launch:
         """Where its tasks, states and logs are (onager.layout)."""
         return LaunchPaths(self.record.launch_dir)
 
-    def rows(self, tasks: Optional[Union[str, Sequence[int]]] = None) -> List[Any]:
+    def rows(self, tasks: str | Sequence[int] | None = None) -> list[Any]:
         """Every task as `onager list` shows it (status.TaskRow: status, exit code, times, tag, command, params)."""
         from onager.status import task_rows
         return task_rows([self.record], _tasks(tasks))
 
-    def statuses(self, tasks: Optional[Union[str, Sequence[int]]] = None) -> Dict[int, str]:
+    def statuses(self, tasks: str | Sequence[int] | None = None) -> dict[int, str]:
         """Task id -> pending | running | done | failed | cancelled | lost | error | unknown."""
         return {row.task_id: row.status for row in self.rows(tasks)}
 
-    def wait(self, timeout: Optional[float] = None, interval: float = 1.0) -> Dict[int, str]:
+    def wait(self, timeout: float | None = None, interval: float = 1.0) -> dict[int, str]:
         """Block until no task is pending or running; the final statuses (as `onager wait`).
 
         Raises TimeoutError after `timeout` seconds with tasks still unfinished.
@@ -83,14 +84,15 @@ class Launch:
         try:
             import pandas
         except ImportError:
-            raise OnagerError("results(frame=True) needs pandas: pip install pandas, or use results() for a list of dicts")
+            raise OnagerError("results(frame=True) needs pandas: pip install pandas, or use results() for a list "
+                              "of dicts") from None
         return pandas.DataFrame(rows, columns=table.columns)
 
     def results_frame(self) -> Any:
         """results(frame=True): a pandas DataFrame."""
         return self.results(frame=True)
 
-    def cancel(self, tasks: Optional[Union[str, Sequence[int]]] = None) -> List[int]:
+    def cancel(self, tasks: str | Sequence[int] | None = None) -> list[int]:
         """Cancel the launch's unfinished tasks (or only `tasks`, e.g. "2-3" or [2, 3]);
         the ids asked for when something was still unfinished, else []."""
         from onager.listing import cancel_records
@@ -99,7 +101,7 @@ class Launch:
         return [] if done[0].finished else list(done[0].tasks)
 
 
-def _tasks(tasks: Optional[Union[str, Sequence[int]]]) -> Optional[Tasklist]:
+def _tasks(tasks: str | Sequence[int] | None) -> Tasklist | None:
     if tasks is None:
         return None
     if isinstance(tasks, str):
@@ -107,14 +109,14 @@ def _tasks(tasks: Optional[Union[str, Sequence[int]]]) -> Optional[Tasklist]:
     return Tasklist.from_ids(int(t) for t in tasks)
 
 
-def launches(jobname: str, root: str = ".") -> List[Launch]:
+def launches(jobname: str, root: str = ".") -> list[Launch]:
     """Every recorded launch of a job, oldest first."""
     return [Launch(r.jobname, r.launch_id, r.backend, root) for r in JobIndex(root).for_job(jobname)]
 
 
-def launch(job: Union[str, Sweep], backend: Optional[str] = None, *, jobname: Optional[str] = None,
-           tasklist: Optional[str] = None, jobfile: Optional[str] = None, command: Optional[str] = None,
-           workdir: Optional[str] = None, venv: Optional[str] = None, **options: Any) -> Launch:
+def launch(job: str | Sweep, backend: str | None = None, *, jobname: str | None = None,
+           tasklist: str | None = None, jobfile: str | None = None, command: str | None = None,
+           workdir: str | None = None, venv: str | None = None, **options: Any) -> Launch:
     """Launch a prelaunched job (its name) or a Sweep (written to its jobfile first, as
     `onager prelaunch` does; give `jobname`); returns the recorded Launch.
 
@@ -164,7 +166,7 @@ def launch(job: Union[str, Sweep], backend: Optional[str] = None, *, jobname: Op
     return Launch(record.jobname, record.launch_id, record.backend, os.getcwd())
 
 
-def cli_argv(jobname: str, backend: str, options: Dict[str, Any], **generic: Any) -> List[str]:
+def cli_argv(jobname: str, backend: str, options: dict[str, Any], **generic: Any) -> list[str]:
     """The `onager launch` command line that does what this call does: launch.json and
     provenance record it, and credentials in it are scrubbed word by word as for the CLI
     (`extra=["--comment", "password=x"]` must not reach disk as one Python repr)."""
@@ -181,7 +183,7 @@ def cli_argv(jobname: str, backend: str, options: Dict[str, Any], **generic: Any
     return argv
 
 
-def _options(backend: str, given: Dict[str, Any], venv: Optional[str]) -> Tuple[Dict[str, Any], Optional[str]]:
+def _options(backend: str, given: dict[str, Any], venv: str | None) -> tuple[dict[str, Any], str | None]:
     """`given` over the backend's onager config section, as the CLI resolves them (one place:
     `onager.options.resolve`)."""
     from onager import options as optionsmod

@@ -13,7 +13,6 @@ import sys
 from typing import Any
 
 
-
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "clean", help="remove the partial launch directories that interrupted launches of a job left",

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from onager import __version__
 from onager.errors import OnagerError, UsageError
 
 # commands implemented in their own modules: name -> module with add_parser() and run()
-EXTRA_COMMANDS: Dict[str, str] = {
+EXTRA_COMMANDS: dict[str, str] = {
     "results": "onager.results_cli",
     "show": "onager.provenance_cli",
     "hosts": "onager.hosts_cli",
@@ -22,7 +23,7 @@ KNOWN_COMMANDS = ("launch", "list", "cancel", "wait", "logs", "config", "results
 
 # modules adding launch options that every backend shares (add_launch_arguments(parser));
 # their LAUNCH_OPTIONS declare them for config defaults (see onager.options)
-LAUNCH_OPTION_MODULES: List[str] = ["onager.provenance"]
+LAUNCH_OPTION_MODULES: list[str] = ["onager.provenance"]
 
 LAUNCH_EXAMPLES = """examples:
   onager launch --backend local --jobname exp1 --max-tasks 4
@@ -60,7 +61,7 @@ GENERIC = {"backend", "jobname", "command", "jobfile", "tasklist", "venv", "work
            "quiet", "subcommand", "extra", "func"}
 
 
-def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (`only`) just what one command needs: `list` then imports no
     backend or feature module, which keeps it quick on big launches."""
     def want(name: str) -> bool:
@@ -81,7 +82,8 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     if want("list"):
         p = sub.add_parser("list", help="one row per task: status, exit code, elapsed, tag, command",
                            epilog="examples:\n  onager list\n  onager list --jobname exp1 --status failed\n"
-                                  "  onager list --summary\n  onager list --jobid 13438569 --tasklist 1-3 --hide command",
+                                  "  onager list --summary\n  onager list --jobid 13438569 --tasklist 1-3 --hide "
+                                  "command",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--jobname", "-n", default=None, help="only this job")
         p.add_argument("--jobid", "-j", default=None, help="only this scheduler job id (or launch id)")
@@ -99,7 +101,8 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
 
     if want("cancel"):
         p = sub.add_parser("cancel", help="cancel tasks of a launch through its backend",
-                           epilog="examples:\n  onager cancel --jobname exp1\n  onager cancel --jobname exp1 --tasklist 3-5\n"
+                           epilog="examples:\n  onager cancel --jobname exp1\n  onager cancel --jobname exp1 "
+                                  "--tasklist 3-5\n"
                                   "  onager cancel --backend slurm --jobid 13438569 --tasklist 1-3:1,5,8-9",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--jobname", "-n", default=None, help="cancel the latest launch of this job")
@@ -112,7 +115,8 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
 
     if want("wait"):
         p = sub.add_parser("wait", help="block until a launch has finished; exit 0 only if every task succeeded",
-                           epilog="examples:\n  onager wait --jobname exp1\n  onager wait --jobname exp1 --timeout 3600",
+                           epilog="examples:\n  onager wait --jobname exp1\n  onager wait --jobname exp1 "
+                                  "--timeout 3600",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--jobname", "-n", default=None, help="the job (default: every job's latest launch)")
         p.add_argument("--launch", default=None, help="a launch id of the job (default: the latest)")
@@ -122,7 +126,8 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
 
     if want("logs"):
         p = sub.add_parser("logs", help="print a task's output",
-                           epilog="examples:\n  onager logs exp1 5\n  onager logs exp1 5 --err\n  onager logs exp1 5 --follow",
+                           epilog="examples:\n  onager logs exp1 5\n  onager logs exp1 5 --err\n  onager logs "
+                                  "exp1 5 --follow",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("jobname")
         p.add_argument("task", type=int)
@@ -165,7 +170,7 @@ def _launch_parser(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _shared_launch_options(p)
     from onager.options import new_options
-    seen: Dict[str, Any] = {}
+    seen: dict[str, Any] = {}
     for cls in available().values():
         group = p.add_argument_group(f"{cls.name} backend")
         try:
@@ -175,7 +180,7 @@ def _launch_parser(sub) -> None:
                 cls.add_arguments(group)
         except argparse.ArgumentError as exc:  # a plugin reusing another backend's option name
             raise UsageError(f"backend {cls.name!r} declares an option another backend has ({exc}); "
-                             "rename it in that backend's package")
+                             "rename it in that backend's package") from exc
     for module in LAUNCH_OPTION_MODULES:
         try:
             importlib.import_module(module).add_launch_arguments(p)
@@ -196,7 +201,7 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                                               args.command, dry_run=args.dry_run, workdir=args.workdir,
                                               venv=resolved.venv, argv=["onager"] + sys.argv[1:])
     except UsageError as exc:  # name the config setting a bad default came from
-        raise resolved.explain(exc)
+        raise resolved.explain(exc) from exc
     try:
         commands = backend_obj.submit_commands(info)
     except BaseException:
@@ -214,7 +219,8 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         record = launchmod.submit(backend_obj, info)
     except KeyboardInterrupt:
         print(f"\nonager: interrupted: running tasks of {args.jobname}/{info.launch_id} were killed and marked "
-              f"cancelled; resume with: onager launch --backend {backend} --jobname {args.jobname} --tasklist unfinished",
+              f"cancelled; resume with: onager launch --backend {backend} --jobname {args.jobname} --tasklist "
+              "unfinished",
               file=sys.stderr)
         return 130
     if not args.quiet:
@@ -298,7 +304,7 @@ class _NamedOutput:
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise self._tag(exc)
+            raise self._tag(exc) from exc
 
     def flush(self) -> None:
         try:
@@ -306,10 +312,10 @@ class _NamedOutput:
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise self._tag(exc)
+            raise self._tag(exc) from exc
 
     @property
-    def buffer(self) -> "_NamedOutput":
+    def buffer(self) -> _NamedOutput:
         return _NamedOutput(self._stream.buffer, self._name)
 
     def __getattr__(self, name: str) -> Any:
@@ -318,7 +324,7 @@ class _NamedOutput:
 
 def _silence_stdout(original: Any) -> None:
     """After stdout failed, point it at /dev/null so the flush at exit cannot fail again."""
-    if original is sys.__stdout__:
+    if original is sys.__stdout__ and original is not None:
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, original.fileno())
@@ -327,7 +333,7 @@ def _silence_stdout(original: Any) -> None:
             pass
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     original = sys.stdout
     sys.stdout = _NamedOutput(original)  # type: ignore[assignment]
@@ -345,10 +351,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("onager: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        try:
-            original = open(os.devnull, "w")
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            original = open(os.devnull, "w")  # noqa: SIM115  # becomes sys.stdout until exit
         return 0
     except OSError as exc:
         from onager.fsutil import os_error_message
@@ -360,7 +364,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stdout = original
 
 
-def _main(argv: List[str]) -> int:
+def _main(argv: list[str]) -> int:
     for position, word in enumerate(argv, 1):  # bytes that are not UTF-8: one line, not a traceback
         if not word.isascii():
             from onager.sweep import check_text
@@ -379,13 +383,12 @@ def _main(argv: List[str]) -> int:
             return 0
         return _main([topic, "--help"])
     if not argv or argv[0] in ("-h", "--help"):
-        if not argv or argv[0] in ("-h", "--help"):
-            _print_top_help()
-            return 0 if argv else 2
+        _print_top_help()
+        return 0 if argv else 2
     if argv[0] == "--version":
         print(f"onager {__version__}")
         return 0
-    extra: List[str] = []
+    extra: list[str] = []
     if argv[0] == "launch" and "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]

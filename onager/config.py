@@ -9,7 +9,7 @@ import configparser
 import io
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
 
 from onager.errors import UsageError
 from onager.fsutil import atomic_write, file_lock
@@ -27,10 +27,13 @@ def local_path(root: str = ".") -> str:
     return os.path.join(root, ONAGER_DIR, "config")
 
 
+class _CaseKeepingParser(configparser.ConfigParser):
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr  # keys keep their case
+
+
 def _parser() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.optionxform = str  # keys keep their case
-    return parser
+    return _CaseKeepingParser(interpolation=None)
 
 
 def _load(path: str) -> configparser.ConfigParser:
@@ -39,16 +42,17 @@ def _load(path: str) -> configparser.ConfigParser:
         try:
             parser.read(path, encoding="utf-8")
         except configparser.Error as exc:
-            raise UsageError(f"cannot read config {path}: {str(exc).splitlines()[0]}; fix or delete the file")
+            raise UsageError(f"cannot read config {path}: {str(exc).splitlines()[0]}; fix or delete the file") from exc
     return parser
 
 
 def _decode(value: str) -> str:
     if value.startswith('json:"'):
         try:
-            return json.loads(value[5:])
+            decoded = json.loads(value[5:])
         except ValueError:
             return value
+        return decoded if isinstance(decoded, str) else value  # 'json:"' starts a JSON string
     return value
 
 
@@ -65,10 +69,10 @@ def _encode(value: str) -> str:
     return "json:" + json.dumps(value, ensure_ascii=False)
 
 
-def read_section(section: str, root: str = ".", which: Optional[str] = None) -> Dict[str, str]:
+def read_section(section: str, root: str = ".", which: str | None = None) -> dict[str, str]:
     """Merged values of one section (global, then local on top)."""
-    values: Dict[str, str] = {}
-    paths = {"global": [global_path()], "local": [local_path(root)]}.get(which, [global_path(), local_path(root)])
+    values: dict[str, str] = {}
+    paths = {"global": [global_path()], "local": [local_path(root)]}.get(which or "", [global_path(), local_path(root)])
     for path in paths:
         parser = _load(path)
         if parser.has_section(section):
@@ -76,10 +80,10 @@ def read_section(section: str, root: str = ".", which: Optional[str] = None) -> 
     return values
 
 
-def read_all(root: str = ".", which: Optional[str] = None) -> List[Tuple[str, str, str, str]]:
+def read_all(root: str = ".", which: str | None = None) -> list[tuple[str, str, str, str]]:
     """(file, section, key, value) rows for `onager config --read`."""
     rows = []
-    paths = {"global": [global_path()], "local": [local_path(root)]}.get(which, [global_path(), local_path(root)])
+    paths = {"global": [global_path()], "local": [local_path(root)]}.get(which or "", [global_path(), local_path(root)])
     for path in paths:
         parser = _load(path)
         for section in parser.sections():
@@ -98,8 +102,8 @@ def check_section(section: str) -> None:
         raise UsageError(f"unknown config section {section!r}: use one of {', '.join(known + ['project'])}")
 
 
-def write(items: Iterable[Tuple[str, str, str]], root: str = ".", use_global: bool = False,
-          allowed_keys: Optional[Iterable[str]] = None) -> str:
+def write(items: Iterable[tuple[str, str, str]], root: str = ".", use_global: bool = False,
+          allowed_keys: Iterable[str] | None = None) -> str:
     """Set (section, key, value) items atomically; every item is checked before anything changes."""
     items = list(items)
     allowed = set(allowed_keys) if allowed_keys is not None else None
@@ -109,7 +113,8 @@ def write(items: Iterable[Tuple[str, str, str]], root: str = ".", use_global: bo
             import difflib
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UsageError(f"unknown config key {key!r} for {section}{hint}: use header, footer or a launch option name")
+            raise UsageError(f"unknown config key {key!r} for {section}{hint}: use header, footer or a launch "
+                             "option name")
     path = global_path() if use_global else local_path(root)
     if not use_global:
         ensure_onager_dir(root)

@@ -11,12 +11,13 @@ import fcntl
 import os
 import stat
 import tempfile
-from typing import IO, Iterator, Optional, Union
+from collections.abc import Iterator
+from typing import IO, Any
 
 
 @contextlib.contextmanager
 def atomic_writer(path: str, mode: str = "w", encoding: str = "utf-8",
-                  buffering: int = 1 << 20) -> Iterator[IO]:
+                  buffering: int = 1 << 20) -> Iterator[IO[Any]]:
     """Yield a file that replaces `path` by rename only when the block ends cleanly.
 
     A symlink is followed (the file it points to is replaced, the link stays), and the
@@ -33,7 +34,7 @@ def atomic_writer(path: str, mode: str = "w", encoding: str = "utf-8",
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp",
                                dir=directory)
     try:
-        kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
+        kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
         with os.fdopen(fd, mode, buffering=buffering, **kwargs) as handle:
             yield handle
             handle.flush()
@@ -49,7 +50,7 @@ def atomic_writer(path: str, mode: str = "w", encoding: str = "utf-8",
         raise
 
 
-def atomic_write(path: str, data: Union[str, bytes]) -> None:
+def atomic_write(path: str, data: str | bytes) -> None:
     mode = "wb" if isinstance(data, bytes) else "w"
     with atomic_writer(path, mode) as handle:
         handle.write(data)
@@ -97,7 +98,7 @@ def file_lock(path: str) -> Iterator[None]:
             os.close(fd)
 
 
-def read_text(path: str, default: Optional[str] = None) -> str:
+def read_text(path: str, default: str | None = None) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
@@ -109,11 +110,13 @@ def read_text(path: str, default: Optional[str] = None) -> str:
 
 # errno -> (what happened, how to fix it), for the one line the CLI prints
 _OS_ERRORS = {
-    errno.ENOSPC: ("no space left on device", "free some space on that disk (or run from another one) and run the command again"),
+    errno.ENOSPC: ("no space left on device", "free some space on that disk (or run from another one) and run the "
+                                              "command again"),
     errno.EDQUOT: ("disk quota exceeded", "free some space or ask for a larger quota, then run the command again"),
     errno.EROFS: ("read-only file system", "run onager from a writable directory"),
     errno.EACCES: ("permission denied", "fix its permissions (ls -ld, chmod, chown) or run from a directory you own"),
-    errno.EPERM: ("operation not permitted", "fix its permissions (ls -ld, chmod, chown) or run from a directory you own"),
+    errno.EPERM: ("operation not permitted", "fix its permissions (ls -ld, chmod, chown) or run from a directory "
+                                             "you own"),
     errno.EIO: ("input/output error", "check the disk (dmesg) and run the command again"),
     errno.EFBIG: ("file too large", "free space or raise the file size limit (ulimit -f)"),
     errno.EMFILE: ("too many open files", "raise the limit (ulimit -n) and run the command again"),
@@ -135,13 +138,14 @@ def os_error_message(exc: OSError) -> str:
                     f"in the directory .onager) and run the command again")
     if exc.errno == errno.EISDIR and shown:
         return f"{shown} is a directory, not a file: move it away and run the command again"
-    what, fix = _OS_ERRORS.get(exc.errno or 0, (exc.strerror or type(exc).__name__, "check that path and run the command again"))
+    what, fix = _OS_ERRORS.get(exc.errno or 0, (exc.strerror or type(exc).__name__, "check that path and run the "
+                                                                                    "command again"))
     where = f" writing {shown}" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and shown else \
         (f" for {shown}" if shown else "")
     return f"{what}{where}: {fix}"
 
 
-def _display(path: Union[str, bytes]) -> str:
+def _display(path: str | bytes) -> str:
     text = os.fsdecode(path)
     if text.startswith("<"):
         return text  # <standard output>
@@ -152,7 +156,7 @@ def _display(path: Union[str, bytes]) -> str:
     return text if relative.startswith("..") else relative
 
 
-def _file_in_the_way(path: str) -> Optional[str]:
+def _file_in_the_way(path: str) -> str | None:
     """The first existing non-directory among the parents of `path` (or `path` itself)."""
     absolute = os.path.abspath(path)
     parts = absolute.split(os.sep)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from onager.errors import UsageError
 
@@ -16,8 +16,9 @@ from onager.errors import UsageError
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "hosts", help="CPUs, memory, load and GPUs of the ssh hosts",
-        epilog="examples:\n  onager hosts --hosts 'gpu1:4,gpu2:2'\n  onager hosts            (hosts from: onager config "
-               "--write ssh hosts ...)\n  onager hosts --ssh-config ./cluster_ssh_config --json\n"
+        epilog="examples:\n  onager hosts --hosts 'gpu1:4,gpu2:2'\n"
+               "  onager hosts            (hosts from: onager config --write ssh hosts ...)\n"
+               "  onager hosts --ssh-config ./cluster_ssh_config --json\n"
                "  onager hosts --clean    (remove remote dirs that finished launches left behind)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hosts", default=None, metavar="LIST",
@@ -30,14 +31,14 @@ def add_parser(subparsers: Any) -> None:
                         "launches of this project left behind (a lost host, an interrupted cleanup)")
 
 
-def _gib(kb: Optional[int]) -> str:
+def _gib(kb: int | None) -> str:
     return "" if kb is None else f"{kb / 1048576:.1f}G"
 
 
-def _gpu_text(gpus: List[Dict[str, str]]) -> str:
+def _gpu_text(gpus: list[dict[str, str]]) -> str:
     if not gpus:
         return "-"
-    names: Dict[str, int] = {}
+    names: dict[str, int] = {}
     for g in gpus:
         names[g["name"]] = names.get(g["name"], 0) + 1
     used = "; ".join(f"{g['index']}:{g['mem_used']}/{g['mem_total']}MiB {g['util']}%" for g in gpus)
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from onager.backends.ssh import parse_hosts, probe_hosts
 
     section = configmod.read_section("ssh")
-    options: Dict[str, Any] = {k.replace("-", "_"): v for k, v in section.items()}
+    options: dict[str, Any] = {k.replace("-", "_"): v for k, v in section.items()}
     if args.hosts is not None:
         options["hosts"] = args.hosts
     if args.ssh_config is not None:

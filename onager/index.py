@@ -6,9 +6,8 @@ concurrent `onager launch` runs lose no record, and a kill -9 never leaves half 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from onager.errors import UsageError
 from onager.fsutil import atomic_write, file_lock
@@ -24,8 +23,8 @@ class LaunchRecord:
     tasklist: str
     count: int
     created: float
-    job_ids: List[str] = field(default_factory=list)
-    options: Dict[str, Any] = field(default_factory=dict)
+    job_ids: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -37,7 +36,7 @@ class JobIndex:
         self.path = ProjectPaths(root).index
         self.lock_path = self.path + ".lock"
 
-    def _lines(self) -> List[str]:
+    def _lines(self) -> list[str]:
         """The file's lines; bytes that are not UTF-8 survive as surrogates (written back as they were)."""
         try:
             with open(self.path, "rb") as handle:
@@ -47,7 +46,7 @@ class JobIndex:
         return data.decode("utf-8", "surrogateescape").splitlines()
 
     @staticmethod
-    def _parse(line: str) -> Optional[LaunchRecord]:
+    def _parse(line: str) -> LaunchRecord | None:
         try:
             line.encode("utf-8")  # not UTF-8 on disk (surrogates): damaged, not a record
             record = LaunchRecord(**json.loads(line))
@@ -60,23 +59,24 @@ class JobIndex:
             return None  # valid JSON, wrong shape (edited by hand): as unreadable as a torn line
         return record
 
-    def records(self) -> List[LaunchRecord]:
+    def records(self) -> list[LaunchRecord]:
         """Every readable record, each job's launches in launch-id order (a damaged or
         foreign line never hides the others)."""
         out = [r for r in map(self._parse, self._lines()) if r is not None]
-        first: Dict[str, int] = {}
+        first: dict[str, int] = {}
         for i, r in enumerate(out):
             first.setdefault(r.jobname, i)
         # jobs in the order they first appear; launches of a job by id, even when two
         # concurrent launches were recorded the other way round
-        out.sort(key=lambda r: (first[r.jobname], int(r.launch_id) if r.launch_id.isascii() and r.launch_id.isdigit() else 0))
+        out.sort(key=lambda r: (first[r.jobname],
+                                int(r.launch_id) if r.launch_id.isascii() and r.launch_id.isdigit() else 0))
         return out
 
-    def damaged(self) -> List[int]:
+    def damaged(self) -> list[int]:
         """Numbers (from 1) of the lines no record could be read from: `list` warns about them."""
         return [n for n, line in enumerate(self._lines(), 1) if line.strip() and self._parse(line) is None]
 
-    def _write(self, lines: List[str]) -> None:
+    def _write(self, lines: list[str]) -> None:
         atomic_write(self.path, "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape"))
 
     def add(self, record: LaunchRecord) -> None:
@@ -95,7 +95,7 @@ class JobIndex:
                     lines[i] = json.dumps(asdict(r), sort_keys=True)
             self._write(lines)
 
-    def for_job(self, jobname: str) -> List[LaunchRecord]:
+    def for_job(self, jobname: str) -> list[LaunchRecord]:
         return [r for r in self.records() if r.jobname == jobname]
 
     def latest(self, jobname: str) -> LaunchRecord:
@@ -104,8 +104,8 @@ class JobIndex:
             raise UsageError(f"job {jobname!r} has never been launched: run onager launch --jobname {jobname} first")
         return launches[-1]
 
-    def find(self, jobname: Optional[str] = None, jobid: Optional[str] = None,
-             launch_id: Optional[str] = None) -> List[LaunchRecord]:
+    def find(self, jobname: str | None = None, jobid: str | None = None,
+             launch_id: str | None = None) -> list[LaunchRecord]:
         out = []
         for r in self.records():
             if jobname and r.jobname != jobname:

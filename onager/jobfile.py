@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, TextIO
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple, TextIO
 
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_writer
@@ -22,15 +23,15 @@ class JobEntry(NamedTuple):
     id: int
     command: str
     tag: str
-    params: Dict[str, Any]
+    params: dict[str, Any]
 
 
-def jobfile_path(jobname: str, jobfile: Optional[str] = None) -> str:
+def jobfile_path(jobname: str, jobfile: str | None = None) -> str:
     return (jobfile or DEFAULT_JOBFILE).replace("{jobname}", jobname)
 
 
-def write_jobfile(path: str, lines: Iterable, keep: Iterable[JobEntry] = (),
-                  echo: Optional[TextIO] = None, chunks: Optional[Iterable] = None) -> int:
+def write_jobfile(path: str, lines: Iterable[Any], keep: Iterable[JobEntry] = (),
+                  echo: TextIO | None = None, chunks: Iterable[tuple[int, str]] | None = None) -> int:
     """Atomically replace `path` with `keep` entries, then `lines` (sweep.Line) or ready
     `chunks` ((count, text) blocks from Sweep.chunks); returns the number of tasks."""
     count = 0
@@ -76,9 +77,9 @@ def _remove_stale_temps(path: str, older_than: float = 60.0) -> None:
                 pass
 
 
-def _line_chunks(lines: Iterable, echo: Optional[TextIO], size: int = 4096) -> Iterable:
-    block: list = []
-    commands: list = []
+def _line_chunks(lines: Iterable[Any], echo: TextIO | None, size: int = 4096) -> Iterable[tuple[int, str]]:
+    block: list[str] = []
+    commands: list[str] = []
     for line in lines:
         block.append(f'"{line.id}": ["{line.command_json}", "{line.tag_json}", {{{line.params_json}}}]')
         if echo is not None:
@@ -105,7 +106,8 @@ def _entry(key: str, value: Any, path: str) -> JobEntry:
         tag = value[1] if len(value) > 1 and isinstance(value[1], str) else ""
         params = value[2] if len(value) > 2 and isinstance(value[2], dict) else {}
     except (ValueError, TypeError):
-        raise OnagerError(f"{path}: entry {key!r} is not task id (1, 2, ...) -> [command, tag]; re-run onager prelaunch to rewrite it")
+        raise OnagerError(f"{path}: entry {key!r} is not task id (1, 2, ...) -> [command, tag]; re-run onager "
+                          "prelaunch to rewrite it") from None
     if not _utf8(value[0]) or not _utf8(tag) or not all(_utf8(v) for v in params.values() if isinstance(v, str)):
         raise OnagerError(f"{path}: task {key} holds a \\udcXX escape (bytes that are not UTF-8), which no task "
                           "can be given byte for byte; re-run onager prelaunch to rewrite it")
@@ -136,7 +138,7 @@ def iter_jobfile(path: str) -> Iterator[JobEntry]:
     try:
         with open(path, encoding="utf-8") as handle:
             if handle.readline().strip() == "{":
-                chunk: List[JobEntry] = []
+                chunk: list[JobEntry] = []
                 closed = False
                 for raw in handle:
                     raw = raw.strip()
@@ -162,9 +164,9 @@ def iter_jobfile(path: str) -> Iterator[JobEntry]:
                         yield from chunk
                         return
     except UnicodeDecodeError:
-        raise OnagerError(f"{path} is not UTF-8 text; re-run onager prelaunch to rewrite it")
+        raise OnagerError(f"{path} is not UTF-8 text; re-run onager prelaunch to rewrite it") from None
     except OSError as exc:
-        raise OnagerError(f"cannot read jobfile {path}: {exc.strerror or exc}")
+        raise OnagerError(f"cannot read jobfile {path}: {exc.strerror or exc}") from exc
     for number, entry in enumerate(_read_whole(path)):
         if number >= done:
             yield entry
@@ -176,9 +178,9 @@ def _read_whole(path: str) -> Iterator[JobEntry]:
             data = json.load(handle)
     except (ValueError, RecursionError) as exc:  # includes UnicodeDecodeError; nesting too deep
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise OnagerError(f"{path} is not a valid jobfile ({reason}); re-run onager prelaunch to rewrite it")
+        raise OnagerError(f"{path} is not a valid jobfile ({reason}); re-run onager prelaunch to rewrite it") from exc
     except OSError as exc:
-        raise OnagerError(f"cannot read jobfile {path}: {exc.strerror or exc}")
+        raise OnagerError(f"cannot read jobfile {path}: {exc.strerror or exc}") from exc
     if not isinstance(data, dict):
         raise OnagerError(f"{path} is not a JSON object of tasks; re-run onager prelaunch to rewrite it")
     for key, value in data.items():

@@ -6,6 +6,7 @@ earlier launch runs or shows.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -15,8 +16,9 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
+from typing import Any, Union
 
 from onager import config as configmod
 from onager.backends import backend_class
@@ -25,8 +27,7 @@ from onager.errors import OnagerError, UsageError
 from onager.fsutil import _umask, atomic_write, executable_mode, file_lock, os_error_message, read_text
 from onager.index import JobIndex, LaunchRecord
 from onager.jobfile import JobEntry, iter_jobfile, jobfile_path
-from onager.layout import BUILD_PREFIX, LaunchPaths, ProjectPaths
-from onager.layout import iter_launch_tasks, load_meta  # noqa: F401  (their old home; callers may import them here)
+from onager.layout import BUILD_PREFIX, LaunchPaths, ProjectPaths, iter_launch_tasks, load_meta  # noqa: F401  (their old home; callers may import them here)
 from onager.scrub import scrub_argv, scrub_value
 from onager.state import ERROR, RERUN_FAILED, RERUN_UNFINISHED
 from onager.status import job_task_statuses
@@ -34,7 +35,7 @@ from onager.sweep import check_jobname, param_key
 from onager.tasklist import Tasklist
 from onager.wrapper import index_record, task_record, wrapper_text
 
-Selection = Union[None, Tasklist, Set[int]]
+Selection = Union[None, Tasklist, set[int]]
 
 
 def launches_root(jobname: str, root: str = ".") -> str:
@@ -45,7 +46,7 @@ def _env_name(key: str) -> str:
     return param_key(key).upper()
 
 
-def select(jobname: str, spec: Optional[str], root: str = ".") -> Tuple[Selection, str]:
+def select(jobname: str, spec: str | None, root: str = ".") -> tuple[Selection, str]:
     """Turn `--tasklist` (ids, `failed`, `unfinished`, or None) into task ids."""
     if spec is None:
         return None, "all tasks"
@@ -55,7 +56,7 @@ def select(jobname: str, spec: Optional[str], root: str = ".") -> Tuple[Selectio
         statuses = job_task_statuses(jobname, root)
         ids = {i for i, (status, _) in statuses.items() if status in wanted}
         if not ids:
-            counts: Dict[str, int] = {}
+            counts: dict[str, int] = {}
             for status, _ in statuses.values():
                 counts[status] = counts.get(status, 0) + 1
             summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tasks"
@@ -67,7 +68,7 @@ def select(jobname: str, spec: Optional[str], root: str = ".") -> Tuple[Selectio
 def cancel_stuck(jobname: str, root: str = ".") -> None:
     """Delete tasks a scheduler holds in an error state (SGE's Eqw) before they are relaunched:
     left queued, an admin could release them and they would run twice."""
-    stuck: Dict[str, Tuple[Any, List[int]]] = {}
+    stuck: dict[str, tuple[Any, list[int]]] = {}
     for task_id, (status, record) in job_task_statuses(jobname, root).items():
         if status == ERROR:
             stuck.setdefault(record.key, (record, []))[1].append(task_id)
@@ -75,7 +76,7 @@ def cancel_stuck(jobname: str, root: str = ".") -> None:
         backend_class(record.backend)(record.options).cancel(record, Tasklist.from_ids(ids))
 
 
-def _entries(jobname: str, jobfile: Optional[str], command: Optional[str]) -> Iterator[JobEntry]:
+def _entries(jobname: str, jobfile: str | None, command: str | None) -> Iterator[JobEntry]:
     if command is not None:
         yield JobEntry(1, command, "", {})
         return
@@ -94,7 +95,7 @@ def _selected(entries: Iterator[JobEntry], selection: Selection) -> Iterator[Job
             yield entry
 
 
-def _check_all_found(found: int, selection: Selection, seen: Set[int], jobname: str) -> None:
+def _check_all_found(found: int, selection: Selection, seen: set[int], jobname: str) -> None:
     if selection is None:
         if found == 0:
             raise UsageError(f"job {jobname!r} has no tasks: run onager prelaunch again")
@@ -135,10 +136,8 @@ def _bump_counter(jobname: str, root: str, step: int) -> int:
         except (OSError, UnicodeDecodeError):
             last = 0
         parent = launches_root(jobname, root)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             last = max([last] + [int(n) for n in os.listdir(parent) if n.isdigit()])
-        except FileNotFoundError:
-            pass
         last = max([last] + [int(r.launch_id) for r in JobIndex(root).for_job(jobname) if r.launch_id.isdigit()])
         atomic_write(counter, f"{last + step}\n")
     return last + step
@@ -152,7 +151,7 @@ class BuildLock:
     def __init__(self, jobname: str, root: str = "."):
         directory = _ids_dir(jobname, root)
         os.makedirs(directory, exist_ok=True)
-        self.fd: Optional[int] = os.open(os.path.join(directory, "building"), os.O_RDWR | os.O_CREAT, 0o666)
+        self.fd: int | None = os.open(os.path.join(directory, "building"), os.O_RDWR | os.O_CREAT, 0o666)
 
     def exclusive(self) -> bool:
         """Try to hold it alone (no launch of the job in progress); False if one is."""
@@ -173,7 +172,7 @@ class BuildLock:
             self.fd = None
 
 
-_BUILDING: Dict[str, BuildLock] = {}  # launch dir -> its lock, until submit() records it
+_BUILDING: dict[str, BuildLock] = {}  # launch dir -> its lock, until submit() records it
 
 
 @dataclass
@@ -182,10 +181,10 @@ class Partial:
 
     path: str
     size: int
-    job_ids: List[str]  # scheduler jobs it submitted but could not record (kept, never removed)
+    job_ids: list[str]  # scheduler jobs it submitted but could not record (kept, never removed)
 
 
-def find_partial(jobname: str, root: str = ".") -> List[Partial]:
+def find_partial(jobname: str, root: str = ".") -> list[Partial]:
     """Directories under `.onager/launches/<job>/` that are not a recorded launch: temporary
     build directories and numbered ones the index does not know."""
     parent = launches_root(jobname, root)
@@ -208,14 +207,12 @@ def _tree_size(path: str) -> int:
     total = 0
     for directory, _, files in os.walk(path):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(directory, name)).st_size
-            except OSError:
-                pass
     return total
 
 
-def _submitted_ids(path: str) -> List[str]:
+def _submitted_ids(path: str) -> list[str]:
     try:
         with open(LaunchPaths(path).scheduler_json, encoding="utf-8") as handle:
             return [str(s["job_id"]) for s in json.load(handle)["submissions"]]
@@ -223,8 +220,8 @@ def _submitted_ids(path: str) -> List[str]:
         return []
 
 
-def remove_partial(jobname: str, root: str = ".", lock: Optional[BuildLock] = None,
-                   dry_run: bool = False) -> Tuple[List[Partial], List[Partial]]:
+def remove_partial(jobname: str, root: str = ".", lock: BuildLock | None = None,
+                   dry_run: bool = False) -> tuple[list[Partial], list[Partial]]:
     """(removed, kept): partial launch directories of a job; kept are those whose scheduler
     jobs were submitted but never recorded (they may still run: cancel them first).
 
@@ -238,7 +235,7 @@ def remove_partial(jobname: str, root: str = ".", lock: Optional[BuildLock] = No
             lock = BuildLock(jobname, root)
         except OSError as exc:
             raise OnagerError(f"cannot lock the launches of {jobname!r} ({exc.strerror or exc}: {exc.filename}); "
-                              "fix permissions or free some space")
+                              "fix permissions or free some space") from exc
     assert lock is not None
     try:
         if own and not lock.exclusive():
@@ -261,13 +258,13 @@ def remove_partial(jobname: str, root: str = ".", lock: Optional[BuildLock] = No
             lock.release()
 
 
-def write_tasks(launch_dir: str, entries: Iterator[JobEntry]) -> Tuple[int, List[int]]:
+def write_tasks(launch_dir: str, entries: Iterator[JobEntry]) -> tuple[int, list[int]]:
     """tasks.sh (records), tasks.idx (fixed-width offsets by id), tasks.jsonl (for list)."""
     count = 0
-    ids: List[int] = []
+    ids: list[int] = []
     offset = 0
     next_index_pos = 0
-    env_names: Dict[str, str] = {}
+    env_names: dict[str, str] = {}
     encode = json.JSONEncoder(ensure_ascii=False).encode
     paths = LaunchPaths(launch_dir)
     with open(paths.tasks_sh, "wb") as records, \
@@ -294,7 +291,7 @@ def write_tasks(launch_dir: str, entries: Iterator[JobEntry]) -> Tuple[int, List
     return count, ids
 
 
-def backend_options(backend_name: str, cli_options: Dict[str, Any], root: str = ".") -> Dict[str, Any]:
+def backend_options(backend_name: str, cli_options: dict[str, Any], root: str = ".") -> dict[str, Any]:
     """CLI options over config defaults: `onager config --write slurm partition gpu`."""
     merged = {k: v for k, v in configmod.read_section(backend_name, root).items()
               if k not in ("header", "footer")}
@@ -302,10 +299,10 @@ def backend_options(backend_name: str, cli_options: Dict[str, Any], root: str = 
     return merged
 
 
-def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: Optional[str] = None,
-            jobfile: Optional[str] = None, command: Optional[str] = None, root: str = ".",
-            dry_run: bool = False, workdir: Optional[str] = None, venv: Optional[str] = None,
-            argv: Optional[List[str]] = None) -> Tuple[Backend, LaunchInfo]:
+def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: str | None = None,
+            jobfile: str | None = None, command: str | None = None, root: str = ".",
+            dry_run: bool = False, workdir: str | None = None, venv: str | None = None,
+            argv: list[str] | None = None) -> tuple[Backend, LaunchInfo]:
     """Everything up to submission. In dry-run, nothing is written."""
     check_jobname(jobname)
     backend: Backend = backend_class(backend_name)(options)
@@ -321,10 +318,10 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
         try:
             from onager import provenance
         except ImportError:
-            provenance = None
-        if provenance is not None:
+            pass
+        else:
             provenance.check_launch(workdir, options, root)  # --require-clean, snapshot size: refuse as a launch would
-        seen: Set[int] = set()
+        seen: set[int] = set()
         ids = []
         for e in entries:
             ids.append(e.id)
@@ -344,7 +341,7 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
         os.makedirs(parent, exist_ok=True)
         lock = BuildLock(jobname, root)
     except OSError as exc:
-        raise _write_error(launches_root(jobname, root), exc)
+        raise _write_error(launches_root(jobname, root), exc) from exc
     build = launch_dir = ""
     try:
         if lock.exclusive():  # no other launch of the job in progress: clear what killed ones left
@@ -360,7 +357,8 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
         os.mkdir(LaunchPaths(build).logs_dir)
         os.mkdir(LaunchPaths(build).state_dir)
         count, ids = write_tasks(build, entries)
-        _check_all_found(count, selection, set(ids) if selection is not None and count != len(selection) else set(), jobname)
+        found = set(ids) if selection is not None and count != len(selection) else set()
+        _check_all_found(count, selection, found, jobname)
         while True:
             launch_id = claim_launch_id(jobname, root)
             launch_dir = os.path.abspath(os.path.join(parent, launch_id))
@@ -394,7 +392,7 @@ def prepare(jobname: str, backend_name: str, options: Dict[str, Any], tasklist: 
                 shutil.rmtree(path, ignore_errors=True)
         lock.release()
         if isinstance(exc, OSError):
-            raise _write_error(build or launch_dir or parent, exc)
+            raise _write_error(build or launch_dir or parent, exc) from exc
         raise
     _BUILDING[launch_dir] = lock
     return backend, info
@@ -412,7 +410,7 @@ def _release(info: LaunchInfo) -> None:
         lock.release()
 
 
-def _check_provenance(workdir: str, options: Dict[str, Any], root: str) -> None:
+def _check_provenance(workdir: str, options: dict[str, Any], root: str) -> None:
     try:
         from onager import provenance
     except ImportError:
@@ -441,7 +439,7 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _provenance_hook(launch_dir: str, workdir: str, options: Dict[str, Any], **context: Any) -> str:
+def _provenance_hook(launch_dir: str, workdir: str, options: dict[str, Any], **context: Any) -> str:
     """Record provenance (and freeze the code with --snapshot); returns where tasks run."""
     try:
         from onager import provenance
@@ -450,9 +448,10 @@ def _provenance_hook(launch_dir: str, workdir: str, options: Dict[str, Any], **c
     return provenance.prepare_launch(launch_dir, workdir, options, **context)
 
 
-def _jsonable(options: Dict[str, Any]) -> Dict[str, Any]:
+def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
     """Options as launch.json and the index record them: credentials scrubbed (onager.scrub)."""
-    return scrub_value(json.loads(json.dumps(options, default=str)))
+    scrubbed: dict[str, Any] = scrub_value(json.loads(json.dumps(options, default=str)))
+    return scrubbed
 
 
 def submit(backend: Backend, info: LaunchInfo, root: str = ".") -> LaunchRecord:
@@ -468,7 +467,8 @@ def submit(backend: Backend, info: LaunchInfo, root: str = ".") -> LaunchRecord:
         except BaseException as exc:
             discard(info)
             if isinstance(exc, OSError):
-                raise _record_error(index, exc, "nothing was run; fix that (e.g. free some space) and launch again")
+                raise _record_error(index, exc, "nothing was run; fix that (e.g. free some space) and launch "
+                                                "again") from exc
             raise
         _release(info)
         record.job_ids = backend.submit(info) or []
@@ -483,7 +483,7 @@ def submit(backend: Backend, info: LaunchInfo, root: str = ".") -> LaunchRecord:
     try:
         index.add(record)
     except BaseException as exc:
-        raise _unrecorded(backend, info, index, record.job_ids, exc)
+        raise _unrecorded(backend, info, index, record.job_ids, exc) from exc
     _release(info)
     return record
 
@@ -496,12 +496,12 @@ def _record_error(index: JobIndex, exc: BaseException, outcome: str) -> OnagerEr
     return OnagerError(f"cannot record the launch in {index.path}: {reason}; {outcome}")
 
 
-def _unrecorded(backend: Backend, info: LaunchInfo, index: JobIndex, job_ids: List[str],
+def _unrecorded(backend: Backend, info: LaunchInfo, index: JobIndex, job_ids: list[str],
                 exc: BaseException) -> BaseException:
     """Jobs went in but their record did not: cancel them rather than leave ghosts nobody
     lists or cancels; if cancelling fails too, keep the launch directory (its
     scheduler.json names them, and `onager clean` reports them)."""
-    failed: List[str] = []
+    failed: list[str] = []
     for job_id in job_ids:
         try:
             for command in backend.cancel_job_commands(job_id, None):
@@ -521,7 +521,7 @@ def _unrecorded(backend: Backend, info: LaunchInfo, index: JobIndex, job_ids: Li
                                      f"their launch directory {info.launch_dir} is kept")
 
 
-def run_command(argv: List[str]) -> None:
+def run_command(argv: list[str]) -> None:
     from onager.backends.base import run
     run(argv, retries=2)
 

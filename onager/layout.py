@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any
 
 from onager.errors import OnagerError
 
@@ -152,7 +153,7 @@ class ProjectPaths:
 
 
 # ------------------------------------------------------------- frozen launch files
-def load_meta(launch_dir: str) -> Dict[str, Any]:
+def load_meta(launch_dir: str) -> dict[str, Any]:
     """launch.json of a launch (its options, workdir, argv), or one clear error."""
     path = LaunchPaths(launch_dir).launch_json
     try:
@@ -163,27 +164,27 @@ def load_meta(launch_dir: str) -> Dict[str, Any]:
         return meta
     except FileNotFoundError:
         raise OnagerError(f"launch directory {launch_dir} is missing (deleted by hand?); "
-                          "its record stays in .onager/index.jsonl")
+                          "its record stays in .onager/index.jsonl") from None
     except (ValueError, RecursionError):
-        raise OnagerError(f"{path} is damaged; relaunch the job to get a fresh launch")
+        raise OnagerError(f"{path} is damaged; relaunch the job to get a fresh launch") from None
 
 
-def iter_launch_tasks(launch_dir: str) -> Iterator[Tuple[int, str, str, Dict[str, Any]]]:
+def iter_launch_tasks(launch_dir: str) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
     """(id, command, tag, params) of each task frozen into a launch, read in large chunks."""
     path = LaunchPaths(launch_dir).tasks_jsonl
-    try:
-        handle = open(path, encoding="utf-8")
+    try:  # opened apart from the `with` below, so that only errors of the open itself are caught here
+        handle = open(path, encoding="utf-8")  # noqa: SIM115
     except FileNotFoundError:
-        raise OnagerError(f"launch directory {launch_dir} is missing its tasks (deleted by hand?)")
+        raise OnagerError(f"launch directory {launch_dir} is missing its tasks (deleted by hand?)") from None
     except OSError as exc:  # a directory where the file should be, unreadable, ...
-        raise _damaged(path, 1, exc.strerror or str(exc))
+        raise _damaged(path, 1, exc.strerror or str(exc)) from exc
     with handle:
         number = 0  # lines read before this chunk
         while True:
             try:
                 lines = handle.readlines(1 << 22)
             except ValueError:  # not UTF-8
-                raise _damaged(path, number + 1, "not UTF-8 text")
+                raise _damaged(path, number + 1, "not UTF-8 text") from None
             if not lines:
                 break
             try:
@@ -194,7 +195,7 @@ def iter_launch_tasks(launch_dir: str) -> Iterator[Tuple[int, str, str, Dict[str
                 try:
                     task_id, command, tag, params = item
                 except (ValueError, TypeError):
-                    raise _damaged(path, n, "edited by hand")
+                    raise _damaged(path, n, "edited by hand") from None
                 yield task_id, command, tag, params
             number += len(lines)
 
@@ -203,11 +204,11 @@ def _damaged(path: str, line: int, why: str) -> OnagerError:
     return OnagerError(f"{path} is damaged at line {line} ({why}): launch the job again for a fresh launch")
 
 
-def _good_lines(path: str, lines: List[str], before: int) -> Iterator[Tuple[int, str, str, Dict[str, Any]]]:
+def _good_lines(path: str, lines: list[str], before: int) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
     """The tasks of a chunk that did not parse, up to its first bad line (which raises)."""
     for n, line in enumerate(lines, before + 1):
         try:
             task_id, command, tag, params = json.loads(line)
         except (ValueError, TypeError, RecursionError):
-            raise _damaged(path, n, "truncated or edited by hand")
+            raise _damaged(path, n, "truncated or edited by hand") from None
         yield task_id, command, tag, params

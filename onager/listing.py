@@ -7,7 +7,8 @@ import json
 import os
 import sys
 import time
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
@@ -24,7 +25,7 @@ OPTIONAL_COLUMNS = ["commit"]
 FAST_TABLE_ROWS = 2000
 
 
-def table(rows: List[list], headers: List[str]) -> str:
+def table(rows: list[list], headers: list[str]) -> str:
     """tabulate's plain table for a list of rows."""
     if len(rows) <= FAST_TABLE_ROWS:
         from tabulate import tabulate
@@ -32,7 +33,7 @@ def table(rows: List[list], headers: List[str]) -> str:
     return column_table([list(column) for column in zip(*rows)], headers)
 
 
-def column_table(columns: List[list], headers: List[str]) -> str:
+def column_table(columns: list[list], headers: list[str]) -> str:
     """The same layout as tabulate's plain table, built column by column: above a few
     thousand rows tabulate's per-cell work would dominate `list` of a 100k-task launch."""
     if not columns or len(columns[0]) <= FAST_TABLE_ROWS:
@@ -54,7 +55,7 @@ def column_table(columns: List[list], headers: List[str]) -> str:
     return "\n".join(out)
 
 
-def _fmt_elapsed(seconds: Optional[float]) -> str:
+def _fmt_elapsed(seconds: float | None) -> str:
     if seconds is None:
         return ""
     seconds = int(seconds)
@@ -76,19 +77,21 @@ def _warn_damaged_index(index: JobIndex) -> bool:
     lines = index.damaged()
     if lines:
         which = ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else "")
-        print(f"onager: warning: {os.path.normpath(index.path)} line {which} is damaged (not a launch record); skipped: "
+        print(f"onager: warning: {os.path.normpath(index.path)} line {which} is damaged (not a launch record); "
+              "skipped: "
               f"delete that line to silence this", file=sys.stderr)
     return bool(lines)
 
 
-def _rows(args: argparse.Namespace, index: JobIndex, damaged: Optional[List[str]] = None) -> List[TaskRow]:
+def _rows(args: argparse.Namespace, index: JobIndex, damaged: list[str] | None = None) -> list[TaskRow]:
     """The rows of the selected launches; a launch whose files are damaged is skipped with one
     warning (its key goes into `damaged`), so the other jobs still list."""
     records = select_records(index, getattr(args, "jobname", None), getattr(args, "jobid", None),
                              getattr(args, "launch", None), latest_only=getattr(args, "latest", False))
-    wanted = Tasklist.parse(args.tasklist) if getattr(args, "tasklist", None) else None
-    if wanted is not None and len(wanted.blocks) > 64:
-        wanted = set(wanted)
+    tasklist = Tasklist.parse(args.tasklist) if getattr(args, "tasklist", None) else None
+    wanted: Tasklist | set[int] | None = tasklist
+    if tasklist is not None and len(tasklist.blocks) > 64:
+        wanted = set(tasklist)
     statuses = _statuses(args.status) if getattr(args, "status", None) else None
 
     def skipped(record: LaunchRecord, why: str) -> None:
@@ -114,7 +117,7 @@ def run_list(args: argparse.Namespace) -> int:
         if not broken:
             print("no launches yet (onager launch records them in .onager/index.jsonl)", file=sys.stderr)
         return 1 if broken else 0
-    damaged: List[str] = []
+    damaged: list[str] = []
     rows = _rows(args, index, damaged)
     # damaged files: the rest is listed, and the exit code says that something was skipped
     failed = 1 if broken or damaged else 0
@@ -148,24 +151,24 @@ def run_list(args: argparse.Namespace) -> int:
     return failed
 
 
-def _commits(index: JobIndex) -> Dict[str, str]:
+def _commits(index: JobIndex) -> dict[str, str]:
     """Launch key -> the commit its provenance recorded (`0123abcd45`, `...-dirty`, or "")."""
     from onager.provenance import launch_commit
     return {r.key: launch_commit(r.launch_dir) for r in index.records()}
 
 
-def _columns(rows: List[TaskRow], names: List[str], commits: Dict[str, str]) -> List[list]:
+def _columns(rows: list[TaskRow], names: list[str], commits: dict[str, str]) -> list[list]:
     """The table's columns, each built in one pass (a 100k-task launch stays fast)."""
-    exits: Dict[Optional[int], str] = {}
-    elapsed: Dict[Optional[int], str] = {}
+    exits: dict[int | None, str] = {}
+    elapsed: dict[int | None, str] = {}
 
-    def exit_text(code: Optional[int]) -> str:
+    def exit_text(code: int | None) -> str:
         text = exits.get(code)
         if text is None:
             text = exits[code] = describe_exit(code)
         return text
 
-    def elapsed_text(seconds: Optional[float]) -> str:
+    def elapsed_text(seconds: float | None) -> str:
         key = None if seconds is None else int(seconds)
         text = elapsed.get(key)
         if text is None:
@@ -187,8 +190,8 @@ def _columns(rows: List[TaskRow], names: List[str], commits: Dict[str, str]) -> 
     return [makers[name]() for name in names]
 
 
-def _summary(rows: List[TaskRow], args: argparse.Namespace) -> int:
-    counts: Dict[tuple, Dict[str, int]] = {}
+def _summary(rows: list[TaskRow], args: argparse.Namespace) -> int:
+    counts: dict[tuple, dict[str, int]] = {}
     for r in rows:
         key = (r.jobname, r.launch_id, r.backend, r.job_ids or "-")
         counts.setdefault(key, {}).setdefault(r.status, 0)
@@ -215,12 +218,12 @@ class Cancelled(NamedTuple):
 
     record: LaunchRecord
     tasks: Tasklist
-    commands: List[List[str]]
+    commands: list[list[str]]
     finished: bool  # every selected task had already ended: nothing was cancelled
 
 
-def cancel_records(records: Sequence[LaunchRecord], tasks: Optional[Tasklist] = None,
-                   dry_run: bool = False) -> List[Cancelled]:
+def cancel_records(records: Sequence[LaunchRecord], tasks: Tasklist | None = None,
+                   dry_run: bool = False) -> list[Cancelled]:
     """Cancel `tasks` (default: all) of each launch; checks every launch before cancelling any."""
     from onager.backends import backend_class
 
@@ -237,7 +240,7 @@ def cancel_records(records: Sequence[LaunchRecord], tasks: Optional[Tasklist] = 
                                  f"(it has {record.tasklist})")
             selected = tasks
         plans.append((record, selected))
-    done: List[Cancelled] = []
+    done: list[Cancelled] = []
     for record, selected in plans:
         states = read_states(record.launch_dir)
         if all(states.get(i) is not None and states[i].end is not None for i in selected):
@@ -250,6 +253,7 @@ def cancel_records(records: Sequence[LaunchRecord], tasks: Optional[Tasklist] = 
 
 def run_cancel(args: argparse.Namespace) -> int:
     import shlex
+
     from onager.backends import backend_class
 
     if not args.jobname and not args.jobid:
@@ -327,7 +331,7 @@ def run_logs(args: argparse.Namespace) -> int:
     index = JobIndex()
     records = select_records(index, args.jobname, None, args.launch)
     suffix = "err" if args.err else "out"
-    chosen: Optional[LaunchRecord] = None
+    chosen: LaunchRecord | None = None
     for record in reversed(records):
         if args.task in Tasklist.parse(record.tasklist):
             chosen = record

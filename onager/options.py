@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any
 
 from onager import config as configmod
 from onager.backends import available, backend_class, declared_options, names
@@ -14,7 +15,7 @@ from onager.backends.base import Option
 from onager.errors import UsageError
 
 #: launch options every backend reads (a backend that cannot honour one refuses it)
-SHARED: Tuple[Option, ...] = (
+SHARED: tuple[Option, ...] = (
     Option("cpus", "int", units="CPUs", metavar="CPUS", default=1,
            help="CPUs of each allocation (one task's, unless --tasks-per-node), as in 0.1.3"),
     Option("cpus_per_task", "int", units="CPUs", metavar="CPUS_PER_TASK",
@@ -38,13 +39,13 @@ SHARED: Tuple[Option, ...] = (
 )
 
 #: modules adding launch options that every backend shares: LAUNCH_OPTIONS and add_launch_arguments
-LAUNCH_OPTION_MODULES: List[str] = ["onager.provenance"]
+LAUNCH_OPTION_MODULES: list[str] = ["onager.provenance"]
 
 #: config keys that are not launch options
 PLAIN_KEYS = ("header", "footer", "venv", "backend")
 
 
-def new_options(cls: Any, seen: Dict[str, Option]) -> List[Option]:
+def new_options(cls: Any, seen: dict[str, Option]) -> list[Option]:
     """`cls`'s declared options not in `seen` (then added to it). One a backend re-declares as
     it is (a plugin wrapping local reuses LocalBackend.OPTIONS) is the same option; the same
     name declared differently is refused: option names never collide between backends."""
@@ -62,9 +63,9 @@ def new_options(cls: Any, seen: Dict[str, Option]) -> List[Option]:
     return fresh
 
 
-def feature_options() -> List[Option]:
+def feature_options() -> list[Option]:
     """Options of the feature modules (provenance), where they import."""
-    out: List[Option] = []
+    out: list[Option] = []
     for module in LAUNCH_OPTION_MODULES:
         try:
             out.extend(getattr(importlib.import_module(module), "LAUNCH_OPTIONS", ()))
@@ -73,9 +74,9 @@ def feature_options() -> List[Option]:
     return out
 
 
-def all_options() -> Dict[str, Option]:
+def all_options() -> dict[str, Option]:
     """Every declared launch option by name: shared, each backend's, the feature modules'."""
-    out: Dict[str, Option] = {o.name: o for o in SHARED}
+    out: dict[str, Option] = {o.name: o for o in SHARED}
     for cls in available().values():
         for option in declared_options(cls):
             out.setdefault(option.name, option)
@@ -84,7 +85,7 @@ def all_options() -> Dict[str, Option]:
     return out
 
 
-def config_keys() -> List[str]:
+def config_keys() -> list[str]:
     """Keys `onager config --write` accepts in any section (`-` or `_`)."""
     keys = set(PLAIN_KEYS) | {o.name for o in all_options().values() if o.config}
     for cls in available().values():
@@ -92,7 +93,7 @@ def config_keys() -> List[str]:
     return sorted(keys | {k.replace("_", "-") for k in keys})
 
 
-def check_config_items(items: Iterable[Tuple[str, str, str]]) -> None:
+def check_config_items(items: Iterable[tuple[str, str, str]]) -> None:
     """Refuse an unknown section or key, or a value of the wrong type, with one line, before
     `onager config --write` changes anything."""
     items = list(items)
@@ -104,7 +105,8 @@ def check_config_items(items: Iterable[Tuple[str, str, str]]) -> None:
             import difflib
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UsageError(f"unknown config key {key!r} for {section}{hint}: use header, footer or a launch option name")
+            raise UsageError(f"unknown config key {key!r} for {section}{hint}: use header, footer or a launch "
+                             "option name")
         option = declared.get(key.replace("-", "_"))
         if option is not None and value != "":
             option.convert(value, f"value for {section} {key}:")
@@ -113,7 +115,7 @@ def check_config_items(items: Iterable[Tuple[str, str, str]]) -> None:
 check_section = configmod.check_section
 
 
-def _refuse_plugin_options(backend: str, options: Dict[str, Any]) -> None:
+def _refuse_plugin_options(backend: str, options: dict[str, Any]) -> None:
     """An option only other packages' backends declare, given to one that does not declare it,
     is refused with one line rather than ignored (the built-ins' own are refused by
     base.refuse_foreign_options, with their messages)."""
@@ -134,9 +136,9 @@ class Resolved:
     """What a launch runs with: the backend, its options and venv, and where each default came from."""
 
     backend: str
-    options: Dict[str, Any]
-    venv: Optional[str] = None
-    from_config: List[Tuple[str, str]] = field(default_factory=list)  # (option name, config key)
+    options: dict[str, Any]
+    venv: str | None = None
+    from_config: list[tuple[str, str]] = field(default_factory=list)  # (option name, config key)
 
     def explain(self, exc: UsageError) -> UsageError:
         """`exc`, naming the config setting its bad value came from, if one did."""
@@ -151,17 +153,17 @@ class Resolved:
         return exc
 
 
-_KNOWN: Optional[Dict[str, Option]] = None
+_KNOWN: dict[str, Option] | None = None
 
 
-def _known() -> Dict[str, Option]:
+def _known() -> dict[str, Option]:
     global _KNOWN
     if _KNOWN is None:
         _KNOWN = all_options()
     return _KNOWN
 
 
-def resolve(backend: Optional[str], given: Dict[str, Any], venv: Optional[str] = None,
+def resolve(backend: str | None, given: dict[str, Any], venv: str | None = None,
             extra: Sequence[str] = (), root: str = ".") -> Resolved:
     """Config defaults under the command line: `given` holds the options as parsed (None where
     not given; `--no-X` gives False and so wins over config). The backend comes from `backend`
@@ -170,14 +172,15 @@ def resolve(backend: Optional[str], given: Dict[str, Any], venv: Optional[str] =
     project = configmod.read_section("project", root)
     name = backend or project.get("backend")
     if not name:
-        raise UsageError("launch needs --backend local|slurm|gridengine|ssh (or onager config --write project backend NAME)")
+        raise UsageError("launch needs --backend local|slurm|gridengine|ssh (or onager config --write project "
+                         "backend NAME)")
     if name not in names():
         raise UsageError(f"unknown backend {name!r}: use one of {', '.join(names())}")
     backend_class(name)  # a plugin that does not load: one line now, not mid-launch
     defaults = configmod.read_section(name, root)
     known = _known()
     values = dict(given)
-    from_config: List[Tuple[str, str]] = []
+    from_config: list[tuple[str, str]] = []
     for key, text in defaults.items():
         dest = key.replace("-", "_")
         option = known.get(dest)
@@ -189,7 +192,7 @@ def resolve(backend: Optional[str], given: Dict[str, Any], venv: Optional[str] =
             values[dest] = option.convert(text) if option.type in ("int", "flag", "bool") else text
         except UsageError:
             raise UsageError(f"config value {key}={text!r} for {name} is not valid; fix it with "
-                             f"onager config --write {name} {key} VALUE")
+                             f"onager config --write {name} {key} VALUE") from None
     options = {k: v for k, v in values.items() if v is not None}
     _refuse_plugin_options(name, options)
     if extra:

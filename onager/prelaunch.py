@@ -12,17 +12,16 @@ import re
 import shlex
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Callable, TextIO
 
 from onager.errors import UsageError
-from onager.sweep import (Files, Linspace, Logspace, LogUniform, RandInt, Range, Sweep, Uniform, Values,
-                          check_jobname)
+from onager.sweep import Files, Linspace, Logspace, LogUniform, RandInt, Range, Sweep, Uniform, Values, check_jobname
 
 _INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 
 # option -> (min values, max values or None for any). These are the 0.1.3 options (plus
 # +dry-run): only they may be abbreviated, so `+f` still means +flag now that +from exists.
-OPTIONS: Dict[str, Tuple[int, Optional[int]]] = {
+OPTIONS: dict[str, tuple[int, int | None]] = {
     "+command": (1, 1), "+jobname": (1, 1), "+jobfile": (1, 1),
     "+arg": (1, None), "+pos-arg": (1, None), "+flag": (1, 1),
     "+tag": (0, 1), "+tag-args": (1, None), "+no-tag-number": (0, 0),
@@ -31,11 +30,11 @@ OPTIONS: Dict[str, Tuple[int, Optional[int]]] = {
 }
 ALIASES = {"+a": "+append", "+q": "+quiet", "+h": "+help"}
 # newer options: exact spelling only
-EXACT_OPTIONS: Dict[str, Tuple[int, Optional[int]]] = {
+EXACT_OPTIONS: dict[str, tuple[int, int | None]] = {
     "+link": (0, 0), "+sample": (1, 1), "+seed": (1, 1), "+from": (1, 1),
 }
 # value generators, inside the values of +arg / +pos-arg: word -> (min, max) arguments
-GENERATORS: Dict[str, Tuple[int, int]] = {
+GENERATORS: dict[str, tuple[int, int]] = {
     "+range": (2, 3), "+linspace": (3, 3), "+logspace": (3, 3), "+files": (1, 1),
     "+uniform": (2, 2), "+loguniform": (2, 2), "+randint": (2, 2),
 }
@@ -94,8 +93,8 @@ examples:
 @dataclass
 class PrelaunchArgs:
     sweep: Sweep
-    jobname: Optional[str] = None
-    jobfile: Optional[str] = None
+    jobname: str | None = None
+    jobfile: str | None = None
     append: bool = False
     quiet: bool = False
     dry_run: bool = False
@@ -129,7 +128,7 @@ def _value(token: str) -> str:
     return token[1:] if token.startswith("++") else token
 
 
-def _generator(word: str, params: List[str]) -> Values:
+def _generator(word: str, params: list[str]) -> Values:
     if word == "+range":
         return Range(*params)
     if word == "+linspace":
@@ -145,13 +144,13 @@ def _generator(word: str, params: List[str]) -> Values:
     return RandInt(*params)
 
 
-def _values(argv: List[str], i: int, option: str, values: List[Any]) -> int:
+def _values(argv: list[str], i: int, option: str, values: list[Any]) -> int:
     """Collect the values of +arg/+pos-arg from argv[i:], generators included; returns the next index."""
     while i < len(argv):
         token = argv[i]
         if token in GENERATORS and (option == "+pos-arg" or values):
             low, high = GENERATORS[token]
-            params: List[str] = []
+            params: list[str] = []
             i += 1
             while i < len(argv) and len(params) < high and not _is_option(argv[i]):
                 if len(params) >= low and not _INTEGER.fullmatch(argv[i]):
@@ -191,7 +190,7 @@ def _shown(word: str) -> str:
     return "$'" + "".join(out) + "'"
 
 
-def _stray(argv: List[str], start: int, i: int) -> UsageError:
+def _stray(argv: list[str], start: int, i: int) -> UsageError:
     """The error for plain words no option takes: usually a value the shell split in two.
 
     It shows the words as onager received them, one [box] each, and how to type the line.
@@ -227,18 +226,18 @@ class _Parse:
     """What the +options said so far; handlers fill it in, `_build` turns it into a Sweep."""
 
     args: PrelaunchArgs
-    command: Optional[str] = None
-    dims: List[Tuple[str, List[Any], bool]] = field(default_factory=list)
-    tag: Optional[str] = None
-    tag_args: Optional[List[str]] = None
+    command: str | None = None
+    dims: list[tuple[str, list[Any], bool]] = field(default_factory=list)
+    tag: str | None = None
+    tag_args: list[str] | None = None
     no_number: bool = False
     link: bool = False
-    sample: Optional[str] = None
-    seed: Optional[str] = None
-    source: Optional[str] = None
+    sample: str | None = None
+    seed: str | None = None
+    source: str | None = None
 
 
-def _read_plain(argv: List[str], i: int, option: str, values: List[Any]) -> int:
+def _read_plain(argv: list[str], i: int, option: str, values: list[Any]) -> int:
     """Words up to the next +option, at most the option's arity; returns the next index."""
     high = (OPTIONS.get(option) or EXACT_OPTIONS[option])[1]
     while i < len(argv) and not _is_option(argv[i]) and (high is None or len(values) < high):
@@ -247,7 +246,7 @@ def _read_plain(argv: List[str], i: int, option: str, values: List[Any]) -> int:
     return i
 
 
-def _read_dimension(argv: List[str], i: int, option: str, values: List[Any]) -> int:
+def _read_dimension(argv: list[str], i: int, option: str, values: list[Any]) -> int:
     """+arg's name, then the values of +arg/+pos-arg, generators included."""
     if option == "+arg" and not values and i < len(argv) and not _is_option(argv[i]):
         values.append(_value(argv[i]))  # the name
@@ -255,39 +254,39 @@ def _read_dimension(argv: List[str], i: int, option: str, values: List[Any]) -> 
     return _values(argv, i, option, values)
 
 
-def _dimension(state: _Parse, option: str, values: List[Any]) -> None:
+def _dimension(state: _Parse, option: str, values: list[Any]) -> None:
     if state.link and option == "+flag":
         raise UsageError("+link cannot join a +flag: flags are not linked; use +arg NAME with values")
     state.dims.append((option, values, state.link))
     state.link = False
 
 
-def _tag(state: _Parse, option: str, values: List[Any]) -> None:
+def _tag(state: _Parse, option: str, values: list[Any]) -> None:
     state.tag = values[0] if values else "--tag"
     if state.tag == "":
         raise UsageError("+tag needs a non-empty name, or none for --tag")
 
 
-def _tag_args(state: _Parse, option: str, values: List[Any]) -> None:
+def _tag_args(state: _Parse, option: str, values: list[Any]) -> None:
     state.tag_args = values
 
 
-def _link(state: _Parse, option: str, values: List[Any]) -> None:
+def _link(state: _Parse, option: str, values: list[Any]) -> None:
     if not state.dims and state.source is None:
         raise UsageError("+link joins the next +arg/+pos-arg to the one before it: put it between two of them")
     state.link = True
 
 
-def _from(state: _Parse, option: str, values: List[Any]) -> None:
+def _from(state: _Parse, option: str, values: list[Any]) -> None:
     if state.source is not None:
         raise UsageError("+from takes one sweep file; give the rest as options")
     state.source = values[0]
 
 
-def _setter(target: str, value: Any = None) -> Callable[[_Parse, str, List[Any]], None]:
+def _setter(target: str, value: Any = None) -> Callable[[_Parse, str, list[Any]], None]:
     """A handler that stores the option's first value (or `value`, for a switch) at `target`
     ("name" on the parse state, "args.name" on the PrelaunchArgs)."""
-    def handle(state: _Parse, option: str, values: List[Any]) -> None:
+    def handle(state: _Parse, option: str, values: list[Any]) -> None:
         owner: Any = state
         name = target
         if target.startswith("args."):
@@ -296,10 +295,10 @@ def _setter(target: str, value: Any = None) -> Callable[[_Parse, str, List[Any]]
     return handle
 
 
-Handler = Callable[[_Parse, str, List[Any]], None]
-Reader = Callable[[List[str], int, str, List[Any]], int]
+Handler = Callable[[_Parse, str, list[Any]], None]
+Reader = Callable[[list[str], int, str, list[Any]], int]
 #: canonical +option -> (how its words are read, what it does); arity is in OPTIONS / EXACT_OPTIONS
-TABLE: Dict[str, Tuple[Reader, Handler]] = {
+TABLE: dict[str, tuple[Reader, Handler]] = {
     "+command": (_read_plain, _setter("command")),
     "+jobname": (_read_plain, _setter("args.jobname")),
     "+jobfile": (_read_plain, _setter("args.jobfile")),
@@ -321,7 +320,7 @@ TABLE: Dict[str, Tuple[Reader, Handler]] = {
 DIMENSIONS = ("+arg", "+pos-arg", "+flag")
 
 
-def parse(argv: List[str]) -> PrelaunchArgs:
+def parse(argv: list[str]) -> PrelaunchArgs:
     """The +options of argv, read with TABLE, as a checked Sweep and where to write it."""
     if argv[:1] in (["-h"], ["--help"]):
         return PrelaunchArgs(Sweep(""), help=True)
@@ -335,11 +334,11 @@ def parse(argv: List[str]) -> PrelaunchArgs:
         start = i
         option = ALIASES.get(_resolve(token), _resolve(token))
         low, high = OPTIONS.get(option) or EXACT_OPTIONS[option]
-        values: List[Any] = [_value(token.split("=", 1)[1])] if "=" in token else []
+        values: list[Any] = [_value(token.split("=", 1)[1])] if "=" in token else []
         reader, handler = TABLE[option]
         i = reader(argv, i + 1, option, values)
         if len(values) < low:
-            raise UsageError(f"{option} needs {'a value' if low == 1 and high == 1 else 'at least %d value(s)' % low}"
+            raise UsageError(f"{option} needs {'a value' if low == 1 and high == 1 else f'at least {low} value(s)'}"
                              f"; see onager help prelaunch")
         if state.link and option not in DIMENSIONS:
             raise UsageError(f"+link must be followed by the +arg or +pos-arg to link, not {option}")
@@ -399,25 +398,27 @@ def _build(state: _Parse) -> PrelaunchArgs:
     return args
 
 
-def run(argv: List[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     from onager.jobfile import iter_jobfile, jobfile_path
 
     args = parse(argv)
     if args.help:
         out.write(HELP)
         return 0
+    jobname = args.jobname
+    assert jobname is not None  # parse() refuses a missing +jobname
     for warning in args.sweep.warnings:
         err.write(f"onager: warning: {warning}\n")
     if args.dry_run:
-        path = jobfile_path(args.jobname, args.jobfile)
+        path = jobfile_path(jobname, args.jobfile)
         start = 1
         if args.append and os.path.exists(path):
             start = max((e.id for e in iter_jobfile(path)), default=0) + 1
-        for line in args.sweep.lines(args.jobname, start):
+        for line in args.sweep.lines(jobname, start):
             if not args.quiet:
                 out.write(line.command + "\n")
         return 0
-    written = args.sweep.write(args.jobname, args.jobfile, args.append, echo=None if args.quiet else out)
+    written = args.sweep.write(jobname, args.jobfile, args.append, echo=None if args.quiet else out)
     path, count, new = written.path, written.count, written.added
     if args.append and written.existed:
         err.write(f"Prelaunched {new} more jobs for {args.jobname} ({count} in all) in {path}.\n")

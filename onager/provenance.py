@@ -34,8 +34,9 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from onager.errors import OnagerError, UsageError
 from onager.layout import PROVENANCE_JSON
@@ -60,7 +61,7 @@ _FALSE = ("0", "false", "no", "off", "")
 
 
 # --------------------------------------------------------------------- options
-def _launch_options() -> Tuple[Any, ...]:
+def _launch_options() -> tuple[Any, ...]:
     from onager.backends.base import Option
     return (
         Option("snapshot", "bool", default=False,
@@ -95,7 +96,7 @@ class Settings:
 
     snapshot: bool = False
     require_clean: bool = False
-    max_size: Optional[int] = DEFAULT_MAX_SIZE
+    max_size: int | None = DEFAULT_MAX_SIZE
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -106,10 +107,11 @@ def _flag(value: Any, name: str) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise UsageError(f"{name} must be true or false, not {value!r}: fix it with onager config --write project {name} true")
+    raise UsageError(f"{name} must be true or false, not {value!r}: fix it with onager config --write project "
+                     f"{name} true")
 
 
-def parse_size(text: Any, name: str = "--snapshot-max-size") -> Optional[int]:
+def parse_size(text: Any, name: str = "--snapshot-max-size") -> int | None:
     """`500M`, `2G`, `1.5GB`, `300KiB`, `200` (MB) -> bytes; `none`/`0` -> no limit."""
     if isinstance(text, int) and not isinstance(text, bool):
         return text if text > 0 else None
@@ -123,7 +125,7 @@ def parse_size(text: Any, name: str = "--snapshot-max-size") -> Optional[int]:
     return int(float(match.group(1)) * 1024 ** " kmgt".index(unit))
 
 
-def resolve_settings(options: Dict[str, Any], root: str = ".") -> Settings:
+def resolve_settings(options: dict[str, Any], root: str = ".") -> Settings:
     """Launch options first, then `[project]` keys (`onager config --write project snapshot true`)."""
     from onager import config as configmod
 
@@ -172,14 +174,14 @@ class Git:
         self.installed = shutil.which("git") is not None
 
     @staticmethod
-    def _env() -> Dict[str, str]:
+    def _env() -> dict[str, str]:
         env = dict(os.environ)
         # no index.lock from `git status` (concurrent launches, an editor's git), no prompts,
         # and messages in English so that "not a git repository" can be recognised
         env.update(GIT_OPTIONAL_LOCKS="0", GIT_TERMINAL_PROMPT="0", LC_ALL="C", LANGUAGE="C")
         return env
 
-    def run(self, *args: str, timeout: Optional[float] = None, cwd: Optional[str] = None) -> Tuple[Optional[bytes], str]:
+    def run(self, *args: str, timeout: float | None = None, cwd: str | None = None) -> tuple[bytes | None, str]:
         """(stdout, "") on success, (None, one-line reason) otherwise."""
         if not self.installed:
             return None, "git is not installed"
@@ -192,12 +194,12 @@ class Git:
         except OSError as exc:
             return None, f"git could not run: {exc.strerror or exc}"
         if proc.returncode != 0:
-            lines = [l for l in proc.stderr.decode("utf-8", "replace").splitlines() if l.strip()]
+            lines = [line for line in proc.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
             reason = lines[0].strip() if lines else f"exit status {proc.returncode}"
             return None, strip_credentials(f"git {args[0]}: {reason}")
         return proc.stdout, ""
 
-    def text(self, *args: str, **kwargs: Any) -> Tuple[Optional[str], str]:
+    def text(self, *args: str, **kwargs: Any) -> tuple[str | None, str]:
         out, error = self.run(*args, **kwargs)
         return (None, error) if out is None else (os.fsdecode(out).strip(), "")
 
@@ -206,23 +208,23 @@ class Git:
 class GitState:
     """What git says about the working directory; `info` is what provenance.json records."""
 
-    info: Dict[str, Any] = field(default_factory=dict)
-    toplevel: Optional[str] = None   # repository root, when inside one
+    info: dict[str, Any] = field(default_factory=dict)
+    toplevel: str | None = None   # repository root, when inside one
     prefix: str = ""                 # the workdir relative to the root ("" or "sub/dir/")
-    changed: List[str] = field(default_factory=list)    # tracked files with uncommitted changes
-    untracked: List[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)    # tracked files with uncommitted changes
+    untracked: list[str] = field(default_factory=list)
     status_known: bool = False
-    diff: Optional[bytes] = None
+    diff: bytes | None = None
 
     @property
     def repository(self) -> bool:
         return self.toplevel is not None
 
 
-def _parse_status(data: bytes) -> Tuple[List[str], List[str]]:
+def _parse_status(data: bytes) -> tuple[list[str], list[str]]:
     """`git status --porcelain -z` -> (changed tracked paths, untracked paths)."""
-    changed: List[str] = []
-    untracked: List[str] = []
+    changed: list[str] = []
+    untracked: list[str] = []
     entries = data.split(b"\0")
     i = 0
     while i < len(entries):
@@ -240,7 +242,7 @@ def _parse_status(data: bytes) -> Tuple[List[str], List[str]]:
     return changed, untracked
 
 
-def git_state(workdir: str, git: Optional[Git] = None, want_diff: bool = True) -> GitState:
+def git_state(workdir: str, git: Git | None = None, want_diff: bool = True) -> GitState:
     """Repository, commit, branch, remotes, changed and untracked files, diff of tracked changes."""
     git = git or Git(workdir)
     state = GitState()
@@ -260,7 +262,7 @@ def git_state(workdir: str, git: Optional[Git] = None, want_diff: bool = True) -
     state.toplevel = lines[0]
     state.prefix = lines[1] if len(lines) > 1 else ""
     info.update(repository=True, root=state.toplevel, subdir=state.prefix.rstrip("/"))
-    errors: List[str] = []
+    errors: list[str] = []
 
     commit, error = git.text("rev-parse", "-q", "--verify", "HEAD^{commit}")
     info["commit"] = commit or None
@@ -270,7 +272,7 @@ def git_state(workdir: str, git: Optional[Git] = None, want_diff: bool = True) -
     info["branch"] = branch or None
     info["detached"] = branch is None and commit is not None
 
-    remotes: Dict[str, str] = {}
+    remotes: dict[str, str] = {}
     out, _ = git.text("config", "--get-regexp", r"^remote\..*\.url$")
     for line in (out or "").splitlines():
         key, _, url = line.partition(" ")
@@ -278,13 +280,13 @@ def git_state(workdir: str, git: Optional[Git] = None, want_diff: bool = True) -
     info["remotes"] = remotes
     info["remote_url"] = remotes.get("origin") or (next(iter(remotes.values())) if remotes else None)
 
-    out, error = git.run("status", "--porcelain=v1", "-z", "--untracked-files=all")
-    if out is None:
+    status, error = git.run("status", "--porcelain=v1", "-z", "--untracked-files=all")
+    if status is None:
         errors.append(error)
         info["dirty"] = None
     else:
         state.status_known = True
-        state.changed, state.untracked = _parse_status(out)
+        state.changed, state.untracked = _parse_status(status)
         info["dirty"] = bool(state.changed)
         info["changed"] = state.changed
         info["untracked_count"] = len(state.untracked)
@@ -315,7 +317,7 @@ class Freeze:
     `commands` are tried in turn until one succeeds; all of them share one deadline.
     """
 
-    def __init__(self, commands: Optional[Sequence[Sequence[str]]] = None, timeout: Optional[float] = None):
+    def __init__(self, commands: Sequence[Sequence[str]] | None = None, timeout: float | None = None):
         timeout = FREEZE_TIMEOUT if timeout is None else timeout
         if commands is None:
             # uv answers in milliseconds where pip takes about a second; pip when uv is absent or fails
@@ -327,7 +329,7 @@ class Freeze:
         self.deadline = time.monotonic() + timeout
         self.timeout = timeout
         self.started = time.monotonic()
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self._start(0)
 
     def _start(self, which: int) -> None:
@@ -339,9 +341,9 @@ class Freeze:
         except OSError:
             self.proc = None
 
-    def finish(self) -> Tuple[Optional[str], Dict[str, Any]]:
+    def finish(self) -> tuple[str | None, dict[str, Any]]:
         """(freeze text or None, what provenance.json says about it)."""
-        errors: List[str] = []
+        errors: list[str] = []
         while True:
             if self.proc is None:
                 errors.append(f"could not start {self.commands[self.which][0]}")
@@ -357,9 +359,9 @@ class Freeze:
                     command = self.commands[self.which]
                     tool = "uv pip freeze" if os.path.basename(command[0]) == "uv" else "pip freeze"
                     return text, {"tool": tool, "file": FREEZE_FILE, "python": sys.executable,
-                                  "count": sum(1 for l in text.splitlines() if l and not l.startswith("#")),
+                                  "count": sum(1 for line in text.splitlines() if line and not line.startswith("#")),
                                   "seconds": round(time.monotonic() - self.started, 3)}
-                lines = [l for l in err.decode("utf-8", "replace").splitlines() if l.strip()]
+                lines = [line for line in err.decode("utf-8", "replace").splitlines() if line.strip()]
                 errors.append(strip_credentials(lines[-1].strip() if lines else f"exit status {self.proc.returncode}"))
             if self.which + 1 >= len(self.commands) or time.monotonic() >= self.deadline:
                 return None, {"error": "; ".join(errors)}
@@ -382,7 +384,7 @@ class IgnoreRules:
     """
 
     def __init__(self, patterns: Sequence[str] = ()):
-        self.rules: List[Tuple[str, bool, bool]] = []  # (glob, anchored, directories only)
+        self.rules: list[tuple[str, bool, bool]] = []  # (glob, anchored, directories only)
         for raw in patterns:
             line = raw.rstrip("\n").rstrip()
             if not line or line.startswith("#") or line.startswith("!"):
@@ -399,7 +401,7 @@ class IgnoreRules:
                 self.rules.append((line, anchored, dir_only))
 
     @classmethod
-    def from_dir(cls, directory: str, names: Sequence[str] = IGNORE_FILES) -> Tuple["IgnoreRules", Optional[str]]:
+    def from_dir(cls, directory: str, names: Sequence[str] = IGNORE_FILES) -> tuple[IgnoreRules, str | None]:
         """Rules of the first ignore file found among `names` (and which one it was)."""
         for name in names:
             try:
@@ -443,10 +445,10 @@ class Plan:
 
     source: str                                   # directory the relative paths start from
     mode: str                                     # "git" or "directory"
-    files: List[Tuple[str, int, int]] = field(default_factory=list)   # (relative path, size, mode)
-    links: List[str] = field(default_factory=list)               # symbolic links, copied as links
-    dirs: List[str] = field(default_factory=list)                # directories that must exist
-    ignore_file: Optional[str] = None
+    files: list[tuple[str, int, int]] = field(default_factory=list)   # (relative path, size, mode)
+    links: list[str] = field(default_factory=list)               # symbolic links, copied as links
+    dirs: list[str] = field(default_factory=list)                # directories that must exist
+    ignore_file: str | None = None
     ignored: int = 0
     partial: bool = False    # planning stopped early: already over the size limit
 
@@ -501,7 +503,7 @@ def plan_git(state: GitState, git: Git) -> Plan:
     return plan
 
 
-def plan_directory(workdir: str, launch_dir: str, max_size: Optional[int] = None) -> Plan:
+def plan_directory(workdir: str, launch_dir: str, max_size: int | None = None) -> Plan:
     """The working directory less `.onagerignore` (or `.gitignore`) and onager/VCS/venv/cache dirs.
 
     Stops walking once the files seen exceed `max_size` (a launch from a huge directory
@@ -543,7 +545,7 @@ def plan_directory(workdir: str, launch_dir: str, max_size: Optional[int] = None
     return plan
 
 
-def check_size(plan: Plan, max_size: Optional[int]) -> None:
+def check_size(plan: Plan, max_size: int | None) -> None:
     """Refuse a snapshot above the limit, naming the biggest files."""
     total = plan.size
     if max_size is None or total <= max_size:
@@ -588,7 +590,7 @@ def copy_plan(plan: Plan, dest: str) -> None:
         except FileNotFoundError:
             continue  # deleted while we copied: the snapshot holds the tree as it now is
         except OSError as exc:
-            raise OnagerError(f"cannot copy {src} into the snapshot: {exc.strerror or exc}")
+            raise OnagerError(f"cannot copy {src} into the snapshot: {exc.strerror or exc}") from exc
     for rel in plan.links:
         parent(rel)
         try:
@@ -596,11 +598,11 @@ def copy_plan(plan: Plan, dest: str) -> None:
         except FileNotFoundError:
             continue
         except OSError as exc:
-            raise OnagerError(f"cannot copy link {rel} into the snapshot: {exc.strerror or exc}")
+            raise OnagerError(f"cannot copy link {rel} into the snapshot: {exc.strerror or exc}") from exc
 
 
-def make_snapshot(launch_dir: str, workdir: str, state: GitState, max_size: Optional[int],
-                  git: Optional[Git] = None) -> Tuple[Dict[str, Any], str]:
+def make_snapshot(launch_dir: str, workdir: str, state: GitState, max_size: int | None,
+                  git: Git | None = None) -> tuple[dict[str, Any], str]:
     """Copy the code into `<launch_dir>/code/`; returns (record, the directory tasks run in)."""
     if not os.path.isdir(workdir):
         raise UsageError(f"working directory {workdir} does not exist: nothing to snapshot")
@@ -643,7 +645,7 @@ def _version() -> str:
     return __version__
 
 
-def check_launch(workdir: str, options: Dict[str, Any], root: str = ".", launch_dir: str = "") -> Settings:
+def check_launch(workdir: str, options: dict[str, Any], root: str = ".", launch_dir: str = "") -> Settings:
     """The refusals of prepare_launch without writing anything (for --dry-run)."""
     settings = resolve_settings(options, root)
     if not (settings.require_clean or settings.snapshot):
@@ -655,7 +657,10 @@ def check_launch(workdir: str, options: Dict[str, Any], root: str = ".", launch_
     if settings.snapshot:
         if not os.path.isdir(workdir):
             raise UsageError(f"working directory {workdir} does not exist: nothing to snapshot")
-        plan = plan_git(state, git) if state.repository else plan_directory(workdir, launch_dir or os.devnull, settings.max_size)
+        if state.repository:
+            plan = plan_git(state, git)
+        else:
+            plan = plan_directory(workdir, launch_dir or os.devnull, settings.max_size)
         check_size(plan, settings.max_size)
     return settings
 
@@ -674,8 +679,8 @@ def _check_clean(state: GitState, workdir: str) -> None:
                          "commit or stash them, or launch with --no-require-clean")
 
 
-def prepare_launch(launch_dir: str, workdir: str, options: Dict[str, Any], *, backend: Optional[str] = None,
-                   argv: Optional[Sequence[str]] = None, venv: Optional[str] = None, root: str = ".") -> str:
+def prepare_launch(launch_dir: str, workdir: str, options: dict[str, Any], *, backend: str | None = None,
+                   argv: Sequence[str] | None = None, venv: str | None = None, root: str = ".") -> str:
     """Record provenance into `launch_dir` (and freeze the code with --snapshot); returns where tasks run.
 
     Raises UsageError for --require-clean on a dirty tree and for a snapshot over its
@@ -746,11 +751,11 @@ def _write(path: str, data: bytes) -> None:
     try:
         atomic_write(path, data)
     except OSError as exc:
-        raise OnagerError(f"cannot write {path}: {exc.strerror or exc}; free some space or fix permissions")
+        raise OnagerError(f"cannot write {path}: {exc.strerror or exc}; free some space or fix permissions") from exc
 
 
 # ----------------------------------------------------------------------- read
-def load_provenance(launch_dir: str) -> Optional[Dict[str, Any]]:
+def load_provenance(launch_dir: str) -> dict[str, Any] | None:
     """provenance.json of a launch, or None when the launch has none (or it is damaged)."""
     try:
         with open(os.path.join(launch_dir, PROVENANCE_FILE), encoding="utf-8") as handle:

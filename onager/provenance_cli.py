@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from onager.errors import OnagerError, UsageError
 from onager.layout import LaunchPaths
@@ -31,7 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------- choosing
-def _choose(job: str, launch: Optional[str], task: Optional[int]):
+def _choose(job: str, launch: str | None, task: int | None):
     from onager.index import JobIndex
     from onager.tasklist import Tasklist
 
@@ -56,13 +56,13 @@ def _choose(job: str, launch: Optional[str], task: Optional[int]):
     raise UsageError(f"task {task} is not in {where}: check it with onager list --jobname {records[-1].jobname}")
 
 
-def _start_host(launch_dir: str, task_id: int) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+def _start_host(launch_dir: str, task_id: int) -> tuple[str | None, str | None, str | None]:
     """(host, pid, scheduler job id) that the wrapper wrote when the task's latest attempt started."""
     fields = (start_fields(launch_dir, task_id) or []) + [None] * 3
     return fields[0], fields[1], fields[2]
 
 
-def _task_info(record: Any, task_id: int) -> Dict[str, Any]:
+def _task_info(record: Any, task_id: int) -> dict[str, Any]:
     from onager.status import launch_rows, query_all
 
     answers = query_all([record])
@@ -78,13 +78,13 @@ def _task_info(record: Any, task_id: int) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------- printing
-def _when(epoch: Optional[float]) -> str:
+def _when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch))
 
 
-def _elapsed(seconds: Optional[float]) -> str:
+def _elapsed(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     seconds = int(seconds)
@@ -99,20 +99,24 @@ def _rel(path: str) -> str:
     return path if rel.startswith("../..") else rel
 
 
-def _options_text(options: Dict[str, Any]) -> str:
+def _options_text(options: dict[str, Any]) -> str:
     return " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(options.items())) or "-"
 
 
-def _git_lines(gitinfo: Dict[str, Any], launch_dir: str) -> List[Tuple[str, str]]:
+def _git_lines(gitinfo: dict[str, Any], launch_dir: str) -> list[tuple[str, str]]:
     if not gitinfo.get("repository"):
         return [("git", f"none ({gitinfo.get('reason', 'not recorded')})")]
     commit = gitinfo.get("commit") or "no commit yet"
-    where = f"on branch {gitinfo['branch']}" if gitinfo.get("branch") else ("detached HEAD" if gitinfo.get("detached") else "")
+    if gitinfo.get("branch"):
+        where = f"on branch {gitinfo['branch']}"
+    else:
+        where = "detached HEAD" if gitinfo.get("detached") else ""
     dirty = gitinfo.get("dirty")
     changed = gitinfo.get("changed") or []
     state = {True: f"dirty: {len(changed)} tracked file(s) changed", False: "clean", None: "cleanliness unknown"}[dirty]
     lines = [("commit", " ".join(x for x in (commit, where, f"({state})") if x)),
-             ("repository", gitinfo.get("root", "-") + (f"  (workdir: {gitinfo['subdir']})" if gitinfo.get("subdir") else ""))]
+             ("repository",
+              gitinfo.get("root", "-") + (f"  (workdir: {gitinfo['subdir']})" if gitinfo.get("subdir") else ""))]
     remotes = gitinfo.get("remotes") or {}
     if remotes:
         lines.append(("remote", ", ".join(f"{name} {url}" for name, url in sorted(remotes.items()))))
@@ -136,13 +140,14 @@ def _git_lines(gitinfo: Dict[str, Any], launch_dir: str) -> List[Tuple[str, str]
     return lines
 
 
-def _text(data: Dict[str, Any]) -> str:
+def _text(data: dict[str, Any]) -> str:
     launch = data["launch"]
     prov = data.get("provenance")
     launch_dir = launch["launch_dir"]
-    rows: List[Tuple[str, str]] = [
+    rows: list[tuple[str, str]] = [
         ("launch", f"{launch['key']} on {launch.get('backend') or '-'}: {launch.get('count', '?')} task(s) "
-                   f"{launch.get('tasklist', '')}" + (f", job id {launch['job_ids']}" if launch.get("job_ids") else "")),
+                   f"{launch.get('tasklist', '')}"
+                   + (f", job id {launch['job_ids']}" if launch.get("job_ids") else "")),
         ("directory", _rel(launch_dir)),
     ]
     if prov is None:
@@ -160,7 +165,8 @@ def _text(data: Dict[str, Any]) -> str:
         ]
         env = prov.get("environment") or {}
         if prov.get("venv") or env:
-            words = ([f"--venv {prov['venv']}"] if prov.get("venv") else []) + [f"{k}={v}" for k, v in sorted(env.items())]
+            words = ([f"--venv {prov['venv']}"] if prov.get("venv") else []) + \
+                [f"{k}={v}" for k, v in sorted(env.items())]
             rows.append(("environment", " ".join(words)))
         rows.append(("backend", f"{prov.get('backend') or launch.get('backend') or '-'}  "
                                 f"{_options_text(prov.get('options') or {})}"))
@@ -209,8 +215,9 @@ def run(args: argparse.Namespace) -> int:
     launch = {"key": record.key, "jobname": record.jobname, "launch_id": record.launch_id,
               "backend": record.backend, "launch_dir": record.launch_dir, "tasklist": record.tasklist,
               "count": record.count, "job_ids": ",".join(record.job_ids), "created": record.created,
-              "workdir": meta.get("workdir"), "command": strip_credentials(shlex.join(argv)) if isinstance(argv, list) else None}
-    data: Dict[str, Any] = {"launch": launch, "provenance": load_provenance(record.launch_dir)}
+              "workdir": meta.get("workdir"),
+              "command": strip_credentials(shlex.join(argv)) if isinstance(argv, list) else None}
+    data: dict[str, Any] = {"launch": launch, "provenance": load_provenance(record.launch_dir)}
     if data["provenance"] is not None and not data["provenance"].get("backend"):
         data["provenance"]["backend"] = record.backend
     if args.task is not None:

@@ -22,8 +22,9 @@ import math
 import operator
 import os
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable
 
 from onager.errors import OnagerError, UsageError
 
@@ -39,7 +40,7 @@ class MetricPattern:
     """`NAME=REGEX`: the value of NAME is group 1 of the regex's last match in a task's log."""
 
     name: str
-    regex: "re.Pattern[str]"
+    regex: re.Pattern[str]
     stream: str = "out"  # "out" reads logs/<id>.out, "err" reads logs/<id>.err
 
     @property
@@ -82,9 +83,9 @@ def to_value(text: str) -> Any:
         return text
 
 
-def last_match(text: str, regex: "re.Pattern[str]") -> Any:
+def last_match(text: str, regex: re.Pattern[str]) -> Any:
     """Group 1 of the last match whose group 1 took part, as a number when it is one."""
-    found: Optional[str] = None
+    found: str | None = None
     for match in regex.finditer(text):
         value = match.group(1)
         if value is not None:
@@ -93,7 +94,7 @@ def last_match(text: str, regex: "re.Pattern[str]") -> Any:
 
 
 # ------------------------------------------------------------------ metrics from log_result
-def read_bytes(path: str, dir_fd: Optional[int] = None) -> Optional[bytes]:
+def read_bytes(path: str, dir_fd: int | None = None) -> bytes | None:
     """The whole file, or None when it is missing: open, one read, close for a small file."""
     try:
         fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
@@ -114,8 +115,8 @@ def read_bytes(path: str, dir_fd: Optional[int] = None) -> Optional[bytes]:
     return data
 
 
-def _merge(objects: Iterable[Any]) -> Dict[str, Any]:
-    merged: Dict[str, Any] = {}
+def _merge(objects: Iterable[Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
     for obj in objects:
         if type(obj) is dict:
             merged.update(obj)
@@ -126,7 +127,7 @@ def _merge(objects: Iterable[Any]) -> Dict[str, Any]:
     return merged
 
 
-def parse_result_lines(data: bytes) -> Dict[str, Any]:
+def parse_result_lines(data: bytes) -> dict[str, Any]:
     """Merge the JSON lines of one results file: the last value of each metric wins.
 
     A damaged line (a task killed mid-write, a full disk) is skipped, never fatal.
@@ -146,13 +147,13 @@ def parse_result_lines(data: bytes) -> Dict[str, Any]:
         return _merge(objects)
 
 
-def read_results(results_dir: str, task_ids: Iterable[int]) -> Dict[int, Dict[str, Any]]:
+def read_results(results_dir: str, task_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """Metrics of many tasks: every file read once, all parsed by ONE json.loads call.
 
     Should any file hold a damaged line, each file is parsed on its own instead.
     """
-    ids: List[int] = []
-    blobs: List[bytes] = []
+    ids: list[int] = []
+    blobs: list[bytes] = []
     with _opened_dir(results_dir) as dir_fd:
         if dir_fd is None:
             return {}
@@ -180,12 +181,12 @@ class ResultRow:
     task_id: int
     launch_id: str
     status: str
-    params: Dict[str, Any]
-    metrics: Dict[str, Any]
+    params: dict[str, Any]
+    metrics: dict[str, Any]
 
 
-def collect(jobname: str, launch_id: Optional[str] = None, patterns: Sequence[MetricPattern] = (),
-            root: str = ".", warn: Optional[Callable[[str], None]] = None) -> List[ResultRow]:
+def collect(jobname: str, launch_id: str | None = None, patterns: Sequence[MetricPattern] = (),
+            root: str = ".", warn: Callable[[str], None] | None = None) -> list[ResultRow]:
     """One row per task: its latest run across the job's launches (or in `launch_id` only).
 
     Status is decided exactly as `onager list` does (state files merged with one scheduler
@@ -200,7 +201,7 @@ def collect(jobname: str, launch_id: Optional[str] = None, patterns: Sequence[Me
     if not records:
         raise UsageError(f"no launch of job {jobname!r} in the index: check the name with onager list")
     answers = query_all(records)
-    chosen: Dict[int, Tuple[int, str, Dict[str, Any]]] = {}
+    chosen: dict[int, tuple[int, str, dict[str, Any]]] = {}
     for position, record in enumerate(records):
         if not os.path.isdir(record.launch_dir):
             if warn:
@@ -213,10 +214,10 @@ def collect(jobname: str, launch_id: Optional[str] = None, patterns: Sequence[Me
         for task_id, _command, _tag, params in iter_launch_tasks(record.launch_dir):
             chosen[task_id] = (position, status_of(states.get(task_id), sched.get(task_id), queried), params)
 
-    per_launch: Dict[int, List[int]] = {}
+    per_launch: dict[int, list[int]] = {}
     for task_id, (position, _, _) in chosen.items():
         per_launch.setdefault(position, []).append(task_id)
-    metrics: Dict[int, Dict[str, Any]] = {}
+    metrics: dict[int, dict[str, Any]] = {}
     for position, task_ids in per_launch.items():
         launch_dir = records[position].launch_dir
         metrics.update(read_results(LaunchPaths(launch_dir).results_dir, task_ids))
@@ -227,7 +228,7 @@ def collect(jobname: str, launch_id: Optional[str] = None, patterns: Sequence[Me
 
 
 def _log_metrics(logs_dir: str, task_ids: Iterable[int], patterns: Sequence[MetricPattern],
-                 metrics: Dict[int, Dict[str, Any]]) -> None:
+                 metrics: dict[int, dict[str, Any]]) -> None:
     """Regex metrics from each task's logs; they override a log_result value of the same name."""
     streams = sorted({p.stream for p in patterns})
     with _opened_dir(logs_dir) as dir_fd:
@@ -247,7 +248,7 @@ def _log_metrics(logs_dir: str, task_ids: Iterable[int], patterns: Sequence[Metr
 
 
 @contextlib.contextmanager
-def _opened_dir(path: str) -> Iterator[Optional[int]]:
+def _opened_dir(path: str) -> Iterator[int | None]:
     """A directory descriptor (opens relative to it skip the path walk), or None if missing."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -265,10 +266,10 @@ def _opened_dir(path: str) -> Iterator[Optional[int]]:
 class Table:
     """Rows as dicts keyed by column name; which columns are parameters and which metrics."""
 
-    columns: List[str]
-    rows: List[Dict[str, Any]]
-    params: List[str] = field(default_factory=list)
-    metrics: List[str] = field(default_factory=list)
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    params: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
     grouped: bool = False
 
 
@@ -277,8 +278,8 @@ def build_table(rows: Sequence[ResultRow], patterns: Sequence[MetricPattern] = (
 
     A metric named like a parameter or a fixed column is shown as `result:NAME`.
     """
-    params: Dict[str, None] = {}
-    metrics: Dict[str, None] = {}
+    params: dict[str, None] = {}
+    metrics: dict[str, None] = {}
     for r in rows:
         for key in r.params:
             if key not in params:
@@ -317,7 +318,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
 
 
-def _order_key(value: Any) -> Tuple[int, Any]:
+def _order_key(value: Any) -> tuple[int, Any]:
     """Numbers sort numerically, everything else as text after them."""
     if _is_number(value):
         return (0, float(value))
@@ -341,7 +342,7 @@ def resolve_column(table: Table, name: str, option: str) -> str:
     raise UsageError(f"unknown column {name!r} for {option}: use one of {', '.join(table.columns)}")
 
 
-def parse_sort(specs: Iterable[str]) -> List[Tuple[str, bool]]:
+def parse_sort(specs: Iterable[str]) -> list[tuple[str, bool]]:
     """`-accuracy,lr` -> [("accuracy", True), ("lr", False)]; a leading '-' means descending."""
     keys = []
     for spec in specs:
@@ -357,7 +358,7 @@ def parse_sort(specs: Iterable[str]) -> List[Tuple[str, bool]]:
     return keys
 
 
-def sort_table(table: Table, keys: Sequence[Tuple[str, bool]]) -> None:
+def sort_table(table: Table, keys: Sequence[tuple[str, bool]]) -> None:
     """Stable multi-key sort; rows missing a value (or NaN) always come last."""
     resolved = [(resolve_column(table, name, "--sort"), desc) for name, desc in keys]
     rows = table.rows
@@ -373,7 +374,7 @@ def _hashable(value: Any) -> Any:
     return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
 
 
-def mean_std(values: Iterable[Any]) -> Tuple[Optional[float], Optional[float], int]:
+def mean_std(values: Iterable[Any]) -> tuple[float | None, float | None, int]:
     """Mean and sample standard deviation (n-1) of the numeric, non-NaN values, and their count."""
     numbers = [float(v) for v in values if _is_number(v)]
     n = len(numbers)
@@ -386,7 +387,7 @@ def mean_std(values: Iterable[Any]) -> Tuple[Optional[float], Optional[float], i
     return mean, std, n
 
 
-def check_group_columns(table: Table, by: Sequence[str], option: str = "--group-by") -> List[str]:
+def check_group_columns(table: Table, by: Sequence[str], option: str = "--group-by") -> list[str]:
     allowed = list(table.params) + ["status", "launch"]
     out = []
     for name in by:
@@ -400,8 +401,8 @@ def check_group_columns(table: Table, by: Sequence[str], option: str = "--group-
 def group_table(table: Table, by: Sequence[str]) -> Table:
     """One row per combination of `by` values: count, and mean/std of each metric over the rest."""
     by = check_group_columns(table, by)
-    groups: Dict[Tuple, List[Dict[str, Any]]] = {}
-    firsts: Dict[Tuple, Tuple] = {}
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    firsts: dict[tuple, tuple] = {}
     for row in table.rows:
         values = tuple(row.get(b) for b in by)
         key = tuple(_hashable(v) for v in values)
@@ -417,7 +418,7 @@ def group_table(table: Table, by: Sequence[str]) -> Table:
     out_rows = []
     for key in ordered:
         members = groups[key]
-        d: Dict[str, Any] = dict(zip(by, firsts[key]))
+        d: dict[str, Any] = dict(zip(by, firsts[key]))
         d[count] = len(members)
         for m in table.metrics:
             mean, std, _ = mean_std(r.get(m) for r in members)
@@ -439,14 +440,14 @@ def _text_cell(value: Any) -> str:
     return str(value)
 
 
-def _column(table: Table, column: str) -> List[Any]:
+def _column(table: Table, column: str) -> list[Any]:
     try:
         return list(map(operator.itemgetter(column), table.rows))
     except KeyError:  # a row without this column
         return [r.get(column) for r in table.rows]
 
 
-def _cells(values: List[Any], cell: Callable[[Any], Any]) -> List[Any]:
+def _cells(values: list[Any], cell: Callable[[Any], Any]) -> list[Any]:
     """`cell` applied to a column, with shortcuts for the common one-type columns."""
     kinds = set(map(type, values))
     if kinds == {str}:
@@ -460,8 +461,8 @@ def _cells(values: List[Any], cell: Callable[[Any], Any]) -> List[Any]:
 
 def render_text(table: Table) -> str:
     """A plain aligned table (numbers right-aligned); fast for 100k rows, unlike tabulate."""
-    texts: List[List[str]] = []
-    specs: List[str] = []
+    texts: list[list[str]] = []
+    specs: list[str] = []
     for c in table.columns:
         values = _column(table, c)
         cells = _cells(values, _text_cell)
@@ -529,16 +530,17 @@ def import_pyplot() -> Any:
 
 
 def plot_series(table: Table, metric: str, x: str, by: Sequence[str]
-                ) -> List[Tuple[str, List[Any], List[float], List[float]]]:
+                ) -> list[tuple[str, list[Any], list[float], list[float]]]:
     """(label, xs, means, stds) per value of `by`: the numbers a plot draws, testable without matplotlib."""
     if metric not in table.metrics:
         metric = resolve_column(table, metric, "--plot")
         if metric not in table.metrics:
-            raise UsageError(f"--plot {metric!r} is not a metric: use one of {', '.join(table.metrics) or '(none yet)'}")
+            raise UsageError(f"--plot {metric!r} is not a metric: use one of "
+                             f"{', '.join(table.metrics) or '(none yet)'}")
     [x] = check_group_columns(table, [x], "--x")
     by = check_group_columns(table, by)
-    series: Dict[Tuple, Dict[Any, List[Any]]] = {}
-    labels: Dict[Tuple, str] = {}
+    series: dict[tuple, dict[Any, list[Any]]] = {}
+    labels: dict[tuple, str] = {}
     for row in table.rows:
         value = row.get(metric)
         if not _is_number(value):
@@ -553,9 +555,11 @@ def plot_series(table: Table, metric: str, x: str, by: Sequence[str]
     for key in sorted(series, key=lambda k: [(_missing(v), _order_key(v)) for v in k]):
         points = series[key]
         xs = sorted(points, key=lambda v: (_missing(v), _order_key(v)))
-        means, stds = [], []
+        means: list[float] = []
+        stds: list[float] = []
         for xv in xs:
             mean, std, _ = mean_std(points[xv])
+            assert mean is not None  # every point is a number (filtered above)
             means.append(mean)
             stds.append(std or 0.0)
         out.append((labels[key], xs, means, stds))
@@ -568,7 +572,7 @@ def draw_plot(table: Table, metric: str, x: str, by: Sequence[str], out: str, ti
     series = plot_series(table, metric, x, by)
     all_x = [v for _, xs, _, _ in series for v in xs]
     numeric_x = all(_is_number(v) and not isinstance(v, bool) for v in all_x)
-    categories: List[Any] = []
+    categories: list[Any] = []
     if not numeric_x:
         for v in sorted(set(map(str, all_x))):
             categories.append(v)

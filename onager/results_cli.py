@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-from typing import Any, List
+from typing import Any
 
 from onager.errors import UsageError
 
@@ -79,7 +79,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _split(values: List[str]) -> List[str]:
+def _split(values: list[str]) -> list[str]:
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 

@@ -17,14 +17,16 @@ with them, so every such text passes through `scrub_text` / `scrub_argv` /
 A secret-looking name contains TOKEN, SECRET, PASSW(ORD|D), PASSPHRASE or CREDENTIAL, has
 a word KEY (or one ending in APIKEY, PRIVATEKEY, ACCESSKEY, ...), a word starting with AUTH
 (not AUTHOR), or a word SIG / SIGNATURE / COOKIE (case-insensitive); an environment
-variable's name counts when it contains KEY anywhere. The task records that a task RUNS (tasks.sh, tasks.jsonl, jobs.json,
-wrapper.sh) are not metadata and keep the real text: a task must get its argv byte for byte.
+variable's name counts when it contains KEY anywhere. The task records that a task RUNS
+(tasks.sh, tasks.jsonl, jobs.json, wrapper.sh) are not metadata and keep the real text: a
+task must get its argv byte for byte.
 """
 from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 REDACTED = "REDACTED"
 #: values shorter than this are not searched for (a secret variable set to "1" or "true")
@@ -67,7 +69,7 @@ def is_secret_variable(name: str) -> bool:
     return is_secret_name(name) or "KEY" in name.upper()
 
 
-def _env_secrets(environ: Optional[Mapping[str, str]] = None) -> List[str]:
+def _env_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
     """Values of secret-named environment variables, longest first (paths are not secrets)."""
     environ = os.environ if environ is None else environ
     values = set()
@@ -83,28 +85,28 @@ def _option_value(flag: str) -> bool:
     return is_secret_name(name)
 
 
-def scrub_text(text: str, environ: Optional[Mapping[str, str]] = None) -> str:
+def scrub_text(text: str, environ: Mapping[str, str] | None = None) -> str:
     """`text` with every credential it visibly holds replaced (see the module docstring)."""
     if not text:
         return text
 
-    def userinfo(match: "re.Match[str]") -> str:
+    def userinfo(match: re.Match[str]) -> str:
         scheme, info = match.group("scheme"), match.group("userinfo")
         if "ssh" in scheme.lower() and info:
             return f"{scheme}{info.split(':', 1)[0]}@"
         return scheme
 
-    def query(match: "re.Match[str]") -> str:
+    def query(match: re.Match[str]) -> str:
         if is_secret_name(match.group("name")) and match.group("value"):
             return f"{match.group('sep')}{match.group('name')}={REDACTED}"
         return match.group(0)
 
-    def assign(match: "re.Match[str]") -> str:
+    def assign(match: re.Match[str]) -> str:
         if is_secret_name(match.group("name")) and match.group("value") != REDACTED:
             return f"{match.group('name')}={REDACTED}"
         return match.group(0)
 
-    def option(match: "re.Match[str]") -> str:
+    def option(match: re.Match[str]) -> str:
         flag = match.group("flag")
         if not _option_value(flag):
             return match.group(0)
@@ -122,9 +124,9 @@ def scrub_text(text: str, environ: Optional[Mapping[str, str]] = None) -> str:
     return text
 
 
-def scrub_argv(words: Sequence[str], environ: Optional[Mapping[str, str]] = None) -> List[str]:
+def scrub_argv(words: Sequence[str], environ: Mapping[str, str] | None = None) -> list[str]:
     """An argv as recorded: each word scrubbed, and the word after a secret-named option too."""
-    out: List[str] = []
+    out: list[str] = []
     hide_next = False
     for word in words:
         word = str(word)
@@ -139,7 +141,7 @@ def scrub_argv(words: Sequence[str], environ: Optional[Mapping[str, str]] = None
     return out
 
 
-def scrub_value(value: Any, environ: Optional[Mapping[str, str]] = None) -> Any:
+def scrub_value(value: Any, environ: Mapping[str, str] | None = None) -> Any:
     """A JSON-like value as recorded: strings scrubbed, lists of strings as argv, and the
     string values of secret-named keys replaced (numbers, booleans and None stay)."""
     if isinstance(value, str):
@@ -149,7 +151,7 @@ def scrub_value(value: Any, environ: Optional[Mapping[str, str]] = None) -> Any:
             return scrub_argv(value, environ)
         return [scrub_value(v, environ) for v in value]
     if isinstance(value, dict):
-        out: Dict[Any, Any] = {}
+        out: dict[Any, Any] = {}
         for key, item in value.items():
             if isinstance(key, str) and is_secret_name(key) and isinstance(item, str) and item:
                 out[key] = REDACTED
@@ -159,7 +161,7 @@ def scrub_value(value: Any, environ: Optional[Mapping[str, str]] = None) -> Any:
     return value
 
 
-def scrub_env(environ: Mapping[str, str]) -> Dict[str, str]:
+def scrub_env(environ: Mapping[str, str]) -> dict[str, str]:
     """Environment variables as recorded: secret-named ones keep their name, never their value."""
     return {name: (REDACTED if is_secret_variable(name) else scrub_text(value)) for name, value in environ.items()}
 

@@ -12,8 +12,8 @@ import os
 import re
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional
 
 from onager.errors import OnagerError
 from onager.layout import LaunchPaths
@@ -30,11 +30,11 @@ RERUN_UNFINISHED = {FAILED, LOST, ERROR, CANCELLED, UNKNOWN}
 class TaskState:
     """What the files say about one task (the latest attempt)."""
 
-    start: Optional[float] = None
-    end: Optional[float] = None
-    exit_code: Optional[int] = None
-    cancelled: Optional[float] = None
-    lost: Optional[str] = None
+    start: float | None = None
+    end: float | None = None
+    exit_code: int | None = None
+    cancelled: float | None = None
+    lost: str | None = None
     attempts: int = 0
 
 
@@ -50,10 +50,11 @@ def mark(launch_dir: str, task_id: int, kind: str, *fields: object) -> None:
             pass
 
 
-_NAME = re.compile(r"^(\d+)\.(start|end|cancel|lost)@(\d+(?:\.\d*)?)(?:@([^@\n]*))?(?:@(\d+(?:\.\d*)?))?$", re.M | re.ASCII)
+_NAME = re.compile(r"^(\d+)\.(start|end|cancel|lost)@(\d+(?:\.\d*)?)(?:@([^@\n]*))?(?:@(\d+(?:\.\d*)?))?$",
+                   re.M | re.ASCII)
 
 
-def read_states(launch_dir: str) -> Dict[int, TaskState]:
+def read_states(launch_dir: str) -> dict[int, TaskState]:
     """Every task's recorded facts, from one listing of `state/` (names only, no file reads).
 
     One regular expression over all names at once keeps a 100k-task launch fast; a
@@ -65,8 +66,8 @@ def read_states(launch_dir: str) -> Dict[int, TaskState]:
         return {}
     except OSError as exc:  # a file where the directory should be, unreadable, ...
         raise OnagerError(f"cannot read the task states in {LaunchPaths(launch_dir).state_dir} "
-                          f"({exc.strerror or exc}): fix or move it away, or launch the job again")
-    states: Dict[int, TaskState] = {}
+                          f"({exc.strerror or exc}): fix or move it away, or launch the job again") from exc
+    states: dict[int, TaskState] = {}
     get = states.get
     joined = "\n".join(names)
     if joined.count("\n") != len(names) - 1:  # a name holding a newline must not read as two names
@@ -104,7 +105,7 @@ def read_states(launch_dir: str) -> Dict[int, TaskState]:
     return states
 
 
-def start_fields(launch_dir: str, task_id: int) -> Optional[List[str]]:
+def start_fields(launch_dir: str, task_id: int) -> list[str] | None:
     """What the task's latest attempt wrote when it started (host pid jobid...), or None.
 
     That is the content of its start name while it runs, and of the end name the start
@@ -139,7 +140,7 @@ def start_fields(launch_dir: str, task_id: int) -> Optional[List[str]]:
         return None
 
 
-def status_of(st: Optional[TaskState], scheduler: Optional[str], queried: bool) -> str:
+def status_of(st: TaskState | None, scheduler: str | None, queried: bool) -> str:
     """One status from the task's files and the scheduler's word.
 
     `scheduler` is pending/running/error or None (the scheduler does not know the task);
@@ -163,7 +164,7 @@ def status_of(st: Optional[TaskState], scheduler: Optional[str], queried: bool) 
     return LOST
 
 
-def describe_exit(code: Optional[int]) -> str:
+def describe_exit(code: int | None) -> str:
     if code is None:
         return ""
     if code > 128:
@@ -174,7 +175,7 @@ def describe_exit(code: Optional[int]) -> str:
     return str(code)
 
 
-def statuses(launch_dir: str, ids: Iterable[int], scheduler: Dict[int, str],
-             queried: bool) -> Dict[int, str]:
+def statuses(launch_dir: str, ids: Iterable[int], scheduler: dict[int, str],
+             queried: bool) -> dict[int, str]:
     states = read_states(launch_dir)
     return {i: status_of(states.get(i), scheduler.get(i), queried) for i in ids}

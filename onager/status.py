@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable, NamedTuple
 
 from onager.backends import backend_class
 from onager.errors import OnagerError, UsageError
@@ -19,26 +20,26 @@ class TaskRow(NamedTuple):
     backend: str
     task_id: int
     status: str
-    exit_code: Optional[int]
-    start: Optional[float]
-    end: Optional[float]
+    exit_code: int | None
+    start: float | None
+    end: float | None
     tag: str
     command: str
-    params: Dict[str, Any]
+    params: dict[str, Any]
 
     @property
-    def elapsed(self) -> Optional[float]:
+    def elapsed(self) -> float | None:
         if self.start is None:
             return None
         return (self.end if self.end is not None else time.time()) - self.start
 
 
-def query_all(records: Sequence[LaunchRecord]) -> Dict[str, Optional[Dict[int, str]]]:
+def query_all(records: Sequence[LaunchRecord]) -> dict[str, dict[int, str] | None]:
     """Ask each backend once about all of its launches."""
-    by_backend: Dict[str, List[LaunchRecord]] = {}
+    by_backend: dict[str, list[LaunchRecord]] = {}
     for r in records:
         by_backend.setdefault(r.backend, []).append(r)
-    answers: Dict[str, Optional[Dict[int, str]]] = {}
+    answers: dict[str, dict[int, str] | None] = {}
     for name, group in by_backend.items():
         try:
             backend = backend_class(name)(group[-1].options)
@@ -48,8 +49,8 @@ def query_all(records: Sequence[LaunchRecord]) -> Dict[str, Optional[Dict[int, s
     return answers
 
 
-def launch_rows(record: LaunchRecord, scheduler: Optional[Dict[int, str]],
-                wanted: Optional[Any] = None) -> Iterator[TaskRow]:
+def launch_rows(record: LaunchRecord, scheduler: dict[int, str] | None,
+                wanted: Any | None = None) -> Iterator[TaskRow]:
     states = read_states(record.launch_dir)
     queried = scheduler is not None
     sched = scheduler if scheduler is not None else {}
@@ -67,8 +68,8 @@ def launch_rows(record: LaunchRecord, scheduler: Optional[Dict[int, str]],
             yield TaskRow(*head, task_id, status, st.exit_code, st.start, st.end, tag, command, params)
 
 
-def select_records(index: JobIndex, jobname: Optional[str] = None, jobid: Optional[str] = None,
-                   launch_id: Optional[str] = None, latest_only: bool = False) -> List[LaunchRecord]:
+def select_records(index: JobIndex, jobname: str | None = None, jobid: str | None = None,
+                   launch_id: str | None = None, latest_only: bool = False) -> list[LaunchRecord]:
     records = index.find(jobname, jobid, launch_id)
     if not records:
         if jobname and not index.for_job(jobname):
@@ -78,21 +79,21 @@ def select_records(index: JobIndex, jobname: Optional[str] = None, jobid: Option
         if launch_id:
             raise UsageError(f"job {jobname!r} has no launch {launch_id!r}: check it with onager list")
     if latest_only and records:
-        latest: Dict[str, LaunchRecord] = {}
+        latest: dict[str, LaunchRecord] = {}
         for r in records:
             latest[r.jobname] = r
         records = list(latest.values())
     return records
 
 
-def job_task_statuses(jobname: str, root: str = ".") -> Dict[int, Tuple[str, LaunchRecord]]:
+def job_task_statuses(jobname: str, root: str = ".") -> dict[int, tuple[str, LaunchRecord]]:
     """Each task's status in the most recent launch that ran it."""
     index = JobIndex(root)
     records = index.for_job(jobname)
     if not records:
         raise UsageError(f"job {jobname!r} has never been launched: nothing to relaunch")
     answers = query_all(records)
-    out: Dict[int, Tuple[str, LaunchRecord]] = {}
+    out: dict[int, tuple[str, LaunchRecord]] = {}
     for record in records:
         if not os.path.isdir(record.launch_dir):
             continue
@@ -101,16 +102,16 @@ def job_task_statuses(jobname: str, root: str = ".") -> Dict[int, Tuple[str, Lau
     return out
 
 
-def task_rows(records: Sequence[LaunchRecord], wanted: Optional[Any] = None,
-              statuses: Optional[Set[str]] = None,
-              skipped: Optional[Callable[[LaunchRecord, str], None]] = None) -> List[TaskRow]:
+def task_rows(records: Sequence[LaunchRecord], wanted: Any | None = None,
+              statuses: set[str] | None = None,
+              skipped: Callable[[LaunchRecord, str], None] | None = None) -> list[TaskRow]:
     """The rows of `records` (one scheduler query per backend), as `onager list` shows them.
 
     A launch whose directory is gone or whose files are damaged is left out and reported to
     `skipped(record, why)`, so the other launches still list; without `skipped` it raises.
     """
     answers = query_all(records)
-    rows: List[TaskRow] = []
+    rows: list[TaskRow] = []
     for record in records:
         if not os.path.isdir(record.launch_dir):
             why = f"its directory {record.launch_dir} is gone"
@@ -139,8 +140,8 @@ ACTIVE = ("pending", "running", "unknown")
 class Progress(NamedTuple):
     """One look at the launches being waited for."""
 
-    counts: Dict[str, int]   # status -> number of tasks
-    unsuccessful: List[int]  # ids of finished tasks that did not end `done`
+    counts: dict[str, int]   # status -> number of tasks
+    unsuccessful: list[int]  # ids of finished tasks that did not end `done`
     active: int              # tasks still pending, running or unknown
     elapsed: float           # seconds since the wait began
 
@@ -149,13 +150,13 @@ class Progress(NamedTuple):
         return self.active == 0
 
 
-def wait_for(records: Sequence[LaunchRecord], timeout: Optional[float] = None, interval: float = 1.0,
-             progress: Optional[Callable[[Progress], None]] = None) -> Tuple[Progress, bool]:
+def wait_for(records: Sequence[LaunchRecord], timeout: float | None = None, interval: float = 1.0,
+             progress: Callable[[Progress], None] | None = None) -> tuple[Progress, bool]:
     """Poll until no task of `records` is active; (last look, timed out). `progress` sees each look."""
     start = time.time()
     while True:
-        counts: Dict[str, int] = {}
-        unsuccessful: List[int] = []
+        counts: dict[str, int] = {}
+        unsuccessful: list[int] = []
         for row in task_rows(records):
             counts[row.status] = counts.get(row.status, 0) + 1
             if row.status not in ACTIVE and row.status != "done":

@@ -26,8 +26,9 @@ import math
 import os
 import re
 import shlex
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from onager.errors import UsageError
 
@@ -84,7 +85,7 @@ def check_text(text: str, what: str) -> str:
     except UnicodeEncodeError:
         shown = repr(text.encode("utf-8", "surrogateescape") if _escaped_bytes(text) else text)
         raise UsageError(f"{what} {shown} is not UTF-8 text: onager keeps commands as UTF-8; write such "
-                         "bytes as a bash escape inside the command text, e.g. +command \"prog $'\\xff'\"")
+                         "bytes as a bash escape inside the command text, e.g. +command \"prog $'\\xff'\"") from None
     return text
 
 
@@ -135,7 +136,7 @@ def _number(value: Any, what: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{what} needs numbers, got {value!r}")
+        raise UsageError(f"{what} needs numbers, got {value!r}") from None
     if number != number or number in (float("inf"), float("-inf")):
         raise UsageError(f"{what} needs finite numbers, got {value!r}")
     return number
@@ -165,7 +166,7 @@ class Values:
 
     spelling = ""
 
-    def values(self) -> List[str]:
+    def values(self) -> list[str]:
         """The generated values as text (finite generators only)."""
         raise NotImplementedError
 
@@ -189,7 +190,7 @@ class Range(Values):
                    if self.start > self.stop and self.step > 0 else "")
             raise UsageError(f"{self.spelling} is empty (STOP is excluded){fix}")
 
-    def values(self) -> List[str]:
+    def values(self) -> list[str]:
         return [str(v) for v in range(self.start, self.stop, self.step)]
 
 
@@ -201,7 +202,7 @@ class Linspace(Values):
         self.n = _count(n, "+linspace A B N")
         self.spelling = f"+linspace {a} {b} {n}"
 
-    def values(self) -> List[str]:
+    def values(self) -> list[str]:
         if self.n == 1:
             return [_fmt(self.a)]
         span = self.b - self.a
@@ -224,7 +225,7 @@ class Logspace(Values):
             raise UsageError(f"{self.spelling}: A and B must be positive (they are the values "
                              "themselves, not exponents: +logspace 1e-4 1e-1 4)")
 
-    def values(self) -> List[str]:
+    def values(self) -> list[str]:
         if self.n == 1:
             return [_fmt(self.a)]
         la, lb = math.log(self.a), math.log(self.b)
@@ -245,7 +246,7 @@ class Files(Values):
             raise UsageError(f"+files {self.pattern!r} matches no file: check the path (relative to the "
                              "current directory) and quote the pattern so that the shell passes it as typed")
 
-    def values(self) -> List[str]:
+    def values(self) -> list[str]:
         return list(self._values)
 
 
@@ -255,7 +256,7 @@ class Distribution(Values):
     def draw(self, rng: random.Random) -> str:
         raise NotImplementedError
 
-    def values(self) -> List[str]:
+    def values(self) -> list[str]:
         raise UsageError(f"{self.spelling} draws random values: it needs +sample N (random search)")
 
 
@@ -314,21 +315,19 @@ def _below(rng: random.Random, n: int) -> int:
 
 def _distinct(rng: random.Random, total: int, k: int) -> Iterator[int]:
     """k distinct indices of range(total) in draw order (a partial Fisher-Yates shuffle)."""
-    moved: Dict[int, int] = {}
+    moved: dict[int, int] = {}
     for i in range(k):
         j = i + _below(rng, total - i)
         yield moved.get(j, j)
         moved[j] = moved.get(i, i)
 
 
-def _expand(values: Any, what: str) -> Tuple[List[str], Optional[Distribution]]:
+def _expand(values: Any, what: str) -> tuple[list[str], Distribution | None]:
     """Plain values and finite generators -> texts; a lone distribution stays one."""
-    if isinstance(values, Values):
+    if isinstance(values, (Values, str, bytes, int, float)):
         values = [values]
-    elif isinstance(values, (str, bytes, int, float)):
-        values = [values]
-    out: List[str] = []
-    dist: Optional[Distribution] = None
+    out: list[str] = []
+    dist: Distribution | None = None
     items = list(values)
     for item in items:
         if isinstance(item, Distribution):
@@ -348,10 +347,10 @@ class Dimension:
 
     kind: str
     name: str
-    values: List[str]
+    values: list[str]
     key: str = ""
     tagged: bool = True
-    dist: Optional[Distribution] = None
+    dist: Distribution | None = None
     group: int = 0
 
     @property
@@ -375,7 +374,7 @@ class Task(NamedTuple):
     id: int
     command: str
     tag: str
-    params: Dict[str, Any]
+    params: dict[str, Any]
 
 
 class Line(NamedTuple):
@@ -393,7 +392,7 @@ class Written(NamedTuple):
     whether it replaced or extended an existing file."""
 
     path: str
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count; a public field name since 0.2
     added: int
     existed: bool
 
@@ -406,14 +405,14 @@ class Sweep:
     """A command and the dimensions swept over it; `Sweep(...).arg(...).tag()` etc."""
 
     command: str
-    dimensions: List[Dimension] = field(default_factory=list)
-    tag_name: Optional[str] = None
-    tag_args: Optional[List[str]] = None
+    dimensions: list[Dimension] = field(default_factory=list)
+    tag_name: str | None = None
+    tag_args: list[str] | None = None
     tag_number: bool = True
-    warnings: List[str] = field(default_factory=list)
-    sample_count: Optional[int] = None
+    warnings: list[str] = field(default_factory=list)
+    sample_count: int | None = None
     seed: int = 0
-    _last: Optional[Dimension] = field(default=None, repr=False, compare=False)
+    _last: Dimension | None = field(default=None, repr=False, compare=False)
     _groups: int = field(default=0, repr=False, compare=False)
 
     # ------------------------------------------------------------ building
@@ -437,7 +436,7 @@ class Sweep:
                 d.group = previous.group
         dim.group = previous.group
 
-    def arg(self, name: str, values: Any = (), link: bool = False) -> "Sweep":
+    def arg(self, name: str, values: Any = (), link: bool = False) -> Sweep:
         """`+arg NAME V...`: NAME with each value; no values: NAME on every command.
 
         `values` may hold generators (`Range`, `Logspace`...); `link=True` zips this
@@ -456,7 +455,7 @@ class Sweep:
         self._last = dim
         return self
 
-    def pos_arg(self, values: Any, link: bool = False) -> "Sweep":
+    def pos_arg(self, values: Any, link: bool = False) -> Sweep:
         """`+pos-arg V...`: a positional argument taking each value."""
         texts, dist = _expand(values, "+pos-arg")
         if not texts and dist is None:
@@ -468,14 +467,14 @@ class Sweep:
         self._last = dim
         return self
 
-    def flag(self, name: str) -> "Sweep":
+    def flag(self, name: str) -> Sweep:
         """`+flag NAME`: two variants, with NAME and without."""
         dim = Dimension(FLAG, name, ["1", ""], param_key(name), group=self._new_group())
         self.dimensions.append(dim)
         self._last = dim
         return self
 
-    def link(self, *names: str) -> "Sweep":
+    def link(self, *names: str) -> Sweep:
         """Zip the named dimensions (arg names, or pos1, pos2... for positionals)."""
         if len(names) < 2:
             raise UsageError("link needs at least two dimension names, e.g. link('--lr', '--wd')")
@@ -496,8 +495,8 @@ class Sweep:
                 d.group = target
         return self
 
-    def tag(self, name: str = "--tag", args: Optional[Sequence[str]] = None,
-            number: bool = True) -> "Sweep":
+    def tag(self, name: str = "--tag", args: Sequence[str] | None = None,
+            number: bool = True) -> Sweep:
         """`+tag NAME`: pass each task a unique tag as `NAME <tag>`."""
         if name == "":
             raise UsageError("+tag needs a non-empty argument name (default --tag)")
@@ -506,7 +505,7 @@ class Sweep:
         self.tag_number = number
         return self
 
-    def sample(self, n: Any, seed: Any = 0) -> "Sweep":
+    def sample(self, n: Any, seed: Any = 0) -> Sweep:
         """`+sample N +seed S`: N random tasks instead of the full grid.
 
         Over lists only, N distinct grid points (N larger than the grid is an error);
@@ -521,7 +520,7 @@ class Sweep:
         return self
 
     # ------------------------------------------------------------ expansion
-    def layout(self) -> List[Dimension]:
+    def layout(self) -> list[Dimension]:
         """Dimensions in command order, which is also speed order (first = fastest)."""
         order = {POS: 0, ARG: 1, FLAG: 2}
         return sorted(self.dimensions, key=lambda d: order[d.kind])
@@ -541,7 +540,7 @@ class Sweep:
             cmd, tag = " " + quote(dim.name) + " " + quote(value), f"__{key}_{value}"
         return _choice(cmd, tag if tagged else "", dim.key, param_value(value))
 
-    def choices(self, dim: Dimension) -> List[Choice]:
+    def choices(self, dim: Dimension) -> list[Choice]:
         tagged = self._tagged(dim)
         out = []
         if dim.kind == FLAG:
@@ -558,13 +557,13 @@ class Sweep:
             return [_choice(" " + quote(dim.name), "__" + key if tagged else "", dim.key, True)]
         return [self._value_choice(dim, value, tagged) for value in dim.values]
 
-    def _plan(self) -> Tuple[List[Dimension], List[List[int]]]:
+    def _plan(self) -> tuple[list[Dimension], list[list[int]]]:
         """Dimensions in layout order, and the axes: lists of layout positions, fastest first.
 
         A linked group is one axis, placed where its first member sits in the layout.
         """
         dims = self.layout()
-        axes: Dict[int, List[int]] = {}
+        axes: dict[int, list[int]] = {}
         for position, dim in enumerate(dims):
             axes.setdefault(dim.group or -1 - position, []).append(position)
         return dims, list(axes.values())
@@ -590,6 +589,7 @@ class Sweep:
         if self.sample_count is None:
             if randoms:
                 d = randoms[0]
+                assert d.dist is not None
                 raise UsageError(f"{d.dist.spelling} ({d.label}) draws random values: add +sample N "
                                  "(random search), or use +linspace/+logspace/+range for a grid")
         elif not randoms:
@@ -611,13 +611,13 @@ class Sweep:
                 check_text(value, f"the value of {dim.label or dim.kind}")
 
     @staticmethod
-    def _grid_size(dims: List[Dimension], axes: List[List[int]]) -> int:
+    def _grid_size(dims: list[Dimension], axes: list[list[int]]) -> int:
         total = 1
         for axis in axes:
             total *= _size(dims[axis[0]])
         return total
 
-    def axes(self) -> List[List[Choice]]:
+    def axes(self) -> list[list[Choice]]:
         """Lists of choices, fastest first; a task takes one choice from each.
 
         Linked members are joined into one choice; valid when each linked group is
@@ -651,7 +651,7 @@ class Sweep:
                     if warning not in self.warnings:
                         self.warnings.append(warning)
 
-    def _stream(self) -> Tuple[int, Iterator[Choice], bool]:
+    def _stream(self) -> tuple[int, Iterator[Choice], bool]:
         """(task count, one joined choice per task in order, whether all tags are shell-safe)."""
         self.validate()
         dims, axes = self._plan()
@@ -664,12 +664,12 @@ class Sweep:
             return total, _combine(self.axes()), safe  # the fast path: 0.1.3 grids, adjacent links
         return total, _general(finite, axes), safe
 
-    def _sampled(self, dims: List[Dimension], axes: List[List[int]],
-                 finite: List[Optional[List[Choice]]]) -> Iterator[Choice]:
+    def _sampled(self, dims: list[Dimension], axes: list[list[int]],
+                 finite: list[list[Choice] | None]) -> Iterator[Choice]:
         import random
         rng = random.Random(self.seed)
         count = self.sample_count or 0
-        picks: List[Choice] = [_EMPTY] * len(dims)
+        picks: list[Choice] = [_EMPTY] * len(dims)
         if all(lst is not None for lst in finite):
             sizes = [len(finite[axis[0]]) for axis in axes]  # type: ignore[arg-type]
             for index in _distinct(rng, self._grid_size(dims, axes), count):
@@ -700,7 +700,7 @@ class Sweep:
         tagging = self.tag_name is not None
         tag_prefix = tag_json_prefix = ""
         width = 0
-        if tagging:
+        if self.tag_name is not None:
             tag_arg = " " + quote(self.tag_name) + " "
             tag_arg_json = _js(tag_arg)
             if self.tag_number:
@@ -739,7 +739,7 @@ class Sweep:
             yield Line(task_id, command, command_json, tag_json, c.params[2:])
 
     def chunks(self, jobname: str, start_id: int = 1,
-               echo: Optional[TextIO] = None) -> Optional[Iterator[Tuple[int, str]]]:
+               echo: TextIO | None = None) -> Iterator[tuple[int, str]] | None:
         """The jobfile's task lines as (count, text) blocks, or None where only `lines` applies.
 
         For plain grids with shell-safe tags (the 0.1.3 case, and nearly every sweep) each
@@ -759,7 +759,7 @@ class Sweep:
         total = 1
         for axis in all_axes:
             total *= len(axis)
-        tag_arg = " " + quote(self.tag_name) + " " if tagging else ""
+        tag_arg = " " + quote(self.tag_name) + " " if self.tag_name is not None else ""
         if tagging and self.tag_number:
             prefix, width = jobname + "_", len(str(start_id + total - 1))
         else:
@@ -768,8 +768,8 @@ class Sweep:
             return None
         return self._chunks(all_axes, start_id, tagging, tag_arg, prefix, width, echo)
 
-    def _chunks(self, axes: List[List[Choice]], start_id: int, tagging: bool, tag_arg: str,
-                prefix: str, width: int, echo: Optional[TextIO]) -> Iterator[Tuple[int, str]]:
+    def _chunks(self, axes: list[list[Choice]], start_id: int, tagging: bool, tag_arg: str,
+                prefix: str, width: int, echo: TextIO | None) -> Iterator[tuple[int, str]]:
         base, base_json = self.command, _js(self.command)
         tag_arg_json = _js(tag_arg)
         n = start_id
@@ -803,8 +803,8 @@ class Sweep:
                        json.loads("{" + line.params_json + "}"))
 
     # ------------------------------------------------------------ output
-    def write(self, jobname: str, jobfile: Optional[str] = None, append: bool = False, *,
-              echo: Optional[TextIO] = None) -> Written:
+    def write(self, jobname: str, jobfile: str | None = None, append: bool = False, *,
+              echo: TextIO | None = None) -> Written:
         """Write the jobfile `onager launch --jobname JOBNAME` reads (what prelaunch does).
 
         `jobfile` defaults to .onager/scripts/{jobname}/jobs.json; `append` keeps the
@@ -844,16 +844,16 @@ def _size(dim: Dimension) -> int:
     return len(dim.values) or (1 if dim.kind == ARG else 0)
 
 
-def _join_all(picks: List[Choice]) -> Choice:
+def _join_all(picks: list[Choice]) -> Choice:
     return Choice("".join(c.cmd for c in picks), "".join(c.cmd_json for c in picks),
                   "".join(c.tag for c in picks), "".join(c.tag_json for c in picks),
                   "".join(c.params for c in picks), all(c.tag_safe for c in picks))
 
 
-def _general(finite: List[Optional[List[Choice]]], axes: List[List[int]]) -> Iterator[Choice]:
+def _general(finite: list[list[Choice] | None], axes: list[list[int]]) -> Iterator[Choice]:
     """The grid when a linked group is split by other dimensions in the layout (slower)."""
     sizes = [len(finite[axis[0]]) for axis in axes]  # type: ignore[arg-type]
-    picks: List[Choice] = [_EMPTY] * len(finite)
+    picks: list[Choice] = [_EMPTY] * len(finite)
     for combo in itertools.product(*[range(s) for s in reversed(sizes)]):
         for axis, i in zip(reversed(axes), combo):
             for p in axis:
@@ -877,7 +877,7 @@ def _choice(cmd: str, tag: str, key: str, value: Any) -> Choice:
 _INNER_LIMIT = 4096
 
 
-def _blocks(axes: List[List[Choice]]) -> Iterator[Tuple[Choice, List[Choice]]]:
+def _blocks(axes: list[list[Choice]]) -> Iterator[tuple[Choice, list[Choice]]]:
     """(outer, inner block) pairs: the tasks in order are inner[0]+outer, inner[1]+outer, ...
 
     The fastest axes are joined once into an inner block; each outer combination is
@@ -903,7 +903,7 @@ def _blocks(axes: List[List[Choice]]) -> Iterator[Tuple[Choice, List[Choice]]]:
         yield o, inner
 
 
-def _combine(axes: List[List[Choice]]) -> Iterator[Choice]:
+def _combine(axes: list[list[Choice]]) -> Iterator[Choice]:
     """One joined choice per task, first axis fastest."""
     for o, inner in _blocks(axes):
         o_cmd, o_cmd_json, o_tag, o_tag_json, o_params = o[:5]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 from onager.errors import UsageError
 from onager.sweep import Files, Linspace, Logspace, LogUniform, RandInt, Range, Sweep, Uniform, Values
@@ -44,7 +44,7 @@ _GENERATORS = {
 }
 
 
-def _read(path: str) -> Dict[str, Any]:
+def _read(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise UsageError(f"no sweep file at {path}: check the path given to +from")
     with open(path, "rb") as handle:
@@ -55,13 +55,13 @@ def _read(path: str) -> Dict[str, Any]:
         try:
             loaded = json.loads(data.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path} is not valid JSON ({exc}); fix the file")
+            raise UsageError(f"{path} is not valid JSON ({exc}); fix the file") from exc
     else:
         toml = _toml_module()
         try:
             loaded = toml.loads(data.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:  # tomllib.TOMLDecodeError is a ValueError
-            raise UsageError(f"{path} is not valid TOML ({exc}); fix the file")
+            raise UsageError(f"{path} is not valid TOML ({exc}); fix the file") from exc
     if not isinstance(loaded, dict):
         raise UsageError(f"{path} must hold a table/object of settings (jobname, command, args...)")
     return loaded
@@ -76,7 +76,7 @@ def _toml_module() -> Any:
         return tomli
     except ImportError:
         raise UsageError("reading a .toml sweep file on Python < 3.11 needs tomli: "
-                         "pip install 'onager[toml]' (or write the sweep file as .json)")
+                         "pip install 'onager[toml]' (or write the sweep file as .json)") from None
 
 
 def _spec(value: Any, where: str) -> Any:
@@ -96,7 +96,7 @@ def _spec(value: Any, where: str) -> Any:
     return [value]
 
 
-def _generator(table: Dict[str, Any], where: str) -> Values:
+def _generator(table: dict[str, Any], where: str) -> Values:
     if len(table) != 1 or next(iter(table)) not in _GENERATORS:
         raise UsageError(f"{where}: a generator is a table with one key among "
                          f"{', '.join(_GENERATORS)}, e.g. {{logspace = [1e-4, 1e-1, 4]}}; got {table!r}")
@@ -110,13 +110,13 @@ def _generator(table: Dict[str, Any], where: str) -> Values:
     return cls(*params)
 
 
-def _strings(value: Any, key: str, path: str) -> List[str]:
+def _strings(value: Any, key: str, path: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise UsageError(f"{path}: {key} must be a list of strings, got {value!r}")
     return value
 
 
-def load(path: str) -> Tuple[Sweep, Dict[str, Any]]:
+def load(path: str) -> tuple[Sweep, dict[str, Any]]:
     """The sweep described by `path`, and its other settings (jobname, jobfile)."""
     data = _read(path)
     unknown = [k for k in data if k not in KEYS]
@@ -161,7 +161,7 @@ def load(path: str) -> Tuple[Sweep, Dict[str, Any]]:
         sweep.sample(data["sample"], data.get("seed", 0))
     elif "seed" in data:
         raise UsageError(f"{path}: seed needs sample = N (the seed of the random draws)")
-    settings: Dict[str, Any] = {}
+    settings: dict[str, Any] = {}
     for key in ("jobname", "jobfile"):
         if key in data:
             if not isinstance(data[key], str):

@@ -5,10 +5,9 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict
+from typing import Any
 
 from onager.layout import LaunchPaths
-
 
 _WARNED = False
 
@@ -21,7 +20,7 @@ def _task() -> tuple:
     return launch_dir, int(task_id)
 
 
-def params() -> Dict[str, Any]:
+def params() -> dict[str, Any]:
     """This task's parameter values as typed (e.g. {'lr': 0.1, 'seed': '007', 'amp': True}).
 
     A value is a number only where the number prints back as exactly the text typed
@@ -40,7 +39,7 @@ def params() -> Dict[str, Any]:
     # no launch snapshot readable here (e.g. a remote host): fall back to the environment
     # (values as typed: `007` and `1e5` stay text, as in the jobfile; flags are true/false)
     from onager.sweep import param_value
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for key, value in os.environ.items():
         if key.startswith("ONAGER_PARAM_"):
             out[key[13:].lower()] = value == "true" if value in ("true", "false") else param_value(value)

@@ -9,7 +9,7 @@ import bisect
 import heapq
 import itertools
 import re
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Iterator, Sequence
 
 from onager.errors import UsageError
 
@@ -36,13 +36,13 @@ class Tasklist:
 
     __slots__ = ("blocks",)
 
-    def __init__(self, blocks: Sequence[Tuple[int, int, int]]):
-        self.blocks: Tuple[Tuple[int, int, int], ...] = tuple(
+    def __init__(self, blocks: Sequence[tuple[int, int, int]]):
+        self.blocks: tuple[tuple[int, int, int], ...] = tuple(
             (a, a + ((b - a) // s) * s, s) for a, b, s in blocks)
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def parse(cls, text: str) -> "Tasklist":
+    def parse(cls, text: str) -> Tasklist:
         if text is None or not str(text).strip():
             raise UsageError(f"empty tasklist: {HELP}")
         text = str(text)
@@ -54,7 +54,8 @@ class Tasklist:
             if not match:
                 raise UsageError(f"bad tasklist block {_shorten(block)} in {where}: {HELP}")
             if any(g is not None and len(g.lstrip("0")) > _MAX_DIGITS for g in match.groups()):
-                raise UsageError(f"bad tasklist block {_shorten(block)} in {where}: task ids and steps go up to {MAX_ID}")
+                raise UsageError(f"bad tasklist block {_shorten(block)} in {where}: task ids and steps go up to "
+                                 f"{MAX_ID}")
             start = int(match.group(1))
             stop = int(match.group(2)) if match.group(2) is not None else start
             step = int(match.group(3)) if match.group(3) is not None else 1
@@ -68,10 +69,10 @@ class Tasklist:
         return cls(blocks)
 
     @classmethod
-    def from_ids(cls, ids: Iterable[int]) -> "Tasklist":
+    def from_ids(cls, ids: Iterable[int]) -> Tasklist:
         """The shortest block form of `ids` (greedy runs of equal step)."""
         ordered = sorted(set(ids))
-        blocks: List[Tuple[int, int, int]] = []
+        blocks: list[tuple[int, int, int]] = []
         i, n = 0, len(ordered)
         while i < n:
             start = ordered[i]
@@ -92,7 +93,7 @@ class Tasklist:
         return cls(blocks)
 
     @classmethod
-    def range(cls, start: int, stop: int) -> "Tasklist":
+    def range(cls, start: int, stop: int) -> Tasklist:
         return cls([(start, stop, 1)] if stop >= start else [])
 
     # ------------------------------------------------------------------ query
@@ -108,15 +109,15 @@ class Tasklist:
                 previous = value
                 yield value
 
-    def _disjoint_blocks(self) -> Optional[List[Tuple[int, int, int]]]:
+    def _disjoint_blocks(self) -> list[tuple[int, int, int]] | None:
         """The same ids as sorted, non-overlapping blocks, found without iterating ids.
 
         Step-1 ranges and single ids are merged (overlapping or adjacent); a stepped block
         inside one such range is dropped. None when stepped blocks still overlap others:
         only iterating can tell what their union is.
         """
-        spans: List[List[int]] = []
-        stepped: List[Tuple[int, int, int]] = []
+        spans: list[list[int]] = []
+        stepped: list[tuple[int, int, int]] = []
         for a, b, s in sorted(self.blocks):
             if s == 1 or a == b:
                 if spans and a <= spans[-1][1] + 1:
@@ -170,7 +171,7 @@ class Tasklist:
     def last(self) -> int:
         return max(b for _, b, _ in self.blocks)
 
-    def condensed(self) -> "Tasklist":
+    def condensed(self) -> Tasklist:
         """Sorted, disjoint, merged blocks: `from_ids`' greedy form for lists of ordinary
         size; for huge ones (a 10**9-wide range) the merged blocks, without listing ids."""
         blocks = self._disjoint_blocks()
@@ -194,14 +195,14 @@ class Tasklist:
         """Slurm `--array` text: `1-3,5,8-9`, steps as `1-9:2`."""
         return ",".join(self._block_text(a, b, s) for a, b, s in self.condensed().blocks)
 
-    def sge_blocks(self) -> List[str]:
+    def sge_blocks(self) -> list[str]:
         """One `qsub -t`/`qdel -t` range per block: SGE takes one range per call."""
         return [f"{a}-{b}:{s}" if a != b else str(a) for a, b, s in self.condensed().blocks]
 
-    def shifted(self, offset: int) -> "Tasklist":
+    def shifted(self, offset: int) -> Tasklist:
         return Tasklist([(a - offset, b - offset, s) for a, b, s in self.blocks])
 
-    def split_below(self, limit: int) -> List[Tuple[int, "Tasklist"]]:
+    def split_below(self, limit: int) -> list[tuple[int, Tasklist]]:
         """Cut into (offset, tasklist-minus-offset) chunks whose ids are all <= limit.
 
         Slurm's MaxArraySize caps the array INDEX, so a launch with large ids is sent
@@ -209,10 +210,10 @@ class Tasklist:
         """
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        chunks: List[Tuple[int, Tasklist]] = []
+        chunks: list[tuple[int, Tasklist]] = []
         blocks = sorted(self.condensed().blocks)
         window = 0  # chunk k holds ids in (k*limit, (k+1)*limit]
-        current: List[Tuple[int, int, int]] = []
+        current: list[tuple[int, int, int]] = []
         for a, b, s in blocks:
             while a <= b:
                 k = (a - 1) // limit

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from typing import Optional
+from typing import Any
 
 INDEX_WIDTH = 24  # "%013d %09d\n": byte offset and length of a task's record
 #: where a task id comes from when the wrapper gets none as $1 and the backend names no
@@ -31,7 +31,7 @@ def index_record(offset: int, length: int) -> bytes:
     return b"%013d %09d\n" % (offset, length)
 
 
-def task_record(task_id: int, command: str, tag: str, params_env: dict) -> str:
+def task_record(task_id: int, command: str, tag: str, params_env: dict[str, Any]) -> str:
     """Shell assignments for one task, every value quoted with shlex."""
     lines = [f"ONAGER_TASK_ID={task_id}", f"ONAGER_TAG={shlex.quote(tag)}",
              f"ONAGER_COMMAND={shlex.quote(command)}"]
@@ -41,7 +41,7 @@ def task_record(task_id: int, command: str, tag: str, params_env: dict) -> str:
 
 
 def wrapper_text(launch_dir: str, jobname: str, launch_id: str, workdir: str,
-                 header: str = "", footer: str = "", venv: Optional[str] = None,
+                 header: str = "", footer: str = "", venv: str | None = None,
                  index_variable: str = "", job_id_variable: str = "") -> str:
     """wrapper.sh for one launch. The backend names the environment variables that hold
     a task's array index and the scheduler's job id on a compute node (`index_variable`,

@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from support import ROOT, engines_env, run_onager  # noqa: F401  (re-exported for older imports)
 
 

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from typing import List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,7 +25,7 @@ def engines_env() -> dict:
     return found
 
 
-def run_onager(args: List[str], cwd=None, input: Optional[str] = None, env: Optional[dict] = None,
+def run_onager(args: list[str], cwd=None, input: str | None = None, env: dict | None = None,
                timeout: float = 120) -> subprocess.CompletedProcess:
     """Run `python -m onager ARGS` the way a user would; stdin is closed unless given."""
     full_env = dict(os.environ)
@@ -79,7 +78,7 @@ class Fake:
             return []
 
 
-def install_fake_scheduler(tmp_path, monkeypatch) -> "Fake":
+def install_fake_scheduler(tmp_path, monkeypatch) -> Fake:
     """sbatch/squeue/scancel/scontrol/qsub/qstat/qdel/qconf stand-ins on PATH (never the only
     proof that a backend works: tests/engines/ runs the real ones)."""
     base = tmp_path / "fakebin"

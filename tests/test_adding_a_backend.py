@@ -9,12 +9,11 @@ import os
 import shutil
 import stat
 import sys
-from typing import List
 
 import pytest
+from support import ROOT, run_onager
 
 from onager import backends, cli
-from support import ROOT, run_onager
 
 EXAMPLE_DIR = os.path.join(ROOT, "docs", "examples")
 EXAMPLE = os.path.join(EXAMPLE_DIR, "pbspro_example.py")
@@ -98,7 +97,7 @@ def onager(capsys, *args: str) -> str:
     return out
 
 
-def calls(fake) -> List[List[str]]:
+def calls(fake) -> list[list[str]]:
     with open(fake / "calls.jsonl") as handle:
         return [json.loads(line) for line in handle]
 
@@ -156,7 +155,7 @@ def test_example_adapter_refuses_what_it_cannot_honour(project, pbs, capsys):
     assert not os.path.exists(pbs / "calls.jsonl")
 
 
-def _onager_imports(path: str) -> List[str]:
+def _onager_imports(path: str) -> list[str]:
     with open(path) as handle:
         tree = ast.parse(handle.read())
     return sorted({n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)

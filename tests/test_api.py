@@ -10,11 +10,10 @@ import sys
 import types
 
 import pytest
+from support import ROOT
 
 import onager
 from onager.errors import UsageError
-
-from support import ROOT
 
 SCRIPT = ("import sys, onager\n"
           "x = onager.params()['x']\n"
@@ -29,7 +28,7 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _sweep() -> "onager.Sweep":
+def _sweep() -> onager.Sweep:
     return onager.Sweep(f"{sys.executable} task.py").arg("--x", [1, 2, 3]).tag()
 
 

@@ -7,6 +7,7 @@ import re
 import subprocess
 
 import pytest
+from support import ROOT, install_fake_scheduler, run_onager
 
 from onager.backends.array import node_script_text
 from onager.backends.gridengine import GridEngineBackend
@@ -14,7 +15,6 @@ from onager.backends.slurm import SlurmBackend
 from onager.jobfile import JobEntry
 from onager.launch import write_tasks
 from onager.wrapper import wrapper_text
-from support import ROOT, install_fake_scheduler, run_onager
 
 SCHEDULER_WORDS = re.compile(r"SLURM_|SGE_|\bJOB_ID\b|PBS_|LSB_|OAR_")
 

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from support import ROOT
 
 import onager
-from support import ROOT
 from onager.cli import EXTRA_COMMANDS
 
 CORE_COMMANDS = ["prelaunch", "launch", "list", "cancel", "wait", "logs", "config", "help"]

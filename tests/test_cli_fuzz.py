@@ -15,11 +15,9 @@ import random
 import shutil
 import signal
 import stat
-import sys
 import time
 import traceback
 from collections import Counter
-from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -30,7 +28,7 @@ SEED = 20261130
 CASE_SECONDS = 20
 
 # valid command lines: every subcommand, most options; local launches are the only ones that run
-SEEDS: List[List[str]] = [
+SEEDS: list[list[str]] = [
     ["prelaunch", "+jobname", "n", "+command", "echo hi", "+arg", "--lr", "0.1", "0.01", "+tag", "+q"],
     ["prelaunch", "+jobname", "n", "+command", "echo", "+pos-arg", "a", "b", "+flag", "--v", "+tag", "--run"],
     ["prelaunch", "+jobname", "j", "+command", "echo", "+arg", "--x", "1", "2", "+link", "+arg", "--y", "3", "4",
@@ -91,7 +89,7 @@ VALUES = ["", " ", "-", "--", "0", "-1", "1", "3", "2-1", "1-3:1,5", "9999999999
 # processes or copy the tree (slow, not a parser matter).
 
 
-def _mutate(rng: random.Random, argv: List[str]) -> List[str]:
+def _mutate(rng: random.Random, argv: list[str]) -> list[str]:
     argv = list(argv)
     for _ in range(rng.choice((1, 1, 2, 3))):
         kind = rng.randrange(7)
@@ -116,10 +114,10 @@ def _mutate(rng: random.Random, argv: List[str]) -> List[str]:
     return argv
 
 
-def command_lines(count: int = CASES, seed: int = SEED) -> List[Tuple[List[str], Optional[str]]]:
+def command_lines(count: int = CASES, seed: int = SEED) -> list[tuple[list[str], str | None]]:
     """(argv, name of the damage done to the project first, or None)."""
     rng = random.Random(seed)
-    lines: List[Tuple[List[str], Optional[str]]] = [(list(s), None) for s in SEEDS]  # the valid ones first
+    lines: list[tuple[list[str], str | None]] = [(list(s), None) for s in SEEDS]  # the valid ones first
     damages = sorted(DAMAGES)
     while len(lines) < count:
         argv = rng.choice(SEEDS)
@@ -163,11 +161,11 @@ def _alarm(signum, frame):  # type: ignore[no-untyped-def]
     raise _Timeout()
 
 
-def run_in_process(argv: List[str]) -> Tuple[Optional[int], str, str, Optional[str]]:
+def run_in_process(argv: list[str]) -> tuple[int | None, str, str, str | None]:
     """(exit code, stdout, stderr, escaped exception text or None)."""
     out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="replace"), io.StringIO()
     escaped = None
-    code: Optional[int] = None
+    code: int | None = None
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
     try:
@@ -257,12 +255,12 @@ def scratch(tmp_path, monkeypatch):
 def test_cli_fuzz(scratch, capsys):
     template, work = scratch
     clean = tree_hash(work)
-    problems: List[str] = []
+    problems: list[str] = []
     codes: Counter = Counter()
     commands: Counter = Counter()
     restored = 0
     lines = command_lines()
-    slowest: List[Tuple[float, List[str]]] = []
+    slowest: list[tuple[float, list[str]]] = []
     damaged: Counter = Counter()
     for argv, damage in lines:
         before = clean

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 
 import pytest
+from support import golden, text
 
 from onager.backends.base import LaunchInfo
 from onager.backends.gridengine import GridEngineBackend
 from onager.backends.slurm import SlurmBackend
 from onager.errors import UsageError
 from onager.tasklist import Tasklist
-from support import golden, text
 
 LAUNCH_DIR = "/work/exp/.onager/launches/exp1/1"
 
@@ -185,6 +185,7 @@ def test_per_task_config_keys(job):
 def test_a_refused_submission_shows_the_schedulers_reason():
     """qsub prints its reason, then `Exiting.`: the one-line error keeps both (found with --test)."""
     import sys
+
     from onager.backends.base import run
     from onager.errors import OnagerError
     script = "import sys; sys.stderr.write('Unable to run job: unknown resource \"test\"\\nExiting.\\n'); sys.exit(1)"

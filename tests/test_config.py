@@ -5,10 +5,10 @@ import configparser
 import os
 
 import pytest
+from support import ok, refused
 
 from onager import config as configmod
 from onager.errors import UsageError
-from support import ok, refused
 
 README_HEADER = """module load python/3.7.4
 module load cuda/10.2

@@ -16,10 +16,8 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set
 
 import pytest
-
 from support import ROOT
 
 DOCS = os.path.join(ROOT, "docs")
@@ -33,14 +31,14 @@ ELAPSED = re.compile(r"\b\d+:\d\d:\d\d\b")
 class Step:
     command: str
     exit_code: int = 0
-    shown: List[str] = field(default_factory=list)
+    shown: list[str] = field(default_factory=list)
     line: int = 0  # where the command starts in its file (1-based), for messages
 
 
-def console_blocks(path: str) -> List[List[tuple]]:
+def console_blocks(path: str) -> list[list[tuple]]:
     """The ```console blocks of a markdown file, as lists of (line number, text)."""
-    blocks: List[List[tuple]] = []
-    current: Optional[List[tuple]] = None
+    blocks: list[list[tuple]] = []
+    current: list[tuple] | None = None
     with open(path, encoding="utf-8") as handle:
         for number, text in enumerate(handle.read().splitlines(), 1):
             stripped = text.strip()
@@ -56,9 +54,9 @@ def console_blocks(path: str) -> List[List[tuple]]:
     return blocks
 
 
-def steps_of(block: List[tuple]) -> List[Step]:
+def steps_of(block: list[tuple]) -> list[Step]:
     """Commands of one console block, each with its expected exit code and shown output."""
-    steps: List[Step] = []
+    steps: list[Step] = []
     lines = list(block)
     i = 0
     while i < len(lines):
@@ -86,7 +84,7 @@ def steps_of(block: List[tuple]) -> List[Step]:
     return steps
 
 
-def _pattern(shown: str) -> "re.Pattern[str]":
+def _pattern(shown: str) -> re.Pattern[str]:
     """A shown output line as a regex over one real line (spaces collapsed on both sides)."""
     parts = []
     for piece in re.split(r"(\.\.\.|\b\d+:\d\d:\d\d\b)", " ".join(shown.split())):
@@ -99,14 +97,14 @@ def _pattern(shown: str) -> "re.Pattern[str]":
     return re.compile("".join(parts))
 
 
-def missing_lines(shown: List[str], output: str) -> List[str]:
+def missing_lines(shown: list[str], output: str) -> list[str]:
     """Shown lines that no line of the real output matches."""
     real = [" ".join(line.split()) for line in output.splitlines()]
     return [s for s in shown if not any(_pattern(s).fullmatch(r) for r in real)]
 
 
 # ------------------------------------------------------------------ running commands
-def _shim_env(tmp_path) -> Dict[str, str]:
+def _shim_env(tmp_path) -> dict[str, str]:
     """PATH reaching this checkout's onager (and `python`, the interpreter running the tests)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -125,7 +123,7 @@ def _shim_env(tmp_path) -> Dict[str, str]:
     return env
 
 
-def run_step(step: Step, cwd: str, env: Dict[str, str]) -> subprocess.CompletedProcess:
+def run_step(step: Step, cwd: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", step.command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=180)
 
@@ -187,7 +185,7 @@ def test_tutorial_runs_as_written(tmp_path):
 
 
 # ------------------------------------------------------------------ prelaunch examples
-def prelaunch_examples() -> List[tuple]:
+def prelaunch_examples() -> list[tuple]:
     """(file, step) for each `$ onager prelaunch` of README.md/docs/index.md console blocks
     that start with one."""
     found = []
@@ -217,11 +215,11 @@ def test_prelaunch_example_prints_exactly_what_is_shown(tmp_path, path, step):
 CLI_MD = os.path.join(DOCS, "cli.md")
 
 
-def _sections() -> Dict[str, str]:
+def _sections() -> dict[str, str]:
     """cli.md's `## ` sections by the command they document (`onager NAME` in the heading)."""
     with open(CLI_MD, encoding="utf-8") as handle:
         text = handle.read()
-    sections: Dict[str, str] = {"": text}
+    sections: dict[str, str] = {"": text}
     for chunk in re.split(r"^## ", text, flags=re.MULTILINE)[1:]:
         heading = chunk.splitlines()[0]
         match = re.search(r"`onager ([a-z]+)`", heading)
@@ -230,10 +228,10 @@ def _sections() -> Dict[str, str]:
     return sections
 
 
-def inline_tokens(text: str) -> Set[str]:
+def inline_tokens(text: str) -> set[str]:
     """Words of the inline code spans of markdown text (`--max-tasks N` gives --max-tasks, N)."""
     text = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
-    tokens: Set[str] = set()
+    tokens: set[str] = set()
     for span in re.findall(r"`([^`\n]+)`", text):
         tokens.update(t for t in re.split(r"[\s,|=\[\]()]+", span) if t)
     return tokens
@@ -248,7 +246,7 @@ def _subparsers():
 EVERYWHERE = {"-h", "--help"}  # every command has them: documented once, at the top of the page
 
 
-def _option_strings(parser) -> Set[str]:
+def _option_strings(parser) -> set[str]:
     return {s for action in parser._actions for s in action.option_strings}
 
 
@@ -306,6 +304,7 @@ def test_cli_md_names_no_option_that_does_not_exist():
 # ------------------------------------------------------------------ backends.md, links
 def test_backends_md_documents_every_backend_option():
     import argparse
+
     from onager.backends import available
     with open(os.path.join(DOCS, "backends.md"), encoding="utf-8") as handle:
         tokens = inline_tokens(handle.read())

@@ -34,10 +34,9 @@ def test_newlines_are_written_as_is(tmp_path):
 def test_exception_leaves_the_old_file_and_no_temp(tmp_path):
     path = tmp_path / "f.json"
     path.write_text("old")
-    with pytest.raises(ValueError):
-        with atomic_writer(str(path)) as handle:
-            handle.write("new and half-written")
-            raise ValueError("boom")
+    with pytest.raises(ValueError), atomic_writer(str(path)) as handle:
+        handle.write("new and half-written")
+        raise ValueError("boom")
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["f.json"]
 
@@ -45,19 +44,17 @@ def test_exception_leaves_the_old_file_and_no_temp(tmp_path):
 def test_keyboard_interrupt_leaves_the_old_file(tmp_path):
     path = tmp_path / "f"
     path.write_text("old")
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_writer(str(path)) as handle:
-            handle.write("x" * 100000)
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_writer(str(path)) as handle:
+        handle.write("x" * 100000)
+        raise KeyboardInterrupt
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["f"]
 
 
 def test_exception_before_first_write_does_not_create_the_file(tmp_path):
     path = tmp_path / "new"
-    with pytest.raises(RuntimeError):
-        with atomic_writer(str(path)):
-            raise RuntimeError
+    with pytest.raises(RuntimeError), atomic_writer(str(path)):
+        raise RuntimeError
     assert not path.exists()
     assert os.listdir(tmp_path) == []
 
@@ -220,9 +217,8 @@ def test_file_lock_is_freed_when_the_holder_is_killed(tmp_path):
 
 def test_file_lock_released_after_exception(tmp_path):
     lock = str(tmp_path / "x.lock")
-    with pytest.raises(RuntimeError):
-        with file_lock(lock):
-            raise RuntimeError
+    with pytest.raises(RuntimeError), file_lock(lock):
+        raise RuntimeError
     got = FORK.Event()
     proc = FORK.Process(target=_try_lock, args=(lock, got))
     proc.start()

@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+from support import golden, install_fake_scheduler, text
 
 from onager.backends.base import LaunchInfo
 from onager.backends.gridengine import GridEngineBackend, cut_block, hms, parse_qstat_xml, sge_state
@@ -12,7 +13,6 @@ from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
 from onager.state import read_states
 from onager.tasklist import Tasklist
-from support import golden, install_fake_scheduler, text
 
 LAUNCH_DIR = "/work/exp/.onager/launches/test-eqw/1"
 

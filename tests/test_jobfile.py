@@ -123,7 +123,7 @@ def test_empty_object_has_no_entries(tmp_path):
 
 def test_line_form_with_one_pretty_printed_entry_is_still_read(tmp_path):
     """Hand-edited files: our line form that stops being one-per-line is read whole, each entry once."""
-    lines = ['"%d": ["echo %d", "t%d"],' % (i, i, i) for i in range(1, 3000)]
+    lines = [f'"{i}": ["echo {i}", "t{i}"],' for i in range(1, 3000)]
     text = "{\n" + "\n".join(lines) + '\n"3000": [\n  "echo 3000",\n  "t3000"\n]\n}\n'
     path = tmp_path / "jobs.json"
     path.write_text(text)
@@ -135,7 +135,7 @@ def test_line_form_with_one_pretty_printed_entry_is_still_read(tmp_path):
 # -------------------------------------------------------------- streaming
 def test_reading_streams(tmp_path):
     """The first entries come out before a bad line far down the file is ever read."""
-    good = "".join('"%d": ["echo %d", ""],\n' % (i, i) for i in range(1, 5000))
+    good = "".join(f'"{i}": ["echo {i}", ""],\n' for i in range(1, 5000))
     path = tmp_path / "jobs.json"
     path.write_text("{\n" + good + "THIS IS NOT JSON\n}\n")
     reader = iter_jobfile(str(path))

@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from support import ROOT, run_onager
 
 PRINT_ARGV = f"{sys.executable} -c 'import json,sys; print(json.dumps(sys.argv[1:]))'"
@@ -322,8 +321,8 @@ def test_config_defaults_and_header_footer_and_venv(onager, project):
 
 def test_wrapper_lookup_is_by_offset(project):
     """The wrapper finds task N by seeking, with sparse ids, without reading other records."""
-    from onager.launch import write_tasks
     from onager.jobfile import JobEntry
+    from onager.launch import write_tasks
     from onager.wrapper import wrapper_text
     d = project / "L"
     (d / "logs").mkdir(parents=True)
@@ -342,6 +341,7 @@ def test_wrapper_lookup_is_by_offset(project):
 
 def test_fast_table_matches_tabulate(monkeypatch):
     import random
+
     from onager import listing
     rng = random.Random(7)
     headers = ["job_id", "launch", "task_id", "status", "exit", "tag", "command"]

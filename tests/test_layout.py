@@ -7,17 +7,16 @@ import os
 import re
 import subprocess
 import sys
-from typing import Dict, List, Set
 
 import pytest
 
 import onager
-from onager.layout import LaunchPaths, ProjectPaths, iter_launch_tasks, load_meta
+from onager.layout import ProjectPaths, iter_launch_tasks, load_meta
 
 PACKAGE_DIR = os.path.dirname(onager.__file__)
 
 
-def _modules() -> Dict[str, str]:
+def _modules() -> dict[str, str]:
     """Dotted module name -> file, for every module of the onager package."""
     out = {}
     for directory, _, files in os.walk(PACKAGE_DIR):
@@ -30,21 +29,21 @@ def _modules() -> Dict[str, str]:
     return out
 
 
-def import_graph() -> Dict[str, Set[str]]:
+def import_graph() -> dict[str, set[str]]:
     """Module -> the onager modules it imports, at module level OR inside a function
     (a lazy import is still a dependency: launch.py and status.py once imported each
     other that way). The package `onager` itself is left out: Python imports it before
     any of its modules, and its `__getattr__` only re-exports names on access."""
     modules = _modules()
-    graph: Dict[str, Set[str]] = {}
+    graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         if name == "onager":
             continue
         with open(path, encoding="utf-8") as handle:
             tree = ast.parse(handle.read(), path)
-        deps: Set[str] = set()
+        deps: set[str] = set()
         for node in ast.walk(tree):
-            targets: List[str] = []
+            targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -56,12 +55,12 @@ def import_graph() -> Dict[str, Set[str]]:
     return graph
 
 
-def find_cycle(graph: Dict[str, Set[str]]) -> List[str]:
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
     """One import cycle as a list of modules (first == last), or [] if there is none."""
-    colour: Dict[str, int] = {}
-    stack: List[str] = []
+    colour: dict[str, int] = {}
+    stack: list[str] = []
 
-    def visit(node: str) -> List[str]:
+    def visit(node: str) -> list[str]:
         colour[node] = 1
         stack.append(node)
         for dep in sorted(graph.get(node, ())):
@@ -115,7 +114,7 @@ LAYOUT_DIRS = {".onager", "launches", "launch-ids", "scripts", "state", "logs", 
 NOT_YET = {"backends"}
 
 
-def _layout_spellings(tree: ast.AST) -> List[str]:
+def _layout_spellings(tree: ast.AST) -> list[str]:
     """String literals outside docstrings and messages that spell part of the layout."""
     docs = {id(n.body[0].value) for n in ast.walk(tree)
             if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
@@ -163,7 +162,7 @@ def test_paths_of_a_launch(tmp_path) -> None:
     assert os.path.basename(launch.tasks_idx) == "tasks.idx"
     assert project.index == os.path.join(str(tmp_path), ".onager", "index.jsonl")
     assert ProjectPaths().jobfile("exp") == ".onager/scripts/exp/jobs.json"  # relative, as 0.1.3 wrote it
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError is one
         launch.dir = "elsewhere"  # type: ignore[misc]  # frozen
 
 

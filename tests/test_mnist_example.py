@@ -225,7 +225,7 @@ def test_smoke_digits_fallback(tmp_path):
     proc = run_mnist(["--epochs", "1", "--seed", "0", "--data-dir", str(data_dir)],
                      cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    fallback_lines = [l for l in proc.stderr.splitlines() if FALLBACK_MESSAGE in l]
+    fallback_lines = [line for line in proc.stderr.splitlines() if FALLBACK_MESSAGE in line]
     assert len(fallback_lines) == 1, proc.stderr
     assert "Epoch 1:" in proc.stdout
     accuracy, loss = parse_results(proc.stdout)

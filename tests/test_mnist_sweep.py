@@ -7,7 +7,6 @@ import os
 import shutil
 
 import pytest
-
 from support import ROOT
 
 needs = [m for m in ("torch", "sklearn", "numpy") if importlib.util.find_spec(m) is None]

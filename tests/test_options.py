@@ -9,13 +9,13 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import ROOT
 
 from onager import config as configmod
 from onager.backends import BUILTIN, backend_class, declared_options
 from onager.backends.base import OPTION_TYPES, Option
 from onager.errors import UsageError
 from onager.options import SHARED, all_options, feature_options, resolve
-from support import ROOT
 
 
 def _every_declaration():
@@ -190,7 +190,8 @@ def test_resolve_config_defaults_under_the_command_line(project):
 
 def test_resolve_refuses_a_bad_config_default_naming_the_key(project):
     configmod.write([("slurm", "max-array-size", "lots")])  # written by hand, not through onager config
-    with pytest.raises(UsageError, match=r"max-array-size='lots' for slurm.*onager config --write slurm max-array-size"):
+    with pytest.raises(UsageError, match=r"max-array-size='lots' for slurm.*onager config --write slurm "
+                                         r"max-array-size"):
         resolve("slurm", {})
 
 

@@ -10,7 +10,6 @@ import textwrap
 import time
 
 import pytest
-
 from support import ROOT, run_onager
 
 PLUGIN = '''

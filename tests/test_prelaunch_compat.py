@@ -12,10 +12,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import List
 
 import pytest
-
 from support import ROOT, ok, refused
 
 EXPERIMENT1 = """\
@@ -333,7 +331,7 @@ def _printer(project) -> str:
     return f"{shlex.quote(sys.executable)} argv.py"
 
 
-def _run_bash(command: str, cwd) -> List[str]:
+def _run_bash(command: str, cwd) -> list[str]:
     result = subprocess.run(["bash", "-c", command], cwd=str(cwd), capture_output=True)
     assert result.returncode == 0, result.stderr
     assert b"INJECTED" not in result.stdout.replace(b"echo INJECTED", b"")

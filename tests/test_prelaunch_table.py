@@ -51,7 +51,8 @@ def test_what_the_options_set(argv, expected) -> None:
     (["+jobname", "j", "+command", "echo", "+from", "a.toml", "+from", "b.toml"],
      "+from takes one sweep file; give the rest as options"),
     (["+jobname", "j", "+command"], "+command needs a value; see onager help prelaunch"),
-    (["+jobname", "j", "+command", "echo", "+tag-args"], "+tag-args needs at least 1 value(s); see onager help prelaunch"),
+    (["+jobname", "j", "+command", "echo", "+tag-args"], "+tag-args needs at least 1 value(s); see onager help "
+                                                         "prelaunch"),
 ])
 def test_messages_are_unchanged(argv, message) -> None:
     with pytest.raises(UsageError) as caught:

@@ -14,10 +14,11 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-
 from support import run_onager
+
 from onager import provenance
 from onager.errors import UsageError
 
@@ -527,6 +528,7 @@ def _list_has_show_option() -> bool:
 
 def _hook_passes_context() -> bool:
     import inspect
+
     from onager import launch as launchmod
     params = inspect.signature(launchmod._provenance_hook).parameters.values()
     return any(p.kind is p.VAR_KEYWORD or p.name == "backend" for p in params)
@@ -534,6 +536,7 @@ def _hook_passes_context() -> bool:
 
 def _dry_run_checks() -> bool:
     import inspect
+
     from onager import launch as launchmod
     return "check_launch" in inspect.getsource(launchmod.prepare)
 
@@ -587,7 +590,7 @@ def test_snapshot_moves_with_the_launch_dir(repo, env, tmp_path):
     write(os.path.join(moved, "code", "value.py"), 'print("moved")\n')
     ran = subprocess.run(["bash", os.path.join(moved, "wrapper.sh"), "1"], capture_output=True, text=True,
                          env=dict(os.environ, ONAGER_REMOTE_LAUNCH_DIR=moved))
-    assert ran.returncode == 0, open(os.path.join(moved, "logs", "1.err")).read()
+    assert ran.returncode == 0, Path(moved, "logs", "1.err").read_text()
     with open(os.path.join(moved, "logs", "1.out")) as handle:
         assert handle.read() == "old\nmoved\n"
 

@@ -12,12 +12,10 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import List
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-
 from support import ok, refused
 
 from onager.errors import UsageError
@@ -56,7 +54,7 @@ def _record(launch_dir: str, task_id: int) -> str:
         return handle.read(length).decode("utf-8")
 
 
-def _argv_run(launch_dir: str, task_id: int, pooled: bool) -> List[bytes]:
+def _argv_run(launch_dir: str, task_id: int, pooled: bool) -> list[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONAGER_")}
     if pooled:
         env["ONAGER_RECORD"] = _record(launch_dir, task_id)
@@ -120,8 +118,8 @@ def test_bad_job_names_are_refused_with_one_line(onager, project, name):
 
 
 def test_scheduler_job_ids_and_times_take_the_whole_text():
-    from onager.backends.gridengine import GridEngineBackend
     from onager.backends.array import duration_seconds, mem_megabytes
+    from onager.backends.gridengine import GridEngineBackend
     from onager.backends.slurm import SlurmBackend
     for cls in (SlurmBackend, GridEngineBackend):
         with pytest.raises(UsageError):

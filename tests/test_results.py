@@ -11,8 +11,8 @@ import statistics
 import sys
 
 import pytest
-
 from support import ROOT, run_onager
+
 from onager import results
 from onager.errors import OnagerError, UsageError
 

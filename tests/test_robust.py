@@ -10,17 +10,16 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import List, Tuple
 
 import pytest
+from support import ROOT, run_onager
 
 from onager import cli
-from support import ROOT, run_onager
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def call(*argv: str) -> Tuple[int, str, str]:
+def call(*argv: str) -> tuple[int, str, str]:
     """`onager ARGV` in this process: (exit code, stdout, stderr); any other exception escapes."""
     out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -46,7 +45,7 @@ def two_jobs(project) -> None:
         assert call("launch", "--backend", "local", "--jobname", name, "-q")[0] == 0
 
 
-def listed_jobs(out: str) -> List[str]:
+def listed_jobs(out: str) -> list[str]:
     return sorted({row["jobname"] for row in json.loads(out)})
 
 
@@ -144,7 +143,8 @@ def test_a_really_full_disk(tmp_path):
         small = run_onager(["prelaunch", "+jobname", "s", "+command", "true", "+pos-arg", "1", "+q"], cwd=disk, env=env)
         assert small.returncode == 0, small.stderr
         big = run_onager(["prelaunch", "+jobname", "big", "+command", "echo " + "x" * 200,
-                          "+arg", "--a", "+range", "0", "100", "+arg", "--b", "+range", "0", "20", "+q"], cwd=disk, env=env)
+                          "+arg", "--a", "+range", "0", "100", "+arg", "--b", "+range", "0", "20", "+q"],
+                         cwd=disk, env=env)
         line = one_line(big.stderr)
         assert big.returncode == 1 and "no space left on device writing .onager/scripts/big/jobs.json" in line
         assert not [n for n in os.listdir(os.path.join(disk, ".onager/scripts/big")) if n.endswith(".tmp")]
@@ -224,7 +224,8 @@ def test_dot_onager_is_a_file(project, command):
 
 
 @pytest.mark.parametrize("garbage", [bytes(range(256)) * 8, b'{"1": ' + b"[" * 100_000 + b"\n",
-                                     b'{\n"1": ' + b"[" * 100_000 + b"\n}\n", b"\0\0\0", b'{\n"1": ["echo 1", "", {}],\n'])
+                                     b'{\n"1": ' + b"[" * 100_000 + b"\n}\n", b"\0\0\0", b'{\n"1": ["echo 1", "", '
+                                                                                         b'{}],\n'])
 def test_garbage_jobs_json(project, garbage):
     two_jobs(project)
     with open(".onager/scripts/a/jobs.json", "wb") as handle:

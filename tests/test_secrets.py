@@ -15,8 +15,8 @@ import subprocess
 import sys
 
 import pytest
-
 from support import ROOT, install_fake_scheduler, run_onager
+
 from onager import provenance
 
 GIT = shutil.which("git")

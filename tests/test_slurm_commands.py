@@ -8,15 +8,15 @@ import sys
 import time
 
 import pytest
+from support import golden, install_fake_scheduler, text
 
-from onager.backends.base import LaunchInfo
 from onager.backends.array import duration_seconds, mem_text, node_script_text, write_groups
+from onager.backends.base import LaunchInfo
 from onager.backends.slurm import SlurmBackend, parse_squeue_line
 from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
 from onager.state import read_states
 from onager.tasklist import Tasklist
-from support import golden, install_fake_scheduler, text
 
 LAUNCH_DIR = "/work/exp/.onager/launches/exp1/1"
 
@@ -328,7 +328,8 @@ def test_node_script_failure_exit_code(project):
     with open(os.path.join(linfo.launch_dir, "tasks.sh"), "rb") as handle:
         assert b"echo task 2" in handle.read()
     write_groups(linfo.launch_dir, linfo.tasklist, 2)
-    text_ = node_script_text(linfo.launch_dir, 5, 2, SlurmBackend.index_variable).replace('bash "$D/wrapper.sh" "$id"', '(exit $id)')
+    text_ = node_script_text(linfo.launch_dir, 5, 2, SlurmBackend.index_variable).replace('bash "$D/wrapper.sh" '
+                                                                                          '"$id"', '(exit $id)')
     path = os.path.join(linfo.launch_dir, "node.sh")
     with open(path, "w") as handle:
         handle.write(text_)

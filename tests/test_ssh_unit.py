@@ -3,6 +3,7 @@ whole launches through a stand-in `ssh` that runs the remote command locally in 
 directory (so the dispatcher, lost hosts and cancel are tested on any laptop)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -12,6 +13,12 @@ import sys
 import time
 
 import pytest
+from support import live_in_group
+
+from onager.backends import ssh
+from onager.errors import OnagerError, UsageError
+from onager.tasklist import Tasklist
+from onager.wrapper import wrapper_text
 
 
 def _root_conftest():
@@ -29,11 +36,6 @@ def _root_conftest():
 
 ROOT = _root_conftest().ROOT
 run_onager = _root_conftest().run_onager
-from onager.backends import ssh
-from onager.errors import OnagerError, UsageError
-from onager.tasklist import Tasklist
-from onager.wrapper import wrapper_text
-from support import live_in_group
 
 HOSTILE = ["it's a \"test\" {x} $HOME ; rm -rf /tmp/nothing", "`id` $(id) \\ \\n * -x ~ é\t'\"'"]
 
@@ -274,10 +276,8 @@ def test_every_host_lost_stops_with_resume_hint(fake, project):
     deadline = time.time() + 60
     starts = {}
     while time.time() < deadline and len(starts) < 2:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             starts = _starts(project, "z")
-        except FileNotFoundError:
-            pass
         time.sleep(0.1)
     (fake.root / "down-solo").touch()
     for s in starts.values():
@@ -300,7 +300,8 @@ def test_detach_and_cancel_through_stand_in_ssh(fake, project):
     out = fake("launch", "--backend", "ssh", "--jobname", "d", "--hosts", "h1:2", "--detach")
     assert out.returncode == 0, out.stderr
     deadline = time.time() + 60
-    while time.time() < deadline and subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout.count(b"\n") < 2:
+    while time.time() < deadline and \
+            subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout.count(b"\n") < 2:
         time.sleep(0.1)
     rows = _rows(fake, "d")
     assert sorted(r["status"] for r in rows.values()) == ["pending", "pending", "running", "running"]
@@ -374,7 +375,8 @@ def test_sigterm_to_a_foreground_launch_kills_remote_tasks(fake, project):
                              "--hosts", "h:2"], cwd=str(project), env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while time.time() < deadline and subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout.count(b"\n") < 2:
+    while time.time() < deadline and \
+            subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout.count(b"\n") < 2:
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 import tempfile
-from typing import Any, List, Optional, Tuple
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -17,9 +17,10 @@ from onager.errors import UsageError
 from onager.sweep import Linspace, Logspace, LogUniform, RandInt, Range, Sweep, Uniform, Written
 
 
-def cli_jobfile(argv: List[str], path: str) -> bytes:
+def cli_jobfile(argv: list[str], path: str) -> bytes:
     """Run `onager prelaunch ARGV +jobfile PATH` in-process; the jobfile's bytes."""
-    prelaunch.run(argv + ["+jobfile", path, "+quiet"], out=open(os.devnull, "w"), err=open(os.devnull, "w"))
+    with open(os.devnull, "w") as out, open(os.devnull, "w") as err:
+        prelaunch.run(argv + ["+jobfile", path, "+quiet"], out=out, err=err)
     with open(path, "rb") as handle:
         return handle.read()
 
@@ -112,11 +113,11 @@ def _cli_value(value: Any) -> str:
 
 
 @st.composite
-def sweeps(draw) -> Tuple[List[str], Any]:
+def sweeps(draw) -> tuple[list[str], Any]:
     """A random sweep as (CLI argv, function building the same sweep with the API)."""
-    argv: List[str] = []
+    argv: list[str] = []
     steps = []
-    sizes: List[Optional[int]] = []  # size of each added dimension, None for flags
+    sizes: list[int | None] = []  # size of each added dimension, None for flags
     sampling = draw(st.booleans()) and draw(st.booleans())
     for _ in range(draw(st.integers(0, 4))):
         kind = draw(st.sampled_from(["arg", "arg", "pos", "flag"]))
@@ -128,8 +129,8 @@ def sweeps(draw) -> Tuple[List[str], Any]:
             sizes.append(None)
             continue
         if link:
-            values: List[Any] = draw(st.lists(VALUE, min_size=sizes[-1], max_size=sizes[-1]))
-            gen_tokens: List[str] = [_cli_value(v) for v in values]
+            values: list[Any] = draw(st.lists(VALUE, min_size=sizes[-1], max_size=sizes[-1]))
+            gen_tokens: list[str] = [_cli_value(v) for v in values]
             api_values: Any = values
         else:
             gen = draw(st.sampled_from(["plain", "range", "linspace", "logspace", "mixed"]
@@ -222,7 +223,7 @@ def test_cli_and_api_write_identical_jobfiles(case):
             assert handle.read() == cli
         entries = json.loads(cli)
         assert written.count == len(entries)
-        for key, (command, tag, params) in entries.items():
+        for _key, (command, _tag, _params) in entries.items():
             assert command.startswith("prog 'a b'")
             assert shlex.split(command)[:2] == ["prog", "a b"]
 

@@ -9,15 +9,14 @@ import re
 import shlex
 import shutil
 import sys
-from typing import List
+from pathlib import Path
 
 import pytest
-
 from support import ROOT, run_onager
+
 from onager import prelaunch
 from onager.errors import UsageError
-from onager.sweep import (Files, Linspace, Logspace, LogUniform, RandInt, Range, Sweep, Uniform, _below,
-                          _distinct, _fmt)
+from onager.sweep import Files, Linspace, Logspace, LogUniform, RandInt, Range, Sweep, Uniform, _below, _distinct, _fmt
 
 
 def _has_toml() -> bool:
@@ -34,7 +33,7 @@ needs_toml = pytest.mark.skipif(not _has_toml(), reason="reading TOML needs Pyth
                                 "(pip install 'onager[toml]')")
 
 
-def commands(argv: List[str]) -> List[str]:
+def commands(argv: list[str]) -> list[str]:
     """The commands `onager prelaunch ARGV` would write, in order (parsed in-process)."""
     if "+jobname" not in argv and "+from" not in argv:
         argv = argv + ["+jobname", "t"]
@@ -42,12 +41,12 @@ def commands(argv: List[str]) -> List[str]:
     return [line.command for line in args.sweep.lines(args.jobname)]
 
 
-def values_of(argv: List[str]) -> List[str]:
+def values_of(argv: list[str]) -> list[str]:
     """Values of the single `+arg --x` dimension given as `argv`."""
     return [c.split(" --x ", 1)[1] for c in commands(["+command", "c", "+arg", "--x", *argv])]
 
 
-def usage_error(argv: List[str]) -> str:
+def usage_error(argv: list[str]) -> str:
     with pytest.raises(UsageError) as info:
         commands(argv)
     return str(info.value)
@@ -379,7 +378,8 @@ def test_command_line_overrides_and_adds_to_the_file(tmp_path):
     ('command = "x"\ntag = 3\n', "tag must be an argument name"),
     ('command = "x"\nseed = 3\n', "seed needs sample = N"),
     ('command = "x"\nlinks = [["--a", "--b"]]\n[args]\n"--a" = [1]\n', "cannot link --b: no such dimension"),
-    ('command = "x"\nlinks = [["--a", "--b"]]\n[args]\n"--a" = [1]\n"--b" = [1, 2]\n', "--a has 1 value(s) but --b has 2"),
+    ('command = "x"\nlinks = [["--a", "--b"]]\n[args]\n"--a" = [1]\n"--b" = [1, 2]\n', "--a has 1 value(s) but "
+                                                                                       "--b has 2"),
     ('command = "x"\n[args\n', "is not valid TOML"),
     ('jobname = "j"\n', "has no command"),
 ])
@@ -483,7 +483,7 @@ def test_docs_examples_run_and_print_what_the_page_shows(project):
     shutil.copy(os.path.join(ROOT, "examples", "mnist", "sweep.toml"), project / "examples" / "mnist" / "sweep.toml"
                 if (project / "examples" / "mnist").mkdir() is None else None)
     env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-    blocks = _blocks(open(DOCS, encoding="utf-8").read())
+    blocks = _blocks(Path(DOCS).read_text(encoding="utf-8"))
     ran = {"prelaunch": 0, "cat": 0, "python": 0, "other": 0}
     for index, (lang, body) in enumerate(blocks):
         if lang == "console":
@@ -517,7 +517,7 @@ def test_docs_examples_run_and_print_what_the_page_shows(project):
 
 
 def test_docs_have_an_example_per_feature():
-    text = open(DOCS, encoding="utf-8").read()
+    text = Path(DOCS).read_text(encoding="utf-8")
     consoles = "\n".join(body for lang, body in _blocks(text) if lang == "console")
     for word in ("+range", "+linspace", "+logspace", "+files", "+link", "+sample", "+seed", "+uniform",
                  "+loguniform", "+randint", "+from", "+tag", "+flag", "+pos-arg", "onager logs"):

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import List, Optional, Tuple
 
-from onager.backends.array import (ArrayBackend, QueryEntry, allocation, duration_seconds, hms_text,
-                                   per_node, positive)
+from onager.backends.array import ArrayBackend, QueryEntry, allocation, duration_seconds, hms_text, per_node
 from onager.backends.base import QUEUED, STARTED, LaunchInfo, refuse_foreign_options
 from onager.errors import OnagerError, UsageError
 from onager.tasklist import Tasklist
@@ -45,7 +43,7 @@ class PBSProExample(ArrayBackend):
         self.resources(at_once if tasks_per_node > 1 else 1)
 
     # ------------------------------------------------------ adapter pieces
-    def resources(self, times: int) -> List[str]:
+    def resources(self, times: int) -> list[str]:
         cpus, mem, _ = allocation(self.options, times)
         select = f"select=1:ncpus={cpus or 1}" + (f":mem={mem}mb" if mem else "")
         args = ["-l", select]
@@ -59,7 +57,7 @@ class PBSProExample(ArrayBackend):
                 args += [flag, str(self.options[key])]
         return args
 
-    def chunks(self, numbers: Tasklist) -> List[Tuple[int, Tasklist]]:
+    def chunks(self, numbers: Tasklist) -> list[tuple[int, Tasklist]]:
         """`qsub -J` takes one range `A-B:S`: one submission per block, below max_index."""
         return [(offset, Tasklist([block])) for offset, part in numbers.split_below(self.max_index)
                 for block in part.blocks]
@@ -68,8 +66,8 @@ class PBSProExample(ArrayBackend):
         a, b, s = indexes.blocks[0]
         return f"{a}-{b}:{s}"
 
-    def submit_command(self, launch: LaunchInfo, script: str, resources: List[str],
-                       offset: int, indexes: Tasklist) -> List[str]:
+    def submit_command(self, launch: LaunchInfo, script: str, resources: list[str],
+                       offset: int, indexes: Tasklist) -> list[str]:
         logs = os.path.join(launch.logs_dir, "scheduler") + "/"
         extra = [str(x) for x in self.options.get("extra") or []]
         return ["qsub", "-N", launch.jobname[:15], "-o", logs, "-e", logs, *resources,
@@ -78,16 +76,16 @@ class PBSProExample(ArrayBackend):
     def parse_job_id(self, out: str) -> str:
         return out.splitlines()[-1].split("[")[0].strip()  # "123[].server" -> "123"
 
-    def query_commands(self, job_ids: List[str]) -> List[List[str]]:
+    def query_commands(self, job_ids: list[str]) -> list[list[str]]:
         return [["qstat", "-t", "-F", "json", "-f", *[f"{j}[]" for j in job_ids]]]
 
-    def parse_query(self, text: str) -> List[QueryEntry]:
+    def parse_query(self, text: str) -> list[QueryEntry]:
         """`{"Jobs": {"123[4].server": {"job_state": "R"}, ...}}` -> (123, [4], running)."""
         try:
             jobs = json.loads(text or "{}").get("Jobs", {})
         except (ValueError, AttributeError) as exc:
-            raise OnagerError(f"qstat -F json printed something that is not JSON ({exc})")
-        out: List[QueryEntry] = []
+            raise OnagerError(f"qstat -F json printed something that is not JSON ({exc})") from exc
+        out: list[QueryEntry] = []
         for ident, info in jobs.items():
             match = re.fullmatch(r"(\d+)\[(\d+)\].*", ident)
             if match:  # subjobs only; the array's own line says nothing per task
@@ -95,7 +93,7 @@ class PBSProExample(ArrayBackend):
                 out.append((match.group(1), [int(match.group(2))], _STATES.get(str(info.get("job_state")))))
         return out
 
-    def cancel_commands(self, job_id: str, indexes: Optional[Tasklist]) -> List[List[str]]:
+    def cancel_commands(self, job_id: str, indexes: Tasklist | None) -> list[list[str]]:
         if indexes is None:
             return [["qdel", f"{job_id}[]"]]
         return [["qdel", *[f"{job_id}[{a}]" if a == b else f"{job_id}[{a}-{b}:{s}]"

@@ -11,7 +11,7 @@ The contract a backend from another package implements is importable from here:
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
+from typing import TYPE_CHECKING, Any
 
 from onager.errors import UsageError
 
@@ -21,14 +21,14 @@ if TYPE_CHECKING:  # pragma: no cover
 ENTRY_POINT_GROUP = "onager.backends"
 
 #: the built-in backends (also registered as entry points), name -> module with BACKEND
-BUILTIN: Dict[str, str] = {
+BUILTIN: dict[str, str] = {
     "local": "onager.backends.local",
     "slurm": "onager.backends.slurm",
     "gridengine": "onager.backends.gridengine",
     "ssh": "onager.backends.ssh",
 }
 BACKEND_MODULES = BUILTIN  # the name before entry points
-NAMES: List[str] = list(BUILTIN)  # the built-ins; names() adds those of other packages
+NAMES: list[str] = list(BUILTIN)  # the built-ins; names() adds those of other packages
 
 #: the documented contract, re-exported lazily from base.py (importing it costs `list` time)
 CONTRACT = ("Backend", "LaunchInfo", "Option", "OPTION_TYPES", "add_options", "run", "cluster_setting",
@@ -36,7 +36,7 @@ CONTRACT = ("Backend", "LaunchInfo", "Option", "OPTION_TYPES", "add_options", "r
 __all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "backend_class", "names", "available", "declared_options",
            *CONTRACT]
 
-_plugins: Optional[Dict[str, Any]] = None
+_plugins: dict[str, Any] | None = None
 
 
 def __getattr__(name: str) -> Any:
@@ -46,7 +46,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _entry_points() -> Dict[str, Any]:
+def _entry_points() -> dict[str, Any]:
     """Entry points of the group, by name (read once per process, only when needed)."""
     global _plugins
     if _plugins is None:
@@ -54,7 +54,8 @@ def _entry_points() -> Dict[str, Any]:
         try:
             found = metadata.entry_points(group=ENTRY_POINT_GROUP)  # type: ignore[call-arg]
         except TypeError:  # Python 3.9: no selection by group
-            found = metadata.entry_points().get(ENTRY_POINT_GROUP, [])  # type: ignore[attr-defined]
+            # Python 3.9's entry_points() is a dict; the checked stubs (3.10+) say otherwise
+            found = metadata.entry_points().get(ENTRY_POINT_GROUP, [])  # type: ignore[attr-defined,arg-type]
         _plugins = {}
         for ep in found:
             _plugins.setdefault(ep.name, ep)
@@ -65,7 +66,7 @@ def _entry_points() -> Dict[str, Any]:
 SUPPORT_MODULES = frozenset({"base", "array", "pool", "gpus"})
 
 
-def module_backends() -> Dict[str, str]:
+def module_backends() -> dict[str, str]:
     """Backends that are one file (or package) in onager/backends/ named after the backend:
     adding `pbspro.py` with `BACKEND = ...` is all a new built-in needs. Lists names only;
     nothing is imported until the backend is used."""
@@ -75,7 +76,7 @@ def module_backends() -> Dict[str, str]:
     return {**BUILTIN, **found}
 
 
-def names() -> List[str]:
+def names() -> list[str]:
     """Every backend name: the built-ins, other files in onager/backends/, then those other
     packages register."""
     inside = module_backends()
@@ -83,7 +84,7 @@ def names() -> List[str]:
         sorted(n for n in _entry_points() if n not in inside)
 
 
-def backend_class(name: str) -> "Type[Backend]":
+def backend_class(name: str) -> type[Backend]:
     """The class of backend `name`; an unknown or broken one is one line."""
     module_name = BUILTIN.get(name)  # no scan for the built-ins: `list` stays quick
     if module_name is None and name and name.isidentifier():
@@ -92,7 +93,7 @@ def backend_class(name: str) -> "Type[Backend]":
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise UsageError(f"backend {name!r} is not available in this onager ({exc})")
+            raise UsageError(f"backend {name!r} is not available in this onager ({exc})") from exc
         return module.BACKEND  # type: ignore[no-any-return]
     ep = _entry_points().get(name) if name and name.isprintable() else None
     if ep is None:
@@ -101,7 +102,7 @@ def backend_class(name: str) -> "Type[Backend]":
         loaded = ep.load()
     except Exception as exc:  # a plugin's own bug: name it, do not crash with its traceback
         raise UsageError(f"backend {name!r} ({ep.value}) cannot be loaded: {type(exc).__name__}: {exc}; "
-                         "reinstall or uninstall the package that provides it")
+                         "reinstall or uninstall the package that provides it") from exc
     cls = getattr(loaded, "BACKEND", loaded)
     from onager.backends.base import Backend
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
@@ -112,7 +113,7 @@ def backend_class(name: str) -> "Type[Backend]":
     return cls  # type: ignore[no-any-return]
 
 
-def available() -> Dict[str, "Type[Backend]"]:
+def available() -> dict[str, type[Backend]]:
     """Every backend class that imports, for the CLI to register their options."""
     out = {}
     for name in names():
@@ -123,6 +124,6 @@ def available() -> Dict[str, "Type[Backend]"]:
     return out
 
 
-def declared_options(cls: "Type[Backend]") -> List[Any]:
+def declared_options(cls: type[Backend]) -> list[Any]:
     """A backend's typed launch options (its OPTIONS), [] for one that declares none."""
     return list(getattr(cls, "OPTIONS", ()) or ())

@@ -15,11 +15,13 @@ are parsed here too, so that every adapter reads them the same way.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import os
 import re
 import shlex
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional
 
 from onager.backends.base import STUCK, Backend, LaunchInfo, run
 from onager.errors import OnagerError, UsageError
@@ -33,7 +35,7 @@ GROUPS_FILE = "groups.txt"
 NODE_SCRIPT = "node.sh"
 
 #: (job id, array indexes, pending|running|error, or None for "ended: the state files decide")
-QueryEntry = Tuple[str, Iterable[int], Optional[str]]
+QueryEntry = tuple[str, Iterable[int], Optional[str]]
 
 
 # ------------------------------------------------------------------ values
@@ -68,7 +70,7 @@ def mem_text(value: Any, times: int = 1) -> str:
     return megabytes_text(mem_megabytes(value) * times)
 
 
-def duration_seconds(value: Any) -> Optional[int]:
+def duration_seconds(value: Any) -> int | None:
     """Seconds of a Slurm time (`30`, `30:00`, `48:00:00`, `2-00:00:00`, `2-12`); None = unlimited."""
     text = str(value).strip()
     if text.lower() in UNLIMITED:
@@ -86,27 +88,28 @@ def hms_text(seconds: int) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def positive(options: Dict[str, Any], key: str, default: Optional[int] = None) -> Optional[int]:
+def positive(options: dict[str, Any], key: str, default: int | None = None) -> int | None:
     value = options.get(key)
     if value in (None, ""):
         return default
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise UsageError(f"bad --{key.replace('_', '-')} {value!r}: give a whole number")
+        raise UsageError(f"bad --{key.replace('_', '-')} {value!r}: give a whole number") from None
     if number < 1:
         raise UsageError(f"--{key.replace('_', '-')} must be at least 1 (got {number})")
     return number
 
 
-def gpu_count(options: Dict[str, Any]) -> Optional[str]:
+def gpu_count(options: dict[str, Any]) -> str | None:
     """`--gpus 2` or `--gpus a100:2` (a GPU type and a count) for a scheduler."""
     value = options.get("gpus")
     if value in (None, "", 0, "0"):
         return None
     text = str(value).strip()
     if not re.fullmatch(r"([A-Za-z0-9_.-]+:)?\d+", text, re.ASCII) or text.endswith(":0"):
-        raise UsageError(f"bad --gpus {value!r} for a cluster: give a count per task like 2 (or type:count like a100:2)")
+        raise UsageError(f"bad --gpus {value!r} for a cluster: give a count per task like 2 (or type:count like "
+                         "a100:2)")
     return text
 
 
@@ -115,14 +118,14 @@ def megabytes_text(megabytes: int) -> str:
     return f"{megabytes // 1024}G" if megabytes % 1024 == 0 else f"{megabytes}M"
 
 
-def _one_of(options: Dict[str, Any], whole: str, each: str) -> None:
+def _one_of(options: dict[str, Any], whole: str, each: str) -> None:
     if options.get(whole) not in (None, "") and options.get(each) not in (None, ""):
         raise UsageError(f"--{whole} (for the whole allocation) and --{each.replace('_', '-')} (for each task) "
                          f"both given (one may come from onager config --read): keep one")
 
 
-def allocation(options: Dict[str, Any], at_once: int,
-               default_mem: Optional[str] = None) -> Tuple[Optional[int], Optional[int], Optional[str]]:
+def allocation(options: dict[str, Any], at_once: int,
+               default_mem: str | None = None) -> tuple[int | None, int | None, str | None]:
     """(CPUs, memory in MB, GPUs) that ONE allocation asks for; None = not given.
 
     `--cpus`, `--mem` and `--gpus` are for the whole allocation, whatever --tasks-per-node
@@ -135,7 +138,7 @@ def allocation(options: Dict[str, Any], at_once: int,
     cpus = positive(options, "cpus")
     if cpus is None and options.get("cpus_per_task") not in (None, ""):
         cpus = (positive(options, "cpus_per_task") or 1) * at_once
-    mem: Optional[int] = None
+    mem: int | None = None
     if options.get("mem") not in (None, ""):
         mem = mem_megabytes(options["mem"])
     elif options.get("mem_per_task") not in (None, ""):
@@ -143,7 +146,7 @@ def allocation(options: Dict[str, Any], at_once: int,
             mem = mem_megabytes(options["mem_per_task"]) * at_once
         except UsageError:
             raise UsageError(f"bad --mem-per-task {options['mem_per_task']!r}: give a size like 4G, 500M "
-                             "or a number of GB like 2")
+                             "or a number of GB like 2") from None
     elif default_mem is not None:
         mem = mem_megabytes(default_mem)
     gpus = gpu_count(options)
@@ -154,10 +157,10 @@ def allocation(options: Dict[str, Any], at_once: int,
 
 
 # ------------------------------------------------------------------ groups
-def group_plan(tasks: Tasklist, per_node: int) -> List[List[int]]:
+def group_plan(tasks: Tasklist, per_node: int) -> list[list[int]]:
     """Task ids of each group, in launch order: group g (1-based) is the g-th slice of T ids."""
-    groups: List[List[int]] = []
-    current: List[int] = []
+    groups: list[list[int]] = []
+    current: list[int] = []
     for task_id in tasks:
         current.append(task_id)
         if len(current) == per_node:
@@ -185,7 +188,7 @@ def write_groups(launch_dir: str, tasks: Tasklist, per_node: int) -> int:
     return len(groups)
 
 
-def read_groups(launch_dir: str) -> List[List[int]]:
+def read_groups(launch_dir: str) -> list[list[int]]:
     try:
         with open(os.path.join(launch_dir, GROUPS_FILE)) as handle:
             return [[int(x) for x in line.split()] for line in handle]
@@ -229,7 +232,7 @@ def write_node_script(launch: LaunchInfo, per_node: int, at_once: int, index_var
     return path
 
 
-def per_node(options: Dict[str, Any]) -> Tuple[int, int]:
+def per_node(options: dict[str, Any]) -> tuple[int, int]:
     """(tasks per allocation, tasks at once in it); (1, 1) = one task per array element."""
     tasks = positive(options, "tasks_per_node", 1) or 1
     at_once = positive(options, "max_tasks_per_node", tasks) or tasks
@@ -237,13 +240,13 @@ def per_node(options: Dict[str, Any]) -> Tuple[int, int]:
 
 
 # ------------------------------------------------------------ scheduler.json
-def save_submissions(launch_dir: str, backend: str, groups: int, submissions: List[Dict[str, Any]]) -> None:
+def save_submissions(launch_dir: str, backend: str, groups: int, submissions: list[dict[str, Any]]) -> None:
     atomic_write(os.path.join(launch_dir, SCHEDULER_FILE),
                  json.dumps({"backend": backend, "tasks_per_node": groups, "submissions": submissions},
                             indent=1))
 
 
-def load_submissions(record: Any) -> Tuple[int, List[Dict[str, Any]]]:
+def load_submissions(record: Any) -> tuple[int, list[dict[str, Any]]]:
     """(tasks per node, [{job_id, offset, array}]) of a launch; old records: one array, offset 0."""
     try:
         with open(os.path.join(record.launch_dir, SCHEDULER_FILE)) as handle:
@@ -262,13 +265,13 @@ class Mapper:
         self.groups = read_groups(record.launch_dir) if self.per_node > 1 else []
         self.offsets = {str(s["job_id"]): int(s.get("offset", 0)) for s in self.submissions}
 
-    def task_ids(self, job_id: str, index: int) -> List[int]:
+    def task_ids(self, job_id: str, index: int) -> list[int]:
         number = index + self.offsets.get(job_id, 0)
         if self.per_node > 1:
             return self.groups[number - 1] if 0 < number <= len(self.groups) else []
         return [number]
 
-    def indexes(self, tasks: Iterable[int]) -> Dict[str, List[int]]:
+    def indexes(self, tasks: Iterable[int]) -> dict[str, list[int]]:
         """job id -> scheduler indexes that hold exactly these tasks (whole groups only)."""
         numbers: Iterable[int]
         if self.per_node > 1:
@@ -283,7 +286,7 @@ class Mapper:
             spans.append((offset + array.first, offset + array.last, offset, array, str(sub["job_id"])))
         spans.sort(key=lambda span: span[0])
         starts = [span[0] for span in spans]
-        out: Dict[str, List[int]] = {}
+        out: dict[str, list[int]] = {}
         for number in numbers:
             k = bisect.bisect_right(starts, number) - 1
             if k < 0 or number > spans[k][1]:
@@ -318,7 +321,7 @@ class ArrayBackend(Backend):
     query_retries = 2
     cancel_retries = 2
     #: variables the query command needs besides the environment (e.g. to get uncut output)
-    query_env: Dict[str, str] = {}
+    query_env: dict[str, str] = {}
 
     def check_options(self) -> None:
         """Every option, config defaults included, checked before a launch writes anything or
@@ -330,12 +333,12 @@ class ArrayBackend(Backend):
         positive(self.options, "max_tasks")
 
     # ----------------------------------------------------- adapter pieces
-    def resources(self, times: int) -> List[str]:
+    def resources(self, times: int) -> list[str]:
         """Scheduler arguments for the allocation of one array element running `times` tasks
         at once; raises UsageError for options it cannot honour."""
         return []
 
-    def chunks(self, numbers: Tasklist) -> List[Tuple[int, Tasklist]]:
+    def chunks(self, numbers: Tasklist) -> list[tuple[int, Tasklist]]:
         """(offset, indexes) per submission, cut where the scheduler's limits force it; the
         array element with index i runs number i + offset (a task id, or a group)."""
         return [(0, numbers.condensed())]
@@ -344,15 +347,15 @@ class ArrayBackend(Backend):
         """How a chunk is written in scheduler.json (and re-read by `Mapper`)."""
         return str(indexes)
 
-    def submit_command(self, launch: LaunchInfo, script: str, resources: List[str],
-                       offset: int, indexes: Tasklist) -> List[str]:
+    def submit_command(self, launch: LaunchInfo, script: str, resources: list[str],
+                       offset: int, indexes: Tasklist) -> list[str]:
         raise NotImplementedError
 
     def parse_job_id(self, out: str) -> str:
         """The job id in what the submit command printed ("" if none)."""
         return out.strip().splitlines()[-1].strip() if out.strip() else ""
 
-    def query_commands(self, job_ids: List[str]) -> List[List[str]]:
+    def query_commands(self, job_ids: list[str]) -> list[list[str]]:
         """The query to run for these job ids, then fallbacks (tried while `query_fallback` says so)."""
         raise NotImplementedError
 
@@ -360,14 +363,14 @@ class ArrayBackend(Backend):
         """Whether a failed query should be retried with the next of `query_commands`."""
         return False
 
-    def parse_query(self, text: str) -> List[QueryEntry]:
+    def parse_query(self, text: str) -> list[QueryEntry]:
         raise NotImplementedError
 
-    def cancel_commands(self, job_id: str, indexes: Optional[Tasklist]) -> List[List[str]]:
+    def cancel_commands(self, job_id: str, indexes: Tasklist | None) -> list[list[str]]:
         """Commands that cancel these indexes of one job (None: the whole job)."""
         raise NotImplementedError
 
-    def rollback_commands(self, job_ids: List[str]) -> List[List[str]]:
+    def rollback_commands(self, job_ids: list[str]) -> list[list[str]]:
         """Commands that cancel the arrays of a launch whose submission failed half way."""
         return [command for job_id in job_ids for command in self.cancel_commands(job_id, None)]
 
@@ -376,7 +379,7 @@ class ArrayBackend(Backend):
         return False
 
     # -------------------------------------------------------------- plan
-    def plan(self, launch: LaunchInfo) -> Tuple[int, int, List[str], List[Tuple[int, Tasklist]]]:
+    def plan(self, launch: LaunchInfo) -> tuple[int, int, list[str], list[tuple[int, Tasklist]]]:
         """(tasks per node, at once, resource arguments, [(offset, indexes)]) of a launch."""
         tasks_per_node, at_once = per_node(self.options)
         resources = self.resources(at_once if tasks_per_node > 1 else 1)
@@ -386,21 +389,21 @@ class ArrayBackend(Backend):
             numbers = launch.tasklist
         return tasks_per_node, at_once, resources, self.chunks(numbers)
 
-    def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:
+    def submit_commands(self, launch: LaunchInfo) -> list[list[str]]:
         tasks_per_node, _, resources, chunks = self.plan(launch)
         script = launch.wrapper if tasks_per_node == 1 else os.path.join(launch.launch_dir, NODE_SCRIPT)
         return [self.submit_command(launch, script, resources, offset, indexes) for offset, indexes in chunks]
 
     # ------------------------------------------------------------ submit
-    def submit(self, launch: LaunchInfo) -> List[str]:
+    def submit(self, launch: LaunchInfo) -> list[str]:
         tasks_per_node, at_once, _, chunks = self.plan(launch)
         commands = self.submit_commands(launch)
         os.makedirs(os.path.join(launch.logs_dir, "scheduler"), exist_ok=True)
         if tasks_per_node > 1:
             write_groups(launch.launch_dir, launch.tasklist, tasks_per_node)
             write_node_script(launch, tasks_per_node, at_once, self.index_variable)
-        job_ids: List[str] = []
-        submissions: List[Dict[str, Any]] = []
+        job_ids: list[str] = []
+        submissions: list[dict[str, Any]] = []
         try:
             for (offset, indexes), command in zip(chunks, commands):
                 out = run(command, retries=self.submit_retries, transient=self.transient).stdout.strip()
@@ -412,19 +415,17 @@ class ArrayBackend(Backend):
         except BaseException:
             if job_ids:  # a split launch is all or nothing
                 for command in self.rollback_commands(job_ids):
-                    try:
+                    with contextlib.suppress(OnagerError):
                         run(command, retries=self.cancel_retries, transient=self.transient)
-                    except OnagerError:
-                        pass
             raise
         save_submissions(launch.launch_dir, self.name, tasks_per_node, submissions)
         return job_ids
 
     # ------------------------------------------------------------- query
-    def query(self, records: Sequence[Any]) -> Dict[str, Optional[Dict[int, str]]]:
+    def query(self, records: Sequence[Any]) -> dict[str, dict[int, str] | None]:
         """One scheduler query for every launch of this backend that `list`/`wait` look at."""
-        owners: Dict[str, Mapper] = {}
-        out: Dict[str, Optional[Dict[int, str]]] = {}
+        owners: dict[str, Mapper] = {}
+        out: dict[str, dict[int, str] | None] = {}
         for record in records:
             mapper = Mapper(record)
             out[record.key] = {}
@@ -437,19 +438,19 @@ class ArrayBackend(Backend):
         except OnagerError:
             return {r.key: None for r in records}
         for job_id, indexes, state in entries:
-            mapper = owners.get(job_id)
-            if mapper is None or state is None:
+            owner = owners.get(job_id)
+            if owner is None or state is None:
                 continue
-            answer = out[mapper.record.key]
+            answer = out[owner.record.key]
             assert answer is not None
             for index in indexes:
-                for task_id in mapper.task_ids(job_id, index):
+                for task_id in owner.task_ids(job_id, index):
                     # a task shown twice (e.g. being deleted) keeps its most telling state
                     if answer.get(task_id) != STUCK:
                         answer[task_id] = state
         return out
 
-    def _query_output(self, job_ids: List[str]) -> str:
+    def _query_output(self, job_ids: list[str]) -> str:
         env = dict(os.environ, **self.query_env) if self.query_env else None
         commands = self.query_commands(job_ids)
         for k, command in enumerate(commands):
@@ -461,10 +462,10 @@ class ArrayBackend(Backend):
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------ cancel
-    def cancel(self, record: Any, tasks: Tasklist, dry_run: bool = False) -> List[List[str]]:
+    def cancel(self, record: Any, tasks: Tasklist, dry_run: bool = False) -> list[list[str]]:
         states = read_states(record.launch_dir)
         targets = [i for i in tasks if not (i in states and states[i].end is not None)]
-        commands: List[List[str]] = []
+        commands: list[list[str]] = []
         for job_id, indexes in Mapper(record).indexes(targets).items():
             commands += self.cancel_commands(job_id, Tasklist.from_ids(indexes))
         if dry_run:
@@ -479,7 +480,7 @@ class ArrayBackend(Backend):
                     raise
         return commands
 
-    def cancel_job_commands(self, job_id: str, tasks: Optional[Tasklist]) -> List[List[str]]:
+    def cancel_job_commands(self, job_id: str, tasks: Tasklist | None) -> list[list[str]]:
         if not re.fullmatch(r"\d+", str(job_id), re.ASCII):
             raise UsageError(f"bad {self.name} job id {job_id!r}: give the number {self.submit_program} printed")
         return self.cancel_commands(str(job_id), tasks)

@@ -10,8 +10,9 @@ import re
 import shlex
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from onager.errors import OnagerError, UsageError
 from onager.layout import LOGS
@@ -29,7 +30,7 @@ class LaunchInfo:
     tasklist: Tasklist    # the task ids of this launch
     count: int
     workdir: str          # where tasks run
-    options: Dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
     header: str = ""
     footer: str = ""
 
@@ -41,7 +42,7 @@ class LaunchInfo:
 #: launch options that only some backends honour: option -> (those backends, what the others
 #: lack). A backend refuses the others' options with one line before anything is written,
 #: rather than ignoring them (`--mem 4G` on local would otherwise promise a limit nobody sets).
-OPTION_BACKENDS: Dict[str, Tuple[Tuple[str, ...], str]] = {
+OPTION_BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
     "cpus": (("slurm", "gridengine"), "CPU limits"),
     "cpus_per_task": (("slurm", "gridengine"), "CPU limits"),
     "mem": (("slurm", "gridengine"), "memory limits"),
@@ -72,7 +73,7 @@ OPTION_BACKENDS: Dict[str, Tuple[Tuple[str, ...], str]] = {
 }
 
 
-def refuse_foreign_options(backend: str, options: Dict[str, Any], own: Sequence[str] = ()) -> None:
+def refuse_foreign_options(backend: str, options: dict[str, Any], own: Sequence[str] = ()) -> None:
     """One line for the first option `backend` cannot honour, e.g. "local has no partitions;
     drop --partition or use --backend slurm". `own`: options it declares (a plugin that wraps
     local honours --detach)."""
@@ -82,7 +83,7 @@ def refuse_foreign_options(backend: str, options: Dict[str, Any], own: Sequence[
             continue
         where = " or ".join(owners)
         if key == "extra":
-            words = " ".join(str(v) for v in value)
+            words = " ".join(str(v) for v in value or ())
             raise UsageError(f"{backend} has no {lacks} ({words}); drop them or use --backend {where}")
         flag = "--" + key.replace("_", "-")
         raise UsageError(f"{backend} has no {lacks}; drop {flag} or use --backend {where}")
@@ -110,8 +111,8 @@ class Backend:
     index_variable = ""
     job_id_variable = ""
 
-    def __init__(self, options: Optional[Dict[str, Any]] = None):
-        self.options: Dict[str, Any] = dict(options or {})
+    def __init__(self, options: dict[str, Any] | None = None):
+        self.options: dict[str, Any] = dict(options or {})
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -122,20 +123,20 @@ class Backend:
         takes a launch id; checks only this machine (no scheduler is asked)."""
         refuse_foreign_options(self.name, self.options, [o.name for o in getattr(self, "OPTIONS", ())])
 
-    def preflight(self, launch: "LaunchInfo") -> None:
+    def preflight(self, launch: LaunchInfo) -> None:
         """Checks that need the outside world (e.g. hosts answering), before a launch is recorded."""
 
     # ------------------------------------------------------------ submit
-    def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:
+    def submit_commands(self, launch: LaunchInfo) -> list[list[str]]:
         """The scheduler commands a launch runs, for --dry-run and golden tests."""
         return []
 
-    def submit(self, launch: LaunchInfo) -> List[str]:
+    def submit(self, launch: LaunchInfo) -> list[str]:
         """Submit the launch; return scheduler job ids (none for local pools)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------- query
-    def query(self, records: Sequence[Any]) -> Dict[str, Optional[Dict[int, str]]]:
+    def query(self, records: Sequence[Any]) -> dict[str, dict[int, str] | None]:
         """Scheduler states for many launches in as few scheduler calls as possible.
 
         Returns record.key -> {task id: pending|running|error} for tasks the scheduler
@@ -144,11 +145,11 @@ class Backend:
         return {r.key: None for r in records}
 
     # ------------------------------------------------------------ cancel
-    def cancel(self, record: Any, tasks: Tasklist, dry_run: bool = False) -> List[List[str]]:
+    def cancel(self, record: Any, tasks: Tasklist, dry_run: bool = False) -> list[list[str]]:
         """Cancel tasks of one launch; return the commands run (or that would run)."""
         raise NotImplementedError
 
-    def cancel_job_commands(self, job_id: str, tasks: Optional[Tasklist]) -> List[List[str]]:
+    def cancel_job_commands(self, job_id: str, tasks: Tasklist | None) -> list[list[str]]:
         """0.1.3's `cancel --backend B --jobid J --tasklist L`, for jobs not in our index."""
         raise OnagerError(f"the {self.name} backend cannot cancel by scheduler job id")
 
@@ -167,7 +168,7 @@ def cluster_setting(argv: Sequence[str], pattern: str, default: int, retries: in
 
 
 def run(argv: Sequence[str], retries: int = 0, transient: Sequence[str] = (),
-        timeout: Optional[float] = 120, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+        timeout: float | None = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a scheduler command; retry on transient errors; raise with its own message."""
     delay = 1.0
     for attempt in range(retries + 1):
@@ -175,9 +176,9 @@ def run(argv: Sequence[str], retries: int = 0, transient: Sequence[str] = (),
             proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True,
                                   text=True, timeout=timeout, env=env)
         except FileNotFoundError:
-            raise OnagerError(f"{argv[0]} not found: is this a machine where {argv[0]} is installed?")
+            raise OnagerError(f"{argv[0]} not found: is this a machine where {argv[0]} is installed?") from None
         except subprocess.TimeoutExpired:
-            raise OnagerError(f"{argv[0]} did not answer within {timeout:.0f} s")
+            raise OnagerError(f"{argv[0]} did not answer within {timeout:.0f} s") from None
         if proc.returncode == 0:
             return proc
         message = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}")
@@ -220,8 +221,8 @@ class Option:
     default: Any = None            # what applies when unset (documentation; the parser keeps None
     #                                so that config defaults can fill in)
     units: str = ""                # e.g. "MB", "GPUs", shown as the metavar when none is given
-    flags: Tuple[str, ...] = ()    # command-line spellings; default --name-with-dashes
-    metavar: Optional[str] = None
+    flags: tuple[str, ...] = ()    # command-line spellings; default --name-with-dashes
+    metavar: str | None = None
     config: bool = True            # False: command line only (no config key)
 
     def __post_init__(self) -> None:
@@ -229,7 +230,7 @@ class Option:
             raise ValueError(f"option {self.name}: type {self.type!r} is not one of {OPTION_TYPES}")
 
     @property
-    def option_strings(self) -> Tuple[str, ...]:
+    def option_strings(self) -> tuple[str, ...]:
         return self.flags or ("--" + self.name.replace("_", "-"),)
 
     @property
@@ -237,12 +238,12 @@ class Option:
         return self.option_strings[0]
 
     @property
-    def config_key(self) -> Optional[str]:
+    def config_key(self) -> str | None:
         return self.name if self.config else None
 
     def add_to(self, parser: Any) -> None:
         """Register the option on an argparse parser or argument group (default None)."""
-        kwargs: Dict[str, Any] = {"dest": self.name, "default": None, "help": self.help}
+        kwargs: dict[str, Any] = {"dest": self.name, "default": None, "help": self.help}
         if self.type == "flag":
             kwargs["action"] = "store_true"
         elif self.type == "bool":

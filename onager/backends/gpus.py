@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from onager.errors import UsageError
 
 
-def parse_gpus(text: Optional[str]) -> Optional[List[str]]:
+def parse_gpus(text: str | None) -> list[str] | None:
     """`0,1,3` -> those GPU ids; `2` -> GPUs 0 and 1; None -> not given."""
     if text is None or str(text).strip() == "":
         return None
@@ -23,7 +24,7 @@ def parse_gpus(text: Optional[str]) -> Optional[List[str]]:
     return ids
 
 
-def detect_gpus() -> List[str]:
+def detect_gpus() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [g for g in visible.split(",") if g.strip() and g.strip() != "-1"]
@@ -34,7 +35,7 @@ def detect_gpus() -> List[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
-def gpu_slots(options: Dict[str, Any]) -> Optional[List[str]]:
+def gpu_slots(options: dict[str, Any]) -> list[str] | None:
     """CUDA_VISIBLE_DEVICES value of each slot, or None when GPUs are not assigned."""
     gpus = parse_gpus(options.get("gpus"))
     per_task = options.get("gpus_per_task")
@@ -46,13 +47,15 @@ def gpu_slots(options: Dict[str, Any]) -> Optional[List[str]]:
     if gpus is None:
         gpus = detect_gpus()
         if not gpus:
-            raise UsageError("--gpus-per-task given but no GPU found (CUDA_VISIBLE_DEVICES unset, no nvidia-smi): pass --gpus 0,1")
+            raise UsageError("--gpus-per-task given but no GPU found (CUDA_VISIBLE_DEVICES unset, no nvidia-smi): "
+                             "pass --gpus 0,1")
     if len(gpus) < per_task:
-        raise UsageError(f"--gpus-per-task {per_task} needs at least {per_task} GPUs, only {len(gpus)} given: {','.join(gpus)}")
+        raise UsageError(f"--gpus-per-task {per_task} needs at least {per_task} GPUs, only {len(gpus)} given: "
+                         f"{','.join(gpus)}")
     return gpu_groups(gpus, per_task)
 
 
-def gpu_groups(ids: Sequence[str], per_task: int) -> List[str]:
+def gpu_groups(ids: Sequence[str], per_task: int) -> list[str]:
     """The CUDA_VISIBLE_DEVICES of each slot: consecutive groups of `per_task` GPU ids (local
     and every ssh host alike; a remainder too small for a task stays unused)."""
     return [",".join(ids[i:i + per_task]) for i in range(0, len(ids) - per_task + 1, per_task)]

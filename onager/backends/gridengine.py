@@ -17,10 +17,18 @@ import getpass
 import os
 import re
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
-from onager.backends.array import (ArrayBackend, QueryEntry, allocation, duration_seconds, hms_text,
-                                   megabytes_text, positive)
+from onager.backends.array import (
+    ArrayBackend,
+    QueryEntry,
+    allocation,
+    duration_seconds,
+    hms_text,
+    megabytes_text,
+    positive,
+)
 from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, Option, add_options, cluster_setting
 from onager.errors import OnagerError, UsageError
 from onager.tasklist import Tasklist
@@ -39,7 +47,7 @@ DEBUG_RESOURCE = "test"  # 0.1.3's test queue, asked for as `-l test`
 hms = hms_text  # h_rt text: `H:MM:SS` (hours may exceed 24)
 
 
-def cut_block(block: Tuple[int, int, int], most: int) -> List[Tuple[int, int, int]]:
+def cut_block(block: tuple[int, int, int], most: int) -> list[tuple[int, int, int]]:
     """One (start, stop, step) block as pieces of at most `most` tasks (max_aj_tasks)."""
     a, b, s = block
     pieces = []
@@ -55,7 +63,7 @@ def sge_name(jobname: str) -> str:
     return f"onager_{jobname}" if jobname[:1].isdigit() else jobname
 
 
-def sge_range(block: Tuple[int, int, int]) -> str:
+def sge_range(block: tuple[int, int, int]) -> str:
     a, b, s = block
     return str(a) if a == b else f"{a}-{b}:{s}"
 
@@ -82,9 +90,9 @@ class GridEngineBackend(ArrayBackend):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         add_options(parser, cls.OPTIONS)
 
-    def __init__(self, options: Optional[Dict[str, Any]] = None):
+    def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        self._max_aj_tasks: Optional[int] = None
+        self._max_aj_tasks: int | None = None
 
     # ------------------------------------------------------------- helpers
     def max_aj_tasks(self) -> int:
@@ -103,12 +111,12 @@ class GridEngineBackend(ArrayBackend):
         value = self.options.get(key)
         return DEFAULT_NAMES[key] if value in (None, "") else str(value)
 
-    def resources(self, times: int) -> List[str]:
+    def resources(self, times: int) -> list[str]:
         o = self.options
         for key, hint in (("partition", "--queue"), ("qos", "a --queue"), ("constraint", "-- -l FEATURE=1")):
             if o.get(key) not in (None, ""):
                 raise UsageError(f"--{key} is a slurm option; for gridengine use {hint}")
-        args: List[str] = []
+        args: list[str] = []
         debug = bool(o.get("debug"))
         given = o.get("duration")
         seconds = duration_seconds(given or (hms(DEBUG_MAX_SECONDS) if debug else DEFAULT_DURATION))
@@ -145,7 +153,7 @@ class GridEngineBackend(ArrayBackend):
         return args
 
     # ------------------------------------------------------ adapter pieces
-    def chunks(self, numbers: Tasklist) -> List[Tuple[int, Tasklist]]:
+    def chunks(self, numbers: Tasklist) -> list[tuple[int, Tasklist]]:
         """`qsub -t` takes one range: one submission per block, cut at max_aj_tasks; no offsets."""
         most = self.max_aj_tasks()
         return [(0, Tasklist([piece])) for block in sorted(numbers.condensed().blocks)
@@ -154,8 +162,8 @@ class GridEngineBackend(ArrayBackend):
     def array_text(self, indexes: Tasklist) -> str:
         return sge_range(indexes.blocks[0])
 
-    def submit_command(self, launch: LaunchInfo, script: str, resources: List[str],
-                       offset: int, indexes: Tasklist) -> List[str]:
+    def submit_command(self, launch: LaunchInfo, script: str, resources: list[str],
+                       offset: int, indexes: Tasklist) -> list[str]:
         logs = os.path.join(launch.logs_dir, "scheduler") + "/"
         command = ["qsub", "-terse", "-N", sge_name(launch.jobname), "-wd", launch.workdir, "-b", "n",
                    "-S", "/bin/bash", "-o", logs, "-e", logs, *resources]
@@ -168,20 +176,20 @@ class GridEngineBackend(ArrayBackend):
     def parse_job_id(self, out: str) -> str:
         return out.splitlines()[-1].split(".")[0].strip()  # -terse: "id" or "id.1-9:1"
 
-    def query_commands(self, job_ids: List[str]) -> List[List[str]]:
+    def query_commands(self, job_ids: list[str]) -> list[list[str]]:
         return [["qstat", "-xml", "-u", getpass.getuser()]]
 
-    def parse_query(self, text: str) -> List[QueryEntry]:
+    def parse_query(self, text: str) -> list[QueryEntry]:
         return [(job_id, ids, state) for job_id, ids, state in parse_qstat_xml(text)]
 
-    def cancel_commands(self, job_id: str, indexes: Optional[Tasklist]) -> List[List[str]]:
+    def cancel_commands(self, job_id: str, indexes: Tasklist | None) -> list[list[str]]:
         return qdel_commands(job_id, indexes)
 
     def already_gone(self, message: str) -> bool:
         return "does not exist" in message  # finished meanwhile: nothing left to delete
 
 
-def qdel_commands(job_id: str, tasks: Optional[Tasklist]) -> List[List[str]]:
+def qdel_commands(job_id: str, tasks: Tasklist | None) -> list[list[str]]:
     """`qdel J -t A-B:S` per block (qdel takes one range), or `qdel J` for the whole job."""
     if tasks is None:
         return [["qdel", job_id]]
@@ -197,12 +205,12 @@ def sge_state(code: str) -> str:
     return QUEUED
 
 
-def parse_qstat_xml(text: str) -> List[Tuple[str, Tasklist, str]]:
+def parse_qstat_xml(text: str) -> list[tuple[str, Tasklist, str]]:
     """(job id, task ids, state) of each `job_list` of `qstat -xml` (ranges like `3-9:3,57`)."""
     try:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
-        raise OnagerError(f"qstat -xml printed something that is not XML ({exc})")
+        raise OnagerError(f"qstat -xml printed something that is not XML ({exc})") from exc
     out = []
     for job in root.iter("job_list"):
         number = (job.findtext("JB_job_number") or "").strip()

@@ -14,13 +14,28 @@ import signal
 import socket
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 from onager.backends.base import Backend, LaunchInfo, Option, add_options
 from onager.backends.gpus import detect_gpus, gpu_slots, parse_gpus
-from onager.backends.pool import (CANCEL_FLAG, NOT_STARTED_MARKS, Pool, alive, detached_setup, fmt_duration,
-                                  group_alive, kill_groups, query_pools, raise_interrupt, read_pool_file,
-                                  request_cancel, spawn_detached, stop_on_signals, with_suppressed, write_pool_file)
+from onager.backends.pool import (
+    CANCEL_FLAG,
+    NOT_STARTED_MARKS,
+    Pool,
+    alive,
+    detached_setup,
+    fmt_duration,
+    group_alive,
+    kill_groups,
+    query_pools,
+    raise_interrupt,
+    read_pool_file,
+    request_cancel,
+    spawn_detached,
+    stop_on_signals,
+    with_suppressed,
+    write_pool_file,
+)
 from onager.errors import UsageError
 from onager.state import read_states, start_fields
 from onager.tasklist import Tasklist
@@ -50,7 +65,7 @@ class LocalBackend(Backend):
     def __init__(self, options=None):
         super().__init__(options)
         self.failed = 0
-        self.end_error: Optional[OSError] = None  # a write that failed once the tasks had run
+        self.end_error: OSError | None = None  # a write that failed once the tasks had run
         if self.options.get("detach"):
             self.runs_in_foreground = True  # recorded before start, like a foreground pool
 
@@ -69,13 +84,13 @@ class LocalBackend(Backend):
         self._width()
         gpu_slots(self.options)
 
-    def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:
+    def submit_commands(self, launch: LaunchInfo) -> list[list[str]]:
         slots = gpu_slots(self.options)
         width = max(1, min(self._width(), len(slots)) if slots else self._width())
-        return [["# local pool:", f"{launch.count} task{'' if launch.count == 1 else 's'} ({launch.tasklist}),", f"{width} at a time",
-                 launch.wrapper, "ID"]]
+        tasks = f"{launch.count} task{'' if launch.count == 1 else 's'} ({launch.tasklist}),"
+        return [["# local pool:", tasks, f"{width} at a time", launch.wrapper, "ID"]]
 
-    def submit(self, launch: LaunchInfo) -> List[str]:
+    def submit(self, launch: LaunchInfo) -> list[str]:
         slots = gpu_slots(self.options)
         width = self._width()
         pool_file = os.path.join(launch.launch_dir, "pool.json")
@@ -100,10 +115,10 @@ class LocalBackend(Backend):
                 self.end_error = self.end_error or exc
         return []
 
-    def query(self, records) -> Dict[str, Optional[Dict[int, str]]]:
+    def query(self, records) -> dict[str, dict[int, str] | None]:
         return query_pools(records)
 
-    def cancel(self, record, tasks: Tasklist, dry_run: bool = False) -> List[List[str]]:
+    def cancel(self, record, tasks: Tasklist, dry_run: bool = False) -> list[list[str]]:
         states = read_states(record.launch_dir)
         host = socket.gethostname()
         # finished or already cancelled tasks are left alone: their process group id may be reused
@@ -125,7 +140,7 @@ class LocalBackend(Backend):
         return [["kill", "-TERM", f"-{pid}"] for pid in pids]
 
 
-def _start_pid(launch_dir: str, task_id: int, host: str) -> Optional[int]:
+def _start_pid(launch_dir: str, task_id: int, host: str) -> int | None:
     """The wrapper's pid (= its process group) from its latest start, if on this host."""
     fields = start_fields(launch_dir, task_id) or []
     if len(fields) >= 2 and fields[0] == host and fields[1].isascii() and fields[1].isdigit():

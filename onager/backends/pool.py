@@ -17,7 +17,8 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable
 
 from onager.state import mark, read_states
 from onager.wrapper import INDEX_WIDTH
@@ -84,10 +85,10 @@ def show_progress(line: str, final: bool = False) -> None:
 class CancelWatch:
     """The tasks `onager cancel` marked: re-read only when its flag file changes (one stat)."""
 
-    def __init__(self, launch_dir: str, on_change: Optional[Callable[[Set[int]], None]] = None):
+    def __init__(self, launch_dir: str, on_change: Callable[[set[int]], None] | None = None):
         self.launch_dir = launch_dir
         self.on_change = on_change
-        self.ids: Set[int] = set()
+        self.ids: set[int] = set()
         self._mtime = 0.0
 
     def refresh(self) -> None:
@@ -120,21 +121,18 @@ def stop_on_signals() -> Iterator[None]:
 
 def spawn_detached(module: str, launch_dir: str) -> int:
     """Start `python -m MODULE LAUNCH_DIR` in a session of its own (a --detach pool); its pid."""
-    log = open(os.path.join(launch_dir, "pool.log"), "ab")
-    try:
+    with open(os.path.join(launch_dir, "pool.log"), "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", module, launch_dir],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, close_fds=True,
                                 env=dict(os.environ, PYTHONPATH=_package_parent()))
-    finally:
-        log.close()
     return proc.pid
 
 
-def detached_setup(launch_dir: str) -> Dict[str, Any]:
+def detached_setup(launch_dir: str) -> dict[str, Any]:
     """In a --detach pool: its launch.json, SIGTERM as an interrupt, SIGHUP ignored."""
     with open(os.path.join(launch_dir, "launch.json")) as handle:
-        meta: Dict[str, Any] = json.load(handle)
+        meta: dict[str, Any] = json.load(handle)
     signal.signal(signal.SIGTERM, raise_interrupt)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return meta
@@ -144,7 +142,7 @@ class Pool:
     """Runs `wrapper.sh ID` for each task id with at most `width` at once."""
 
     def __init__(self, launch_dir: str, ids: Sequence[int], max_tasks: int,
-                 slots: Optional[List[str]] = None, progress: bool = False,
+                 slots: list[str] | None = None, progress: bool = False,
                  label: str = ""):
         self.launch_dir = launch_dir
         self.wrapper = os.path.join(launch_dir, "wrapper.sh")
@@ -153,12 +151,12 @@ class Pool:
         self.width = max(1, min(max_tasks, len(slots)) if slots else max_tasks)
         self.progress = progress
         self.label = label
-        self.running: Dict[int, tuple] = {}  # pid -> (task id, slot, Popen)
+        self.running: dict[int, tuple] = {}  # pid -> (task id, slot, Popen)
         self.done = self.failed = self.cancelled = 0
-        self.failures: List[tuple] = []
+        self.failures: list[tuple] = []
         self.cancels = CancelWatch(launch_dir)
-        self._records: Optional[tuple] = None
-        self.write_errors: List[OSError] = []  # state names it could not write (disk full)
+        self._records: tuple | None = None
+        self.write_errors: list[OSError] = []  # state names it could not write (disk full)
 
     # -------------------------------------------------------------- cancel
     def _kill_all(self) -> None:
@@ -175,7 +173,7 @@ class Pool:
             self._reap(block=True)
 
     # ---------------------------------------------------------------- run
-    def _record(self, task_id: int) -> Optional[str]:
+    def _record(self, task_id: int) -> str | None:
         """The task's record, read here once so that the wrapper needs no lookup of its own."""
         if self._records is None:
             try:
@@ -192,7 +190,7 @@ class Pool:
         start = int(entry[0])
         return records[start:start + int(entry[1])].decode("utf-8")
 
-    def _spawn(self, task_id: int, slot: Optional[str]) -> None:
+    def _spawn(self, task_id: int, slot: str | None) -> None:
         env = dict(os.environ)
         record = self._record(task_id)
         if record is not None:
@@ -208,7 +206,7 @@ class Pool:
                                 start_new_session=True, env=env, close_fds=True)
         self.running[proc.pid] = (task_id, slot, proc, started)
 
-    def _reap(self, block: bool) -> Optional[str]:
+    def _reap(self, block: bool) -> str | None:
         try:
             pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
         except ChildProcessError:
@@ -313,20 +311,18 @@ def kill_groups(pgids: Sequence[int], sig: int) -> None:
 
 
 def with_suppressed(fn, *args) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         fn(*args)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def query_pools(records) -> Dict[str, Optional[Dict[int, str]]]:
+def query_pools(records) -> dict[str, dict[int, str] | None]:
     """Backends whose tasks are run by a process of ours (pool, dispatcher) recorded in
     pool.json: while it lives, every unfinished task is still its own."""
-    out: Dict[str, Optional[Dict[int, str]]] = {}
+    out: dict[str, dict[int, str] | None] = {}
     host = socket.gethostname()
     for r in records:
         info = read_pool_file(os.path.join(r.launch_dir, "pool.json"))
@@ -346,12 +342,12 @@ def _package_parent() -> str:
     return here + (os.pathsep + existing if existing else "")
 
 
-def write_pool_file(path: str, pid: Optional[int]) -> None:
+def write_pool_file(path: str, pid: int | None) -> None:
     from onager.fsutil import atomic_write
     atomic_write(path, json.dumps({"pid": pid, "host": socket.gethostname(), "time": time.time()}))
 
 
-def read_pool_file(path: str) -> Optional[Dict[str, Any]]:
+def read_pool_file(path: str) -> dict[str, Any] | None:
     try:
         with open(path) as handle:
             return json.load(handle)

@@ -16,10 +16,18 @@ import argparse
 import getpass
 import os
 import re
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from onager.backends.array import (ArrayBackend, QueryEntry, allocation, duration_seconds, hms_text,
-                                   megabytes_text, positive)
+from onager.backends.array import (
+    ArrayBackend,
+    QueryEntry,
+    allocation,
+    duration_seconds,
+    hms_text,
+    megabytes_text,
+    positive,
+)
 from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, Option, add_options, cluster_setting
 from onager.errors import OnagerError, UsageError
 from onager.tasklist import Tasklist
@@ -63,9 +71,9 @@ class SlurmBackend(ArrayBackend):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         add_options(parser, cls.OPTIONS)
 
-    def __init__(self, options: Optional[Dict[str, Any]] = None):
+    def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        self._max_array_size: Optional[int] = None
+        self._max_array_size: int | None = None
 
     def check_options(self) -> None:
         """The core's checks, and a --max-array-size that allows arrays at all."""
@@ -96,7 +104,7 @@ class SlurmBackend(ArrayBackend):
             if self.options.get(key) not in (None, ""):
                 raise UsageError(f"--{key.replace('_', '-')} is a gridengine option; for slurm use {hint}")
 
-    def resources(self, times: int) -> List[str]:
+    def resources(self, times: int) -> list[str]:
         self._check_foreign()
         o = self.options
         duration = str(o.get("duration") or DEFAULT_DURATION).strip()
@@ -113,7 +121,7 @@ class SlurmBackend(ArrayBackend):
                                  f"{duration}): give a shorter --duration, or drop --debug")
             if partition in (None, ""):
                 partition = "gpu-debug" if gpus else "debug"
-        for key, flag, value in (("partition", "-p", partition), ("account", "-A", o.get("account")),
+        for _key, flag, value in (("partition", "-p", partition), ("account", "-A", o.get("account")),
                                  ("qos", "--qos", o.get("qos")), ("constraint", "-C", o.get("constraint"))):
             if value not in (None, ""):
                 args += [flag, str(value)]
@@ -128,12 +136,12 @@ class SlurmBackend(ArrayBackend):
         return args
 
     # ------------------------------------------------------ adapter pieces
-    def chunks(self, numbers: Tasklist) -> List[Tuple[int, Tasklist]]:
+    def chunks(self, numbers: Tasklist) -> list[tuple[int, Tasklist]]:
         """MaxArraySize caps the index: ids beyond it go in further arrays, with offsets."""
         return numbers.split_below(self.max_array_size() - 1)
 
-    def submit_command(self, launch: LaunchInfo, script: str, resources: List[str],
-                       offset: int, indexes: Tasklist) -> List[str]:
+    def submit_command(self, launch: LaunchInfo, script: str, resources: list[str],
+                       offset: int, indexes: Tasklist) -> list[str]:
         scheduler_logs = os.path.join(launch.logs_dir, "scheduler").replace("%", "%%")
         limit = positive(self.options, "max_tasks")
         spec = indexes.slurm() + (f"%{limit}" if limit else "")
@@ -145,7 +153,7 @@ class SlurmBackend(ArrayBackend):
     def parse_job_id(self, out: str) -> str:
         return out.splitlines()[-1].split(";")[0].strip()  # --parsable: "id" or "id;cluster"
 
-    def query_commands(self, job_ids: List[str]) -> List[List[str]]:
+    def query_commands(self, job_ids: list[str]) -> list[list[str]]:
         fmt = "%i|%t|%r"
         by_user = ["squeue", "-h", "-u", getpass.getuser(), "-o", fmt]
         if len(job_ids) > SQUEUE_IDS_MAX:  # beyond this many ids, ask for the user's jobs and filter
@@ -156,17 +164,17 @@ class SlurmBackend(ArrayBackend):
         # every id is gone from the controller (squeue fails only then): ask by user
         return "Invalid job id" in message
 
-    def parse_query(self, text: str) -> List[QueryEntry]:
+    def parse_query(self, text: str) -> list[QueryEntry]:
         return [parsed for parsed in map(parse_squeue_line, text.splitlines()) if parsed is not None]
 
-    def cancel_commands(self, job_id: str, indexes: Optional[Tasklist]) -> List[List[str]]:
+    def cancel_commands(self, job_id: str, indexes: Tasklist | None) -> list[list[str]]:
         return [scancel_command(job_id, indexes)]
 
-    def rollback_commands(self, job_ids: List[str]) -> List[List[str]]:
+    def rollback_commands(self, job_ids: list[str]) -> list[list[str]]:
         return [["scancel", *job_ids]]
 
 
-def scancel_command(job_id: str, tasks: Optional[Tasklist]) -> List[str]:
+def scancel_command(job_id: str, tasks: Tasklist | None) -> list[str]:
     """`scancel J`, `scancel J_5` or `scancel J_[1-3,5]`: one argument, whatever the count."""
     if tasks is None:
         return ["scancel", job_id]
@@ -180,7 +188,7 @@ _WAITING = {"PD", "RQ", "RF", "RH"}
 _STUCK_REASONS = ("launch failed requeued held", "launch_failed_requeued_held", "DependencyNeverSatisfied")
 
 
-def parse_squeue_line(line: str) -> Optional[Tuple[str, Iterable[int], Optional[str]]]:
+def parse_squeue_line(line: str) -> tuple[str, Iterable[int], str | None] | None:
     """`18_[3-6%2]|PD|reason`, `18_1|R|None` -> (job id, indexes, pending|running|error|None)."""
     parts = line.strip().split("|")
     if len(parts) < 2 or not parts[0]:
@@ -198,7 +206,7 @@ def parse_squeue_line(line: str) -> Optional[Tuple[str, Iterable[int], Optional[
     except (OnagerError, ValueError):
         return None
     if code in _WAITING:
-        state: Optional[str] = STUCK if any(r in reason for r in _STUCK_REASONS) else QUEUED
+        state: str | None = STUCK if any(r in reason for r in _STUCK_REASONS) else QUEUED
     elif code in _RUNNING:
         state = STARTED
     elif code == "SE":

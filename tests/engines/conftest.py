@@ -13,7 +13,6 @@ import shlex
 import shutil
 import subprocess
 import time
-from typing import Dict, List, Optional
 
 import pytest
 
@@ -36,7 +35,7 @@ ECHO_ARGV = "import sys,json; print(json.dumps(sys.argv[1:])); sys.exit(int(sys.
 NASTY = 'it\'s a "test" {x} $HOME'
 
 
-def require_engine(flag: str, commands: List[str], what: str) -> None:
+def require_engine(flag: str, commands: list[str], what: str) -> None:
     env = engines_env()
     if env.get(flag) != "1":
         pytest.skip(f"{what} is not running: {flag}=1 missing from /tmp/onager-engines.env (run make engines)")
@@ -71,7 +70,7 @@ class Cli:
         assert out.returncode == 0, f"onager {shlex.join(args)} -> {out.returncode}\n{out.stdout}\n{out.stderr}"
         return out
 
-    def rows(self, *args: str) -> List[dict]:
+    def rows(self, *args: str) -> list[dict]:
         return json.loads(self.ok("list", "--json", *args).stdout)
 
 
@@ -80,8 +79,8 @@ def cli(project):
     return Cli(project)
 
 
-def write_sweep(root, jobname: str, argvs: Dict[int, List[str]], codes: Optional[Dict[int, int]] = None,
-                script: str = ECHO_ARGV) -> Dict[int, List[str]]:
+def write_sweep(root, jobname: str, argvs: dict[int, list[str]], codes: dict[int, int] | None = None,
+                script: str = ECHO_ARGV) -> dict[int, list[str]]:
     """A jobfile whose task i runs `python3 -c SCRIPT *argvs[i] CODE`; returns the argv each must print."""
     codes = codes or {}
     expected = {}
@@ -97,7 +96,7 @@ def write_sweep(root, jobname: str, argvs: Dict[int, List[str]], codes: Optional
     return expected
 
 
-def write_commands(root, jobname: str, commands: Dict[int, str]) -> None:
+def write_commands(root, jobname: str, commands: dict[int, str]) -> None:
     path = os.path.join(str(root), ".onager", "scripts", jobname, "jobs.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
@@ -113,9 +112,9 @@ def task_output(root, jobname: str, launch_id: str, task_id: int) -> str:
         return h.read()
 
 
-def starts(root, jobname: str, launch_id: str) -> Dict[int, int]:
+def starts(root, jobname: str, launch_id: str) -> dict[int, int]:
     """How many times each task started (its start files)."""
-    counts: Dict[int, int] = {}
+    counts: dict[int, int] = {}
     for name in os.listdir(os.path.join(launch_dir(root, jobname, launch_id), "state")):
         if _attempt_stamp(name) is not None:
             task_id = int(name.split(".")[0])
@@ -123,7 +122,7 @@ def starts(root, jobname: str, launch_id: str) -> Dict[int, int]:
     return counts
 
 
-def _attempt_stamp(name: str) -> Optional[float]:
+def _attempt_stamp(name: str) -> float | None:
     """When an attempt started: a running task's start name, or the end name the wrapper
     renamed it to (`<id>.end@<end>@<code>@<start>`); None for other names."""
     parts = name.split("@")
@@ -154,7 +153,7 @@ def helpers():
                                  NASTY=NASTY, ECHO_ARGV=ECHO_ARGV)
 
 
-def read_start(root, jobname: str, launch_id: str, task_id: int) -> Optional[List[str]]:
+def read_start(root, jobname: str, launch_id: str, task_id: int) -> list[str] | None:
     """host, pid, job id that a task's latest attempt wrote when it started."""
     state = os.path.join(launch_dir(root, jobname, launch_id), "state")
     names = sorted((n for n in os.listdir(state) if n.split(".")[0] == str(task_id)

@@ -1,12 +1,12 @@
 """Helpers for the ssh backend tests on real sshd instances (see ci/README.md)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import time
-from typing import Dict, List
 
 from support import live_in_group
 
@@ -27,7 +27,7 @@ def dead_block(alias: str, port: int, like_dir: str) -> str:
             f"    BatchMode yes\n    ConnectTimeout 5\n")
 
 
-def write_config(path: str, dirs: List[str], extra: str = "") -> str:
+def write_config(path: str, dirs: list[str], extra: str = "") -> str:
     """ONE ssh config with the Host blocks of every sshd directory given."""
     text = "\n".join(host_block(os.path.join(d, "ssh_config")) for d in dirs) + "\n" + extra
     with open(path, "w") as handle:
@@ -45,8 +45,8 @@ def start_sshd(port: int, directory: str) -> str:
     return directory
 
 
-def _children() -> Dict[int, List[int]]:
-    tree: Dict[int, List[int]] = {}
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -59,7 +59,7 @@ def _children() -> Dict[int, List[int]]:
     return tree
 
 
-def kill_sshd(directory: str) -> List[int]:
+def kill_sshd(directory: str) -> list[int]:
     """Kill the sshd of `directory` (its pid file) and every session it serves: a lost host."""
     with open(os.path.join(directory, "sshd.pid")) as handle:
         pid = int(handle.read().strip())
@@ -73,10 +73,8 @@ def kill_sshd(directory: str) -> List[int]:
     # keep running, as they would on a machine that is cut off from the network
     sshd = [p for p in victims if _comm(p).startswith("sshd")]
     for p in sshd:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return sshd
 
 
@@ -88,7 +86,7 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def pids_matching(marker: str) -> List[int]:
+def pids_matching(marker: str) -> list[int]:
     """Processes whose command line contains `marker` (this process and pgrep excluded)."""
     out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split() if int(p) != os.getpid()]
@@ -108,9 +106,9 @@ def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
     return predicate()
 
 
-def start_files(launch_dir: str) -> Dict[int, List[str]]:
+def start_files(launch_dir: str) -> dict[int, list[str]]:
     """task id -> contents (host pgid ...) of each of its start files."""
-    out: Dict[int, List[str]] = {}
+    out: dict[int, list[str]] = {}
     state = os.path.join(launch_dir, "state")
     for name in sorted(os.listdir(state)):
         m = re.match(r"(\d+)\.start@", name)
@@ -136,9 +134,9 @@ def _root_conftest():
     return sys.modules[name]
 
 
-def engines_env() -> Dict[str, str]:
+def engines_env() -> dict[str, str]:
     return _root_conftest().engines_env()
 
 
-def run_onager(args: List[str], **kwargs) -> subprocess.CompletedProcess:
+def run_onager(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     return _root_conftest().run_onager(args, **kwargs)

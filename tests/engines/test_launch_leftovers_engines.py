@@ -27,7 +27,7 @@ def _unrecordable_launch_is_cancelled(root, cli, helpers, backend: str) -> None:
     assert match, out.stderr
     jobs = [j.strip() for j in match.group(1).split(",")]
     for job in jobs:
-        helpers.wait_until(lambda: GONE[backend](job), 60, what=f"job {job} to leave the queue")
+        helpers.wait_until(lambda job=job: GONE[backend](job), 60, what=f"job {job} to leave the queue")
     assert not os.path.exists(helpers.launch_dir(root, "ghost", "1"))
     os.rmdir(lock)
     try:

@@ -11,7 +11,6 @@ import os
 import sys
 
 import pytest
-
 from ssh_fixtures import engines_env, write_config
 
 PRINT_ARGV = f"{sys.executable} -c 'import json,sys; print(json.dumps(sys.argv[1:]))'"

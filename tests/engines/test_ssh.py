@@ -4,6 +4,7 @@ Skips when /tmp/onager-engines.env (or the environment) lacks ONAGER_TEST_SSHD_A
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,12 +12,22 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
-
-from ssh_fixtures import (ROOT, dead_block, group_alive, kill_sshd, pids_matching, run_onager, start_files,
-                          start_sshd, wait_for, write_config)
-from ssh_fixtures import engines_env
+from ssh_fixtures import (
+    ROOT,
+    dead_block,
+    engines_env,
+    group_alive,
+    kill_sshd,
+    pids_matching,
+    run_onager,
+    start_files,
+    start_sshd,
+    wait_for,
+    write_config,
+)
 
 ENV = engines_env()
 SSHD_A, SSHD_B = ENV.get("ONAGER_TEST_SSHD_A"), ENV.get("ONAGER_TEST_SSHD_B")
@@ -85,7 +96,7 @@ def test_sweep_of_20_tasks_over_two_hosts(project, cfg):
         assert pos in HOSTILE
     # logs works unchanged, byte for byte
     shown = onager(project, "logs", "sw", "1")
-    assert shown.returncode == 0 and shown.stdout.encode() == open(os.path.join(d, "logs", "1.out"), "rb").read()
+    assert shown.returncode == 0 and shown.stdout.encode() == Path(d, "logs", "1.out").read_bytes()
     # both hosts were used, never more tasks at once than their slots
     starts = start_files(d)
     by_host = {}
@@ -121,7 +132,7 @@ def test_gpu_slots_get_their_own_cuda_visible_devices(project, cfg):
     states = read_states(d)
     seen = {}
     for task_id, contents in start_files(d).items():
-        gpu = open(os.path.join(d, "logs", f"{task_id}.out")).read().split()[0]
+        gpu = Path(d, "logs", f"{task_id}.out").read_text().split()[0]
         host = contents[-1].split()[0]
         seen.setdefault((host, gpu), []).append((states[task_id].start, states[task_id].end))
     assert {h for h, _ in seen} == {"ci-sshd-a", "ci-sshd-b"}
@@ -140,7 +151,7 @@ def test_cancel_mid_run_leaves_no_remote_process(project, cfg):
     assert out.returncode == 0, out.stderr
     d = launch_dir(project, "c")
     assert wait_for(lambda: len(start_files(d)) == 3 and len(pids_matching(marker)) >= 3, 60), \
-        (start_files(d), open(os.path.join(d, "pool.log")).read())
+        (start_files(d), Path(d, "pool.log").read_text())
     pgids = [int(c[-1].split()[1]) for c in start_files(d).values()]
     assert all(group_alive(p) for p in pgids)
     running = listing(project, "c")
@@ -150,7 +161,7 @@ def test_cancel_mid_run_leaves_no_remote_process(project, cfg):
     assert wait_for(lambda: not pids_matching(marker), 20), pids_matching(marker)
     assert not any(group_alive(p) for p in pgids)
     # the dispatcher finished too, and never started the three pending tasks
-    assert wait_for(lambda: json.load(open(os.path.join(d, "pool.json")))["pid"] is None, 30)
+    assert wait_for(lambda: json.loads(Path(d, "pool.json").read_text())["pid"] is None, 30)
     rows = listing(project, "c")
     assert all(r["status"] == "cancelled" for r in rows.values()), rows
     assert len(start_files(d)) == 3
@@ -219,10 +230,8 @@ def kill_host():
     """A THIRD, throw-away sshd (port 2224) that a test may kill; stopped afterwards in any case."""
     start_sshd(KILL_PORT, KILL_DIR)
     yield KILL_DIR
-    try:
+    with contextlib.suppress(OSError, ValueError):
         kill_sshd(KILL_DIR)
-    except (OSError, ValueError):
-        pass
 
 
 def test_host_lost_mid_run_reruns_its_tasks_elsewhere(project, kill_host):
@@ -255,7 +264,7 @@ def test_host_lost_mid_run_reruns_its_tasks_elsewhere(project, kill_host):
     assert lost and lost <= on_killed | {i for i, c in starts.items() if c[0].startswith("ci-sshd-kill ")}
     for task_id in lost:  # ran again, on the host that is left, and its output is there
         assert starts[task_id][-1].startswith("ci-sshd-a ")
-        assert "done-" in open(os.path.join(d, "logs", f"{task_id}.out")).read()
+        assert "done-" in Path(d, "logs", f"{task_id}.out").read_text()
 
 
 def test_snapshot_is_sent_once_and_tasks_run_the_frozen_code(project, cfg):

@@ -7,6 +7,7 @@ the "remote" side can be checked on this machine (the test sshd's run on 127.0.0
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,10 +15,17 @@ import sys
 import uuid
 
 import pytest
-
-from ssh_fixtures import (ROOT, kill_sshd, pids_matching, run_onager, start_files, start_sshd, wait_for,
-                          write_config)
-from ssh_fixtures import engines_env
+from ssh_fixtures import (
+    ROOT,
+    engines_env,
+    kill_sshd,
+    pids_matching,
+    run_onager,
+    start_files,
+    start_sshd,
+    wait_for,
+    write_config,
+)
 
 ENV = engines_env()
 SSHD_A, SSHD_B = ENV.get("ONAGER_TEST_SSHD_A"), ENV.get("ONAGER_TEST_SSHD_B")
@@ -87,10 +95,8 @@ def kill_host():
     """A throw-away sshd that the test kills and starts again (a host lost, then back)."""
     start_sshd(KILL_PORT, KILL_DIR)
     yield KILL_DIR
-    try:
+    with contextlib.suppress(OSError, ValueError):
         kill_sshd(KILL_DIR)
-    except (OSError, ValueError):
-        pass
 
 
 def test_dir_left_on_a_lost_host_is_removed_when_it_is_back(project, remote_base, kill_host):

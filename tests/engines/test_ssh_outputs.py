@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
 from ssh_fixtures import ROOT, engines_env, run_onager, write_config
 
 ENV = engines_env()
@@ -44,7 +43,7 @@ def test_two_projects_same_job_on_one_host_run_side_by_side(tmp_path):
     projects = [tmp_path / "alpha", tmp_path / "beta"]
     for project in projects:
         (project / "runs").mkdir(parents=True)
-        cfg = write_config(str(project / "ssh_config"), [SSHD_A])
+        write_config(str(project / "ssh_config"), [SSHD_A])
         # each task appends one line to its own marker: a task run twice, or a task that
         # ran the other project's command, shows in the counts
         command = f"sleep 2; echo run >> {project}/runs/$ONAGER_TASK_ID; true"

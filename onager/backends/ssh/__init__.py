@@ -32,21 +32,55 @@ import argparse
 import os
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from onager.backends.base import Backend, LaunchInfo, Option, add_options
-from onager.backends.pool import (detached_setup, query_pools, request_cancel, spawn_detached, stop_on_signals,
-                                  write_pool_file)
+from onager.backends.pool import (
+    detached_setup,
+    query_pools,
+    request_cancel,
+    spawn_detached,
+    stop_on_signals,
+    write_pool_file,
+)
 from onager.backends.ssh.channel import _MarkerFilter
 from onager.backends.ssh.dispatch import Dispatcher
 from onager.backends.ssh.hosts import _HOST_RE, HostSpec, _check_gpus, parse_hosts, slot_gpus
-from onager.backends.ssh.ledger import (REMOTE_LEDGER, check_fetch, dispatcher_alive, fetch_home, record_remote,
-                                        remote_entries, remove_command, remove_remote_dirs, sweep_stale)
-from onager.backends.ssh.remote import (DEFAULT_REMOTE_DIR, RUNNER, RUNNER_TEXT, WRAPPER_LOG_LINE, host_wrapper,
-                                        remote_dir_of, setup_command, setup_host, task_command)
-from onager.backends.ssh.transport import (CONNECT_TIMEOUT, SESSIONS_PER_MASTER, HostInfo, _ssh_error, _truthy,
-                                           control_dir, kill_command, probe_host, probe_hosts, ssh_base,
-                                           ssh_master_run)
+from onager.backends.ssh.ledger import (
+    REMOTE_LEDGER,
+    check_fetch,
+    dispatcher_alive,
+    fetch_home,
+    record_remote,
+    remote_entries,
+    remove_command,
+    remove_remote_dirs,
+    sweep_stale,
+)
+from onager.backends.ssh.remote import (
+    DEFAULT_REMOTE_DIR,
+    RUNNER,
+    RUNNER_TEXT,
+    WRAPPER_LOG_LINE,
+    host_wrapper,
+    remote_dir_of,
+    setup_command,
+    setup_host,
+    task_command,
+)
+from onager.backends.ssh.transport import (
+    CONNECT_TIMEOUT,
+    SESSIONS_PER_MASTER,
+    HostInfo,
+    _ssh_error,
+    _truthy,
+    control_dir,
+    kill_command,
+    probe_host,
+    probe_hosts,
+    ssh_base,
+    ssh_master_run,
+)
 from onager.errors import OnagerError, UsageError
 from onager.state import read_states, start_fields
 from onager.tasklist import Tasklist
@@ -87,10 +121,14 @@ class SshBackend(Backend):
     def __init__(self, options=None):
         super().__init__(options)
         self.failed = 0
-        self.probed: Optional[List[HostInfo]] = None
+        self.probed: list[HostInfo] | None = None
 
-    def check_options(self) -> List[HostSpec]:
+    def check_options(self) -> None:
         """Refuse bad ssh options with one line (called before anything is written, and by submit_commands)."""
+        self._checked_hosts()
+
+    def _checked_hosts(self) -> list[HostSpec]:
+        """check_options, and the parsed --hosts."""
         super().check_options()
         specs = parse_hosts(self.options.get("hosts"))
         config = self.options.get("ssh_config")
@@ -108,8 +146,8 @@ class SshBackend(Backend):
         check_fetch(self.options.get("fetch"))
         return specs
 
-    def submit_commands(self, launch: LaunchInfo) -> List[List[str]]:
-        specs = self.check_options()
+    def submit_commands(self, launch: LaunchInfo) -> list[list[str]]:
+        specs = self._checked_hosts()
         out = []
         for spec in specs:
             remote = remote_dir_of(self.options, launch.jobname, launch.launch_id, spec.key)
@@ -125,7 +163,7 @@ class SshBackend(Backend):
             detail = "; ".join(f"{i.target}: {i.error}" for i in self.probed)
             raise OnagerError(f"no ssh host is reachable ({detail}): check them with onager hosts")
 
-    def submit(self, launch: LaunchInfo) -> List[str]:
+    def submit(self, launch: LaunchInfo) -> list[str]:
         if self.probed is None:
             self.preflight(launch)
         self._sweep(launch)
@@ -165,13 +203,13 @@ class SshBackend(Backend):
             shown = ", ".join(f"{key} on {host}" for key, host, _ in removed)
             print(f"onager: removed {len(removed)} remote launch dir(s) left behind: {shown}", file=sys.stderr)
 
-    def query(self, records) -> Dict[str, Optional[Dict[int, str]]]:
+    def query(self, records) -> dict[str, dict[int, str] | None]:
         return query_pools(records)
 
-    def cancel(self, record, tasks: Tasklist, dry_run: bool = False) -> List[List[str]]:
+    def cancel(self, record, tasks: Tasklist, dry_run: bool = False) -> list[list[str]]:
         states = read_states(record.launch_dir)
         targets = [i for i in tasks if not (states.get(i) and states[i].end is not None)]
-        by_host: Dict[str, List[int]] = {}
+        by_host: dict[str, list[int]] = {}
         for task_id in targets:
             st = states.get(task_id)
             if st is not None and st.start is not None:
@@ -200,7 +238,7 @@ class SshBackend(Backend):
         return commands
 
 
-def _start_fields(launch_dir: str, task_id: int) -> Optional[Tuple[str, int]]:
+def _start_fields(launch_dir: str, task_id: int) -> tuple[str, int] | None:
     """(ssh host, remote process group) from a task's latest start."""
     fields = start_fields(launch_dir, task_id) or []
     if len(fields) >= 2 and fields[1].isdigit() and _HOST_RE.fullmatch(fields[0]):

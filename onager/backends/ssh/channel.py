@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, IO, List, Optional
+from typing import IO, Any, Callable
 
 from onager.backends.ssh.hosts import HostSpec
 from onager.backends.ssh.transport import HostInfo
@@ -13,7 +13,7 @@ from onager.backends.ssh.transport import HostInfo
 class _MarkerFilter:
     """Copies a channel to a log file, taking out the runner's `NONCE word value` lines."""
 
-    def __init__(self, nonce: str, sink: Callable[[bytes], None], on_event: Callable[[str, str], None]):
+    def __init__(self, nonce: str, sink: Callable[[bytes], object], on_event: Callable[[str, str], None]):
         self.tag = nonce.encode() + b" "
         self.sink = sink
         self.on_event = on_event
@@ -60,11 +60,11 @@ class _Host:
     spec: HostSpec
     info: HostInfo
     remote: str
-    slots: List[Optional[str]]          # CUDA_VISIBLE_DEVICES per slot
-    free: List[int] = field(default_factory=list)
+    slots: list[str | None]          # CUDA_VISIBLE_DEVICES per slot
+    free: list[int] = field(default_factory=list)
     alive: bool = True
-    checking: Optional[subprocess.Popen] = None
-    suspects: List["_Run"] = field(default_factory=list)
+    checking: subprocess.Popen[bytes] | None = None
+    suspects: list[_Run] = field(default_factory=list)
     start_failures: int = 0
 
     @property
@@ -80,12 +80,12 @@ class _Run:
     host: _Host
     slot: int
     nonce: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     out: IO[bytes]
     err: IO[bytes]
-    filters: Dict[int, Any] = field(default_factory=dict)
+    filters: dict[int, Any] = field(default_factory=dict)
     open_streams: int = 2
-    pgid: Optional[int] = None
-    rc: Optional[int] = None
+    pgid: int | None = None
+    rc: int | None = None
     ended: bool = False       # end marker seen: the slot is free again
     kill_sent: bool = False

@@ -2,6 +2,7 @@
 (cancel requests, Ctrl-C, progress and the pool file come from onager.backends.pool)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import selectors
@@ -10,15 +11,22 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, Callable
 
 from onager.backends.pool import CancelWatch, progress_line, show_progress
-from onager.backends.ssh.channel import _MarkerFilter, _Host, _Run
-from onager.backends.ssh.hosts import parse_hosts, _check_gpus, slot_gpus
+from onager.backends.ssh.channel import _Host, _MarkerFilter, _Run
+from onager.backends.ssh.hosts import _check_gpus, parse_hosts, slot_gpus
 from onager.backends.ssh.ledger import record_remote, remote_entries, remove_remote_dirs
-from onager.backends.ssh.remote import remote_dir_of, launch_key, remote_workdir, task_command, setup_host
-from onager.backends.ssh.transport import (SESSIONS_PER_MASTER, ssh_base, ssh_master_run, HostInfo, probe_hosts,
-                                           kill_command)
+from onager.backends.ssh.remote import launch_key, remote_dir_of, remote_workdir, setup_host, task_command
+from onager.backends.ssh.transport import (
+    SESSIONS_PER_MASTER,
+    HostInfo,
+    kill_command,
+    probe_hosts,
+    ssh_base,
+    ssh_master_run,
+)
 from onager.errors import OnagerError
 from onager.fsutil import atomic_write
 from onager.state import mark
@@ -29,31 +37,31 @@ class Dispatcher:
     """Keeps every host filled up to its slots until each task has run once."""
 
     def __init__(self, launch_dir: str, jobname: str, launch_id: str, ids: Sequence[int],
-                 options: Dict[str, Any], progress: bool = False, log: Callable[[str], None] = None):
+                 options: dict[str, Any], progress: bool = False, log: Callable[[str], None] | None = None):
         self.launch_dir = launch_dir
         self.jobname = jobname
         self.launch_id = launch_id
         self.options = options
         self.ids = list(ids)
-        self.pending: Deque[int] = deque(self.ids)
-        self.attempts: Dict[int, int] = {}
+        self.pending: deque[int] = deque(self.ids)
+        self.attempts: dict[int, int] = {}
         self.retries = int(options.get("retries", 1) if options.get("retries") not in (None, "") else 1)
         self.max_tasks = options.get("max_tasks")
         self.progress = progress
         self.log = log or (lambda text: print(f"onager: {text}", file=sys.stderr))
-        self.hosts: List[_Host] = []
-        self.runs: Dict[int, _Run] = {}            # fd -> run (both fds of a run)
-        self.active: List[_Run] = []
+        self.hosts: list[_Host] = []
+        self.runs: dict[int, _Run] = {}            # fd -> run (both fds of a run)
+        self.active: list[_Run] = []
         self.selector = selectors.DefaultSelector()
-        self.helpers: List[subprocess.Popen] = []
+        self.helpers: list[subprocess.Popen[bytes]] = []
         self.done = self.failed = self.cancelled = self.lost = 0
-        self.failures: List[Tuple[int, int]] = []
-        self.lost_ids: List[int] = []
+        self.failures: list[tuple[int, int]] = []
+        self.lost_ids: list[int] = []
         self.cancels = CancelWatch(launch_dir, lambda ids: self._kill_cancelled())
         self.label = f"{jobname}/{launch_id}: "
 
     # ---------------------------------------------------------------- hosts
-    def prepare_hosts(self, probed: Optional[List[HostInfo]] = None) -> None:
+    def prepare_hosts(self, probed: list[HostInfo] | None = None) -> None:
         """Probe every host, skip the unreachable ones, send the launch files to the others."""
         specs = parse_hosts(self.options.get("hosts"))
         infos = probed or probe_hosts(self.options, [s.target for s in specs])
@@ -82,7 +90,7 @@ class Dispatcher:
                 continue
             remote = remote_dir_of(self.options, self.jobname, key, spec.key)
             candidates.append(_Host(spec, info, remote, slots, list(range(count))))
-        errors: List[Optional[str]] = [None] * len(candidates)
+        errors: list[str | None] = [None] * len(candidates)
         for host in candidates:
             record_remote(self.launch_dir, host.name, host.remote, remote_workdir(self.launch_dir, host.remote))
 
@@ -114,7 +122,7 @@ class Dispatcher:
 
     # ---------------------------------------------------------------- cancel
     def _kill_cancelled(self) -> None:
-        by_host: Dict[str, List[int]] = {}
+        by_host: dict[str, list[int]] = {}
         for run in self.active:
             if run.task_id in self.cancels.ids and run.pgid and not run.kill_sent:
                 run.kill_sent = True
@@ -125,12 +133,12 @@ class Dispatcher:
                                                  stderr=subprocess.DEVNULL))
 
     # ---------------------------------------------------------------- spawn
-    def _free_slot(self) -> Optional[Tuple[_Host, int]]:
+    def _free_slot(self) -> tuple[_Host, int] | None:
         best = None
         for host in self.hosts:
-            if host.alive and host.checking is None and host.free:
-                if best is None or len(host.free) / len(host.slots) > len(best.free) / len(best.slots):
-                    best = host
+            if host.alive and host.checking is None and host.free and (
+                    best is None or len(host.free) / len(host.slots) > len(best.free) / len(best.slots)):
+                best = host
         if best is None:
             return None
         return best, best.free.pop(0)
@@ -142,14 +150,19 @@ class Dispatcher:
         nonce = secrets.token_hex(12)
         argv = ssh_base(self.options, slot // SESSIONS_PER_MASTER) + \
             [host.name, task_command(host.remote, task_id, nonce, host.slots[slot])]
-        out = open(os.path.join(self.launch_dir, "logs", f"{task_id}.out"), "ab", buffering=0)
-        err = open(os.path.join(self.launch_dir, "logs", f"{task_id}.err"), "ab", buffering=0)
+        # the task's log files live as long as its run: _finish closes them
+        out = open(os.path.join(self.launch_dir, "logs", f"{task_id}.out"), "ab", buffering=0)  # noqa: SIM115
+        err = open(os.path.join(self.launch_dir, "logs", f"{task_id}.err"), "ab", buffering=0)  # noqa: SIM115
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True, close_fds=True)
+        assert proc.stdout is not None and proc.stderr is not None  # PIPE
         run = _Run(task_id, host, slot, nonce, proc, out, err)
         self.attempts[task_id] = self.attempts.get(task_id, 0) + 1
-        run.filters[proc.stdout.fileno()] = _MarkerFilter(nonce, out.write,
-                                                          lambda word, value, r=run: self._event(r, word, value))
+
+        def on_event(word: str, value: str, r: _Run = run) -> None:
+            self._event(r, word, value)
+
+        run.filters[proc.stdout.fileno()] = _MarkerFilter(nonce, out.write, on_event)
         run.filters[proc.stderr.fileno()] = None
         for stream in (proc.stdout, proc.stderr):
             os.set_blocking(stream.fileno(), False)
@@ -180,16 +193,15 @@ class Dispatcher:
             self.failed += 1
             self.failures.append((run.task_id, rc))
         run.host.free.append(run.slot)
-        try:
-            run.proc.stdin.close()  # the runner's watcher sees EOF: the channel can close
-        except OSError:
-            pass
+        if run.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                run.proc.stdin.close()  # the runner's watcher sees EOF: the channel can close
 
     # ---------------------------------------------------------------- reading
     def _read(self, key: selectors.SelectorKey) -> None:
         run: _Run = key.data
         stream = key.fileobj
-        fd = stream.fileno()
+        fd = stream if isinstance(stream, int) else stream.fileno()
         try:
             data = os.read(fd, 1 << 16)
         except BlockingIOError:
@@ -219,10 +231,9 @@ class Dispatcher:
             run.proc.kill()
             code = run.proc.wait()
         for stream in (run.proc.stdin, run.proc.stdout, run.proc.stderr, run.out, run.err):
-            try:
-                stream.close()
-            except OSError:
-                pass
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
         self.active.remove(run)
         if run.ended:
             return
@@ -262,10 +273,8 @@ class Dispatcher:
             self.log(f"host {host.name} was lost; {len(suspects) + len(others)} of its running tasks "
                      f"will run elsewhere (up to --retries {self.retries} times)")
             for run in others:
-                try:
+                with contextlib.suppress(OSError):
                     run.proc.kill()
-                except OSError:
-                    pass
                 run.ended = True
             self._lose(host, suspects + others, "host-lost")
 
@@ -348,7 +357,7 @@ class Dispatcher:
 
     def _interrupt(self) -> None:
         """Ctrl-C or SIGTERM: kill every running task on its host, mark it cancelled."""
-        by_host: Dict[str, List[int]] = {}
+        by_host: dict[str, list[int]] = {}
         for run in self.active:
             if not run.ended and run.pgid:
                 by_host.setdefault(run.host.name, []).append(run.pgid)
@@ -363,10 +372,8 @@ class Dispatcher:
         for run in list(self.active):
             if not run.ended:
                 mark(self.launch_dir, run.task_id, "cancel", "interrupted")
-            try:
+            with contextlib.suppress(OSError):
                 run.proc.kill()
-            except OSError:
-                pass
 
     def _cleanup(self) -> None:
         """Remove this launch's dir from every host it may have reached, except hosts known to be

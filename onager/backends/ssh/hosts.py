@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 from onager.backends.gpus import gpu_groups
 from onager.errors import OnagerError, UsageError
@@ -15,8 +14,8 @@ class HostSpec:
     """One entry of `--hosts`: `[user@]host[:slots][:gpus=0,1]`."""
 
     target: str
-    slots: Optional[int] = None
-    gpus: Optional[str] = None   # "0,1", a count "4", "auto", "none", or None (use --gpus)
+    slots: int | None = None
+    gpus: str | None = None   # "0,1", a count "4", "auto", "none", or None (use --gpus)
 
     @property
     def key(self) -> str:
@@ -24,7 +23,7 @@ class HostSpec:
         return re.sub(r"[^A-Za-z0-9._-]", "_", self.target)
 
 
-def parse_hosts(text: Optional[str]) -> List[HostSpec]:
+def parse_hosts(text: str | None) -> list[HostSpec]:
     """`gpu1:4,gpu2:2:gpus=0,1,user@host3:8` -> host specs.
 
     Hosts are separated by commas or spaces; the ids after `gpus=` may themselves be
@@ -33,7 +32,7 @@ def parse_hosts(text: Optional[str]) -> List[HostSpec]:
     if text is None or not str(text).strip():
         raise UsageError("the ssh backend needs hosts: --hosts 'gpu1:4,gpu2:2' "
                          "(or onager config --write ssh hosts 'gpu1:4,gpu2:2')")
-    tokens: List[str] = []
+    tokens: list[str] = []
     for raw in re.split(r"[,\s]+", str(text).strip()):
         if not raw:
             continue
@@ -42,7 +41,7 @@ def parse_hosts(text: Optional[str]) -> List[HostSpec]:
             tokens[-1] += "," + raw
         else:
             tokens.append(raw)
-    specs: List[HostSpec] = []
+    specs: list[HostSpec] = []
     seen = set()
     for token in tokens:
         parts = token.split(":")
@@ -77,7 +76,7 @@ def _check_gpus(text: str, what: str) -> str:
     if text in ("auto", "none") or text.isdigit():
         return text
     if re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text):
-        ids: List[str] = []
+        ids: list[str] = []
         for item in text.split(","):
             first, _, last = item.partition("-")
             if last and int(last) < int(first):
@@ -88,8 +87,8 @@ def _check_gpus(text: str, what: str) -> str:
                      "a count like 4, auto or none")
 
 
-def slot_gpus(gpus: Optional[str], detected: List[str], slots: Optional[int],
-              per_task: Optional[int], host: str, cpus: Optional[int] = None) -> Tuple[int, List[Optional[str]]]:
+def slot_gpus(gpus: str | None, detected: list[str], slots: int | None,
+              per_task: int | None, host: str, cpus: int | None = None) -> tuple[int, list[str | None]]:
     """Slots of one host and the CUDA_VISIBLE_DEVICES of each (None: not set).
 
     Explicit GPUs (`gpus=` / `--gpus` / `--gpus-per-task`) give each slot its own

@@ -7,6 +7,7 @@ and the files matching `--fetch GLOB` are copied home; the note goes once the ho
 the removal."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,7 +17,8 @@ import sys
 import tarfile
 import threading
 import time
-from typing import Any, Dict, IO, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import IO, Any
 
 from onager.backends.pool import alive, read_pool_file
 from onager.backends.ssh.hosts import _HOST_RE, HostSpec
@@ -29,7 +31,7 @@ from onager.fsutil import atomic_write
 #: (an interrupt during cleanup, a lost host, kill -9) is removed at the next contact
 REMOTE_LEDGER = "remote-dirs"
 
-def check_fetch(globs: Any) -> List[str]:
+def check_fetch(globs: Any) -> list[str]:
     """--fetch GLOB values: relative, no `..`, printable (they reach a remote bash as data)."""
     if globs in (None, ""):
         return []
@@ -64,11 +66,11 @@ set --
 [ "$#" -eq 0 ] || exec tar -cf - "$@"
 """
 
-def fetch_command(remote: str, workdir: Optional[str], globs: Sequence[str]) -> str:
+def fetch_command(remote: str, workdir: str | None, globs: Sequence[str]) -> str:
     return shlex.join(["bash", "-c", FETCH_SCRIPT, "onager-fetch", remote, workdir or "", *globs])
 
 
-def _ledger_workdir(path: str) -> Optional[str]:
+def _ledger_workdir(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8") as handle:
             value = json.load(handle).get("workdir")
@@ -77,8 +79,8 @@ def _ledger_workdir(path: str) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
-def fetch_home(options: Dict[str, Any], ledger: str, host: str, remote: str,
-               timeout: float = 600) -> Optional[str]:
+def fetch_home(options: dict[str, Any], ledger: str, host: str, remote: str,
+               timeout: float = 600) -> str | None:
     """Copy a host's `results/` (log_result records, appended to the local ones) and its --fetch
     files (into `fetched/<host>/`) into the local launch dir; returns None or an error."""
     launch_dir = os.path.dirname(os.path.dirname(ledger))
@@ -89,6 +91,7 @@ def fetch_home(options: Dict[str, Any], ledger: str, host: str, remote: str,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     except (OSError, OnagerError) as exc:
         return str(exc)
+    assert proc.stdout is not None  # PIPE
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     try:
@@ -100,7 +103,7 @@ def fetch_home(options: Dict[str, Any], ledger: str, host: str, remote: str,
     return error or (f"ssh exit code {code}" if code else None)
 
 
-def _unpack_home(stream: IO[bytes], launch_dir: str, host_key: str) -> Optional[str]:
+def _unpack_home(stream: IO[bytes], launch_dir: str, host_key: str) -> str | None:
     """Read the fetch tar: only plain files under results/ and .fetch/, no absolute or `..` name."""
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -125,7 +128,7 @@ def _unpack_home(stream: IO[bytes], launch_dir: str, host_key: str) -> Optional[
     return None
 
 
-def fetch_all(options: Dict[str, Any], entries: Sequence[Tuple[str, str, str]],
+def fetch_all(options: dict[str, Any], entries: Sequence[tuple[str, str, str]],
               timeout: float = 600) -> None:
     """fetch_home for every entry, all hosts at once; a failure is one line on stderr."""
     def work(path: str, host: str, remote: str) -> None:
@@ -149,7 +152,7 @@ def remove_command(remote: str) -> str:
     return f"rm -rf {shlex.quote(remote)}; rmdir {parents} 2>/dev/null; true"
 
 
-def record_remote(launch_dir: str, host: str, remote: str, workdir: Optional[str] = None) -> None:
+def record_remote(launch_dir: str, host: str, remote: str, workdir: str | None = None) -> None:
     """Note, before anything is sent, that `host` may get this launch's dir at `remote` (and where
     its tasks run there, for --fetch)."""
     key = HostSpec(host).key
@@ -157,7 +160,7 @@ def record_remote(launch_dir: str, host: str, remote: str, workdir: Optional[str
                  json.dumps({"host": host, "remote": remote, "workdir": workdir}) + "\n")
 
 
-def remote_entries(launch_dir: str) -> List[Tuple[str, str, str]]:
+def remote_entries(launch_dir: str) -> list[tuple[str, str, str]]:
     """(ledger file, host, remote dir) of every remote dir this launch may have left."""
     folder = os.path.join(launch_dir, REMOTE_LEDGER)
     try:
@@ -180,8 +183,8 @@ def remote_entries(launch_dir: str) -> List[Tuple[str, str, str]]:
     return out
 
 
-def remove_remote_dirs(options: Dict[str, Any], entries: Sequence[Tuple[str, str, str]],
-                       timeout: float = CONNECT_TIMEOUT + 30) -> List[Tuple[str, str]]:
+def remove_remote_dirs(options: dict[str, Any], entries: Sequence[tuple[str, str, str]],
+                       timeout: float = CONNECT_TIMEOUT + 30) -> list[tuple[str, str]]:
     """Remove remote launch dirs, all hosts at once, after their outputs came home (results,
     --fetch); an entry is forgotten only once its host confirmed the removal. Returns the
     (host, dir) pairs removed."""
@@ -204,10 +207,8 @@ def remove_remote_dirs(options: Dict[str, Any], entries: Sequence[Tuple[str, str
             proc.wait()
             continue
         if code == 0:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            except FileNotFoundError:
-                pass
             removed.append((host, remote))
     return removed
 
@@ -227,14 +228,14 @@ def dispatcher_alive(launch_dir: str) -> bool:
         return False
 
 
-def sweep_stale(root: str = ".", hosts: Optional[Sequence[str]] = None, skip: Sequence[str] = (),
-                timeout: float = CONNECT_TIMEOUT + 30) -> List[Tuple[str, str, str]]:
+def sweep_stale(root: str = ".", hosts: Sequence[str] | None = None, skip: Sequence[str] = (),
+                timeout: float = CONNECT_TIMEOUT + 30) -> list[tuple[str, str, str]]:
     """Remove the remote dirs left by finished ssh launches of this project (their dispatcher
     is gone), on `hosts` only when given (those known to answer). Returns (launch, host, dir)."""
     from onager.index import JobIndex
     skipped = {os.path.abspath(p) for p in skip}
     wanted = None if hosts is None else set(hosts)
-    removed: List[Tuple[str, str, str]] = []
+    removed: list[tuple[str, str, str]] = []
     try:
         records = JobIndex(root).records()
     except (OSError, ValueError, OnagerError):
@@ -246,9 +247,9 @@ def sweep_stale(root: str = ".", hosts: Optional[Sequence[str]] = None, skip: Se
         entries = [e for e in remote_entries(record.launch_dir) if wanted is None or e[1] in wanted]
         if entries and not dispatcher_alive(record.launch_dir):
             work.append((record, entries))
-    results: List[List[Tuple[str, str]]] = [[] for _ in work]
+    results: list[list[tuple[str, str]]] = [[] for _ in work]
 
-    def clean(i: int, record: Any, entries: Sequence[Tuple[str, str, str]]) -> None:
+    def clean(i: int, record: Any, entries: Sequence[tuple[str, str, str]]) -> None:
         results[i] = remove_remote_dirs(dict(record.options or {}), entries, timeout)
 
     threads = [threading.Thread(target=clean, args=(i, r, e), daemon=True) for i, (r, e) in enumerate(work)]

@@ -16,9 +16,9 @@ import subprocess
 import tarfile
 import threading
 import time
-from typing import Any, Dict, IO, Optional
+from typing import IO, Any
 
-from onager.backends.ssh.transport import ssh_base, _ssh_error
+from onager.backends.ssh.transport import _ssh_error, ssh_base
 from onager.errors import OnagerError, UsageError
 
 DEFAULT_REMOTE_DIR = "~/.onager-remote"
@@ -46,7 +46,7 @@ rc=$?
 printf '%s end %s\n' "$nonce" "$rc"
 """
 
-def remote_dir_of(options: Dict[str, Any], jobname: str, launch_id: str, host_key: str) -> str:
+def remote_dir_of(options: dict[str, Any], jobname: str, launch_id: str, host_key: str) -> str:
     """Where a launch lives on a host; relative paths are under the remote home (ssh starts there)."""
     base = str(options.get("remote_dir") or DEFAULT_REMOTE_DIR)
     if base == "~":
@@ -54,7 +54,8 @@ def remote_dir_of(options: Dict[str, Any], jobname: str, launch_id: str, host_ke
     elif base.startswith("~/"):
         base = base[2:] or "."
     elif base.startswith("~"):
-        raise UsageError(f"bad --remote-dir {base!r}: use ~/DIR, an absolute path, or a path relative to the remote home")
+        raise UsageError(f"bad --remote-dir {base!r}: use ~/DIR, an absolute path, or a path relative to the "
+                         "remote home")
     return f"{base.rstrip('/')}/{jobname}/{launch_id}/{host_key}"
 
 
@@ -66,7 +67,7 @@ def launch_key(launch_dir: str, launch_id: str) -> str:
     return f"{launch_id}-{digest[:8]}{secrets.token_hex(4)}"
 
 
-def remote_workdir(launch_dir: str, remote: str) -> Optional[str]:
+def remote_workdir(launch_dir: str, remote: str) -> str | None:
     """Where the launch's tasks run on a host: a snapshot inside the launch dir moves with it
     (a path relative to the remote dir); any other workdir is the same absolute path there."""
     try:
@@ -91,7 +92,7 @@ def host_wrapper(launch_dir: str) -> bytes:
         .encode("utf-8")
 
 
-def task_command(remote: str, task_id: int, nonce: str, gpus: Optional[str]) -> str:
+def task_command(remote: str, task_id: int, nonce: str, gpus: str | None) -> str:
     """The remote shell text of one task: every value quoted for the remote shell."""
     args = ["exec", "bash", f"{remote}/{RUNNER}", str(task_id), nonce]
     if gpus:
@@ -105,13 +106,14 @@ def setup_command(remote: str) -> str:
             f"command -v bash >/dev/null && echo onager-ready")
 
 
-def setup_host(options: Dict[str, Any], host: str, launch_dir: str, remote: str) -> Optional[str]:
+def setup_host(options: dict[str, Any], host: str, launch_dir: str, remote: str) -> str | None:
     """Send wrapper, runner, tasks.sh, tasks.idx (and a snapshot's code/) to the host, by tar over
     ssh; returns None or an error."""
     wrapper = host_wrapper(launch_dir)
     proc = subprocess.Popen(ssh_base(options) + [host, setup_command(remote)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    result: Dict[str, bytes] = {}
+    assert proc.stdin is not None  # PIPE
+    result: dict[str, bytes] = {}
 
     def drain(name: str, stream: IO[bytes]) -> None:
         result[name] = stream.read()
@@ -129,9 +131,9 @@ def setup_host(options: Dict[str, Any], host: str, launch_dir: str, remote: str)
                 tar.addfile(member, io.BytesIO(data))
             for name in ("tasks.sh", "tasks.idx"):
                 tar.add(os.path.join(launch_dir, name), arcname=name)
-            code = os.path.join(launch_dir, "code")
-            if os.path.isdir(code):  # a --snapshot: the frozen code goes once per host
-                tar.add(code, arcname="code")
+            code_dir = os.path.join(launch_dir, "code")
+            if os.path.isdir(code_dir):  # a --snapshot: the frozen code goes once per host
+                tar.add(code_dir, arcname="code")
         proc.stdin.close()
     except (BrokenPipeError, OSError):
         pass

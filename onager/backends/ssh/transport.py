@@ -2,12 +2,14 @@
 and per 8 slots), host probes, and the remote kill of process groups."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from onager.errors import OnagerError
 
@@ -28,7 +30,8 @@ if [ -r /proc/loadavg ]; then echo "load=$(cut -d' ' -f1-3 /proc/loadavg)";
 else echo "load=$(sysctl -n vm.loadavg 2>/dev/null | tr -d '{}')"; fi
 echo "bash=$(command -v bash)"
 if command -v nvidia-smi >/dev/null 2>&1; then
-  nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu --format=csv,noheader,nounits 2>/dev/null | sed 's/^/gpu=/'
+  nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu \
+    --format=csv,noheader,nounits 2>/dev/null | sed 's/^/gpu=/'
 fi
 echo "probe=ok"
 """
@@ -37,17 +40,15 @@ def control_dir() -> str:
     """A private, short directory for the master sockets (a unix socket path is ~100 chars max)."""
     base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
     path = os.path.join(base, f"onager-ssh-{os.getuid()}")
-    try:
+    with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
     st = os.lstat(path)
     if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         raise OnagerError(f"{path} is not a private directory of yours (mode 700): remove it and retry")
     return path
 
 
-def ssh_base(options: Dict[str, Any], group: int = 0, master: bool = False) -> List[str]:
+def ssh_base(options: dict[str, Any], group: int = 0, master: bool = False) -> list[str]:
     """The ssh argv up to the host: config file, batch mode, connection sharing."""
     argv = ["ssh"]
     config = options.get("ssh_config")
@@ -76,8 +77,8 @@ def _ssh_error(text: str, code: int) -> str:
     return lines[-1] if lines else f"ssh exit code {code}"
 
 
-def ssh_master_run(options: Dict[str, Any], host: str, command: str, group: int = 0,
-                   timeout: float = CONNECT_TIMEOUT + 30) -> Tuple[int, str, str]:
+def ssh_master_run(options: dict[str, Any], host: str, command: str, group: int = 0,
+                   timeout: float = CONNECT_TIMEOUT + 30) -> tuple[int, str, str]:
     """Run a command that may start the master connection: output through files, not pipes,
     because a master going to the background keeps the pipes of its first client open."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -86,7 +87,8 @@ def ssh_master_run(options: Dict[str, Any], host: str, command: str, group: int 
                                   stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=timeout)
             code = proc.returncode
         except FileNotFoundError:
-            raise OnagerError("ssh not found: install the OpenSSH client (the ssh backend calls the system ssh)")
+            raise OnagerError("ssh not found: install the OpenSSH client (the ssh backend calls the system "
+                              "ssh)") from None
         except subprocess.TimeoutExpired:
             code = 255
             err.write(f"no answer within {timeout:.0f} s".encode())
@@ -103,23 +105,23 @@ class HostInfo:
     reachable: bool = False
     error: str = ""
     hostname: str = ""
-    cpus: Optional[int] = None
-    mem_kb: Optional[int] = None
-    avail_kb: Optional[int] = None
+    cpus: int | None = None
+    mem_kb: int | None = None
+    avail_kb: int | None = None
     load: str = ""
     bash: str = ""
-    gpus: List[Dict[str, str]] = field(default_factory=list)
+    gpus: list[dict[str, str]] = field(default_factory=list)
 
     @property
-    def gpu_ids(self) -> List[str]:
+    def gpu_ids(self) -> list[str]:
         return [g["index"] for g in self.gpus]
 
 
-def probe_host(options: Dict[str, Any], host: str) -> HostInfo:
+def probe_host(options: dict[str, Any], host: str) -> HostInfo:
     """One ssh call: is the host reachable, and its CPUs, memory, load and GPUs."""
     info = HostInfo(host)
     code, out, err = ssh_master_run(options, host, PROBE_SCRIPT)
-    values: Dict[str, str] = {}
+    values: dict[str, str] = {}
     for line in out.splitlines():
         key, _, value = line.partition("=")
         if key == "gpu":
@@ -141,9 +143,9 @@ def probe_host(options: Dict[str, Any], host: str) -> HostInfo:
     return info
 
 
-def probe_hosts(options: Dict[str, Any], hosts: Sequence[str]) -> List[HostInfo]:
+def probe_hosts(options: dict[str, Any], hosts: Sequence[str]) -> list[HostInfo]:
     """Probe every host at once (one thread and one ssh call per host)."""
-    results: List[Optional[HostInfo]] = [None] * len(hosts)
+    results: list[HostInfo | None] = [None] * len(hosts)
 
     def work(i: int, host: str) -> None:
         try:
