@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from support import live_in_group
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -140,3 +141,13 @@ def engines_env() -> dict[str, str]:
 
 def run_onager(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     return _root_conftest().run_onager(args, **kwargs)
+
+
+ENV = engines_env()
+SSHD_A, SSHD_B = ENV.get("ONAGER_TEST_SSHD_A"), ENV.get("ONAGER_TEST_SSHD_B")
+#: every real-sshd test module's marks: `pytestmark = SSHD_MARKS`
+SSHD_MARKS = [
+    pytest.mark.sshd,
+    pytest.mark.skipif(not (SSHD_A and SSHD_B),
+                       reason="needs the test sshd instances ONAGER_TEST_SSHD_A/B (run ci/start-engines.sh)"),
+]

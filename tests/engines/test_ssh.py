@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pytest
 from ssh_fixtures import (
+    ENV,
     ROOT,
+    SSHD_A,
+    SSHD_B,
+    SSHD_MARKS,
     dead_block,
-    engines_env,
     group_alive,
     kill_sshd,
     pids_matching,
@@ -29,13 +32,7 @@ from ssh_fixtures import (
     write_config,
 )
 
-ENV = engines_env()
-SSHD_A, SSHD_B = ENV.get("ONAGER_TEST_SSHD_A"), ENV.get("ONAGER_TEST_SSHD_B")
-pytestmark = [
-    pytest.mark.sshd,
-    pytest.mark.skipif(not (SSHD_A and SSHD_B),
-                       reason="needs the test sshd instances ONAGER_TEST_SSHD_A/B (run ci/start-engines.sh)"),
-]
+pytestmark = SSHD_MARKS
 
 HOSTILE = ["it's a \"test\" {x} $HOME ; rm -rf /tmp/nothing", "`id` $(id) \\ \\n *  -x ~ é \t"]
 PRINT_ARGV = (f"{sys.executable} -c 'import json,sys; a=sys.argv[1:]; print(json.dumps(a)); "

@@ -17,7 +17,9 @@ import uuid
 import pytest
 from ssh_fixtures import (
     ROOT,
-    engines_env,
+    SSHD_A,
+    SSHD_B,
+    SSHD_MARKS,
     kill_sshd,
     pids_matching,
     run_onager,
@@ -27,13 +29,7 @@ from ssh_fixtures import (
     write_config,
 )
 
-ENV = engines_env()
-SSHD_A, SSHD_B = ENV.get("ONAGER_TEST_SSHD_A"), ENV.get("ONAGER_TEST_SSHD_B")
-pytestmark = [
-    pytest.mark.sshd,
-    pytest.mark.skipif(not (SSHD_A and SSHD_B),
-                       reason="needs the test sshd instances ONAGER_TEST_SSHD_A/B (run ci/start-engines.sh)"),
-]
+pytestmark = SSHD_MARKS
 KILL_PORT, KILL_DIR = 2225, "/tmp/ci-sshd-kill-cleanup"
 
 

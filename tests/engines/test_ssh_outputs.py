@@ -12,16 +12,9 @@ import os
 import subprocess
 import sys
 
-import pytest
-from ssh_fixtures import ROOT, engines_env, run_onager, write_config
+from ssh_fixtures import ROOT, SSHD_A, SSHD_B, SSHD_MARKS, engines_env, run_onager, write_config
 
-ENV = engines_env()
-SSHD_A, SSHD_B = ENV.get("ONAGER_TEST_SSHD_A"), ENV.get("ONAGER_TEST_SSHD_B")
-pytestmark = [
-    pytest.mark.sshd,
-    pytest.mark.skipif(not (SSHD_A and SSHD_B),
-                       reason="needs the test sshd instances ONAGER_TEST_SSHD_A/B (run ci/start-engines.sh)"),
-]
+pytestmark = SSHD_MARKS
 
 
 def _env(project) -> dict:
