@@ -204,6 +204,11 @@ def project_root(launch_dir: str) -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(launch_dir))))
 
 
+def launch_of_remote_dirs(path: str) -> str:
+    """The launch directory of an ssh `remote-dirs/<host>.json` file (two levels up)."""
+    return os.path.dirname(os.path.dirname(path))
+
+
 # ------------------------------------------------------------- frozen launch files
 def load_meta(launch_dir: str) -> dict[str, Any]:
     """launch.json of a launch (its options, workdir, argv), or one clear error."""

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import onager
-from onager.layout import ProjectPaths, iter_launch_tasks, load_meta, project_root
+from onager.layout import ProjectPaths, iter_launch_tasks, launch_of_remote_dirs, load_meta, project_root
 
 PACKAGE_DIR = os.path.dirname(onager.__file__)
 
@@ -163,6 +163,7 @@ def test_paths_of_a_launch(tmp_path) -> None:
     assert [os.path.basename(p) for p in (launch.node_sh, launch.groups_txt, launch.cancel_flag, launch.code_dir)] \
         == ["node.sh", "groups.txt", "cancel.requested", "code"]
     assert project_root(launch.dir) == str(tmp_path)
+    assert launch_of_remote_dirs(launch.remote_dirs("h")) == launch.dir
     assert project.index == os.path.join(str(tmp_path), ".onager", "index.jsonl")
     assert ProjectPaths().jobfile("exp") == ".onager/scripts/exp/jobs.json"  # relative, as 0.1.3 wrote it
     with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError is one

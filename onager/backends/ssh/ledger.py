@@ -25,7 +25,7 @@ from onager.backends.ssh.hosts import _HOST_RE, HostSpec
 from onager.backends.ssh.transport import CONNECT_TIMEOUT, ssh_base
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_write
-from onager.layout import REMOTE_DIRS, RESULTS, LaunchPaths
+from onager.layout import REMOTE_DIRS, RESULTS, LaunchPaths, launch_of_remote_dirs
 
 #: in the LOCAL launch dir: one file per host whose remote launch dir may exist, written before
 #: anything is sent and removed once that dir is gone; what is left after the dispatcher ended
@@ -84,7 +84,7 @@ def fetch_home(options: dict[str, Any], ledger: str, host: str, remote: str,
                timeout: float = 600) -> str | None:
     """Copy a host's `results/` (log_result records, appended to the local ones) and its --fetch
     files (into `fetched/<host>/`) into the local launch dir; returns None or an error."""
-    launch_dir = os.path.dirname(os.path.dirname(ledger))
+    launch_dir = launch_of_remote_dirs(ledger)
     globs = check_fetch(options.get("fetch"))
     command = fetch_command(remote, _ledger_workdir(ledger), globs)
     try:
