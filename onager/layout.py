@@ -20,7 +20,12 @@ a launch's frozen files (`launch.json`, `tasks.jsonl`) for every module that nee
     scheduler.json  pool.json  pool.log   what a scheduler or a pool keeps about the launch
     state/<id>.start@..  <id>.end@..  <id>.cancel   task states as file names
     logs/<id>.out  logs/<id>.err  a task's output
+    logs/scheduler/               what Slurm or Grid Engine itself writes (array backends)
     results/<id>.jsonl            log_result() lines
+    node.sh  groups.txt           array backends with --tasks-per-node: the node script, its groups
+    cancel.requested              touched by `onager cancel`; a running pool watches it
+    remote-dirs/<host>.json       ssh: the remote dirs a launch made (removed when cleaned)
+    fetched/<host>/..             ssh: files fetched home from a host's remote dir
 ```
 """
 from __future__ import annotations
@@ -43,6 +48,11 @@ TASKS_SH, TASKS_IDX, TASKS_JSONL = "tasks.sh", "tasks.idx", "tasks.jsonl"
 WRAPPER, LAUNCH_JSON, PROVENANCE_JSON = "wrapper.sh", "launch.json", "provenance.json"
 SCHEDULER_JSON, POOL_JSON, POOL_LOG = "scheduler.json", "pool.json", "pool.log"
 STATE, LOGS, RESULTS = "state", "logs", "results"
+CODE = "code"  # a --snapshot's frozen code (provenance.py)
+SCHEDULER_LOGS = "scheduler"  # under logs/: a scheduler's own output
+NODE_SH, GROUPS_TXT = "node.sh", "groups.txt"  # array backends, --tasks-per-node
+CANCEL_REQUESTED = "cancel.requested"  # the flag a pool's CancelWatch stats
+REMOTE_DIRS, FETCHED = "remote-dirs", "fetched"  # ssh: remote dirs made, outputs fetched home
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,38 @@ class LaunchPaths:
         return os.path.join(self.dir, POOL_LOG)
 
     @property
+    def code_dir(self) -> str:
+        """A --snapshot's frozen code."""
+        return os.path.join(self.dir, CODE)
+
+    @property
+    def node_sh(self) -> str:
+        """The node script of an array launch with --tasks-per-node."""
+        return os.path.join(self.dir, NODE_SH)
+
+    @property
+    def groups_txt(self) -> str:
+        """The task groups node.sh reads (fixed-width lines)."""
+        return os.path.join(self.dir, GROUPS_TXT)
+
+    @property
+    def cancel_flag(self) -> str:
+        """Touched by `onager cancel`; a running pool re-reads cancel marks when it changes."""
+        return os.path.join(self.dir, CANCEL_REQUESTED)
+
+    @property
+    def remote_dirs_dir(self) -> str:
+        """ssh: one `<host>.json` per host with the remote dirs this launch made there."""
+        return os.path.join(self.dir, REMOTE_DIRS)
+
+    def remote_dirs(self, host_key: str) -> str:
+        return os.path.join(self.dir, REMOTE_DIRS, host_key + ".json")
+
+    def fetched(self, host_key: str, *parts: str) -> str:
+        """ssh: a file fetched home from a host's remote dir (other than results)."""
+        return os.path.join(self.dir, FETCHED, host_key, *parts)
+
+    @property
     def state_dir(self) -> str:
         return os.path.join(self.dir, STATE)
 
@@ -107,6 +149,11 @@ class LaunchPaths:
     def log(self, task_id: int, stream: str = "out") -> str:
         """`logs/<id>.out` or `logs/<id>.err`."""
         return os.path.join(self.dir, LOGS, f"{task_id}.{stream}")
+
+    @property
+    def scheduler_logs_dir(self) -> str:
+        """`logs/scheduler/`: what Slurm or Grid Engine itself writes."""
+        return os.path.join(self.dir, LOGS, SCHEDULER_LOGS)
 
     @property
     def results_dir(self) -> str:
@@ -150,6 +197,16 @@ class ProjectPaths:
 
     def launch(self, jobname: str, launch_id: str) -> LaunchPaths:
         return LaunchPaths(os.path.abspath(os.path.join(self.launches(jobname), launch_id)))
+
+
+def project_root(launch_dir: str) -> str:
+    """The project root of a launch directory `<root>/.onager/launches/<job>/<id>` (four levels up)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(launch_dir))))
+
+
+def launch_of_remote_dirs(path: str) -> str:
+    """The launch directory of an ssh `remote-dirs/<host>.json` file (two levels up)."""
+    return os.path.dirname(os.path.dirname(path))
 
 
 # ------------------------------------------------------------- frozen launch files

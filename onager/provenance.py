@@ -39,12 +39,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onager.errors import OnagerError, UsageError
-from onager.layout import PROVENANCE_JSON
+from onager.layout import CODE, PROVENANCE_JSON
 
 PROVENANCE_FILE = PROVENANCE_JSON
 PATCH_FILE = "git-diff.patch"
 FREEZE_FILE = "pip-freeze.txt"
-SNAPSHOT_DIR = "code"
+SNAPSHOT_DIR = CODE  # LaunchPaths.code_dir
 DEFAULT_MAX_SIZE = 200 * 1024 ** 2
 GIT_TIMEOUT = 5.0          # seconds per git call that only reads metadata
 GIT_LIST_TIMEOUT = 30.0    # seconds for listing the files of a snapshot

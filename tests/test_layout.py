@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import onager
-from onager.layout import ProjectPaths, iter_launch_tasks, load_meta
+from onager.layout import ProjectPaths, iter_launch_tasks, launch_of_remote_dirs, load_meta, project_root
 
 PACKAGE_DIR = os.path.dirname(onager.__file__)
 
@@ -104,14 +104,12 @@ def test_each_module_imports_alone(module: str) -> None:
 # The layout's names as other modules would spell them: a file name, a path piece, or a
 # directory name joined with os.path.join.
 LAYOUT_FILES = re.compile(r"tasks\.(sh|idx|jsonl)|wrapper\.sh|launch\.json|index\.jsonl|provenance\.json"
-                          r"|scheduler\.json|pool\.(json|log)"
-                          r"|(^|/)\.onager/|(^|/)(launches|launch-ids|scripts|state|logs|results)/")
+                          r"|scheduler\.json|pool\.(json|log)|node\.sh|groups\.txt|cancel\.requested"
+                          r"|(^|/)\.onager/|(^|/)(launches|launch-ids|scripts|state|logs|results|remote-dirs|fetched)/")
 LAYOUT_DIRS = {".onager", "launches", "launch-ids", "scripts", "state", "logs", "results",
                "tasks.sh", "tasks.idx", "tasks.jsonl", "wrapper.sh", "launch.json", "provenance.json",
-               "scheduler.json", "pool.json", "pool.log"}
-# Backend modules are being restructured in this wave; they keep their few names (pool.json,
-# remote copies of tasks.sh) until that lands.
-NOT_YET = {"backends"}
+               "scheduler.json", "pool.json", "pool.log", "node.sh", "groups.txt", "cancel.requested",
+               "remote-dirs", "fetched", "code", "scheduler"}
 
 
 def _layout_spellings(tree: ast.AST) -> list[str]:
@@ -143,8 +141,7 @@ def test_layout_spellings_are_found() -> None:
 def test_only_layout_spells_the_layout() -> None:
     offenders = []
     for name, path in _modules().items():
-        parts = name.split(".")
-        if name == "onager.layout" or (len(parts) > 1 and parts[1] in NOT_YET):
+        if name == "onager.layout":
             continue
         with open(path, encoding="utf-8") as handle:
             tree = ast.parse(handle.read(), path)
@@ -160,6 +157,13 @@ def test_paths_of_a_launch(tmp_path) -> None:
     assert launch.state("7.cancel") == os.path.join(launch.dir, "state", "7.cancel")
     assert launch.results(7) == os.path.join(launch.dir, "results", "7.jsonl")
     assert os.path.basename(launch.tasks_idx) == "tasks.idx"
+    assert launch.scheduler_logs_dir == os.path.join(launch.dir, "logs", "scheduler")
+    assert launch.remote_dirs("h") == os.path.join(launch.dir, "remote-dirs", "h.json")
+    assert launch.fetched("h", "out", "a.png") == os.path.join(launch.dir, "fetched", "h", "out", "a.png")
+    assert [os.path.basename(p) for p in (launch.node_sh, launch.groups_txt, launch.cancel_flag, launch.code_dir)] \
+        == ["node.sh", "groups.txt", "cancel.requested", "code"]
+    assert project_root(launch.dir) == str(tmp_path)
+    assert launch_of_remote_dirs(launch.remote_dirs("h")) == launch.dir
     assert project.index == os.path.join(str(tmp_path), ".onager", "index.jsonl")
     assert ProjectPaths().jobfile("exp") == ".onager/scripts/exp/jobs.json"  # relative, as 0.1.3 wrote it
     with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError is one

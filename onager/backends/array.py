@@ -26,13 +26,13 @@ from typing import Any, Optional
 from onager.backends.base import STUCK, Backend, LaunchInfo, run
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_write, executable_mode
+from onager.layout import GROUPS_TXT, NODE_SH, SCHEDULER_JSON, STATE, WRAPPER, LaunchPaths
 from onager.state import mark, read_states
 from onager.tasklist import Tasklist
 from onager.wrapper import shell_variable
 
-SCHEDULER_FILE = "scheduler.json"
-GROUPS_FILE = "groups.txt"
-NODE_SCRIPT = "node.sh"
+# kept for importers; the paths are LaunchPaths.scheduler_json, .groups_txt, .node_sh
+SCHEDULER_FILE, GROUPS_FILE, NODE_SCRIPT = SCHEDULER_JSON, GROUPS_TXT, NODE_SH
 
 #: (job id, array indexes, pending|running|error, or None for "ended: the state files decide")
 QueryEntry = tuple[str, Iterable[int], Optional[str]]
@@ -184,13 +184,13 @@ def write_groups(launch_dir: str, tasks: Tasklist, per_node: int) -> int:
     width = groups_width(tasks, per_node)
     groups = group_plan(tasks, per_node)
     text = "".join(" ".join(map(str, g)).ljust(width - 1) + "\n" for g in groups)
-    atomic_write(os.path.join(launch_dir, GROUPS_FILE), text)
+    atomic_write(LaunchPaths(launch_dir).groups_txt, text)
     return len(groups)
 
 
 def read_groups(launch_dir: str) -> list[list[int]]:
     try:
-        with open(os.path.join(launch_dir, GROUPS_FILE)) as handle:
+        with open(LaunchPaths(launch_dir).groups_txt) as handle:
             return [[int(x) for x in line.split()] for line in handle]
     except OSError:
         return []
@@ -210,13 +210,13 @@ D=${{ONAGER_REMOTE_LAUNCH_DIR:-{q(launch_dir)}}}
 if [ -n "${{1:-}}" ]; then g=$1; else g=${{{index}:-}}; fi
 case $g in ''|*[!0-9]*) echo "onager node.sh: no group id (got '$g')" >&2; exit 2;; esac
 [ -n "${{1:-}}" ] || g=$(( g + ${{ONAGER_TASK_OFFSET:-0}} ))
-ids=$(dd if="$D/{GROUPS_FILE}" bs={width} skip=$(( g - 1 )) count=1 2>/dev/null)
+ids=$(dd if="$D/{GROUPS_TXT}" bs={width} skip=$(( g - 1 )) count=1 2>/dev/null)
 [ -n "${{ids// /}}" ] || {{ echo "onager node.sh: group $g is not in $D" >&2; exit 2; }}
 rc=0
 for id in $ids; do
-    if compgen -G "$D/state/$id.cancel@*" >/dev/null; then continue; fi
+    if compgen -G "$D/{STATE}/$id.cancel@*" >/dev/null; then continue; fi
     while [ "$(jobs -rp | wc -l)" -ge {at_once} ]; do wait -n || rc=1; done
-    bash "$D/wrapper.sh" "$id" &
+    bash "$D/{WRAPPER}" "$id" &
 done
 while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || rc=1; done
 wait
@@ -225,7 +225,7 @@ exit $rc
 
 
 def write_node_script(launch: LaunchInfo, per_node: int, at_once: int, index_variable: str) -> str:
-    path = os.path.join(launch.launch_dir, NODE_SCRIPT)
+    path = launch.paths.node_sh
     atomic_write(path, node_script_text(launch.launch_dir, groups_width(launch.tasklist, per_node), at_once,
                                         index_variable))
     os.chmod(path, executable_mode())
@@ -241,7 +241,7 @@ def per_node(options: dict[str, Any]) -> tuple[int, int]:
 
 # ------------------------------------------------------------ scheduler.json
 def save_submissions(launch_dir: str, backend: str, groups: int, submissions: list[dict[str, Any]]) -> None:
-    atomic_write(os.path.join(launch_dir, SCHEDULER_FILE),
+    atomic_write(LaunchPaths(launch_dir).scheduler_json,
                  json.dumps({"backend": backend, "tasks_per_node": groups, "submissions": submissions},
                             indent=1))
 
@@ -249,7 +249,7 @@ def save_submissions(launch_dir: str, backend: str, groups: int, submissions: li
 def load_submissions(record: Any) -> tuple[int, list[dict[str, Any]]]:
     """(tasks per node, [{job_id, offset, array}]) of a launch; old records: one array, offset 0."""
     try:
-        with open(os.path.join(record.launch_dir, SCHEDULER_FILE)) as handle:
+        with open(LaunchPaths(record.launch_dir).scheduler_json) as handle:
             meta = json.load(handle)
         return int(meta.get("tasks_per_node", 1)), list(meta["submissions"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -391,14 +391,14 @@ class ArrayBackend(Backend):
 
     def submit_commands(self, launch: LaunchInfo) -> list[list[str]]:
         tasks_per_node, _, resources, chunks = self.plan(launch)
-        script = launch.wrapper if tasks_per_node == 1 else os.path.join(launch.launch_dir, NODE_SCRIPT)
+        script = launch.wrapper if tasks_per_node == 1 else launch.paths.node_sh
         return [self.submit_command(launch, script, resources, offset, indexes) for offset, indexes in chunks]
 
     # ------------------------------------------------------------ submit
     def submit(self, launch: LaunchInfo) -> list[str]:
         tasks_per_node, at_once, _, chunks = self.plan(launch)
         commands = self.submit_commands(launch)
-        os.makedirs(os.path.join(launch.logs_dir, "scheduler"), exist_ok=True)
+        os.makedirs(launch.paths.scheduler_logs_dir, exist_ok=True)
         if tasks_per_node > 1:
             write_groups(launch.launch_dir, launch.tasklist, tasks_per_node)
             write_node_script(launch, tasks_per_node, at_once, self.index_variable)

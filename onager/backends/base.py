@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onager.errors import OnagerError, UsageError
-from onager.layout import LOGS
+from onager.layout import LOGS, LaunchPaths
 from onager.tasklist import Tasklist
 
 
@@ -37,6 +37,11 @@ class LaunchInfo:
     @property
     def logs_dir(self) -> str:
         return self.launch_dir + "/" + LOGS
+
+    @property
+    def paths(self) -> LaunchPaths:
+        """Every other path of the launch directory (onager.layout)."""
+        return LaunchPaths(self.launch_dir)
 
 
 #: launch options that only some backends honour: option -> (those backends, what the others

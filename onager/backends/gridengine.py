@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -164,7 +163,7 @@ class GridEngineBackend(ArrayBackend):
 
     def submit_command(self, launch: LaunchInfo, script: str, resources: list[str],
                        offset: int, indexes: Tasklist) -> list[str]:
-        logs = os.path.join(launch.logs_dir, "scheduler") + "/"
+        logs = launch.paths.scheduler_logs_dir + "/"
         command = ["qsub", "-terse", "-N", sge_name(launch.jobname), "-wd", launch.workdir, "-b", "n",
                    "-S", "/bin/bash", "-o", logs, "-e", logs, *resources]
         limit = positive(self.options, "max_tasks")

@@ -37,6 +37,7 @@ from onager.backends.pool import (
     write_pool_file,
 )
 from onager.errors import UsageError
+from onager.layout import LaunchPaths
 from onager.state import read_states, start_fields
 from onager.tasklist import Tasklist
 
@@ -93,7 +94,7 @@ class LocalBackend(Backend):
     def submit(self, launch: LaunchInfo) -> list[str]:
         slots = gpu_slots(self.options)
         width = self._width()
-        pool_file = os.path.join(launch.launch_dir, "pool.json")
+        pool_file = launch.paths.pool_json
         if self.options.get("detach"):
             _write_pool_file(pool_file, spawn_detached("onager.backends.local", launch.launch_dir))
             return []
@@ -160,7 +161,7 @@ def _detached_main(launch_dir: str) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        _write_pool_file(os.path.join(launch_dir, "pool.json"), None)
+        _write_pool_file(LaunchPaths(launch_dir).pool_json, None)
     return 1 if failed else 0
 
 

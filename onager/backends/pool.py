@@ -20,10 +20,11 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
+from onager.layout import CANCEL_REQUESTED, LaunchPaths
 from onager.state import mark, read_states
 from onager.wrapper import INDEX_WIDTH
 
-CANCEL_FLAG = "cancel.requested"
+CANCEL_FLAG = CANCEL_REQUESTED  # kept for importers; the path is LaunchPaths.cancel_flag
 NOT_STARTED_MARKS = 100_000  # after Ctrl-C, tasks never started beyond this many stay "lost"
 
 
@@ -38,7 +39,7 @@ def request_cancel(launch_dir: str, task_ids: Sequence[int]) -> None:
     """Mark tasks cancelled, then touch the flag that a running pool's CancelWatch sees."""
     for task_id in task_ids:
         mark(launch_dir, task_id, "cancel")
-    with open(os.path.join(launch_dir, CANCEL_FLAG), "w") as handle:
+    with open(LaunchPaths(launch_dir).cancel_flag, "w") as handle:
         handle.write(str(time.time()))
 
 
@@ -87,13 +88,14 @@ class CancelWatch:
 
     def __init__(self, launch_dir: str, on_change: Callable[[set[int]], None] | None = None):
         self.launch_dir = launch_dir
+        self.flag = LaunchPaths(launch_dir).cancel_flag
         self.on_change = on_change
         self.ids: set[int] = set()
         self._mtime = 0.0
 
     def refresh(self) -> None:
         try:
-            mtime = os.stat(os.path.join(self.launch_dir, CANCEL_FLAG)).st_mtime
+            mtime = os.stat(self.flag).st_mtime
         except FileNotFoundError:
             return
         if mtime != self._mtime:
@@ -121,7 +123,7 @@ def stop_on_signals() -> Iterator[None]:
 
 def spawn_detached(module: str, launch_dir: str) -> int:
     """Start `python -m MODULE LAUNCH_DIR` in a session of its own (a --detach pool); its pid."""
-    with open(os.path.join(launch_dir, "pool.log"), "ab") as log:
+    with open(LaunchPaths(launch_dir).pool_log, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", module, launch_dir],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, close_fds=True,
@@ -131,7 +133,7 @@ def spawn_detached(module: str, launch_dir: str) -> int:
 
 def detached_setup(launch_dir: str) -> dict[str, Any]:
     """In a --detach pool: its launch.json, SIGTERM as an interrupt, SIGHUP ignored."""
-    with open(os.path.join(launch_dir, "launch.json")) as handle:
+    with open(LaunchPaths(launch_dir).launch_json) as handle:
         meta: dict[str, Any] = json.load(handle)
     signal.signal(signal.SIGTERM, raise_interrupt)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -145,7 +147,8 @@ class Pool:
                  slots: list[str] | None = None, progress: bool = False,
                  label: str = ""):
         self.launch_dir = launch_dir
-        self.wrapper = os.path.join(launch_dir, "wrapper.sh")
+        self.paths = LaunchPaths(launch_dir)
+        self.wrapper = self.paths.wrapper
         self.ids = ids
         self.slots = slots
         self.width = max(1, min(max_tasks, len(slots)) if slots else max_tasks)
@@ -177,9 +180,9 @@ class Pool:
         """The task's record, read here once so that the wrapper needs no lookup of its own."""
         if self._records is None:
             try:
-                with open(os.path.join(self.launch_dir, "tasks.idx"), "rb") as handle:
+                with open(self.paths.tasks_idx, "rb") as handle:
                     index = handle.read()
-                with open(os.path.join(self.launch_dir, "tasks.sh"), "rb") as handle:
+                with open(self.paths.tasks_sh, "rb") as handle:
                     self._records = (index, handle.read())
             except OSError:
                 self._records = (b"", b"")
@@ -219,18 +222,17 @@ class Pool:
         proc.returncode = code
         # the wrapper's start name becomes its end name (the wrapper leaves that to us)
         recorded = code if code >= 0 else 128 - code
-        state = os.path.join(self.launch_dir, "state")
         try:
             try:
-                os.rename(os.path.join(state, f"{task_id}.start@{started}"),
-                          os.path.join(state, f"{task_id}.end@{time.time():.6f}@{recorded}@{started}"))
+                os.rename(self.paths.state(f"{task_id}.start@{started}"),
+                          self.paths.state(f"{task_id}.end@{time.time():.6f}@{recorded}@{started}"))
             except FileNotFoundError:  # it never started (e.g. not in the launch): still record the end
                 mark(self.launch_dir, task_id, "end", recorded)
         except OSError as exc:
             # a full disk must not stop the pool: the other tasks still run and are counted,
             # and the launch reports this error after its summary
             if exc.filename is None:
-                exc.filename = state
+                exc.filename = self.paths.state_dir
             self.write_errors.append(exc)
         if task_id in self.cancels.ids or task_id in self.cancels:
             self.cancelled += 1
@@ -325,7 +327,7 @@ def query_pools(records) -> dict[str, dict[int, str] | None]:
     out: dict[str, dict[int, str] | None] = {}
     host = socket.gethostname()
     for r in records:
-        info = read_pool_file(os.path.join(r.launch_dir, "pool.json"))
+        info = read_pool_file(LaunchPaths(r.launch_dir).pool_json)
         if info is None or info.get("pid") is None:
             out[r.key] = {}
         elif info.get("host") != host:

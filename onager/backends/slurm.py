@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -142,7 +141,7 @@ class SlurmBackend(ArrayBackend):
 
     def submit_command(self, launch: LaunchInfo, script: str, resources: list[str],
                        offset: int, indexes: Tasklist) -> list[str]:
-        scheduler_logs = os.path.join(launch.logs_dir, "scheduler").replace("%", "%%")
+        scheduler_logs = launch.paths.scheduler_logs_dir.replace("%", "%%")
         limit = positive(self.options, "max_tasks")
         spec = indexes.slurm() + (f"%{limit}" if limit else "")
         return ["sbatch", "--parsable", "-J", launch.jobname, f"--chdir={launch.workdir}",

@@ -82,6 +82,7 @@ from onager.backends.ssh.transport import (
     ssh_master_run,
 )
 from onager.errors import OnagerError, UsageError
+from onager.layout import LaunchPaths, project_root
 from onager.state import read_states, start_fields
 from onager.tasklist import Tasklist
 
@@ -167,7 +168,7 @@ class SshBackend(Backend):
         if self.probed is None:
             self.preflight(launch)
         self._sweep(launch)
-        pool_file = os.path.join(launch.launch_dir, "pool.json")
+        pool_file = launch.paths.pool_json
         if _truthy(self.options.get("detach")):
             for info in self.probed or []:
                 if not info.reachable:
@@ -196,7 +197,7 @@ class SshBackend(Backend):
 
     def _sweep(self, launch: LaunchInfo) -> None:
         """The next contact with a host removes the dirs that finished launches left there."""
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(launch.launch_dir))))
+        root = project_root(launch.launch_dir)
         answering = [i.target for i in self.probed or [] if i.reachable]
         removed = sweep_stale(root, answering, skip=[launch.launch_dir])
         if removed:
@@ -261,7 +262,7 @@ def _detached_main(launch_dir: str) -> int:
         print(f"onager: error: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
-        write_pool_file(os.path.join(launch_dir, "pool.json"), None)
+        write_pool_file(LaunchPaths(launch_dir).pool_json, None)
     return 1 if failed else 0
 
 

@@ -29,6 +29,7 @@ from onager.backends.ssh.transport import (
 )
 from onager.errors import OnagerError
 from onager.fsutil import atomic_write
+from onager.layout import LaunchPaths
 from onager.state import mark
 from onager.tasklist import Tasklist
 
@@ -39,6 +40,7 @@ class Dispatcher:
     def __init__(self, launch_dir: str, jobname: str, launch_id: str, ids: Sequence[int],
                  options: dict[str, Any], progress: bool = False, log: Callable[[str], None] | None = None):
         self.launch_dir = launch_dir
+        self.paths = LaunchPaths(launch_dir)
         self.jobname = jobname
         self.launch_id = launch_id
         self.options = options
@@ -151,8 +153,8 @@ class Dispatcher:
         argv = ssh_base(self.options, slot // SESSIONS_PER_MASTER) + \
             [host.name, task_command(host.remote, task_id, nonce, host.slots[slot])]
         # the task's log files live as long as its run: _finish closes them
-        out = open(os.path.join(self.launch_dir, "logs", f"{task_id}.out"), "ab", buffering=0)  # noqa: SIM115
-        err = open(os.path.join(self.launch_dir, "logs", f"{task_id}.err"), "ab", buffering=0)  # noqa: SIM115
+        out = open(self.paths.log(task_id, "out"), "ab", buffering=0)  # noqa: SIM115
+        err = open(self.paths.log(task_id, "err"), "ab", buffering=0)  # noqa: SIM115
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True, close_fds=True)
         assert proc.stdout is not None and proc.stderr is not None  # PIPE
@@ -174,7 +176,7 @@ class Dispatcher:
             run.pgid = int(value)
             run.host.start_failures = 0
             name = f"{run.task_id}.start@{time.time():.6f}"
-            atomic_write(os.path.join(self.launch_dir, "state", name), f"{run.host.name} {run.pgid} ssh\n")
+            atomic_write(self.paths.state(name), f"{run.host.name} {run.pgid} ssh\n")
             if run.task_id in self.cancels.ids or run.task_id in self.cancels:
                 self._kill_cancelled()
         elif word == "end" and value.lstrip("-").isdigit() and run.rc is None:

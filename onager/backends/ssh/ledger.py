@@ -25,11 +25,12 @@ from onager.backends.ssh.hosts import _HOST_RE, HostSpec
 from onager.backends.ssh.transport import CONNECT_TIMEOUT, ssh_base
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_write
+from onager.layout import REMOTE_DIRS, RESULTS, LaunchPaths, launch_of_remote_dirs
 
 #: in the LOCAL launch dir: one file per host whose remote launch dir may exist, written before
 #: anything is sent and removed once that dir is gone; what is left after the dispatcher ended
 #: (an interrupt during cleanup, a lost host, kill -9) is removed at the next contact
-REMOTE_LEDGER = "remote-dirs"
+REMOTE_LEDGER = REMOTE_DIRS  # kept for importers; the paths are LaunchPaths.remote_dirs*
 
 def check_fetch(globs: Any) -> list[str]:
     """--fetch GLOB values: relative, no `..`, printable (they reach a remote bash as data)."""
@@ -61,7 +62,7 @@ if [ "$#" -gt 0 ] && [ -n "$W" ] && cd "$W" 2>/dev/null; then
   cd "$R" || exit 1
 fi
 set --
-[ -d results ] && set -- results
+[ -d """ + RESULTS + " ] && set -- " + RESULTS + r"""
 [ -n "$(ls -A .fetch)" ] && set -- "$@" .fetch
 [ "$#" -eq 0 ] || exec tar -cf - "$@"
 """
@@ -83,7 +84,7 @@ def fetch_home(options: dict[str, Any], ledger: str, host: str, remote: str,
                timeout: float = 600) -> str | None:
     """Copy a host's `results/` (log_result records, appended to the local ones) and its --fetch
     files (into `fetched/<host>/`) into the local launch dir; returns None or an error."""
-    launch_dir = os.path.dirname(os.path.dirname(ledger))
+    launch_dir = launch_of_remote_dirs(ledger)
     globs = check_fetch(options.get("fetch"))
     command = fetch_command(remote, _ledger_workdir(ledger), globs)
     try:
@@ -105,6 +106,7 @@ def fetch_home(options: dict[str, Any], ledger: str, host: str, remote: str,
 
 def _unpack_home(stream: IO[bytes], launch_dir: str, host_key: str) -> str | None:
     """Read the fetch tar: only plain files under results/ and .fetch/, no absolute or `..` name."""
+    paths = LaunchPaths(launch_dir)
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
@@ -113,12 +115,12 @@ def _unpack_home(stream: IO[bytes], launch_dir: str, host_key: str) -> str | Non
                     continue
                 handle = tar.extractfile(member)
                 data = handle.read() if handle is not None else b""
-                if parts[0] == "results" and len(parts) == 2 and re.fullmatch(r"\d+\.jsonl", parts[1]):
-                    os.makedirs(os.path.join(launch_dir, "results"), exist_ok=True)
-                    with open(os.path.join(launch_dir, "results", parts[1]), "ab") as out:
+                if parts[0] == RESULTS and len(parts) == 2 and re.fullmatch(r"\d+\.jsonl", parts[1]):
+                    os.makedirs(paths.results_dir, exist_ok=True)
+                    with open(os.path.join(paths.results_dir, parts[1]), "ab") as out:
                         out.write(data)
                 elif parts[0] == ".fetch":
-                    atomic_write(os.path.join(launch_dir, "fetched", host_key, *parts[1:]), data)
+                    atomic_write(paths.fetched(host_key, *parts[1:]), data)
     except tarfile.ReadError as exc:
         if "empty file" in str(exc):
             return None  # nothing to bring home
@@ -156,13 +158,13 @@ def record_remote(launch_dir: str, host: str, remote: str, workdir: str | None =
     """Note, before anything is sent, that `host` may get this launch's dir at `remote` (and where
     its tasks run there, for --fetch)."""
     key = HostSpec(host).key
-    atomic_write(os.path.join(launch_dir, REMOTE_LEDGER, key + ".json"),
+    atomic_write(LaunchPaths(launch_dir).remote_dirs(key),
                  json.dumps({"host": host, "remote": remote, "workdir": workdir}) + "\n")
 
 
 def remote_entries(launch_dir: str) -> list[tuple[str, str, str]]:
     """(ledger file, host, remote dir) of every remote dir this launch may have left."""
-    folder = os.path.join(launch_dir, REMOTE_LEDGER)
+    folder = LaunchPaths(launch_dir).remote_dirs_dir
     try:
         names = sorted(os.listdir(folder))
     except OSError:
@@ -217,7 +219,7 @@ def dispatcher_alive(launch_dir: str) -> bool:
     """Whether the dispatcher of a launch may still run (and so still use its remote dirs).
     A dispatcher on another machine cannot be checked from here: it counts as alive."""
     import socket
-    info = read_pool_file(os.path.join(launch_dir, "pool.json"))
+    info = read_pool_file(LaunchPaths(launch_dir).pool_json)
     if info is None or info.get("pid") is None:
         return False
     if info.get("host") != socket.gethostname():

@@ -20,11 +20,12 @@ from typing import IO, Any
 
 from onager.backends.ssh.transport import _ssh_error, ssh_base
 from onager.errors import OnagerError, UsageError
+from onager.layout import CODE, LOGS, STATE, TASKS_IDX, TASKS_SH, WRAPPER, LaunchPaths
 
 DEFAULT_REMOTE_DIR = "~/.onager-remote"
 RUNNER = "onager-run.sh"
 #: the wrapper line that sends a task's output to the log files; the host copy drops it
-WRAPPER_LOG_LINE = 'exec >>"$D/logs/$id.out" 2>>"$D/logs/$id.err"'
+WRAPPER_LOG_LINE = f'exec >>"$D/{LOGS}/$id.out" 2>>"$D/{LOGS}/$id.err"'
 RUNNER_TEXT = r"""#!/bin/bash
 # onager ssh runner: run task $1 of this launch with its output on this ssh channel.
 # usage: onager-run.sh ID NONCE [CUDA_VISIBLE_DEVICES]
@@ -41,7 +42,7 @@ if [ -n "${3:-}" ]; then export CUDA_VISIBLE_DEVICES=$3; fi
 ( cat >/dev/null 2>&1; kill -TERM -- -$$ ) <&0 >/dev/null 2>&1 &
 trap 'stopped=1' TERM INT HUP
 printf '%s start %s\n' "$nonce" "$$"
-bash "$D/wrapper.sh" "$id" </dev/null
+bash "$D/""" + WRAPPER + r"""" "$id" </dev/null
 rc=$?
 printf '%s end %s\n' "$nonce" "$rc"
 """
@@ -71,7 +72,7 @@ def remote_workdir(launch_dir: str, remote: str) -> str | None:
     """Where the launch's tasks run on a host: a snapshot inside the launch dir moves with it
     (a path relative to the remote dir); any other workdir is the same absolute path there."""
     try:
-        with open(os.path.join(launch_dir, "launch.json"), encoding="utf-8") as handle:
+        with open(LaunchPaths(launch_dir).launch_json, encoding="utf-8") as handle:
             workdir = json.load(handle).get("workdir")
     except (OSError, ValueError, AttributeError):
         return None
@@ -83,7 +84,7 @@ def remote_workdir(launch_dir: str, remote: str) -> str | None:
 
 def host_wrapper(launch_dir: str) -> bytes:
     """wrapper.sh as it runs on a host: its output stays on the ssh channel."""
-    with open(os.path.join(launch_dir, "wrapper.sh"), "rb") as handle:
+    with open(LaunchPaths(launch_dir).wrapper, "rb") as handle:
         text = handle.read().decode("utf-8")
     if WRAPPER_LOG_LINE not in text:
         raise OnagerError(f"{launch_dir}/wrapper.sh has no log redirection line to replace; "
@@ -102,7 +103,7 @@ def task_command(remote: str, task_id: int, nonce: str, gpus: str | None) -> str
 
 def setup_command(remote: str) -> str:
     q = shlex.quote(remote)
-    return (f"umask 077 && mkdir -p {q} && cd {q} && tar -xf - && mkdir -p state logs && "
+    return (f"umask 077 && mkdir -p {q} && cd {q} && tar -xf - && mkdir -p {STATE} {LOGS} && "
             f"command -v bash >/dev/null && echo onager-ready")
 
 
@@ -125,15 +126,15 @@ def setup_host(options: dict[str, Any], host: str, launch_dir: str, remote: str)
     try:
         with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             now = time.time()
-            for name, data in (("wrapper.sh", wrapper), (RUNNER, RUNNER_TEXT.encode())):
+            for name, data in ((WRAPPER, wrapper), (RUNNER, RUNNER_TEXT.encode())):
                 member = tarfile.TarInfo(name)
                 member.size, member.mode, member.mtime = len(data), 0o700, now
                 tar.addfile(member, io.BytesIO(data))
-            for name in ("tasks.sh", "tasks.idx"):
-                tar.add(os.path.join(launch_dir, name), arcname=name)
-            code_dir = os.path.join(launch_dir, "code")
-            if os.path.isdir(code_dir):  # a --snapshot: the frozen code goes once per host
-                tar.add(code_dir, arcname="code")
+            paths = LaunchPaths(launch_dir)
+            for name, path in ((TASKS_SH, paths.tasks_sh), (TASKS_IDX, paths.tasks_idx)):
+                tar.add(path, arcname=name)
+            if os.path.isdir(paths.code_dir):  # a --snapshot: the frozen code goes once per host
+                tar.add(paths.code_dir, arcname=CODE)
         proc.stdin.close()
     except (BrokenPipeError, OSError):
         pass
