@@ -109,7 +109,7 @@ class Backend:
     name = ""
     #: local-style backends run the tasks from this process unless detached
     runs_in_foreground = False
-    #: config keys this backend reads besides its launch options (e.g. gridengine's `pe`)
+    #: config keys this backend reads besides its typed OPTIONS (those are config keys already)
     config_keys: Sequence[str] = ()
     #: environment variables holding a task's array index and the job id on a compute node,
     #: written into wrapper.sh; empty for pools, which pass the task id as the argument
@@ -121,7 +121,9 @@ class Backend:
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Register this backend's own launch options (shared ones live in the CLI)."""
+        """Register this backend's own launch options (shared ones live in the CLI): its typed
+        OPTIONS; a backend that declares none may override this to add argparse options."""
+        add_options(parser, getattr(cls, "OPTIONS", ()))
 
     def check_options(self) -> None:
         """Refuse bad backend options with one line, before a launch writes anything or

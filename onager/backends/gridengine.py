@@ -12,7 +12,6 @@ it, and `--tasklist failed` relaunches it.
 """
 from __future__ import annotations
 
-import argparse
 import getpass
 import re
 import xml.etree.ElementTree as ET
@@ -28,7 +27,7 @@ from onager.backends.array import (
     megabytes_text,
     positive,
 )
-from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, Option, add_options, cluster_setting
+from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, Option, cluster_setting
 from onager.errors import OnagerError, UsageError
 from onager.tasklist import Tasklist
 
@@ -83,11 +82,6 @@ class GridEngineBackend(ArrayBackend):
                                                     "e.g. gpu; default gpus, as 0.1.3"),
         Option("queue", help="gridengine: queue (qsub -q)"),
     )
-    config_keys = tuple(o.name for o in OPTIONS)
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        add_options(parser, cls.OPTIONS)
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)

@@ -8,7 +8,6 @@ kills the whole tree of a task and nothing is left behind. The pool engine itsel
 """
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -16,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from onager.backends.base import Backend, LaunchInfo, Option, add_options
+from onager.backends.base import Backend, LaunchInfo, Option
 from onager.backends.gpus import detect_gpus, gpu_slots, parse_gpus
 from onager.backends.pool import (
     CANCEL_FLAG,
@@ -58,10 +57,6 @@ class LocalBackend(Backend):
                help="local/ssh: give each task K GPUs of --gpus (or of the detected ones) "
                     "in its own CUDA_VISIBLE_DEVICES; slurm/gridengine: K GPUs per task"),
     )
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        add_options(parser, cls.OPTIONS)
 
     def __init__(self, options=None):
         super().__init__(options)

@@ -12,7 +12,6 @@ What was submitted (job id, offset, indexes) is kept in `<launch>/scheduler.json
 """
 from __future__ import annotations
 
-import argparse
 import getpass
 import re
 from collections.abc import Iterable, Sequence
@@ -27,7 +26,7 @@ from onager.backends.array import (
     megabytes_text,
     positive,
 )
-from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, Option, add_options, cluster_setting
+from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, Option, cluster_setting
 from onager.errors import OnagerError, UsageError
 from onager.tasklist import Tasklist
 
@@ -64,11 +63,6 @@ class SlurmBackend(ArrayBackend):
         Option("max_array_size", "int", default="read from scontrol show config",
                help="slurm: MaxArraySize to assume (default: read from scontrol show config)"),
     )
-    config_keys: Sequence[str] = ()  # every setting is a launch option, so config defaults apply
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        add_options(parser, cls.OPTIONS)
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)

@@ -28,13 +28,12 @@ LAUNCH_DIR` runs a `--detach` dispatcher.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 
-from onager.backends.base import Backend, LaunchInfo, Option, add_options
+from onager.backends.base import Backend, LaunchInfo, Option
 from onager.backends.pool import (
     detached_setup,
     query_pools,
@@ -113,11 +112,6 @@ class SshBackend(Backend):
         Option("ssh_no_host_key_check", "flag", help="ssh: UNSAFE, accept any host key (open to "
                                                      "man-in-the-middle); for throw-away test machines only"),
     )
-    config_keys = tuple(o.name for o in OPTIONS)
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        add_options(parser, cls.OPTIONS)
 
     def __init__(self, options=None):
         super().__init__(options)
