@@ -46,6 +46,17 @@ def start_sshd(port: int, directory: str) -> str:
     return directory
 
 
+@contextlib.contextmanager
+def throwaway_sshd(port: int, directory: str):
+    """An sshd of its own that a test may kill and start again; stopped afterwards in any case."""
+    start_sshd(port, directory)
+    try:
+        yield directory
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            kill_sshd(directory)
+
+
 def _children() -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):

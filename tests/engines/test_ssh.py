@@ -4,7 +4,6 @@ Skips when /tmp/onager-engines.env (or the environment) lacks ONAGER_TEST_SSHD_A
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -27,7 +26,7 @@ from ssh_fixtures import (
     pids_matching,
     run_onager,
     start_files,
-    start_sshd,
+    throwaway_sshd,
     wait_for,
     write_config,
 )
@@ -225,10 +224,8 @@ def test_hosts_table(project, cfg):
 @pytest.fixture
 def kill_host():
     """A THIRD, throw-away sshd (port 2224) that a test may kill; stopped afterwards in any case."""
-    start_sshd(KILL_PORT, KILL_DIR)
-    yield KILL_DIR
-    with contextlib.suppress(OSError, ValueError):
-        kill_sshd(KILL_DIR)
+    with throwaway_sshd(KILL_PORT, KILL_DIR) as directory:
+        yield directory
 
 
 def test_host_lost_mid_run_reruns_its_tasks_elsewhere(project, kill_host):

@@ -7,7 +7,6 @@ the "remote" side can be checked on this machine (the test sshd's run on 127.0.0
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from ssh_fixtures import (
     run_onager,
     start_files,
     start_sshd,
+    throwaway_sshd,
     wait_for,
     write_config,
 )
@@ -89,10 +89,8 @@ def test_interrupted_dispatcher_removes_its_remote_dirs(project, remote_base, si
 @pytest.fixture
 def kill_host():
     """A throw-away sshd that the test kills and starts again (a host lost, then back)."""
-    start_sshd(KILL_PORT, KILL_DIR)
-    yield KILL_DIR
-    with contextlib.suppress(OSError, ValueError):
-        kill_sshd(KILL_DIR)
+    with throwaway_sshd(KILL_PORT, KILL_DIR) as directory:
+        yield directory
 
 
 def test_dir_left_on_a_lost_host_is_removed_when_it_is_back(project, remote_base, kill_host):
