@@ -27,7 +27,6 @@ BUILTIN: dict[str, str] = {
     "gridengine": "onager.backends.gridengine",
     "ssh": "onager.backends.ssh",
 }
-BACKEND_MODULES = BUILTIN  # the name before entry points
 NAMES: list[str] = list(BUILTIN)  # the built-ins; names() adds those of other packages
 
 #: the documented contract, re-exported lazily from base.py (importing it costs `list` time)
