@@ -95,6 +95,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--show", nargs="+", default=None, metavar="COL",
                        help="add optional columns: commit (the git commit each launch ran)")
         p.add_argument("--summary", action="store_true", help="one row per launch with counts per status")
+        p.add_argument("--all-attempts", action="store_true",
+                       help="one row per attempt of each task (retries, requeues), not just the latest")
         fmt = p.add_mutually_exclusive_group()
         fmt.add_argument("--json", action="store_true", help="print JSON")
         fmt.add_argument("--csv", action="store_true", help="print CSV")

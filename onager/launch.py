@@ -374,8 +374,11 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         tasks = Tasklist.from_ids(ids)
         wrapper = LaunchPaths(launch_dir).wrapper
         with open(wrapper, "w", encoding="utf-8") as handle:
+            project = ProjectPaths(os.path.abspath(root))
+            os.makedirs(project.claims(jobname), exist_ok=True)
             handle.write(wrapper_text(launch_dir, jobname, launch_id, workdir, header, footer, venv,
-                                      backend.index_variable, backend.job_id_variable))
+                                      backend.index_variable, backend.job_id_variable,
+                                      claims_dir=project.claims(jobname), task_dirs=project.task_dirs(jobname)))
         os.chmod(wrapper, executable_mode())
         info = LaunchInfo(jobname, launch_id, launch_dir, wrapper, tasks, count, workdir, options, header, footer)
         meta = {"jobname": jobname, "launch_id": launch_id, "backend": backend_name,

@@ -12,6 +12,10 @@ a launch's frozen files (`launch.json`, `tasks.jsonl`) for every module that nee
   config                          project settings (config.py)
   scripts/<job>/jobs.json         the jobfile prelaunch writes (+ .jobs.lock)
   launch-ids/<job>/               last (id counter), lock, building (build lock)
+  claims/<job>/<id>               a task's claim: held by the attempt running it, free between
+                                  attempts (it counts them); across all launches of the job
+  tasks/<job>/<id>/               ONAGER_TASK_DIR: a task's own directory (checkpoints), kept
+                                  across attempts and relaunches
   launches/<job>/<id>/            one launch, immutable once launch.json is in it
     tasks.sh  tasks.idx           task records and their fixed-width offsets
     tasks.jsonl                   [id, command, tag, params] per task
@@ -52,6 +56,7 @@ CODE = "code"  # a --snapshot's frozen code (provenance.py)
 SCHEDULER_LOGS = "scheduler"  # under logs/: a scheduler's own output
 NODE_SH, GROUPS_TXT = "node.sh", "groups.txt"  # array backends, --tasks-per-node
 CANCEL_REQUESTED = "cancel.requested"  # the flag a pool's CancelWatch stats
+CLAIMS, TASK_DIRS = "claims", "tasks"  # job level under .onager/ (per launch on ssh hosts)
 REMOTE_DIRS, FETCHED = "remote-dirs", "fetched"  # ssh: remote dirs made, outputs fetched home
 
 
@@ -138,6 +143,16 @@ class LaunchPaths:
     def state_dir(self) -> str:
         return os.path.join(self.dir, STATE)
 
+    @property
+    def claims_dir(self) -> str:
+        """`claims/`: task claims of a launch run where the project's `.onager/` is not (ssh hosts)."""
+        return os.path.join(self.dir, CLAIMS)
+
+    @property
+    def task_dirs_dir(self) -> str:
+        """`tasks/`: the task directories of a launch run where the project's `.onager/` is not."""
+        return os.path.join(self.dir, TASK_DIRS)
+
     def state(self, name: str) -> str:
         """A state file by its full name (`3.start@1700000000`, `3.cancel`)."""
         return os.path.join(self.dir, STATE, name)
@@ -197,6 +212,14 @@ class ProjectPaths:
 
     def launch(self, jobname: str, launch_id: str) -> LaunchPaths:
         return LaunchPaths(os.path.abspath(os.path.join(self.launches(jobname), launch_id)))
+
+    def claims(self, jobname: str) -> str:
+        """`.onager/claims/<job>/`: one claim per task, shared by every launch of the job."""
+        return os.path.join(self.root, ONAGER_DIR, CLAIMS, jobname)
+
+    def task_dirs(self, jobname: str) -> str:
+        """`.onager/tasks/<job>/`: the parent of each task's ONAGER_TASK_DIR."""
+        return os.path.join(self.root, ONAGER_DIR, TASK_DIRS, jobname)
 
 
 def project_root(launch_dir: str) -> str:

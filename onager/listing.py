@@ -17,7 +17,7 @@ from onager.state import RERUN_FAILED, STATUSES, describe_exit, read_states
 from onager.status import Progress, TaskRow, query_all, select_records, task_rows, wait_for
 from onager.tasklist import Tasklist
 
-COLUMNS = ["job_id", "launch", "task_id", "jobname", "status", "exit", "elapsed", "tag", "command"]
+COLUMNS = ["job_id", "launch", "task_id", "jobname", "status", "reason", "exit", "attempt", "elapsed", "tag", "command"]
 # shown only when asked for with --show
 OPTIONAL_COLUMNS = ["commit"]
 
@@ -103,7 +103,7 @@ def _rows(args: argparse.Namespace, index: JobIndex, damaged: list[str] | None =
         if damaged is not None:
             damaged.append(record.key)
 
-    return task_rows(records, wanted, statuses, skipped)
+    return task_rows(records, wanted, statuses, skipped, all_attempts=getattr(args, "all_attempts", False))
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -135,7 +135,8 @@ def run_list(args: argparse.Namespace) -> int:
     commits = _commits(index) if args.json or "commit" in show else {}
     if args.json:
         out = [{"job_id": r.job_ids, "launch": r.launch_id, "task_id": r.task_id, "jobname": r.jobname,
-                "backend": r.backend, "status": r.status, "exit": r.exit_code, "start": r.start,
+                "backend": r.backend, "status": r.status, "reason": r.reason, "attempt": r.attempt,
+                "exit": r.exit_code, "start": r.start,
                 "end": r.end, "elapsed": r.elapsed, "tag": r.tag, "command": r.command,
                 "params": r.params, "commit": commits.get(f"{r.jobname}/{r.launch_id}", "")} for r in rows]
         json.dump(out, sys.stdout, indent=1)
@@ -182,6 +183,8 @@ def _columns(rows: list[TaskRow], names: list[str], commits: dict[str, str]) -> 
         "jobname": lambda: [r.jobname for r in rows],
         "status": lambda: [r.status for r in rows],
         "exit": lambda: [exit_text(r.exit_code) for r in rows],
+        "reason": lambda: [r.reason for r in rows],
+        "attempt": lambda: [str(r.attempt) if r.attempt else "" for r in rows],
         "elapsed": lambda: [elapsed_text(r.elapsed) for r in rows],
         "tag": lambda: [r.tag for r in rows],
         "command": lambda: [r.command for r in rows],
@@ -316,6 +319,11 @@ def run_wait(args: argparse.Namespace) -> int:
     if timed_out:
         print(f"onager: still {look.active} task(s) unfinished after {args.timeout:g} s", file=sys.stderr)
         return 124
+    if look.stuck:
+        print(f"onager: the {look.active} unfinished task(s) wait for {', '.join(look.reasons)}, which will not "
+              "clear by itself: fix the request (onager list shows the reason) or cancel them with onager cancel",
+              file=sys.stderr)
+        return 3
     if look.unsuccessful:
         names = ", ".join(r.jobname for r in records)
         which = "failed" if set(look.counts) <= RERUN_FAILED | {"done"} else "unfinished"

@@ -1,10 +1,17 @@
 """Per-task state: what the wrapper recorded, merged with what the scheduler says.
 
-The wrapper writes facts as names in `<launch>/state/`: `<id>.start@<epoch>` (content:
-host pid jobid) while it runs, renamed at the end to `<id>.end@<epoch>@<exit code>@<start>`
-(others may write `<id>.end@<epoch>@<exit code>` beside a start name);
-`onager cancel` adds `<id>.cancel@<epoch>`, a dispatcher that lost a host adds
-`<id>.lost@<epoch>@<reason>`. One directory scan reads a whole launch.
+Every run of a task is a numbered attempt. The wrapper writes facts as NAMES in
+`<launch>/state/` (creating a name is atomic on every filesystem, NFS included, and one
+directory listing reads a whole launch):
+
+- `<id>.start@<t0>@<attempt>` when an attempt starts (content: host pid jobid pstart);
+- `<id>.end@<t>@<code>@<t0>@<attempt>@<state>@<reason>` when it ends, how it ended
+  (`state` is one of END_STATES; the older forms `<id>.end@<t>@<code>@<t0>` and
+  `<id>.end@<t>@<code>` still read);
+- `<id>.cancel@<t>[@why]` and `<id>.cancel` (onager cancel, Ctrl-C), `<id>.lost@<t>@<why>`
+  (a pool or dispatcher gave up on an attempt), `<id>.acct@<t>@<attempt>@<state>@<why>` (the
+  scheduler's accounting, cached: it refines an attempt the wrapper could not finish), and
+  `<id>.dup@<t>@<holder>@<why>` (a duplicate that did not run: not an attempt).
 """
 from __future__ import annotations
 
@@ -13,29 +20,74 @@ import re
 import signal
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from onager.errors import OnagerError
 from onager.layout import LaunchPaths
 
 PENDING, RUNNING, DONE, FAILED, CANCELLED, LOST, ERROR, UNKNOWN = (
     "pending", "running", "done", "failed", "cancelled", "lost", "error", "unknown")
-STATUSES = (PENDING, RUNNING, DONE, FAILED, CANCELLED, LOST, ERROR, UNKNOWN)
+KILLED, TIMEOUT, OOM, PREEMPTED = "killed", "timeout", "oom", "preempted"
+#: how an attempt can end (the wrapper's word, or the scheduler's accounting)
+END_STATES = (DONE, FAILED, KILLED, TIMEOUT, OOM, PREEMPTED, CANCELLED, LOST)
+STATUSES = (PENDING, RUNNING, DONE, FAILED, KILLED, TIMEOUT, OOM, PREEMPTED, CANCELLED, LOST, ERROR, UNKNOWN)
 # what `--tasklist failed` and `--tasklist unfinished` select
-RERUN_FAILED = {FAILED, LOST, ERROR}
-RERUN_UNFINISHED = {FAILED, LOST, ERROR, CANCELLED, UNKNOWN}
+RERUN_FAILED = {FAILED, KILLED, TIMEOUT, OOM, PREEMPTED, LOST, ERROR}
+RERUN_UNFINISHED = RERUN_FAILED | {CANCELLED, UNKNOWN}
+#: what `--retries` retries unless --retry-on says otherwise
+RETRY_ON_DEFAULT = frozenset({FAILED, KILLED, TIMEOUT, OOM, PREEMPTED, LOST})
+#: a pool's answer for every task it has not finished (`pending (pool)`): unlike a
+#: scheduler's, it does not mean that an ended attempt was requeued
+POOL_REASON = "pool"
+POOL_ANSWER = f"{PENDING} ({POOL_REASON})"
+_REASON = re.compile(r"[A-Za-z0-9_.:+,=-]*", re.ASCII)
+
+
+@dataclass
+class Attempt:
+    """One run of a task, as its state names tell it."""
+
+    number: int
+    start: float | None = None
+    end: float | None = None
+    exit_code: int | None = None
+    state: str | None = None  # one of END_STATES once it ended
+    reason: str = ""
+    start_name: str = ""  # its start name in state/ (what the wrapper wrote: host pid jobid pstart)
 
 
 @dataclass
 class TaskState:
-    """What the files say about one task (the latest attempt)."""
+    """What the files say about one task: its latest attempt, and marks on the task."""
 
     start: float | None = None
     end: float | None = None
     exit_code: int | None = None
     cancelled: float | None = None
     lost: str | None = None
-    attempts: int = 0
+    attempts: int = 0          # how many attempts this launch's files show
+    attempt: int = 0           # the latest attempt's number (0: none started)
+    state: str | None = None   # how the latest attempt ended (None: it did not, or unknown)
+    reason: str = ""
+    duplicates: int = 0        # duplicate runs refused by the claim
+    start_name: str = ""       # the latest attempt's start name, if it wrote one
+    history: list[Attempt] = field(default_factory=list)
+
+
+def ended_state(code: int | None) -> str:
+    """The end state an exit code alone tells (older end names carry no state)."""
+    if code == 0:
+        return DONE
+    if code is not None and 128 < code < 160:
+        return KILLED
+    return FAILED
+
+
+def reason_token(text: str) -> str:
+    """`text` as a reason field of a state name: no `@`, no spaces, no path separators."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.:+,=-]+", "-", text).strip("-")
+    return cleaned[:80]
 
 
 def mark(launch_dir: str, task_id: int, kind: str, *fields: object) -> None:
@@ -50,15 +102,45 @@ def mark(launch_dir: str, task_id: int, kind: str, *fields: object) -> None:
             pass
 
 
-_NAME = re.compile(r"^(\d+)\.(start|end|cancel|lost)@(\d+(?:\.\d*)?)(?:@([^@\n]*))?(?:@(\d+(?:\.\d*)?))?$",
-                   re.M | re.ASCII)
+def record_end(launch_dir: str, task_id: int, code: int, started: float | str | None, attempt: int | str,
+               state: str, reason: str = "") -> None:
+    """An end name written by a pool or dispatcher for an attempt whose wrapper could not (killed)."""
+    fields: list[object] = [code]
+    if started is not None:
+        fields += [started, attempt, state, reason_token(reason)]
+    mark(launch_dir, task_id, "end", *fields)
 
 
-def read_states(launch_dir: str) -> dict[int, TaskState]:
+def record_accounting(launch_dir: str, task_id: int, attempt: int, state: str, reason: str = "",
+                      when: float | None = None) -> None:
+    """Cache the scheduler's accounting answer for one attempt (so it is asked once)."""
+    if state not in END_STATES:
+        raise ValueError(f"not an end state: {state!r}")
+    name = f"{task_id}.acct@{(when or time.time()):.6f}@{int(attempt)}@{state}@{reason_token(reason)}"
+    with open(LaunchPaths(launch_dir).state(name), "w"):
+        pass
+
+
+_NAME = re.compile(r"^(\d+)\.(start|end|cancel|lost|acct|dup)@(\d+(?:\.\d*)?)((?:@[^@\n]*)*)$", re.M | re.ASCII)
+
+
+def _is_int(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def read_states(launch_dir: str, history: bool = False) -> dict[int, TaskState]:
     """Every task's recorded facts, from one listing of `state/` (names only, no file reads).
 
     One regular expression over all names at once keeps a 100k-task launch fast; a
-    corrupted or foreign name simply does not match, and is never fatal.
+    corrupted or foreign name simply does not match, and is never fatal. With `history`,
+    each TaskState also lists every attempt (`onager list --all-attempts`).
     """
     try:
         names = os.listdir(LaunchPaths(launch_dir).state_dir)
@@ -67,70 +149,128 @@ def read_states(launch_dir: str) -> dict[int, TaskState]:
     except OSError as exc:  # a file where the directory should be, unreadable, ...
         raise OnagerError(f"cannot read the task states in {LaunchPaths(launch_dir).state_dir} "
                           f"({exc.strerror or exc}): fix or move it away, or launch the job again") from exc
-    states: dict[int, TaskState] = {}
-    get = states.get
     joined = "\n".join(names)
     if joined.count("\n") != len(names) - 1:  # a name holding a newline must not read as two names
         joined = "\n".join(name for name in names if "\n" not in name)
-    for task, kind, when_text, field, started_text in _NAME.findall(joined):
+    # per task: attempts by (number, start time) -> Attempt
+    tries: dict[int, dict[tuple[int, float], Attempt]] = {}
+    loose_ends: dict[int, tuple[float, int]] = {}  # end names without a start time: (when, code)
+    accounting: dict[tuple[int, int], tuple[float, str, str]] = {}
+    unnumbered: dict[int, list[tuple[float, float, int, str, str]]] = {}
+    states: dict[int, TaskState] = {}
+    for task, kind, when_text, rest in _NAME.findall(joined):
         task_id = int(task)
         when = float(when_text)
-        st = get(task_id)
-        if st is None and kind == "end" and started_text and field.isascii() and field.isdigit():
-            # the common case, a finished task whose only name is its end: one constructor call
-            states[task_id] = TaskState(float(started_text), when, int(field), None, None, 1)
+        parts = rest.split("@")[1:] if rest else []
+        if kind == "start":
+            number = int(parts[0]) if parts and _is_int(parts[0]) else 1
+            bucket = tries.setdefault(task_id, {})
+            attempt = bucket.get((number, when))
+            if attempt is None:
+                attempt = bucket[(number, when)] = Attempt(number, when)
+            attempt.start_name = f"{task}.start@{when_text}{rest}"
             continue
+        if kind == "end":
+            if not parts or not _is_int(parts[0].lstrip("-")):
+                continue
+            code = int(parts[0])
+            started = _number(parts[1]) if len(parts) > 1 else None
+            if started is None:
+                previous = loose_ends.get(task_id)
+                if previous is None or when > previous[0]:
+                    loose_ends[task_id] = (when, code)
+                continue
+            state = parts[3] if len(parts) > 3 and parts[3] in END_STATES else ended_state(code)
+            reason = parts[4] if len(parts) > 4 else ""
+            if len(parts) > 2 and parts[2] == "-":  # written by a pool that knows only the start time
+                unnumbered.setdefault(task_id, []).append((started, when, code, state, reason))
+                continue
+            number = int(parts[2]) if len(parts) > 2 and _is_int(parts[2]) else 1
+            bucket = tries.setdefault(task_id, {})
+            attempt = bucket.get((number, started))
+            if attempt is None:
+                attempt = bucket[(number, started)] = Attempt(number, started)
+            if attempt.end is None or when < attempt.end:  # the first end recorded wins (the wrapper's)
+                attempt.end, attempt.exit_code, attempt.state, attempt.reason = when, code, state, reason
+            continue
+        st = states.get(task_id)
         if st is None:
             st = states[task_id] = TaskState()
-        if kind == "end":
-            if st.end is None or when > st.end:
-                try:
-                    st.exit_code = int(field)
-                except ValueError:
-                    continue
-                st.end = when
-            if started_text:  # the wrapper renamed its start name into this one
-                st.attempts += 1
-                started = float(started_text)
-                if st.start is None or started > st.start:
-                    st.start = started
-        elif kind == "start":
-            st.attempts += 1
-            if st.start is None or when > st.start:
-                st.start = when
-        elif kind == "cancel":
+        if kind == "cancel":
             st.cancelled = max(when, st.cancelled or 0)
         elif kind == "lost":
-            st.lost = field or "lost"
+            st.lost = (parts[0] if parts else "") or "lost"
+        elif kind == "acct" and len(parts) >= 2 and _is_int(parts[0]) and parts[1] in END_STATES:
+            accounting[(task_id, int(parts[0]))] = (when, parts[1], parts[2] if len(parts) > 2 else "")
+        elif kind == "dup":
+            st.duplicates += 1
+    for task_id, ends in unnumbered.items():
+        bucket = tries.setdefault(task_id, {})
+        for started, when, code, state, reason in ends:
+            key = next((k for k in bucket if k[1] == started), (1, started))
+            attempt = bucket.get(key) or bucket.setdefault(key, Attempt(key[0], started))
+            if attempt.end is None:
+                attempt.end, attempt.exit_code, attempt.state, attempt.reason = when, code, state, reason
+    for task_id, bucket in tries.items():
+        st = states.get(task_id)
+        if st is None:
+            st = states[task_id] = TaskState()
+        latest = bucket[max(bucket)]
+        st.attempts = len(bucket)
+        st.attempt = latest.number
+        st.start = latest.start
+        if latest.end is None:
+            loose = loose_ends.pop(task_id, None)
+            if loose is not None and latest.start is not None and loose[0] >= latest.start:
+                latest.end, latest.exit_code = loose
+                latest.state = ended_state(loose[1])
+        cached = accounting.get((task_id, latest.number))
+        if cached is not None and (latest.end is None or latest.state == KILLED):
+            latest.end = latest.end if latest.end is not None else cached[0]
+            latest.state, latest.reason = cached[1], cached[2] or latest.reason
+        st.end, st.exit_code, st.state, st.reason = latest.end, latest.exit_code, latest.state, latest.reason
+        st.start_name = latest.start_name
+        if history:
+            st.history = [bucket[key] for key in sorted(bucket)]
+    for task_id, (when, code) in loose_ends.items():  # an end with no start at all (never ran)
+        st = states.get(task_id)
+        if st is None:
+            st = states[task_id] = TaskState()
+        st.end, st.exit_code, st.state = when, code, ended_state(code)
+        if history:
+            st.history = [Attempt(0, None, when, code, st.state)]
     return states
 
 
-def start_fields(launch_dir: str, task_id: int) -> list[str] | None:
-    """What the task's latest attempt wrote when it started (host pid jobid...), or None.
+def read_attempts(launch_dir: str) -> dict[int, list[Attempt]]:
+    """Each task's attempts in this launch, oldest first."""
+    return {task_id: st.history for task_id, st in read_states(launch_dir, history=True).items()}
 
-    That is the content of its start name while it runs, and of the end name the start
-    name was renamed to once it finished.
-    """
+
+def start_fields(launch_dir: str, task_id: int) -> list[str] | None:
+    """What the task's latest attempt wrote when it started (host pid jobid pstart), or None."""
     state_dir = LaunchPaths(launch_dir).state_dir
-    best, when = None, -1.0
     try:
         names = os.listdir(state_dir)
     except OSError:
         return None
+    return start_fields_in(state_dir, names, task_id)
+
+
+def start_fields_in(state_dir: str, names: Iterable[str], task_id: int) -> list[str] | None:
+    """start_fields from a listing already made (cancelling many tasks lists the directory once)."""
+    best, key = None, (-1, -1.0)
+    prefix = f"{task_id}.start@"
     for name in names:
+        if not name.startswith(prefix):
+            continue
         parts = name.split("@")
-        if parts[0] == f"{task_id}.start" and len(parts) == 2:
-            stamp = parts[1]
-        elif parts[0] == f"{task_id}.end" and len(parts) == 4:
-            stamp = parts[3]
-        else:
+        started = _number(parts[1])
+        if started is None:
             continue
-        try:
-            started = float(stamp)
-        except ValueError:
-            continue
-        if started > when:
-            best, when = name, started
+        this = (int(parts[2]) if len(parts) > 2 and _is_int(parts[2]) else 1, started)
+        if this > key:
+            best, key = name, this
     if best is None:
         return None
     try:
@@ -140,28 +280,96 @@ def start_fields(launch_dir: str, task_id: int) -> list[str] | None:
         return None
 
 
-def status_of(st: TaskState | None, scheduler: str | None, queried: bool) -> str:
+def process_alive(pid: int, pstart: str = "-") -> bool:
+    """Whether `pid` runs and is the process that started at `pstart` (field 22 of its
+    /proc stat; `-`: unknown), so that a reused pid is not taken for the task."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return True  # no /proc: the pid is all there is to go by
+    if fields and fields[0] == "Z":
+        return False
+    return pstart in ("-", "") or (len(fields) > 19 and fields[19] == pstart)
+
+
+def still_running_here(launch_dir: str, st: TaskState, host: str) -> bool:
+    """A started attempt whose wrapper still runs on this host (its pool may be gone)."""
+    if not st.start_name:
+        return False
+    try:
+        with open(LaunchPaths(launch_dir).state(st.start_name), encoding="utf-8", errors="replace") as handle:
+            fields = handle.read().split()
+    except OSError:
+        return False
+    if len(fields) < 2 or fields[0] != host or not (fields[1].isascii() and fields[1].isdigit()):
+        return False
+    return process_alive(int(fields[1]), fields[3] if len(fields) > 3 else "-")
+
+
+class Verdict(NamedTuple):
+    """A task's status, why, and whether it waits for something that cannot clear by itself."""
+
+    status: str
+    reason: str = ""
+    blocked: bool = False
+
+
+def parse_answer(answer: str | None) -> tuple[str | None, str]:
+    """A scheduler's word for a task, `word` or `word (reason)`, split."""
+    if not answer:
+        return None, ""
+    word, _, rest = answer.partition(" (")
+    return word, rest[:-1] if rest.endswith(")") else rest
+
+
+def verdict(st: TaskState | None, scheduler: str | None, queried: bool) -> Verdict:
     """One status from the task's files and the scheduler's word.
 
-    `scheduler` is pending/running/error or None (the scheduler does not know the task);
-    `queried` is False when the scheduler could not be asked at all.
+    `scheduler` is the backend's answer (pending/running/blocked/error, an accounting end
+    word, with an optional `(reason)`) or None (it does not know the task); `queried` is
+    False when the scheduler could not be asked at all.
     """
+    word, why = parse_answer(scheduler)
     if st is not None and st.end is not None and (st.start is None or st.end >= st.start):
+        ended = st.state or ended_state(st.exit_code)
         if st.cancelled is not None and st.exit_code != 0:
-            return CANCELLED
-        return DONE if st.exit_code == 0 else FAILED
+            return Verdict(CANCELLED, st.reason if ended == CANCELLED else "")
+        if ended != DONE and word in (PENDING, RUNNING, "blocked") and why != POOL_REASON:
+            # the attempt ended, and the scheduler runs or queues the task again: requeued
+            return Verdict(RUNNING if word == RUNNING else PENDING, "requeued", word == "blocked")
+        if ended == KILLED and word in END_STATES:
+            return Verdict(word, why or st.reason)
+        return Verdict(ended, st.reason)
     if st is not None and st.cancelled is not None:
-        return CANCELLED
-    if scheduler == "error":
-        return ERROR
-    if scheduler in (PENDING, RUNNING):
-        return RUNNING if (scheduler == RUNNING or (st and st.start)) else PENDING
+        return Verdict(CANCELLED)
+    if word == ERROR:
+        return Verdict(ERROR, why)
+    if word in (PENDING, RUNNING, "blocked"):
+        if word == RUNNING or (st is not None and st.start):
+            return Verdict(RUNNING)
+        return Verdict(PENDING, "" if why == POOL_REASON else why, word == "blocked")
+    if word in END_STATES:
+        return Verdict(word, why)
     if not queried:
-        return UNKNOWN
+        return Verdict(UNKNOWN)
     if st is not None and st.lost:
-        return LOST
+        return Verdict(LOST, st.lost)
     # the scheduler no longer knows it, and it never wrote its end: killed or never ran
-    return LOST
+    return Verdict(LOST, "no-end-recorded" if st is not None and st.start else "never-started")
+
+
+def status_of(st: TaskState | None, scheduler: str | None, queried: bool) -> str:
+    """The status alone (see `verdict`)."""
+    return verdict(st, scheduler, queried).status
 
 
 def describe_exit(code: int | None) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable, NamedTuple
@@ -10,7 +11,7 @@ from onager.backends import backend_class
 from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
 from onager.layout import iter_launch_tasks
-from onager.state import read_states, status_of
+from onager.state import LOST, RUNNING, Verdict, read_states, still_running_here, verdict
 
 
 class TaskRow(NamedTuple):
@@ -26,6 +27,9 @@ class TaskRow(NamedTuple):
     tag: str
     command: str
     params: dict[str, Any]
+    attempt: int = 0     # the attempt shown (the latest, unless every attempt is listed); 0: none ran
+    reason: str = ""     # why it ended, or why it waits (a scheduler's pending reason)
+    blocked: bool = False  # it waits for something that cannot clear by itself
 
     @property
     def elapsed(self) -> float | None:
@@ -50,22 +54,35 @@ def query_all(records: Sequence[LaunchRecord]) -> dict[str, dict[int, str] | Non
 
 
 def launch_rows(record: LaunchRecord, scheduler: dict[int, str] | None,
-                wanted: Any | None = None) -> Iterator[TaskRow]:
-    states = read_states(record.launch_dir)
+                wanted: Any | None = None, all_attempts: bool = False) -> Iterator[TaskRow]:
+    """One row per task of a launch (its latest attempt), or per attempt with `all_attempts`."""
+    states = read_states(record.launch_dir, history=all_attempts)
     queried = scheduler is not None
     sched = scheduler if scheduler is not None else {}
     job_ids = ",".join(record.job_ids)
     head = (record.jobname, record.launch_id, job_ids, record.backend)
     get_state, get_sched = states.get, sched.get
+    host: str | None = None
     for task_id, command, tag, params in iter_launch_tasks(record.launch_dir):
         if wanted is not None and task_id not in wanted:
             continue
         st = get_state(task_id)
-        status = status_of(st, get_sched(task_id), queried)
         if st is None:
-            yield TaskRow(*head, task_id, status, None, None, None, tag, command, params)
-        else:
-            yield TaskRow(*head, task_id, status, st.exit_code, st.start, st.end, tag, command, params)
+            v = verdict(None, get_sched(task_id), queried)
+            yield TaskRow(*head, task_id, v.status, None, None, None, tag, command, params, 0, v.reason, v.blocked)
+            continue
+        v = verdict(st, get_sched(task_id), queried)
+        if v.status == LOST and st.start is not None and st.end is None and st.start_name:
+            # its pool is gone, but the attempt may still run here and record its own end
+            host = host or socket.gethostname()
+            if still_running_here(record.launch_dir, st, host):
+                v = Verdict(RUNNING, "pool-gone")
+        if all_attempts and len(st.history) > 1:
+            for attempt in st.history[:-1]:
+                yield TaskRow(*head, task_id, attempt.state or LOST, attempt.exit_code, attempt.start, attempt.end,
+                              tag, command, params, attempt.number, attempt.reason)
+        yield TaskRow(*head, task_id, v.status, st.exit_code, st.start, st.end, tag, command, params,
+                      st.attempt, v.reason, v.blocked)
 
 
 def select_records(index: JobIndex, jobname: str | None = None, jobid: str | None = None,
@@ -104,7 +121,8 @@ def job_task_statuses(jobname: str, root: str = ".") -> dict[int, tuple[str, Lau
 
 def task_rows(records: Sequence[LaunchRecord], wanted: Any | None = None,
               statuses: set[str] | None = None,
-              skipped: Callable[[LaunchRecord, str], None] | None = None) -> list[TaskRow]:
+              skipped: Callable[[LaunchRecord, str], None] | None = None,
+              all_attempts: bool = False) -> list[TaskRow]:
     """The rows of `records` (one scheduler query per backend), as `onager list` shows them.
 
     A launch whose directory is gone or whose files are damaged is left out and reported to
@@ -121,7 +139,7 @@ def task_rows(records: Sequence[LaunchRecord], wanted: Any | None = None,
             continue
         before = len(rows)
         try:
-            for row in launch_rows(record, answers.get(record.key), wanted):
+            for row in launch_rows(record, answers.get(record.key), wanted, all_attempts):
                 if statuses is None or row.status in statuses:
                     rows.append(row)
         except OnagerError as exc:
@@ -144,10 +162,17 @@ class Progress(NamedTuple):
     unsuccessful: list[int]  # ids of finished tasks that did not end `done`
     active: int              # tasks still pending, running or unknown
     elapsed: float           # seconds since the wait began
+    blocked: int = 0         # active tasks waiting for a reason that cannot clear by itself
+    reasons: tuple[str, ...] = ()  # those reasons
 
     @property
     def finished(self) -> bool:
         return self.active == 0
+
+    @property
+    def stuck(self) -> bool:
+        """Every task still active waits for something that cannot clear: waiting is pointless."""
+        return self.active > 0 and self.blocked == self.active
 
 
 def wait_for(records: Sequence[LaunchRecord], timeout: float | None = None, interval: float = 1.0,
@@ -157,15 +182,20 @@ def wait_for(records: Sequence[LaunchRecord], timeout: float | None = None, inte
     while True:
         counts: dict[str, int] = {}
         unsuccessful: list[int] = []
+        blocked = 0
+        reasons: set[str] = set()
         for row in task_rows(records):
             counts[row.status] = counts.get(row.status, 0) + 1
             if row.status not in ACTIVE and row.status != "done":
                 unsuccessful.append(row.task_id)
+            if row.blocked:
+                blocked += 1
+                reasons.add(row.reason)
         active = sum(counts.get(s, 0) for s in ACTIVE)
-        look = Progress(counts, unsuccessful, active, time.time() - start)
+        look = Progress(counts, unsuccessful, active, time.time() - start, blocked, tuple(sorted(reasons)))
         if progress is not None:
             progress(look)
-        if look.finished:
+        if look.finished or look.stuck:
             return look, False
         if timeout is not None and time.time() - start > timeout:
             return look, True

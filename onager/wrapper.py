@@ -31,10 +31,16 @@ def index_record(offset: int, length: int) -> bytes:
     return b"%013d %09d\n" % (offset, length)
 
 
-def task_record(task_id: int, command: str, tag: str, params_env: dict[str, Any]) -> str:
-    """Shell assignments for one task, every value quoted with shlex."""
+def task_record(task_id: int, command: str, tag: str, params_env: dict[str, Any],
+                prior_attempts: int = 0) -> str:
+    """Shell assignments for one task, every value quoted with shlex.
+
+    `prior_attempts`: how many times earlier launches of the job ran the task, the base of
+    its attempt number when no claim file counts them (a project made by an older onager)."""
     lines = [f"ONAGER_TASK_ID={task_id}", f"ONAGER_TAG={shlex.quote(tag)}",
              f"ONAGER_COMMAND={shlex.quote(command)}"]
+    if prior_attempts > 0:
+        lines.append(f"ONAGER_PRIOR_ATTEMPTS={int(prior_attempts)}")
     for name, value in params_env.items():
         lines.append(f"export ONAGER_PARAM_{name}={shlex.quote(value)}")
     return "\n".join(lines) + "\n"
@@ -42,11 +48,16 @@ def task_record(task_id: int, command: str, tag: str, params_env: dict[str, Any]
 
 def wrapper_text(launch_dir: str, jobname: str, launch_id: str, workdir: str,
                  header: str = "", footer: str = "", venv: str | None = None,
-                 index_variable: str = "", job_id_variable: str = "") -> str:
+                 index_variable: str = "", job_id_variable: str = "",
+                 claims_dir: str = "", task_dirs: str = "") -> str:
     """wrapper.sh for one launch. The backend names the environment variables that hold
     a task's array index and the scheduler's job id on a compute node (`index_variable`,
     `job_id_variable`): the wrapper knows no scheduler. The task id is that index plus
-    ONAGER_TASK_OFFSET. Pools pass the task id as $1 and need neither."""
+    ONAGER_TASK_OFFSET. Pools pass the task id as $1 and need neither.
+
+    `claims_dir` holds the job's task claims (one attempt runs a task at a time, across
+    launches) and `task_dirs` the parents of ONAGER_TASK_DIR; both default to the launch
+    directory's own (as on ssh hosts, where the project's .onager/ is not)."""
     q = shlex.quote
     index = index_variable or INDEX_VARIABLE
     job = job_id_variable or JOB_ID_VARIABLE
@@ -56,13 +67,17 @@ def wrapper_text(launch_dir: str, jobname: str, launch_id: str, workdir: str,
     inside = os.path.relpath(workdir, launch_dir) if workdir.startswith(launch_dir.rstrip("/") + "/") else None
     cd_target = f'"$D"/{q(inside)}' if inside else q(workdir)
     venv_line = f". {q(venv.rstrip('/') + '/bin/activate')}\n" if venv else ""
+    claims = q(claims_dir) if claims_dir else '"$D"/claims'
+    tasks = q(task_dirs) if task_dirs else '"$D"/tasks'
     return f"""#!/bin/bash
 # onager wrapper for launch {jobname}/{launch_id}: finds task $1 (or the scheduler's
-# array index ${index} + ONAGER_TASK_OFFSET), records its state, runs it, exits with its code.
+# array index ${index} + ONAGER_TASK_OFFSET), claims it, records its attempt, runs it,
+# records how it ended, exits with its code. State names: onager/state.py.
 export ONAGER_LAUNCH_DIR=${{ONAGER_REMOTE_LAUNCH_DIR:-{q(launch_dir)}}}
 export ONAGER_JOB_NAME={q(jobname)}
 export ONAGER_LAUNCH_ID={q(launch_id)}
 D=$ONAGER_LAUNCH_DIR
+if [ -n "${{ONAGER_REMOTE_LAUNCH_DIR:-}}" ]; then C=$D/claims; T=$D/tasks; else C={claims}; T={tasks}; fi
 if [ -n "${{1:-}}" ]; then id=$1; else id=${{{index}:-}}; fi
 case $id in ''|*[!0-9]*) echo "onager wrapper: no task id (got '$id')" >&2; exit 2;; esac
 [ -n "${{1:-}}" ] || id=$(( id + ${{ONAGER_TASK_OFFSET:-0}} ))
@@ -78,24 +93,107 @@ else
     rec=$(dd if="$D/tasks.sh" bs=1 skip=$(( 10#$off )) count=$(( 10#$len )) 2>/dev/null)
 fi
 unset ONAGER_RECORD
+ONAGER_PRIOR_ATTEMPTS=0
 eval "$rec"
 export ONAGER_TASK_ID ONAGER_TAG
 stamp() {{ t=${{EPOCHREALTIME:-}}; t=${{t/,/.}}; [ -n "$t" ] || t=$(date +%s); }}
 exec >>"$D/logs/$id.out" 2>>"$D/logs/$id.err"
-stamp; t0=${{ONAGER_POOL_T0:-$t}}; pooled=${{ONAGER_POOL_T0:+1}}; unset ONAGER_POOL_T0
-echo "${{HOSTNAME:-$(hostname)}} $$ ${{{job}:-}}" >"$D/state/$id.start@$t0"
-finish() {{  # the start name becomes the end name: one name per finished task
-    stamp
-    # a local pool renames it itself when it reaps the wrapper (no mv process per task)
-    [ -n "$pooled" ] || mv -f "$D/state/$id.start@$t0" "$D/state/$id.end@$t@$1@$t0" 2>/dev/null \
-        || : >"$D/state/$id.end@$t@$1@$t0"
+stamp; t0=${{ONAGER_POOL_T0:-$t}}; unset ONAGER_POOL_T0
+host=${{HOSTNAME:-$(hostname)}}; job=${{{job}:--}}; pst=-
+read -r -a ps 2>/dev/null </proc/$$/stat && pst=${{ps[21]:--}}
+alive() {{  # pid and start time ('-': unknown): the same process, not a reused pid
+    kill -0 "$1" 2>/dev/null || return 1
+    [ "$2" != - ] || return 0
+    local s; read -r -a s 2>/dev/null <"/proc/$1/stat" || return 0
+    [ "${{s[21]}}" = "$2" ]
 }}
-if [ -e "$D/state/$id.cancel" ]; then finish 143; exit 143; fi  # cancelled as it started
-cd {cd_target} || {{ finish 126; exit 126; }}
+# the claim: '<state> <attempt> <launch> <host> <pid> <job id> <start time>'; state 'held'
+# while an attempt runs, else how the last attempt ended. Created with O_EXCL (noclobber).
+f=$C/$id; claimed=; attempt=
+for try in 1 2 3 4 5 6; do
+    attempt=$(( ONAGER_PRIOR_ATTEMPTS + 1 ))
+    set -C; {{ echo "held $attempt $ONAGER_LAUNCH_ID $host $$ $job $pst" >"$f"; }} 2>/dev/null; ok=$?; set +C
+    if [ $ok -eq 0 ]; then claimed=1; break; fi
+    c_state=; read -r c_state c_attempt c_launch c_host c_pid c_job c_pst 2>/dev/null <"$f"
+    if [ -z "$c_state" ] && [ ! -e "$f" ]; then mkdir -p "$C" 2>/dev/null || break; continue; fi
+    case $c_attempt in ''|*[!0-9]*) c_attempt=0;; esac
+    if [ "$c_state" = held ]; then
+        stale=
+        if [ "$c_host" = "$host" ] && ! alive "$c_pid" "${{c_pst:--}}"; then stale=1
+        elif [ "$job" != - ] && [ "$c_job" = "$job" ] && [ "$c_launch" = "$ONAGER_LAUNCH_ID" ]; then stale=1  # requeued
+        else
+            for e in "$D/../$c_launch/state/$id.end@"*"@$c_attempt@"*; do [ -e "$e" ] && stale=1; break; done
+        fi
+        if [ -z "$stale" ]; then
+            stamp; : >"$D/state/$id.dup@$t@$c_launch.$c_attempt@running" 2>/dev/null
+            echo "onager wrapper: task $id not run: attempt $c_attempt (launch $c_launch, $c_host pid $c_pid) runs it" >&2
+            exit 0
+        fi
+    elif [ "$c_state" = done ] && [ "$c_launch" = "$ONAGER_LAUNCH_ID" ]; then
+        stamp; : >"$D/state/$id.dup@$t@$c_launch.$c_attempt@done" 2>/dev/null
+        echo "onager wrapper: task $id not run again: it is done in this launch (attempt $c_attempt)" >&2
+        exit 0
+    fi
+    # a free or stale claim: set it aside (only if it is still the one read), count on from it
+    mv -f "$f" "$f.$$" 2>/dev/null || continue
+    x_state=; read -r x_state x_attempt x_launch x_host x_pid x_rest 2>/dev/null <"$f.$$"
+    if [ "$x_state $x_attempt $x_launch $x_pid" != "$c_state $c_attempt $c_launch $c_pid" ] && [ -n "$x_state" ]; then
+        mv -n "$f.$$" "$f" 2>/dev/null; continue  # a fresh claim of another attempt: put it back
+    fi
+    rm -f "$f.$$"
+    [ "$c_attempt" -le "$ONAGER_PRIOR_ATTEMPTS" ] || ONAGER_PRIOR_ATTEMPTS=$c_attempt
+done
+if [ -z "$claimed" ] && [ -e "$f" ]; then
+    stamp; : >"$D/state/$id.dup@$t@-@contended" 2>/dev/null
+    echo "onager wrapper: task $id not run: its claim $f is contended" >&2; exit 0
+fi
+[ -n "$claimed" ] || echo "onager wrapper: cannot claim task $id in $C; running it unclaimed" >&2
+export ONAGER_ATTEMPT=$attempt ONAGER_TASK_DIR=$T/$id
+[ -d "$ONAGER_TASK_DIR" ] || mkdir -p "$ONAGER_TASK_DIR" 2>/dev/null
+echo "$host $$ $job $pst" >"$D/state/$id.start@$t0@$attempt"
+oom_kills() {{  # the oom_kill count of this shell's cgroup (v2 memory.events, v1 memory.oom_control)
+    n_oom=; local line file= key val
+    while IFS= read -r line; do
+        case $line in
+            0::*) file=/sys/fs/cgroup${{line#0::}}/memory.events;;
+            *:memory:*) file=/sys/fs/cgroup/memory${{line#*:memory:}}/memory.oom_control;;
+        esac
+    done 2>/dev/null </proc/self/cgroup
+    [ -n "$file" ] || return 0
+    while read -r key val; do [ "$key" = oom_kill ] && n_oom=$val; done 2>/dev/null <"$file"
+}}
+finish() {{  # code, end state, reason: a new name (no process); the start name stays
+    stamp
+    : >"$D/state/$id.end@$t@$1@$t0@$attempt@$2@$3" 2>/dev/null
+    if [ -n "$claimed" ]; then
+        local s a l h p r; read -r s a l h p r 2>/dev/null <"$f"
+        [ "$s $a $l $p" != "held $attempt $ONAGER_LAUNCH_ID $$" ] || echo "$2 $attempt $ONAGER_LAUNCH_ID $host - $job -" >"$f"
+    fi
+}}
+if [ -e "$D/state/$id.cancel" ]; then finish 143 cancelled before-start; exit 143; fi  # cancelled as it started
+cd {cd_target} || {{ finish 126 failed no-workdir; exit 126; }}
 {header}
-{venv_line}( eval "$ONAGER_COMMAND" )
-rc=$?
+{venv_line}sig=; warn=
+trap 'sig=${{sig:-TERM}}' TERM; trap 'sig=${{sig:-INT}}' INT; trap 'sig=${{sig:-HUP}}' HUP
+forward() {{ warn=$1; trap '' "$1"; kill -s "$1" 0 2>/dev/null; trap "forward $1" "$1"; }}  # to the task's group
+trap 'forward USR1' USR1; trap 'forward USR2' USR2
+oom_kills; oom0=${{n_oom:-0}}
+exec 3<&0
+( eval "$ONAGER_COMMAND" ) <&3 3<&- &
+child=$!
+exec 3<&-
+# a trapped signal ends `wait` early: wait again until the command itself has ended
+while :; do wait "$child"; rc=$?; kill -0 "$child" 2>/dev/null || break; done
+wait "$child" 2>/dev/null; again=$?; [ $again -eq 127 ] || rc=$again
 {footer}
-finish $rc
+if [ $rc -eq 0 ]; then state=done; why=
+elif [ -e "$D/state/$id.cancel" ] && {{ [ -n "$sig" ] || [ $rc -gt 128 ]; }}; then state=cancelled; why=${{sig:+SIG$sig}}
+elif [ "$warn" = USR1 ]; then state=timeout; why=warned-SIGUSR1
+elif [ $rc -eq 137 ] && oom_kills && [ "${{n_oom:-0}}" -gt "$oom0" ]; then state=oom; why=oom-kill
+elif [ -n "$sig" ]; then state=killed; why=SIG$sig
+elif [ $rc -gt 128 ] && [ $rc -lt 160 ]; then state=killed; why=SIG$(kill -l $(( rc - 128 )) 2>/dev/null)
+else state=failed; why=
+fi
+finish $rc $state "$why"
 exit $rc
 """

@@ -34,8 +34,9 @@ def test_wrapper_reads_the_variables_the_backend_names(project):
     env = dict(os.environ, MY_INDEX="1", ONAGER_TASK_OFFSET="2", MY_JOB="77")
     assert subprocess.run(["bash", str(d / "wrapper.sh")], env=env, timeout=60).returncode == 0
     assert (d / "logs/3.out").read_text() == "task 3\n"
-    [end] = [n for n in os.listdir(d / "state") if n.startswith("3.end@")]
-    assert (d / "state" / end).read_text().split()[2] == "77"  # host, pid, scheduler job id
+    [start] = [n for n in os.listdir(d / "state") if n.startswith("3.start@")]
+    assert (d / "state" / start).read_text().split()[2] == "77"  # host, pid, scheduler job id, pstart
+    assert [n.split("@")[-2:] for n in os.listdir(d / "state") if n.startswith("3.end@")] == [["done", ""]]
     # another scheduler's variable is not this wrapper's business
     other = dict(os.environ, SLURM_ARRAY_TASK_ID="4", SGE_TASK_ID="4")
     out = subprocess.run(["bash", str(d / "wrapper.sh")], env=other, capture_output=True, text=True, timeout=60)

@@ -100,6 +100,12 @@ def test_launch_is_immutable_after_a_new_prelaunch(onager, project):
     rows = _json_list(onager, "--jobname", "m")
     assert rows[0]["command"] == "echo old 1"
     wrapper = project / ".onager/launches/m/1/wrapper.sh"
+    # a task done in this launch is not run again by a second element of the same launch
+    res = subprocess.run(["bash", str(wrapper), "1"], capture_output=True, text=True)
+    assert res.returncode == 0
+    assert (project / ".onager/launches/m/1/logs/1.out").read_text() == "old 1\n"
+    assert "done in this launch" in (project / ".onager/launches/m/1/logs/1.err").read_text()
+    (project / ".onager/claims/m/1").unlink()  # without its claim, the record still runs the old command
     res = subprocess.run(["bash", str(wrapper), "1"], capture_output=True, text=True)
     assert res.returncode == 0
     assert (project / ".onager/launches/m/1/logs/1.out").read_text() == "old 1\nold 1\n"
@@ -134,11 +140,11 @@ def test_unknown_job_and_unknown_backend(onager):
     assert res.returncode == 2
 
 
-def test_signal_killed_task_is_failed_with_the_signal(onager):
+def test_signal_killed_task_is_killed_with_the_signal(onager):
     onager("prelaunch", "+jobname", "k", "+command", "sh -c 'kill -9 $$'", "+pos-arg", "x", "+q")
     assert onager("launch", "--backend", "local", "--jobname", "k").returncode == 1
     out = onager("list", "--jobname", "k")
-    assert "failed" in out.stdout and "137 (SIGKILL)" in out.stdout
+    assert "killed" in out.stdout and "SIGKILL" in out.stdout and "137 (SIGKILL)" in out.stdout
 
 
 def test_corrupted_state_file_names_are_ignored(onager, project):
@@ -168,7 +174,7 @@ def test_list_filters_and_formats(onager):
     assert [r["task_id"] for r in _json_list(onager, "--status", "failed")] == [2]
     assert [r["task_id"] for r in _json_list(onager, "--tasklist", "1,3")] == [1, 3]
     csv_out = onager("list", "--csv", "--hide", "command", "tag").stdout.splitlines()
-    assert csv_out[0] == "job_id,launch,task_id,jobname,status,exit,elapsed"
+    assert csv_out[0] == "job_id,launch,task_id,jobname,status,reason,exit,attempt,elapsed"
     summary = onager("list", "--summary", "--json")
     data = json.loads(summary.stdout)
     assert data[0]["done"] == 2 and data[0]["failed"] == 1 and data[0]["tasks"] == 3

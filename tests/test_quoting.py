@@ -61,6 +61,9 @@ def _argv_run(launch_dir: str, task_id: int, pooled: bool) -> list[bytes]:
     out = os.path.join(launch_dir, "logs", f"{task_id}.out")
     if os.path.exists(out):
         os.unlink(out)
+    claim = os.path.join(launch_dir, "claims", str(task_id))
+    if os.path.exists(claim):  # the same task is run twice here, once per way: not a duplicate
+        os.unlink(claim)
     proc = subprocess.run(["bash", os.path.join(launch_dir, "wrapper.sh"), str(task_id)], env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     with open(os.path.join(launch_dir, "logs", f"{task_id}.err"), "rb") as handle:

@@ -109,18 +109,18 @@ def test_end_of_a_local_run_on_a_full_disk_keeps_the_failure_summary(project, mo
 
 
 def test_state_names_the_pool_cannot_write_do_not_stop_it(project, monkeypatch):
+    """The pool writes an end only for a wrapper killed outright; a full disk then must not stop it."""
     assert call("prelaunch", "+jobname", "r", "+command", "sh -c",
-                "+pos-arg", "exit 0", "exit 4", "exit 0", "+q")[0] == 0
-    real = os.rename
+                "+pos-arg", "exit 0", "exit 4", "kill -9 -$(ps -o pgid= -p $$ | tr -d ' ')", "exit 0",
+                "+q")[0] == 0
+    from onager.backends import pool as poolmod
 
-    def rename(src, dst, *args, **kwargs):
-        if ".end@" in os.fspath(dst):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(src, dst, *args, **kwargs)
-    monkeypatch.setattr(os, "rename", rename)
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(poolmod, "record_end", full)
     code, _, err = call("launch", "--backend", "local", "--jobname", "r", "--max-tasks", "1")
     assert code == 1 and "Traceback" not in err
-    assert "1 of 3 tasks failed: 2 (exit 4)" in err
+    assert "2 of 4 tasks failed: 2 (exit 4), 3 (exit 137)" in err
     assert "no space left on device writing .onager/launches/r/1/state" in err.splitlines()[-1]
 
 

@@ -20,8 +20,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
-from onager.layout import CANCEL_REQUESTED, LaunchPaths
-from onager.state import mark, read_states
+from onager.layout import CANCEL_REQUESTED, LaunchPaths, ProjectPaths, project_root
+from onager.state import KILLED, POOL_ANSWER, mark, read_states, record_end
 from onager.wrapper import INDEX_WIDTH
 
 CANCEL_FLAG = CANCEL_REQUESTED  # kept for importers; the path is LaunchPaths.cancel_flag
@@ -32,7 +32,7 @@ class _AllUnfinished(dict):
     """Query answer for a live pool: every task it has not finished is still its own."""
 
     def get(self, key, default=None):  # type: ignore[override]
-        return "pending"
+        return POOL_ANSWER
 
 
 def request_cancel(launch_dir: str, task_ids: Sequence[int]) -> None:
@@ -149,6 +149,8 @@ class Pool:
         self.launch_dir = launch_dir
         self.paths = LaunchPaths(launch_dir)
         self.wrapper = self.paths.wrapper
+        self.task_dirs = ProjectPaths(project_root(launch_dir)).task_dirs(os.path.basename(os.path.dirname(
+            os.path.abspath(launch_dir))))
         self.ids = ids
         self.slots = slots
         self.width = max(1, min(max_tasks, len(slots)) if slots else max_tasks)
@@ -202,6 +204,8 @@ class Pool:
             env.pop("ONAGER_RECORD", None)
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
+        with contextlib.suppress(OSError):  # ONAGER_TASK_DIR, made here so the wrapper needs no mkdir
+            os.makedirs(os.path.join(self.task_dirs, str(task_id)), exist_ok=True)
         started = f"{time.time():.6f}"
         env["ONAGER_POOL_T0"] = started
         proc = subprocess.Popen(["bash", self.wrapper, str(task_id)], stdin=subprocess.DEVNULL,
@@ -220,14 +224,11 @@ class Pool:
         task_id, slot, proc, started = self.running.pop(pid)
         code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else (status >> 8)
         proc.returncode = code
-        # the wrapper's start name becomes its end name (the wrapper leaves that to us)
+        # the wrapper records its own end; only a wrapper killed by a signal could not
         recorded = code if code >= 0 else 128 - code
         try:
-            try:
-                os.rename(self.paths.state(f"{task_id}.start@{started}"),
-                          self.paths.state(f"{task_id}.end@{time.time():.6f}@{recorded}@{started}"))
-            except FileNotFoundError:  # it never started (e.g. not in the launch): still record the end
-                mark(self.launch_dir, task_id, "end", recorded)
+            if code < 0:
+                record_end(self.launch_dir, task_id, recorded, started, "-", KILLED, f"SIG{_signame(-code)}")
         except OSError as exc:
             # a full disk must not stop the pool: the other tasks still run and are counted,
             # and the launch reports this error after its summary
@@ -297,6 +298,13 @@ class Pool:
         if self.progress:
             self._show(start, total, final=True)
         return self.failed
+
+
+def _signame(number: int) -> str:
+    try:
+        return signal.Signals(number).name.removeprefix("SIG")
+    except ValueError:
+        return str(number)
 
 
 def group_alive(pgid: int) -> bool:
