@@ -179,12 +179,15 @@ forward() {{ warn=$1; trap '' "$1"; kill -s "$1" 0 2>/dev/null; trap "forward $1
 trap 'forward USR1' USR1; trap 'forward USR2' USR2
 oom_kills; oom0=${{n_oom:-0}}
 exec 3<&0
-( eval "$ONAGER_COMMAND" ) <&3 3<&- &
+# the subshell outlives the signals its command gets (traps reset to default in the command),
+# so the wrapper sees the command's own end, not its shell's
+( trap : TERM INT HUP USR1 USR2; eval "$ONAGER_COMMAND" ) <&3 3<&- &
 child=$!
 exec 3<&-
 # a trapped signal ends `wait` early: wait again until the command itself has ended
 while :; do wait "$child"; rc=$?; kill -0 "$child" 2>/dev/null || break; done
-wait "$child" 2>/dev/null; again=$?; [ $again -eq 127 ] || rc=$again
+wait "$child" 2>/dev/null; again=$?  # its status, if the first wait was cut short by a trap
+case $again in 127|-*) ;; *) rc=$again;; esac
 {footer}
 if [ $rc -eq 0 ]; then state=done; why=
 elif [ -e "$D/state/$id.cancel" ] && {{ [ -n "$sig" ] || [ $rc -gt 128 ]; }}; then state=cancelled; why=${{sig:+SIG$sig}}
