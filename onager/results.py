@@ -116,10 +116,16 @@ def read_bytes(path: str, dir_fd: int | None = None) -> bytes | None:
 
 
 def _merge(objects: Iterable[Any]) -> dict[str, Any]:
+    """The last value of each metric, from the lines of the latest attempt that logged any
+    (a retried or requeued task logs again into the same file)."""
+    objects = [obj for obj in objects if type(obj) is dict]
+    attempts = [obj["@attempt"] for obj in objects if type(obj.get("@attempt")) is int]
+    if attempts and min(attempts) != max(attempts):
+        latest = max(attempts)
+        objects = [obj for obj in objects if obj.get("@attempt", latest) == latest]
     merged: dict[str, Any] = {}
     for obj in objects:
-        if type(obj) is dict:
-            merged.update(obj)
+        merged.update(obj)
     merged.pop("@time", None)
     if any(k[:1] == RESERVED_PREFIX for k in merged):
         for key in [k for k in merged if k[:1] == RESERVED_PREFIX]:
@@ -212,7 +218,11 @@ def collect(jobname: str, launch_id: str | None = None, patterns: Sequence[Metri
         queried = scheduler is not None
         sched = scheduler or {}
         for task_id, _command, _tag, params in iter_launch_tasks(record.launch_dir):
-            chosen[task_id] = (position, status_of(states.get(task_id), sched.get(task_id), queried), params)
+            status = status_of(states.get(task_id), sched.get(task_id), queried)
+            previous = chosen.get(task_id)
+            # the latest launch that ran it, unless only an earlier one succeeded
+            if previous is None or previous[1] != "done" or status == "done":
+                chosen[task_id] = (position, status, params)
 
     per_launch: dict[int, list[int]] = {}
     for task_id, (position, _, _) in chosen.items():

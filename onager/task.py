@@ -81,7 +81,11 @@ def log_result(**metrics: Any) -> None:
     launch_dir, task_id = _task()
     paths = LaunchPaths(launch_dir)
     os.makedirs(paths.results_dir, exist_ok=True)
-    line = json.dumps({"@time": time.time(), **metrics}, default=_plain) + "\n"
+    attempt = os.environ.get("ONAGER_ATTEMPT", "")
+    stamp: dict[str, Any] = {"@time": time.time()}
+    if attempt.isascii() and attempt.isdigit():
+        stamp["@attempt"] = int(attempt)  # `results` shows the latest attempt's values only
+    line = json.dumps({**stamp, **metrics}, default=_plain) + "\n"
     data = line.encode("utf-8")
     fd = os.open(paths.results(task_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     try:

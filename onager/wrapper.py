@@ -126,7 +126,8 @@ for try in 1 2 3 4 5 6; do
         fi
         if [ -z "$stale" ]; then
             stamp; : >"$D/state/$id.dup@$t@$c_launch.$c_attempt@running" 2>/dev/null
-            echo "onager wrapper: task $id not run: attempt $c_attempt (launch $c_launch, $c_host pid $c_pid) runs it" >&2
+            echo "onager wrapper: task $id not run: attempt $c_attempt" \
+                "(launch $c_launch, $c_host pid $c_pid) runs it" >&2
             exit 0
         fi
     elif [ "$c_state" = done ] && [ "$c_launch" = "$ONAGER_LAUNCH_ID" ]; then
@@ -167,7 +168,8 @@ finish() {{  # code, end state, reason: a new name (no process); the start name 
     : >"$D/state/$id.end@$t@$1@$t0@$attempt@$2@$3" 2>/dev/null
     if [ -n "$claimed" ]; then
         local s a l h p r; read -r s a l h p r 2>/dev/null <"$f"
-        [ "$s $a $l $p" != "held $attempt $ONAGER_LAUNCH_ID $$" ] || echo "$2 $attempt $ONAGER_LAUNCH_ID $host - $job -" >"$f"
+        [ "$s $a $l $p" != "held $attempt $ONAGER_LAUNCH_ID $$" ] ||
+            echo "$2 $attempt $ONAGER_LAUNCH_ID $host - $job -" >"$f"
     fi
 }}
 if [ -e "$D/state/$id.cancel" ]; then finish 143 cancelled before-start; exit 143; fi  # cancelled as it started
@@ -190,7 +192,8 @@ wait "$child" 2>/dev/null; again=$?  # its status, if the first wait was cut sho
 case $again in 127|-*) ;; *) rc=$again;; esac
 {footer}
 if [ $rc -eq 0 ]; then state=done; why=
-elif [ -e "$D/state/$id.cancel" ] && {{ [ -n "$sig" ] || [ $rc -gt 128 ]; }}; then state=cancelled; why=${{sig:+SIG$sig}}
+elif [ -e "$D/state/$id.cancel" ] && {{ [ -n "$sig" ] || [ $rc -gt 128 ]; }}; then
+    state=cancelled; why=${{sig:+SIG$sig}}
 elif [ "$warn" = USR1 ]; then state=timeout; why=warned-SIGUSR1
 elif [ $rc -eq 137 ] && oom_kills && [ "${{n_oom:-0}}" -gt "$oom0" ]; then state=oom; why=oom-kill
 elif [ -n "$sig" ]; then state=killed; why=SIG$sig

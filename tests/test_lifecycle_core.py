@@ -62,7 +62,8 @@ def test_attempts_count_across_relaunches_and_the_task_dir_stays(onager, project
     assert onager("launch", "--backend", "local", "--jobname", "a", "--tasklist", "failed").returncode == 0
     assert _runs(project, 1) == ["1", "2", "3"]
     task_dir = ProjectPaths(str(project)).task_dirs("a") + "/1"
-    assert open(os.path.join(task_dir, "ckpt")).read().split() == ["ckpt-1", "ckpt-2", "ckpt-3"]
+    with open(os.path.join(task_dir, "ckpt")) as handle:
+        assert handle.read().split() == ["ckpt-1", "ckpt-2", "ckpt-3"]
     rows = _rows(onager, "--jobname", "a", "--all-attempts")
     assert [(r["launch"], r["attempt"], r["status"]) for r in rows] == [
         ("1", 1, "failed"), ("2", 2, "failed"), ("3", 3, "done")]
@@ -264,3 +265,22 @@ def test_old_state_names_still_read(tmp_path):
     assert (states[1].state, states[1].attempt, states[1].start) == ("done", 1, 10.0)
     assert (states[2].state, states[2].exit_code, states[2].end) == ("failed", 3, 40.0)
     assert (states[3].state, states[3].start) == ("failed", None)
+
+
+def test_results_show_the_latest_successful_attempt(onager, project):
+    log = ("python -c \"import os, onager; a = int(os.environ['ONAGER_ATTEMPT']); onager.log_result(acc=a); "
+           "raise SystemExit(0 if a == 1 else 4)\"")
+    assert onager("prelaunch", "+jobname", "m", "+command", log, "+q").returncode == 0
+    assert onager("launch", "--backend", "local", "--jobname", "m").returncode == 0
+    assert onager("launch", "--backend", "local", "--jobname", "m", "--tasklist", "1").returncode == 1
+    res = onager("results", "m", "--json")
+    assert res.returncode == 0, res.stderr
+    [row] = json.loads(res.stdout)
+    assert (row["acc"], row["status"], row["launch"]) == (1, "done", "1")
+
+
+def test_only_the_latest_attempts_lines_count_in_one_results_file():
+    from onager.results import parse_result_lines
+    data = b'{"@time": 1, "@attempt": 1, "loss": 9, "old": 1}\n{"@time": 2, "@attempt": 2, "loss": 3}\n'
+    assert parse_result_lines(data) == {"loss": 3}
+    assert parse_result_lines(b'{"@time": 1, "loss": 9}\n{"@time": 2, "loss": 3, "x": 1}\n') == {"loss": 3, "x": 1}
