@@ -152,16 +152,21 @@ fi
 export ONAGER_ATTEMPT=$attempt ONAGER_TASK_DIR=$T/$id
 [ -d "$ONAGER_TASK_DIR" ] || mkdir -p "$ONAGER_TASK_DIR" 2>/dev/null
 echo "$host $$ $job $pst" >"$D/state/$id.start@$t0@$attempt"
-oom_kills() {{  # the oom_kill count of this shell's cgroup (v2 memory.events, v1 memory.oom_control)
-    n_oom=; local line file= key val
+oom_kills() {{  # the oom_kill count of this shell's memory cgroup (v1 memory.oom_control, v2 memory.events)
+    n_oom=; local line v1= v2= file= key val
     while IFS= read -r line; do
-        case $line in
-            0::*) file=/sys/fs/cgroup${{line#0::}}/memory.events;;
-            *:memory:*) file=/sys/fs/cgroup/memory${{line#*:memory:}}/memory.oom_control;;
-        esac
+        case $line in 0::*) v2=${{line#0::}};; *:memory:*) v1=${{line#*:memory:}};; esac
     done 2>/dev/null </proc/self/cgroup
-    [ -n "$file" ] || return 0
+    if [ -n "$v1" ] && [ -e "/sys/fs/cgroup/memory$v1/memory.oom_control" ]; then
+        file=/sys/fs/cgroup/memory$v1/memory.oom_control
+    elif [ -n "$v2" ]; then
+        for file in "/sys/fs/cgroup$v2/memory.events" "/sys/fs/cgroup/unified$v2/memory.events"; do
+            [ -e "$file" ] && break
+        done
+    fi
+    [ -n "$file" ] && [ -e "$file" ] || return 0
     while read -r key val; do [ "$key" = oom_kill ] && n_oom=$val; done 2>/dev/null <"$file"
+    return 0
 }}
 finish() {{  # code, end state, reason: a new name (no process); the start name stays
     stamp

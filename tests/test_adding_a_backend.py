@@ -127,7 +127,7 @@ def test_example_adapter_runs_tasks_end_to_end(project, pbs, capsys, monkeypatch
     launch = project / ".onager/launches/pb/1"
     for i in range(1, 6):
         assert (launch / "logs" / f"{i}.out").read_text() == f"ran --n {i}\n"
-        assert [n.split("@")[2] for n in os.listdir(launch / "state") if n.startswith(f"{i}.")] == ["0"]
+        assert [n.split("@")[2] for n in os.listdir(launch / "state") if n.startswith(f"{i}.end@")] == ["0"]
     with open(launch / "scheduler.json") as handle:
         meta = json.load(handle)
     assert [(s["job_id"], s["offset"], s["array"]) for s in meta["submissions"]] == [

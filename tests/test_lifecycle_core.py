@@ -284,3 +284,50 @@ def test_only_the_latest_attempts_lines_count_in_one_results_file():
     data = b'{"@time": 1, "@attempt": 1, "loss": 9, "old": 1}\n{"@time": 2, "@attempt": 2, "loss": 3}\n'
     assert parse_result_lines(data) == {"loss": 3}
     assert parse_result_lines(b'{"@time": 1, "loss": 9}\n{"@time": 2, "loss": 3, "x": 1}\n') == {"loss": 3, "x": 1}
+
+
+def _memory_cgroup(name: str, limit: int) -> str:
+    """A child of this process's memory cgroup (v1 or v2) limited to `limit` bytes, or skip."""
+    v1 = v2 = None
+    with open("/proc/self/cgroup") as handle:
+        for line in handle:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if controllers == "memory":
+                v1 = path
+            elif controllers == "":
+                v2 = path
+    candidates = []
+    if v1 is not None:
+        candidates.append((os.path.join("/sys/fs/cgroup/memory" + v1.rstrip("/"), name), "memory.limit_in_bytes"))
+    if v2 is not None:
+        for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+            candidates.append((os.path.join(base + v2.rstrip("/"), name), "memory.max"))
+    for path, limit_file in candidates:
+        try:
+            os.makedirs(path, exist_ok=True)
+            with open(os.path.join(path, limit_file), "w") as handle:
+                handle.write(str(limit))
+            with open(os.path.join(path, "memory.swappiness" if limit_file.startswith("memory.limit") else
+                                   "memory.swap.max"), "w") as handle:
+                handle.write("0")
+            return path
+        except OSError:
+            continue
+    pytest.skip("no writable memory cgroup here (needs root and cgroup v1 or v2 memory)")
+
+
+def test_a_task_killed_by_the_oom_killer_ends_oom(onager, project):
+    cgroup = _memory_cgroup(f"onager-test-{os.getpid()}", 64 * 1024 * 1024)
+    try:
+        grow = "python3 -c 'x = bytearray(400 * 1024 * 1024); print(len(x))'"
+        _prelaunch_one(onager, "o", "[ -e go ] || exit 9; " + grow.replace("'", '"'))
+        launch_dir = _build(onager, project, "o")
+        (project / "go").write_text("")
+        enter = f"echo $$ > {cgroup}/cgroup.procs && exec bash {launch_dir}/wrapper.sh 1"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ONAGER_")}
+        assert subprocess.run(["bash", "-c", enter], env=env, timeout=120).returncode == 137
+        [row] = _rows(onager, "--jobname", "o")
+        assert (row["status"], row["reason"], row["exit"], row["attempt"]) == ("oom", "oom-kill", 137, 2)
+        assert _runs(project, 1) == ["1", "2"]
+    finally:
+        subprocess.run(["rmdir", cgroup], capture_output=True)
