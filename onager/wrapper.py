@@ -31,10 +31,14 @@ def index_record(offset: int, length: int) -> bytes:
     return b"%013d %09d\n" % (offset, length)
 
 
-def task_record(task_id: int, command: str, tag: str, params_env: dict[str, Any]) -> str:
-    """Shell assignments for one task, every value quoted with shlex."""
+def task_record(task_id: int, command: str, tag: str, params_env: dict[str, Any],
+                prior_attempts: int = 0) -> str:
+    """Shell assignments for one task, every value quoted with shlex. `prior_attempts`: the
+    task's attempts in earlier launches of the job (the base of ONAGER_ATTEMPT), when any."""
     lines = [f"ONAGER_TASK_ID={task_id}", f"ONAGER_TAG={shlex.quote(tag)}",
              f"ONAGER_COMMAND={shlex.quote(command)}"]
+    if prior_attempts > 0:
+        lines.append(f"ONAGER_PRIOR_ATTEMPTS={int(prior_attempts)}")
     for name, value in params_env.items():
         lines.append(f"export ONAGER_PARAM_{name}={shlex.quote(value)}")
     return "\n".join(lines) + "\n"
