@@ -12,7 +12,8 @@ import pytest
 
 pytestmark = pytest.mark.slurm
 WAIT = ("--timeout", "180", "--interval", "0.5", "--quiet")
-SCRIPT = "import sys; open(sys.argv[1],'a').write(sys.argv[2]+' '+sys.argv[3]+'\\n'); sys.exit(3 if sys.argv[3]=='2' else 0)"
+SCRIPT = ("import sys; open(sys.argv[1],'a').write(sys.argv[2]+' '+sys.argv[3]+'\\n'); "
+          "sys.exit(3 if sys.argv[3]=='2' else 0)")
 
 
 def _meta(helpers, root, job, launch_id):
