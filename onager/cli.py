@@ -27,7 +27,7 @@ LAUNCH_OPTION_MODULES: list[str] = ["onager.provenance"]
 
 LAUNCH_EXAMPLES = """examples:
   onager launch --backend local --jobname exp1 --max-tasks 4
-  onager launch --backend local --jobname exp1 --tasklist failed
+  onager launch --jobname exp1 --tasklist failed      (a rerun: same backend and options)
   onager launch --backend slurm --jobname exp1 --cpus 2 --mem 5 --duration 00:30:00 -max 5
   onager launch --backend slurm --jobname exp1 --tasklist 1-3:1,5,8-9 --dry-run
   onager launch --backend slurm --jobname exp1 -- --exclusive      (after --: passed to sbatch)
@@ -47,7 +47,12 @@ def _shared_launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--command", default=None, help="launch this single command instead of a jobfile")
     p.add_argument("--jobfile", default=None, help="jobfile to read (default .onager/scripts/{jobname}/jobs.json)")
     p.add_argument("--tasklist", "-t", default=None,
-                   help="tasks to launch: ids like 1-3,5,8-20:2, or 'failed', or 'unfinished'")
+                   help="tasks to launch: ids like 1-3,5,8-20:2, or statuses: 'failed', 'unfinished', "
+                        "'timeout,oom', ... (rerun as they last ran; without --backend, with the last launch's "
+                        "backend and options)")
+    p.add_argument("--from-jobfile", action="store_true",
+                   help="with --tasklist failed etc.: take the commands from today's jobfile, not from the "
+                        "launches the tasks last ran in")
     p.add_argument("--venv", default=None, help="virtualenv to activate before each task")
     p.add_argument("--workdir", default=None, help="directory the tasks run in (default: the current one)")
     p.add_argument("-d", "--dry-run", action="store_true", help="print what would be submitted; write nothing")
@@ -57,7 +62,7 @@ def _shared_launch_options(p: argparse.ArgumentParser) -> None:
     add_options(p, SHARED)  # typed: --cpus, --mem, --duration, --max-tasks, ...
 
 
-GENERIC = {"backend", "jobname", "command", "jobfile", "tasklist", "venv", "workdir", "dry_run",
+GENERIC = {"backend", "jobname", "command", "jobfile", "tasklist", "venv", "workdir", "dry_run", "from_jobfile",
            "quiet", "subcommand", "extra", "func"}
 
 
@@ -196,12 +201,19 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from onager.options import resolve
 
     given = {k: v for k, v in vars(args).items() if k not in GENERIC}
-    resolved = resolve(args.backend, given, venv=args.venv, extra=args.extra)  # config defaults, CLI, --no-X
+    venv, workdir, extra = args.venv, args.workdir, args.extra
+    # a rerun by status without --backend: the last launch's backend and options, under those given now
+    reused = None if args.backend else launchmod.reuse_last_launch(args.jobname, args.tasklist, given, venv,
+                                                                    workdir, extra)
+    if reused is not None:
+        given, venv, workdir, extra = reused.given, reused.venv, reused.workdir, reused.extra
+    resolved = resolve(reused.backend if reused else args.backend, given, venv=venv, extra=extra)
     backend = resolved.backend
     try:
         backend_obj, info = launchmod.prepare(args.jobname, backend, resolved.options, args.tasklist, args.jobfile,
-                                              args.command, dry_run=args.dry_run, workdir=args.workdir,
-                                              venv=resolved.venv, argv=["onager"] + sys.argv[1:])
+                                              args.command, dry_run=args.dry_run, workdir=workdir,
+                                              venv=resolved.venv, argv=["onager"] + sys.argv[1:],
+                                              from_jobfile=args.from_jobfile)
     except UsageError as exc:  # name the config setting a bad default came from
         raise resolved.explain(exc) from exc
     try:
@@ -210,20 +222,22 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         if not args.dry_run:
             launchmod.discard(info)
         raise
+    source = launchmod.tasks_source(args.tasklist, args.from_jobfile, args.command)
+    if reused is not None and not args.quiet:
+        print(f"onager: rerun on {backend} with the options of {reused.source}"
+              + (f": {reused.shown}" if reused.shown else ""), file=sys.stderr)
     if args.dry_run:
         import shlex
         for command in commands:
             print(shlex.join(command) if not command[0].startswith("#") else " ".join(command))
-        print(f"dry run: {_tasks(info.count)} ({info.tasklist}) of job {args.jobname}; nothing written",
-              file=sys.stderr)
+        print(f"dry run: {_tasks(info.count)} ({info.tasklist}) of job {args.jobname}"
+              f"{'; ' + source if source else ''}; nothing written", file=sys.stderr)
         return 0
     try:
         record = launchmod.submit(backend_obj, info)
     except KeyboardInterrupt:
         print(f"\nonager: interrupted: running tasks of {args.jobname}/{info.launch_id} were killed and marked "
-              f"cancelled; resume with: onager launch --backend {backend} --jobname {args.jobname} --tasklist "
-              "unfinished",
-              file=sys.stderr)
+              f"cancelled; resume with: {rerun_hint(args.jobname, 'unfinished')}", file=sys.stderr)
         return 130
     if not args.quiet:
         import shlex
@@ -232,17 +246,24 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                 print(shlex.join(command))
         ids = f" as {', '.join(record.job_ids)}" if record.job_ids else ""
         print(f"launched {args.jobname}/{record.launch_id}: {_tasks(record.count)}{ids} "
-              f"(logs in {os.path.relpath(info.launch_dir)}/logs)", file=sys.stderr)
+              f"(logs in {os.path.relpath(info.launch_dir)}/logs){'; ' + source if source else ''}", file=sys.stderr)
     failed = getattr(backend_obj, "failed", 0)
     if failed:
         pool = getattr(backend_obj, "summary", None)
         shown = ", ".join(f"{t} (exit {c})" for t, c in (pool.failures[:10] if pool else []))
-        print(f"onager: {failed} of {record.count} tasks failed: {shown}; rerun them with: onager launch "
-              f"--backend {backend} --jobname {args.jobname} --tasklist failed", file=sys.stderr)
+        print(f"onager: {failed} of {record.count} tasks failed: {shown}; rerun them with: "
+              f"{rerun_hint(args.jobname, 'failed')}", file=sys.stderr)
     end_error = getattr(backend_obj, "end_error", None)
     if end_error is not None:
         raise end_error  # after the summary above, which a full disk must not swallow
     return 1 if failed else 0
+
+
+def rerun_hint(jobname: str, which: str) -> str:
+    """The command that reruns a job's failed (or unfinished) tasks as they ran, on the same
+    backend with the same options: it needs nothing else (launch.reuse_last_launch)."""
+    import shlex
+    return f"onager launch --jobname {shlex.quote(jobname)} --tasklist {which}"
 
 
 def _tasks(count: int) -> str:

@@ -28,8 +28,8 @@ from onager.fsutil import _umask, atomic_write, executable_mode, file_lock, os_e
 from onager.index import JobIndex, LaunchRecord
 from onager.jobfile import JobEntry, iter_jobfile, jobfile_path
 from onager.layout import BUILD_PREFIX, LaunchPaths, ProjectPaths, iter_launch_tasks, load_meta  # noqa: F401  (their old home; callers may import them here)
-from onager.scrub import scrub_argv, scrub_value
-from onager.state import ERROR, RERUN_FAILED, RERUN_UNFINISHED
+from onager.scrub import REDACTED, scrub_argv, scrub_value
+from onager.state import ERROR, RERUN_FAILED, RERUN_UNFINISHED, STATUSES
 from onager.status import job_task_statuses
 from onager.sweep import check_jobname, param_key
 from onager.tasklist import Tasklist
@@ -46,23 +46,209 @@ def _env_name(key: str) -> str:
     return param_key(key).upper()
 
 
-def select(jobname: str, spec: str | None, root: str = ".") -> tuple[Selection, str]:
-    """Turn `--tasklist` (ids, `failed`, `unfinished`, or None) into task ids."""
+#: what each status word of `--tasklist` selects: `failed` and `unfinished` are groups
+#: (onager.state), the others one status each (the lifecycle's end states, error, unknown)
+_GROUP_WORDS = {"failed": RERUN_FAILED, "unfinished": RERUN_UNFINISHED}
+_SINGLE_WORDS = ("killed", "timeout", "oom", "preempted", "cancelled", "lost", "error", "unknown")
+#: statuses never rerun by a word: done ran to its end, pending/running still may
+_NEVER = ("done", "pending", "running")
+
+
+def status_words(spec: str | None) -> frozenset[str] | None:
+    """The statuses a `--tasklist` of status words (`failed`, `timeout,oom`) selects, or None
+    for a tasklist of ids (or none). Unknown or never-rerun words are refused with one line."""
     if spec is None:
-        return None, "all tasks"
+        return None
+    parts = [p.strip().lower() for p in spec.split(",")]
+    if not any(p.isalpha() for p in parts):
+        return None
+    words = ", ".join(sorted(_GROUP_WORDS) + list(_SINGLE_WORDS))
+    if not all(p.isalpha() for p in parts):
+        raise UsageError(f"--tasklist {spec!r} mixes task ids and statuses: give ids (1-3,5) or statuses "
+                         f"({words}), not both")
+    wanted: set[str] = set()
+    for word in parts:
+        if word in _GROUP_WORDS:
+            wanted |= _GROUP_WORDS[word]
+        elif word in _SINGLE_WORDS or (word in STATUSES and word not in _NEVER):
+            wanted.add(word)
+        elif word in _NEVER:
+            raise UsageError(f"--tasklist {word}: {word} tasks are never rerun by status; give their ids "
+                             "(e.g. --tasklist 3-5) to launch them again")
+        else:
+            raise UsageError(f"--tasklist {spec!r}: unknown status {word!r}; use task ids (1-3,5) or statuses "
+                             f"({words})")
+    return frozenset(wanted)
+
+
+def select(jobname: str, spec: str | None, root: str = ".") -> tuple[Selection, str]:
+    """Turn `--tasklist` (ids, status words such as `failed` or `timeout,oom`, or None) into task ids."""
+    selection, text, _ = _select(jobname, spec, root)
+    return selection, text
+
+
+def _select(jobname: str, spec: str | None,
+            root: str = ".") -> tuple[Selection, str, dict[int, LaunchRecord] | None]:
+    """select(), and for status words the launch each selected task last ran in."""
+    if spec is None:
+        return None, "all tasks", None
+    wanted = status_words(spec)
+    if wanted is None:
+        return Tasklist.parse(spec), f"tasks {spec}", None
     word = spec.strip().lower()
-    if word in ("failed", "unfinished"):
-        wanted = RERUN_FAILED if word == "failed" else RERUN_UNFINISHED
-        statuses = job_task_statuses(jobname, root)
-        ids = {i for i, (status, _) in statuses.items() if status in wanted}
-        if not ids:
-            counts: dict[str, int] = {}
-            for status, _ in statuses.values():
-                counts[status] = counts.get(status, 0) + 1
-            summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tasks"
-            raise OnagerError(f"no {word} task in job {jobname!r} to relaunch ({summary})")
-        return ids, f"{word} tasks"
-    return Tasklist.parse(spec), f"tasks {spec}"
+    statuses = job_task_statuses(jobname, root)  # each task's status in its latest launch
+    where = {i: record for i, (status, record) in statuses.items() if status in wanted}
+    if not where:
+        counts: dict[str, int] = {}
+        for status, _ in statuses.values():
+            counts[status] = counts.get(status, 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tasks"
+        raise OnagerError(f"no {word} task in job {jobname!r} to relaunch ({summary})")
+    return set(where), f"{word} tasks", where
+
+
+def _from_launches(where: dict[int, LaunchRecord]) -> Iterator[JobEntry]:
+    """Each task as the launch it last ran in froze it (tasks.jsonl, immutable), not as
+    today's jobfile has it: a rerun runs what failed. One read of each launch's tasks."""
+    by_launch: dict[str, set[int]] = {}
+    for task_id, record in where.items():
+        by_launch.setdefault(record.launch_dir, set()).add(task_id)
+    found: list[JobEntry] = []
+    for launch_dir, ids in by_launch.items():
+        for task_id, command, tag, params in iter_launch_tasks(launch_dir):
+            if task_id in ids:
+                found.append(JobEntry(task_id, command, tag, params))
+    found.sort(key=lambda e: e.id)
+    yield from found
+
+
+def tasks_source(tasklist: str | None, from_jobfile: bool = False, command: str | None = None) -> str:
+    """Where a launch takes its tasks' commands from, for the launch message ("" when from
+    the jobfile as always)."""
+    if command is not None or status_words(tasklist) is None:
+        return ""
+    if from_jobfile:
+        return "commands from today's jobfile (--from-jobfile)"
+    return "commands as they ran in each task's last launch (--from-jobfile: today's jobfile)"
+
+
+@dataclass
+class Reused:
+    """What a rerun that names no backend takes from the job's last launch."""
+
+    backend: str
+    given: dict[str, Any]  # the command line's options, the last launch's where not given now
+    venv: str | None
+    workdir: str | None
+    extra: list[str]       # scheduler arguments after --
+    source: str            # the launch they come from, `job/id`
+    shown: str             # the options taken, as flags, for the message
+
+
+def reuse_last_launch(jobname: str, tasklist: str | None, given: dict[str, Any], venv: str | None = None,
+                      workdir: str | None = None, extra: list[str] | None = None,
+                      root: str = ".") -> Reused | None:
+    """For `onager launch --jobname J --tasklist failed` without --backend: the backend and every
+    option of J's last launch (its launch.json), each option given now winning, so that the
+    short rerun hint reruns on the same hosts, partition, venv, limits. None when the tasklist
+    is not status words or the job was never launched (then --backend is needed as always)."""
+    if status_words(tasklist) is None:
+        return None
+    records = JobIndex(root).for_job(jobname)
+    if not records:
+        return None
+    last = records[-1]
+    try:
+        meta = load_meta(last.launch_dir)
+    except OnagerError:
+        meta = {}  # directory gone or damaged: the index record still holds backend and options
+    named, recorded = meta.get("backend"), meta.get("options")
+    backend: str = named if isinstance(named, str) else last.backend
+    before: dict[str, Any] = recorded if isinstance(recorded, dict) else last.options
+    merged = dict(given)
+    taken: dict[str, Any] = {}
+    for key, value in before.items():
+        if key != "extra" and key in merged and merged[key] is None and value is not None:
+            merged[key] = taken[key] = value
+    new_extra = list(extra or [])
+    if not new_extra and isinstance(before.get("extra"), list):
+        new_extra = [str(word) for word in before["extra"]]
+        if new_extra:
+            taken["extra"] = new_extra
+    if venv is None and isinstance(meta.get("venv"), str):
+        venv = taken["venv"] = meta["venv"]
+    if workdir is None:
+        workdir = _original_workdir(last.launch_dir, meta)
+        if workdir is not None and os.path.abspath(workdir) != os.getcwd():
+            taken["workdir"] = workdir  # shown only where it is not the default (here)
+    secret = sorted(k for k, v in taken.items() if REDACTED in json.dumps(v))
+    if secret:
+        flags = ", ".join("arguments after --" if k == "extra" else "--" + k.replace("_", "-") for k in secret)
+        raise UsageError(f"the last launch of {jobname} ({last.key}) had a secret in {flags}, which onager never "
+                         "records: give it again on this command line")
+    shown = " ".join(_flag(k, v) for k, v in taken.items() if k != "extra")
+    if "extra" in taken:
+        shown += " -- " + " ".join(new_extra)
+    return Reused(backend, merged, venv, workdir, new_extra, last.key, shown.strip())
+
+
+def _flag(key: str, value: Any) -> str:
+    flag = "--" + key.replace("_", "-")
+    if value is True:
+        return flag
+    if value is False:
+        return "--no-" + key.replace("_", "-")
+    if isinstance(value, list):
+        return " ".join(f"{flag} {word}" for word in value)
+    return f"{flag} {value}"
+
+
+def _original_workdir(launch_dir: str, meta: dict[str, Any]) -> str | None:
+    """Where the launch's tasks ran before a snapshot moved them into its own code/ copy."""
+    try:
+        with open(LaunchPaths(launch_dir).provenance_json, encoding="utf-8") as handle:
+            recorded = json.load(handle).get("workdir")
+        if isinstance(recorded, str):
+            return recorded
+    except (OSError, ValueError, AttributeError):
+        pass
+    workdir = meta.get("workdir")
+    if isinstance(workdir, str) and not workdir.startswith(launch_dir.rstrip("/") + "/"):
+        return workdir
+    return None
+
+
+def prior_attempts(jobname: str, root: str = ".") -> dict[int, int]:
+    """Attempts each task had in the job's recorded launches, from one listing of each
+    launch's state dir: the base of a new launch's attempt numbers (ONAGER_PRIOR_ATTEMPTS).
+
+    An attempt is a start: a `<id>.start@<t0>[@<attempt>]` name, or an end name that holds
+    its start time `<t0>` (old launches renamed the start name into it); both name the same
+    attempt once. An end with no start time and no start name beside it is one attempt.
+    """
+    counts: dict[int, int] = {}
+    for record in JobIndex(root).for_job(jobname):
+        try:
+            names = os.listdir(LaunchPaths(record.launch_dir).state_dir)
+        except OSError:
+            continue  # gone or damaged: its attempts are unknown, not fatal
+        starts: dict[int, set[str]] = {}
+        bare_ends: set[int] = set()
+        for name in names:
+            head, _, rest = name.partition("@")
+            task, _, kind = head.partition(".")
+            if not (task.isascii() and task.isdigit()) or kind not in ("start", "end") or not rest:
+                continue
+            fields = rest.split("@")
+            if kind == "start":
+                starts.setdefault(int(task), set()).add(fields[0])
+            elif len(fields) >= 3:
+                starts.setdefault(int(task), set()).add(fields[2])
+            else:
+                bare_ends.add(int(task))
+        for task_id in starts.keys() | bare_ends:
+            counts[task_id] = counts.get(task_id, 0) + max(1, len(starts.get(task_id, ())))
+    return counts
 
 
 def cancel_stuck(jobname: str, root: str = ".") -> None:
@@ -258,8 +444,10 @@ def remove_partial(jobname: str, root: str = ".", lock: BuildLock | None = None,
             lock.release()
 
 
-def write_tasks(launch_dir: str, entries: Iterator[JobEntry]) -> tuple[int, list[int]]:
-    """tasks.sh (records), tasks.idx (fixed-width offsets by id), tasks.jsonl (for list)."""
+def write_tasks(launch_dir: str, entries: Iterator[JobEntry],
+                prior: dict[int, int] | None = None) -> tuple[int, list[int]]:
+    """tasks.sh (records), tasks.idx (fixed-width offsets by id), tasks.jsonl (for list).
+    `prior`: attempts each task had in earlier launches, carried in its record."""
     count = 0
     ids: list[int] = []
     offset = 0
@@ -277,7 +465,11 @@ def write_tasks(launch_dir: str, entries: Iterator[JobEntry]) -> tuple[int, list
                 if name is None:
                     name = env_names[key] = _env_name(key)
                 env[name] = value if isinstance(value, str) else encode(value)
-            data = task_record(entry.id, entry.command, entry.tag, env).encode("utf-8")
+            attempts = prior.get(entry.id, 0) if prior else 0
+            if attempts:
+                data = task_record(entry.id, entry.command, entry.tag, env, prior_attempts=attempts).encode("utf-8")
+            else:
+                data = task_record(entry.id, entry.command, entry.tag, env).encode("utf-8")
             records.write(data)
             position = (entry.id - 1) * 24
             if position != next_index_pos:
@@ -302,18 +494,28 @@ def backend_options(backend_name: str, cli_options: dict[str, Any], root: str = 
 def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: str | None = None,
             jobfile: str | None = None, command: str | None = None, root: str = ".",
             dry_run: bool = False, workdir: str | None = None, venv: str | None = None,
-            argv: list[str] | None = None) -> tuple[Backend, LaunchInfo]:
-    """Everything up to submission. In dry-run, nothing is written."""
+            argv: list[str] | None = None, from_jobfile: bool = False) -> tuple[Backend, LaunchInfo]:
+    """Everything up to submission. In dry-run, nothing is written.
+
+    Tasks selected by status (`failed`, `timeout,oom`, ...) run as the launch they last ran
+    in froze them; `from_jobfile` takes today's jobfile entries for those ids instead."""
     check_jobname(jobname)
+    if from_jobfile and command is not None:
+        raise UsageError("--from-jobfile and --command both say what to run: give one of them")
     backend: Backend = backend_class(backend_name)(options)
     backend.check_options()
-    selection, _ = select(jobname, tasklist, root)
+    selection, _, where = _select(jobname, tasklist, root)
     section = configmod.read_section(backend_name, root)
     header, footer = section.get("header", ""), section.get("footer", "")
     workdir = os.path.abspath(workdir or os.getcwd())
     if venv and not os.path.isabs(venv):
         venv = os.path.join(workdir, venv)  # as before, relative to the workdir, which a snapshot replaces
-    entries = _selected(_entries(jobname, jobfile, command), selection)
+    from_launches = where is not None and command is None and not from_jobfile
+    if from_launches:
+        assert where is not None
+        entries = _from_launches(where)
+    else:
+        entries = _selected(_entries(jobname, jobfile, command), selection)
     if dry_run:
         try:
             from onager import provenance
@@ -333,8 +535,9 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         return backend, info
 
     _check_provenance(workdir, options, root)  # --require-clean, snapshot size: before any write
-    if tasklist is not None and tasklist.strip().lower() in ("failed", "unfinished"):
-        cancel_stuck(jobname, root)
+    if ERROR in (status_words(tasklist) or ()):
+        cancel_stuck(jobname, root)  # before they are relaunched, as they are selected
+    prior = prior_attempts(jobname, root)
     try:
         configmod.ensure_onager_dir(root)
         parent = launches_root(jobname, root)
@@ -356,7 +559,7 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         os.chmod(build, 0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename
         os.mkdir(LaunchPaths(build).logs_dir)
         os.mkdir(LaunchPaths(build).state_dir)
-        count, ids = write_tasks(build, entries)
+        count, ids = write_tasks(build, entries, prior)
         found = set(ids) if selection is not None and count != len(selection) else set()
         _check_all_found(count, selection, found, jobname)
         while True:
@@ -385,7 +588,8 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
                 "tasklist": str(tasks), "count": count, "created": time.time(),
                 "workdir": workdir, "options": _jsonable(options),
                 "argv": scrub_argv(argv or sys.argv),
-                "jobfile": None if command is not None else jobfile_path(jobname, jobfile),
+                "jobfile": None if command is not None or from_launches else jobfile_path(jobname, jobfile),
+                "tasks_from": "launches" if from_launches else ("command" if command is not None else "jobfile"),
                 "venv": venv}
         # launch.json last, by rename: a launch directory that has it is complete
         atomic_write(LaunchPaths(launch_dir).launch_json, json.dumps(meta, indent=1, sort_keys=True))

@@ -5,6 +5,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -325,11 +326,12 @@ def run_wait(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 3
     if look.unsuccessful:
-        names = ", ".join(r.jobname for r in records)
         which = "failed" if set(look.counts) <= RERUN_FAILED | {"done"} else "unfinished"
+        # the short rerun: the backend and options come from each job's last launch
+        hints = "; ".join(f"onager launch --jobname {shlex.quote(name)} --tasklist {which}"
+                          for name in dict.fromkeys(r.jobname for r in records))
         print(f"onager: {len(look.unsuccessful)} task(s) did not succeed: {Tasklist.from_ids(look.unsuccessful)}; "
-              f"rerun with: onager launch --backend {records[-1].backend} --jobname {names} "
-              f"--tasklist {which}", file=sys.stderr)
+              f"rerun with: {hints}", file=sys.stderr)
         return 1
     return 0
 

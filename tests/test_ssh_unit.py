@@ -256,7 +256,7 @@ def test_unreachable_and_lost_hosts_through_stand_in_ssh(fake, project, retries)
         assert proc.returncode == 1
         assert err.strip().splitlines()[-1] == (
             f"onager: error: tasks {Tasklist.from_ids(sorted(lost))} were lost with their host (--retries 0 used up); "
-            "rerun them with: onager launch --backend ssh --jobname l --tasklist failed")
+            "rerun them with: onager launch --jobname l --tasklist failed")
         assert {i for i, r in rows.items() if r["status"] == "lost"} == lost
         assert all(r["status"] == "done" for i, r in rows.items() if i not in lost)
         return
@@ -285,7 +285,7 @@ def test_every_host_lost_stops_with_resume_hint(fake, project):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
     assert err.strip().splitlines()[-1] == ("onager: error: every ssh host was lost; tasks 3-5 did not run: resume "
-                                            "with onager launch --backend ssh --jobname z --tasklist unfinished")
+                                            "with onager launch --jobname z --tasklist unfinished")
     rows = _rows(fake, "z")
     assert sorted(r["status"] for r in rows.values()) == ["lost"] * 5
     again = fake("launch", "--backend", "ssh", "--jobname", "z", "--hosts", "solo:5", "--tasklist", "unfinished",

@@ -182,7 +182,7 @@ class SshBackend(Backend):
         self.summary = dispatcher
         if dispatcher.lost_ids:
             text = (f"tasks {Tasklist.from_ids(sorted(dispatcher.lost_ids))} were lost with their host "
-                    f"(--retries {dispatcher.retries} used up); rerun them with: onager launch --backend ssh "
+                    f"(--retries {dispatcher.retries} used up); rerun them with: onager launch "
                     f"--jobname {launch.jobname} --tasklist failed")
             if not self.failed:
                 raise OnagerError(text)

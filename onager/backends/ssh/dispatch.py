@@ -354,7 +354,7 @@ class Dispatcher:
         if self.pending:
             left = Tasklist.from_ids(sorted(self.pending))
             raise OnagerError(f"every ssh host was lost; tasks {left} did not run: resume with onager launch "
-                              f"--backend ssh --jobname {self.jobname} --tasklist unfinished")
+                              f"--jobname {self.jobname} --tasklist unfinished")
         return self.failed
 
     def _interrupt(self) -> None:
