@@ -793,6 +793,19 @@ class Sweep:
         total = math.prod(sizes)
         if not rules:
             return total
+        if len(rules) <= 10:
+            # inclusion-exclusion: the tasks of a rule are a box (its values on its axes, any
+            # value elsewhere), and boxes intersect into boxes; no walk over the grid
+            skipped = 0
+            for k in range(1, len(rules) + 1):
+                for chosen in itertools.combinations(rules, k):
+                    box: dict[int, frozenset[int]] = {}
+                    for rule in chosen:
+                        for a, keep in rule:
+                            box[a] = box[a] & keep if a in box else keep
+                    size = math.prod(len(box[a]) if a in box else s for a, s in enumerate(sizes))
+                    skipped += size if k % 2 else -size
+            return total - skipped
         constrained = sorted({a for rule in rules for a, _ in rule})
         other = math.prod(s for a, s in enumerate(sizes) if a not in constrained)
         skipped = 0
@@ -872,12 +885,10 @@ class Sweep:
         if self.sample_count is not None:
             return self.sample_count * (self.replicates or 1), self._replicated_samples(), safe
         rules = self._rules(dims, axes)
-        if rules:
-            return self._allowed(dims, axes, rules), _general(finite, axes, rules), safe
-        total = self._grid_size(dims, axes)
+        total = self._allowed(dims, axes, rules) if rules else self._grid_size(dims, axes)
         if all(axis == list(range(axis[0], axis[0] + len(axis))) for axis in axes):
-            return total, _combine(self.axes()), safe  # the fast path: 0.1.3 grids, adjacent links
-        return total, _general(finite, axes), safe
+            return total, _combine(self.axes(), rules), safe  # the fast path: 0.1.3 grids, adjacent links
+        return total, _general(finite, axes, rules), safe
 
     def _replicated_samples(self) -> Iterator[Choice]:
         """+sample's tasks, then again for each further replicate (the same draws each time)."""
@@ -996,7 +1007,7 @@ class Sweep:
         """
         self.validate()
         dims, axes = self._plan()
-        if self.sample_count is not None or self.exclusions or any(d.dist is not None for d in dims):
+        if self.sample_count is not None or any(d.dist is not None for d in dims):
             return None
         if self.tag_name is not None and not self.tag_number and not self.tag_jobname:
             return None
@@ -1006,9 +1017,8 @@ class Sweep:
         if not all(c.tag_safe for axis in all_axes for c in axis):
             return None
         tagging = self.tag_name is not None
-        total = 1
-        for axis in all_axes:
-            total *= len(axis)
+        rules = self._rules(dims, axes)
+        total = self._allowed(dims, axes, rules)
         tag_arg = " " + quote(self.tag_name) + " " if self.tag_name is not None else ""
         name = jobname if self.tag_jobname else ""
         if tagging and self.tag_number:
@@ -1017,14 +1027,15 @@ class Sweep:
             prefix, width = (name if tagging else ""), 0
         if tagging and prefix and not _SAFE.fullmatch(prefix):
             return None
-        return self._chunks(all_axes, start_id, tagging, tag_arg, prefix, width, echo)
+        return self._chunks(all_axes, start_id, tagging, tag_arg, prefix, width, echo, rules)
 
     def _chunks(self, axes: list[list[Choice]], start_id: int, tagging: bool, tag_arg: str,
-                prefix: str, width: int, echo: TextIO | None) -> Iterator[tuple[int, str]]:
+                prefix: str, width: int, echo: TextIO | None,
+                rules: list[list[tuple[int, frozenset[int]]]] | None = None) -> Iterator[tuple[int, str]]:
         base, base_json = self.command, _js(self.command)
         tag_arg_json = _js(tag_arg)
         n = start_id
-        for o, inner in _blocks(axes):
+        for o, inner in _blocks(axes, rules):
             m = len(inner)
             ids = range(n, n + m)
             nums = [str(k).zfill(width) for k in ids] if width else [""] * m
@@ -1137,35 +1148,68 @@ def _choice(cmd: str, tag: str, key: str, value: Any) -> Choice:
 _INNER_LIMIT = 4096
 
 
-def _blocks(axes: list[list[Choice]]) -> Iterator[tuple[Choice, list[Choice]]]:
+def _blocks(axes: list[list[Choice]], rules: list[list[tuple[int, frozenset[int]]]] | None = None
+            ) -> Iterator[tuple[Choice, list[Choice]]]:
     """(outer, inner block) pairs: the tasks in order are inner[0]+outer, inner[1]+outer, ...
 
     The fastest axes are joined once into an inner block; each outer combination is
     joined once and reused for the whole block, so each task costs a few concatenations.
+    With +exclude `rules`, a block keeps only the inner tasks no rule matches; the kept
+    list is computed once per set of rules whose outer part the outer combination meets.
     """
     empty = Choice("", "", "", "", "", True)
     if not axes:
         yield empty, [empty]
         return
     inner = [empty]
+    inner_at: list[tuple[int, ...]] = [()]
     k = 0
     while k < len(axes) and (k == 0 or len(inner) * len(axes[k]) <= _INNER_LIMIT):
         inner = [_join(i, v) for v in axes[k] for i in inner]
+        if rules:
+            inner_at = [at + (j,) for j in range(len(axes[k])) for at in inner_at]
         k += 1
     outer_axes = axes[k:]
+    split = [([(a, keep) for a, keep in rule if a < k], [(a - k, keep) for a, keep in rule if a >= k])
+             for rule in rules or ()]
+    kept_for: dict[tuple[int, ...], list[Choice]] = {(): inner}
+
+    def kept(active: tuple[int, ...]) -> list[Choice]:
+        if active not in kept_for:
+            parts = [split[n][0] for n in active]
+            kept_for[active] = [] if any(not part for part in parts) else [
+                c for c, at in zip(inner, inner_at)
+                if not any(all(at[a] in keep for a, keep in part) for part in parts)]
+        return kept_for[active]
+
     if not outer_axes:
-        yield empty, inner
+        block = kept(tuple(range(len(split))))
+        if block:
+            yield empty, block
         return
-    for combo in itertools.product(*reversed(outer_axes)):
-        o = combo[-1]
-        for part in combo[-2::-1]:
-            o = _join(o, part)
-        yield o, inner
+    if not split:
+        for combo in itertools.product(*reversed(outer_axes)):
+            o = combo[-1]
+            for part in combo[-2::-1]:
+                o = _join(o, part)
+            yield o, inner
+        return
+    slowest_first = list(reversed(outer_axes))
+    for combo_at in itertools.product(*[range(len(axis)) for axis in slowest_first]):
+        at = combo_at[::-1]  # outer indices, fastest first (outer axis a is axis a + k)
+        block = kept(tuple(n for n, (_, outer) in enumerate(split) if all(at[a] in keep for a, keep in outer)))
+        if not block:
+            continue
+        o = slowest_first[-1][combo_at[-1]]
+        for j in range(len(slowest_first) - 2, -1, -1):
+            o = _join(o, slowest_first[j][combo_at[j]])
+        yield o, block
 
 
-def _combine(axes: list[list[Choice]]) -> Iterator[Choice]:
-    """One joined choice per task, first axis fastest."""
-    for o, inner in _blocks(axes):
+def _combine(axes: list[list[Choice]],
+             rules: list[list[tuple[int, frozenset[int]]]] | None = None) -> Iterator[Choice]:
+    """One joined choice per task, first axis fastest (less those +exclude `rules` match)."""
+    for o, inner in _blocks(axes, rules):
         o_cmd, o_cmd_json, o_tag, o_tag_json, o_params = o[:5]
         for i in inner:
             yield Choice(i.cmd + o_cmd, i.cmd_json + o_cmd_json, i.tag + o_tag,

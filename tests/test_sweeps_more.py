@@ -5,6 +5,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from support import ROOT, run_onager
 
 from onager import prelaunch
+from onager import sweep as sweep_module
 from onager.errors import UsageError
 from onager.from_results import parse_top, untagged
 from onager.sweep import Sweep, quote
@@ -52,13 +54,23 @@ def _matches(params: dict, rule: dict) -> bool:
     return all(str(params[name.lstrip("-")]).lower() in [v.lower() for v in values] for name, values in rule.items())
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(sizes=st.lists(st.integers(1, 4), min_size=1, max_size=3), flag=st.booleans(),
        picks=st.lists(st.lists(st.tuples(st.integers(0, 3), st.lists(st.integers(0, 3), min_size=1, max_size=3)),
-                               min_size=1, max_size=3), max_size=3),
-       sample=st.booleans())
-def test_exclusion_keeps_exactly_the_tasks_no_rule_matches(sizes, flag, picks, sample):
-    """Against a brute-force filter of the whole grid: same tasks, same order, ids 1..n."""
+                               min_size=1, max_size=3), max_size=12),
+       sample=st.booleans(), limit=st.sampled_from([1, 3, 4096]))
+def test_exclusion_keeps_exactly_the_tasks_no_rule_matches(sizes, flag, picks, sample, limit):
+    """Against a brute-force filter of the whole grid: same tasks, same order, ids 1..n, the
+    same count, and the same jobfile from the block fast path (inner blocks of `limit` tasks)."""
+    old_limit = sweep_module._INNER_LIMIT
+    sweep_module._INNER_LIMIT = limit
+    try:
+        _check_exclusion(sizes, flag, picks, sample)
+    finally:
+        sweep_module._INNER_LIMIT = old_limit
+
+
+def _check_exclusion(sizes: list[int], flag: bool, picks: list, sample: bool) -> None:
     names = [f"--d{i}" for i in range(len(sizes))]
     values = [[f"v{i}{j}" for j in range(size)] for i, size in enumerate(sizes)]
     base = Sweep("c")
@@ -88,10 +100,16 @@ def test_exclusion_keeps_exactly_the_tasks_no_rule_matches(sizes, flag, picks, s
         drawn = list(sweep.tasks("j"))
         assert sorted(t.command for t in drawn) == sorted(t.command for t in kept)  # without replacement
         return
+    sweep.tag()
     got = list(sweep.tasks("j"))
-    assert [t.command for t in got] == [t.command for t in kept]
+    assert [t.command.split(" --tag ")[0] for t in got] == [t.command for t in kept]
     assert [t.id for t in got] == list(range(1, len(kept) + 1))
     assert len(sweep) == len(kept)
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "jobs.json")
+        sweep.write("j", path)
+        with open(path) as handle:
+            assert json.load(handle) == {str(t.id): [t.command, t.tag, t.params] for t in got}
 
 
 def test_rules_end_at_or_and_at_any_other_option():
