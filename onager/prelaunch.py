@@ -32,6 +32,9 @@ ALIASES = {"+a": "+append", "+q": "+quiet", "+h": "+help"}
 # newer options: exact spelling only
 EXACT_OPTIONS: dict[str, tuple[int, int | None]] = {
     "+link": (0, 0), "+sample": (1, 1), "+seed": (1, 1), "+from": (1, 1),
+    "+exclude": (2, None), "+or": (0, 0), "+gin-arg": (2, None), "+gin-flag": (1, 1),
+    "+override": (2, None), "+repeat": (1, 1), "+no-tag-arg": (1, None), "+no-tag-jobname": (0, 0),
+    "+from-results": (1, 1), "+top": (1, 1), "+by": (1, 1),
 }
 # value generators, inside the values of +arg / +pos-arg: word -> (min, max) arguments
 GENERATORS: dict[str, tuple[int, int]] = {
@@ -47,6 +50,10 @@ GENERATOR_USAGE = {
 HELP = """usage: onager prelaunch +command CMD +jobname NAME [+arg --name [V ...]] [+pos-arg V [V ...]]
                         [+flag --name] [+tag [--tag]] [+tag-args --name ...] [+no-tag-number]
                         [+link] [+sample N [+seed S]] [+from SWEEPFILE]
+                        [+gin-arg NAME V [V ...]] [+gin-flag --name] [+override KEY V [V ...]]
+                        [+exclude --name V [V ...] [+exclude ...]] [+or] [+repeat N]
+                        [+no-tag-arg NAME ...] [+no-tag-jobname]
+                        [+from-results JOB +top N|N% +by [-]METRIC]
                         [+jobfile PATH] [+append] [+quiet] [+dry-run]
 
 Expand every combination of the given values into a jobfile (.onager/scripts/NAME/jobs.json)
@@ -61,6 +68,18 @@ and print the commands. The first dimension varies fastest; flags are outermost.
   +tag [NAME]           pass a unique tag per task as NAME <tag> (NAME default --tag)
   +tag-args --name ...  which +arg names go into the tag (default: all)
   +no-tag-number        leave the task number out of tags
+  +no-tag-arg NAME ...  leave these dimensions out of tags (the complement of +tag-args)
+  +no-tag-jobname       leave the job name out of tags
+  +gin-arg NAME V ...   a gin binding per value: --gin_bindings 'NAME = V' (tagged like +arg)
+  +gin-flag --name      the option that carries +gin-arg bindings (default --gin_bindings)
+  +override KEY V ...   a Hydra-style KEY=V word per value (tagged like +arg)
+  +exclude NAME V ...   skip tasks where NAME takes one of these values; consecutive +exclude
+                        options form one rule (all must match); a rule ends at any other
+                        option, or at +or between two +exclude
+  +repeat N             N replicates of every task (param replicate, ONAGER_REPLICATE, __rep_K tag)
+  +from-results JOB     a new job of the best tasks of JOB (their commands and params), with
+  +top N|N% +by [-]M      +top tasks sorted by metric M (-M: highest first); args given here
+                          replace those tasks' values of the same argument
   +link                 zip the next +arg/+pos-arg with the one before (same number of values)
   +sample N             N random tasks instead of the whole grid (random search)
   +seed S               seed of +sample (default 0): the same seed gives the same tasks
@@ -87,6 +106,10 @@ examples:
   onager prelaunch +jobname exp4 +command "python train.py" +arg --lr 0.1 0.01 +link +arg --wd 1 2
   onager prelaunch +jobname exp5 +command "python train.py" +arg --lr +loguniform 1e-5 1 +sample 20 +seed 1
   onager prelaunch +from sweep.toml +jobname exp6
+  onager prelaunch +jobname exp7 +command "python train.py" +arg --mode mc ce +arg --coef -1 0.0 1
+                   +exclude --mode mc +exclude --coef -1 1
+  onager prelaunch +jobname exp8 +command "python run.py" +gin-arg GridWorldEnv.size 42 84 +repeat 10 +tag
+  onager prelaunch +jobname exp9 +from-results exp1 +top 25% +by -val_acc +arg --epochs 30 +tag
 """
 
 
@@ -235,6 +258,16 @@ class _Parse:
     sample: str | None = None
     seed: str | None = None
     source: str | None = None
+    exclusions: list[list[tuple[str, list[Any]]]] = field(default_factory=list)
+    previous: str = ""  # the option read before the current one (+exclude rules end at others)
+    new_rule: bool = False  # +or was read: the next +exclude starts a rule
+    repeat: str | None = None
+    tag_skip: list[str] = field(default_factory=list)
+    no_jobname: bool = False
+    gin_flag: str | None = None
+    from_results: str | None = None
+    top: str | None = None
+    by: str | None = None
 
 
 def _read_plain(argv: list[str], i: int, option: str, values: list[Any]) -> int:
@@ -248,7 +281,7 @@ def _read_plain(argv: list[str], i: int, option: str, values: list[Any]) -> int:
 
 def _read_dimension(argv: list[str], i: int, option: str, values: list[Any]) -> int:
     """+arg's name, then the values of +arg/+pos-arg, generators included."""
-    if option == "+arg" and not values and i < len(argv) and not _is_option(argv[i]):
+    if option in NAMED and not values and i < len(argv) and not _is_option(argv[i]):
         values.append(_value(argv[i]))  # the name
         i += 1
     return _values(argv, i, option, values)
@@ -269,6 +302,27 @@ def _tag(state: _Parse, option: str, values: list[Any]) -> None:
 
 def _tag_args(state: _Parse, option: str, values: list[Any]) -> None:
     state.tag_args = values
+
+
+def _exclude(state: _Parse, option: str, values: list[Any]) -> None:
+    """Consecutive +exclude options are one rule; after any other option or +or, a new one."""
+    if not values[0].strip():
+        raise UsageError("+exclude needs a dimension name, e.g. +exclude --optim sgd")
+    if state.previous == "+exclude" and not state.new_rule and state.exclusions:
+        state.exclusions[-1].append((values[0], values[1:]))
+    else:
+        state.exclusions.append([(values[0], values[1:])])
+    state.new_rule = False
+
+
+def _or(state: _Parse, option: str, values: list[Any]) -> None:
+    if state.previous != "+exclude":
+        raise UsageError("+or separates two +exclude rules: write +exclude NAME V ... +or +exclude NAME V ...")
+    state.new_rule = True
+
+
+def _no_tag_arg(state: _Parse, option: str, values: list[Any]) -> None:
+    state.tag_skip.extend(v for v in values if v not in state.tag_skip)
 
 
 def _link(state: _Parse, option: str, values: list[Any]) -> None:
@@ -312,12 +366,25 @@ TABLE: dict[str, tuple[Reader, Handler]] = {
     "+sample": (_read_plain, _setter("sample")),
     "+seed": (_read_plain, _setter("seed")),
     "+from": (_read_plain, _from),
+    "+exclude": (_read_dimension, _exclude),
+    "+or": (_read_plain, _or),
+    "+gin-arg": (_read_dimension, _dimension),
+    "+gin-flag": (_read_plain, _setter("gin_flag")),
+    "+override": (_read_dimension, _dimension),
+    "+repeat": (_read_plain, _setter("repeat")),
+    "+no-tag-arg": (_read_plain, _no_tag_arg),
+    "+no-tag-jobname": (_read_plain, _setter("no_jobname", True)),
+    "+from-results": (_read_plain, _setter("from_results")),
+    "+top": (_read_plain, _setter("top")),
+    "+by": (_read_plain, _setter("by")),
     "+append": (_read_plain, _setter("args.append", True)),
     "+quiet": (_read_plain, _setter("args.quiet", True)),
     "+dry-run": (_read_plain, _setter("args.dry_run", True)),
     "+help": (_read_plain, _setter("args.help", True)),
 }
-DIMENSIONS = ("+arg", "+pos-arg", "+flag")
+DIMENSIONS = ("+arg", "+pos-arg", "+flag", "+gin-arg", "+override")
+#: options whose first word is a name and the rest values (generators allowed)
+NAMED = ("+arg", "+exclude", "+gin-arg", "+override")
 
 
 def parse(argv: list[str]) -> PrelaunchArgs:
@@ -342,9 +409,14 @@ def parse(argv: list[str]) -> PrelaunchArgs:
                              f"; see onager help prelaunch")
         if state.link and option not in DIMENSIONS:
             raise UsageError(f"+link must be followed by the +arg or +pos-arg to link, not {option}")
+        if state.new_rule and option != "+exclude":
+            raise UsageError(f"+or must be followed by the +exclude that starts the next rule, not {option}")
         handler(state, option, values)
+        state.previous = option
     if state.link:
         raise UsageError("+link must be followed by the +arg or +pos-arg to link")
+    if state.new_rule:
+        raise UsageError("+or must be followed by the +exclude that starts the next rule")
     if state.args.help:
         return state.args
     return _build(state)
@@ -353,7 +425,12 @@ def parse(argv: list[str]) -> PrelaunchArgs:
 def _build(state: _Parse) -> PrelaunchArgs:
     """The Sweep the options describe (+from's file first, the options over it), checked."""
     args, command, source = state.args, state.command, state.source
-    if source is not None:
+    if state.from_results is None and (state.top is not None or state.by is not None):
+        raise UsageError(f"{'+top' if state.top is not None else '+by'} goes with +from-results JOB "
+                         "(e.g. +from-results exp1 +top 25% +by -val_acc)")
+    if state.from_results is not None:
+        sweep = _from_results(state)
+    elif source is not None:
         from onager.sweepfile import load
         sweep, settings = load(source)
         args.jobname = args.jobname if args.jobname is not None else settings.get("jobname")
@@ -366,7 +443,7 @@ def _build(state: _Parse) -> PrelaunchArgs:
         if command is None:
             raise UsageError("prelaunch needs +command CMD (e.g. +command \"python train.py\")")
         sweep = Sweep(command)
-    if not sweep.command.strip():
+    if state.from_results is None and not sweep.command.strip():
         raise UsageError('+command needs a non-empty command, e.g. +command "python train.py"')
     if args.jobname is None:
         raise UsageError("prelaunch needs +jobname NAME" + (f" (or jobname = \"...\" in {source})" if source else ""))
@@ -378,8 +455,20 @@ def _build(state: _Parse) -> PrelaunchArgs:
             sweep.arg(values[0], values[1:], link=linked)
         elif option == "+pos-arg":
             sweep.pos_arg(values, link=linked)
+        elif option == "+gin-arg":
+            sweep.gin_arg(values[0], values[1:], link=linked)
+        elif option == "+override":
+            sweep.override(values[0], values[1:], link=linked)
         else:
             sweep.flag(values[0])
+    for rule in state.exclusions:
+        sweep.exclude(rule)
+    if state.repeat is not None:
+        sweep.repeat(state.repeat)
+    if state.gin_flag is not None:
+        sweep.gin_flag = state.gin_flag
+    skip = sweep.tag_skip + [name for name in state.tag_skip if name not in sweep.tag_skip]
+    tag_jobname = sweep.tag_jobname and not state.no_jobname
     tag, tag_args, no_number = state.tag, state.tag_args, state.no_number
     if tag is not None or sweep.tag_name is not None:
         sweep.tag(tag if tag is not None else sweep.tag_name,  # type: ignore[arg-type]
@@ -387,6 +476,7 @@ def _build(state: _Parse) -> PrelaunchArgs:
                   number=sweep.tag_number and not no_number)
     elif tag_args is not None or no_number:
         sweep.tag_args = tag_args
+    sweep.tag_skip, sweep.tag_jobname = skip, tag_jobname
     sample, seed = state.sample, state.seed
     if sample is not None or seed is not None:
         if sample is None and sweep.sample_count is None:
@@ -396,6 +486,29 @@ def _build(state: _Parse) -> PrelaunchArgs:
     sweep.check()
     args.sweep = sweep
     return args
+
+
+def _from_results(state: _Parse) -> Sweep:
+    """The rows of +from-results (the best tasks of another job), checked before any read."""
+    from onager.from_results import best_rows, parse_by, parse_top
+    from onager.sweep import ARG, FLAG, GIN, OVERRIDE
+
+    job = state.from_results
+    assert job is not None
+    if state.source is not None or state.command is not None:
+        raise UsageError(f"+from-results {job} takes each task's command from {job}: "
+                         f"leave out {'+from' if state.source is not None else '+command'}")
+    if state.top is None or state.by is None:
+        raise UsageError(f"+from-results {job} needs +top N (or N%) and +by [-]METRIC, "
+                         "e.g. +top 25% +by -val_acc (highest val_acc first)")
+    check_jobname(job)
+    top, by = parse_top(state.top), parse_by(state.by)
+    kinds = {"+arg": ARG, "+flag": FLAG, "+gin-arg": GIN, "+override": OVERRIDE}
+    replaced = [(kinds[option], values[0]) for option, values, _ in state.dims if option in kinds]
+    sweep = Sweep("")
+    if state.gin_flag is not None:
+        sweep.gin_flag = state.gin_flag
+    return sweep.rows(best_rows(job, top, by, replaced, sweep, warnings=sweep.warnings))
 
 
 def run(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:

@@ -408,6 +408,13 @@ def check_group_columns(table: Table, by: Sequence[str], option: str = "--group-
     return out
 
 
+def replicate_groups(table: Table) -> list[str]:
+    """What `--group-by` with no PARAM groups by: every parameter but +repeat's `replicate`,
+    so each row is one combination with count, mean and std over its replicates."""
+    from onager.sweep import REPLICATE_KEY
+    return [p for p in table.params if p != REPLICATE_KEY]
+
+
 def group_table(table: Table, by: Sequence[str]) -> Table:
     """One row per combination of `by` values: count, and mean/std of each metric over the rest."""
     by = check_group_columns(table, by)

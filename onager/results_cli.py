@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   onager results exp1 --sort -accuracy --top 5
   onager results exp1 --group-by lr --sort -accuracy
   onager results exp1 --group-by lr bs --csv > summary.csv
+  onager results exp1 --group-by               (over +repeat's replicates: every other parameter)
   onager results exp1 --metric 'acc=Test accuracy: ([0-9.]+)' --metric 'loss=loss ([0-9.e+-]+)'
   onager results exp1 --metric-err 'step=step (\\d+)'       (searches logs/<id>.err)
   onager results exp1 --plot accuracy --x lr --group-by bs --out acc.png
@@ -22,7 +23,8 @@ name), plus --metric regexes over each task's stdout log (group 1 of the last ma
 Without --launch, each task's latest run across the job's launches is shown, so a rerun
 of failed tasks replaces their rows. --sort -NAME sorts descending; missing values go last.
 --group-by shows count, and mean and sample std (n-1) of each metric over the other
-parameters (e.g. seeds); NaN values are left out of means and sorts.
+parameters (e.g. seeds); NaN values are left out of means and sorts. --group-by with no
+PARAM groups by every parameter but `replicate`: mean, std and count over replicates.
 """
 
 
@@ -56,8 +58,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--sort", action="append", default=[], metavar="[-]COL",
                    help="sort by these columns (comma-separated or repeated); -COL sorts descending")
     p.add_argument("--top", type=_positive, default=None, metavar="N", help="only the first N rows (after sorting)")
-    p.add_argument("--group-by", nargs="+", action="extend", default=[], metavar="PARAM",
-                   help="one row per value of these parameters: count, mean and std of each metric")
+    p.add_argument("--group-by", nargs="*", action="extend", default=None, metavar="PARAM",
+                   help="one row per value of these parameters: count, mean and std of each metric "
+                        "(no PARAM: every parameter but replicate, to aggregate over +repeat)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="print CSV")
     fmt.add_argument("--json", action="store_true", help="print a JSON array of objects")
@@ -107,7 +110,8 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"metric {pattern.name!r} is given twice: name each --metric/--metric-err once")
         seen.add(pattern.name)
     sort_keys = results.parse_sort(args.sort)
-    group_by = _split(args.group_by)
+    group_by = _split(args.group_by or [])
+    over_replicates = args.group_by is not None and not group_by
     statuses = None
     if args.status:
         statuses = _split([args.status])
@@ -126,6 +130,8 @@ def _run(args: argparse.Namespace) -> int:
     rows = results.collect(args.job, args.launch, patterns,
                            warn=lambda message: print(f"onager: warning: {message}", file=sys.stderr))
     table = results.build_table(rows, patterns)
+    if over_replicates:
+        group_by = results.replicate_groups(table)
     if statuses is not None:
         results.filter_status(table, statuses)
 
@@ -136,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {path}", file=sys.stderr)
         return 0
 
-    if group_by:
+    if group_by or over_replicates:
         table = results.group_table(table, group_by)
     if sort_keys:
         results.sort_table(table, sort_keys)

@@ -43,6 +43,12 @@ _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 JOBNAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}", re.ASCII)
 
 POS, ARG, FLAG = "pos", "arg", "flag"
+GIN, OVERRIDE = "gin", "override"  # config-system arguments: ordered and tagged like +arg
+REPLICATE = "replicate"            # +repeat N: the outermost dimension, no command text
+ROW = "row"                        # +from-results: one finished task of another job per value
+ARG_KINDS = (ARG, GIN, OVERRIDE)
+#: the params key (and ONAGER_PARAM_/ONAGER_ env suffix) that holds a task's replicate number
+REPLICATE_KEY = "replicate"
 
 
 def check_jobname(name: str) -> str:
@@ -352,11 +358,13 @@ class Dimension:
     tagged: bool = True
     dist: Distribution | None = None
     group: int = 0
+    #: ROW only: (command, tag part, params) of each task taken from another job
+    rows: list[tuple[str, str, dict[str, Any]]] | None = None
 
     @property
     def label(self) -> str:
         """How errors name it: the arg or flag name, or pos1, pos2..."""
-        return self.name if self.kind != POS else self.key
+        return self.name if self.kind not in (POS, REPLICATE) else self.key
 
 
 class Choice(NamedTuple):
@@ -412,6 +420,17 @@ class Sweep:
     warnings: list[str] = field(default_factory=list)
     sample_count: int | None = None
     seed: int = 0
+    #: +exclude rules: each a list of (dimension label, values); a task matching every
+    #: entry of one rule is skipped
+    exclusions: list[list[tuple[str, list[str]]]] = field(default_factory=list)
+    #: +repeat N: N replicates of every task (None: no replicate dimension)
+    replicates: int | None = None
+    #: +no-tag-arg: dimension labels left out of tags
+    tag_skip: list[str] = field(default_factory=list)
+    #: +no-tag-jobname: tags do not start with the job name
+    tag_jobname: bool = True
+    #: +gin-flag: the option that carries each +gin-arg binding
+    gin_flag: str = "--gin_bindings"
     _last: Dimension | None = field(default=None, repr=False, compare=False)
     _groups: int = field(default=0, repr=False, compare=False)
 
@@ -451,6 +470,37 @@ class Sweep:
                 return self
         dim = Dimension(ARG, name, texts, param_key(name), dist=dist, group=self._new_group())
         self._linked(dim, link, f"+arg {name}")
+        self.dimensions.append(dim)
+        self._last = dim
+        return self
+
+    def gin_arg(self, name: str, values: Any, link: bool = False) -> Sweep:
+        """`+gin-arg NAME V...`: `--gin_bindings 'NAME = V'` per value (gin-config bindings).
+
+        The value is gin text as typed (a string value needs gin's quotes: '"relu"');
+        the option is `gin_flag` (`+gin-flag`).
+        """
+        return self._config_arg(GIN, "+gin-arg", name, values, link)
+
+    def override(self, key: str, values: Any, link: bool = False) -> Sweep:
+        """`+override KEY V...`: a Hydra-style `KEY=V` word per value."""
+        return self._config_arg(OVERRIDE, "+override", key, values, link)
+
+    def _config_arg(self, kind: str, option: str, name: str, values: Any, link: bool) -> Sweep:
+        if not isinstance(name, str) or not name.strip():
+            raise UsageError(f"{option} needs a non-empty name, e.g. {option} "
+                             f"{'Model.size' if kind == GIN else 'optimizer.lr'} 1 2")
+        texts, dist = _expand(values, f"{option} {name}")
+        if not texts and dist is None:
+            raise UsageError(f"{option} {name} needs at least one value")
+        for dim in self.dimensions:
+            if dim.kind == kind and dim.name == name:
+                dim.values, dim.dist = texts, dist  # as +arg: a repeated name takes the new values
+                self._linked(dim, link, f"{option} {name}")
+                self._last = dim
+                return self
+        dim = Dimension(kind, name, texts, param_key(name), dist=dist, group=self._new_group())
+        self._linked(dim, link, f"{option} {name}")
         self.dimensions.append(dim)
         self._last = dim
         return self
@@ -496,13 +546,62 @@ class Sweep:
         return self
 
     def tag(self, name: str = "--tag", args: Sequence[str] | None = None,
-            number: bool = True) -> Sweep:
-        """`+tag NAME`: pass each task a unique tag as `NAME <tag>`."""
+            number: bool = True, *, skip: Sequence[str] = (), jobname: bool = True) -> Sweep:
+        """`+tag NAME`: pass each task a unique tag as `NAME <tag>`.
+
+        `args` (+tag-args) keeps only those arguments in the tag, `skip` (+no-tag-arg)
+        leaves those dimensions out; `number=False` (+no-tag-number) and `jobname=False`
+        (+no-tag-jobname) leave the task number and the job name out.
+        """
         if name == "":
             raise UsageError("+tag needs a non-empty argument name (default --tag)")
         self.tag_name = name
         self.tag_args = list(args) if args is not None else None
         self.tag_number = number
+        self.tag_skip = list(skip)
+        self.tag_jobname = jobname
+        return self
+
+    def exclude(self, rule: Any) -> Sweep:
+        """`+exclude NAME V... [+exclude NAME2 W...]`: one rule; skip every task in which each
+        named dimension takes one of its listed values. Call once per rule; rules add up.
+
+        `rule` maps dimension names (`"--lr"`, `"pos1"`, a flag with true/false, a
+        +gin-arg/+override name, `"replicate"`) to a value or a list of values. Task
+        ids stay consecutive over the tasks kept.
+        """
+        items = list(rule.items()) if hasattr(rule, "items") else list(rule)
+        if not items:
+            raise UsageError("+exclude needs a name and values, e.g. +exclude --optim sgd")
+        entries: list[tuple[str, list[str]]] = []
+        for item in items:
+            if not isinstance(item, (tuple, list)) or len(item) != 2 or not isinstance(item[0], str):
+                raise UsageError(f"an exclusion rule maps names to values, e.g. {{'--optim': ['sgd']}}; got {item!r}")
+            name, values = item
+            texts, dist = _expand(values, f"+exclude {name}")
+            if dist is not None or not texts:
+                raise UsageError(f"+exclude {name} needs the values to skip, e.g. +exclude {name} 0.1")
+            entries.append((name, texts))
+        self.exclusions.append(entries)
+        return self
+
+    def repeat(self, n: Any) -> Sweep:
+        """`+repeat N`: N replicates of every task (the outermost dimension).
+
+        A replicate changes nothing in the command: it is the param `replicate`
+        (1..N; ONAGER_REPLICATE in the task's environment) and `__rep_<k>` in the tag.
+        """
+        self.replicates = _count(n, "+repeat N")
+        return self
+
+    def rows(self, rows: Sequence[tuple[str, str, dict[str, Any]]]) -> Sweep:
+        """Tasks of another job as one dimension (+from-results): (command, tag part, params)
+        each. The command is the whole command, so the sweep's own `command` is empty."""
+        if not rows:
+            raise UsageError("no task to take: the list of tasks is empty")
+        dim = Dimension(ROW, "", [str(i) for i in range(1, len(rows) + 1)], "", group=self._new_group(),
+                        rows=list(rows))
+        self.dimensions = [d for d in self.dimensions if d.kind != ROW] + [dim]
         return self
 
     def sample(self, n: Any, seed: Any = 0) -> Sweep:
@@ -520,29 +619,53 @@ class Sweep:
         return self
 
     # ------------------------------------------------------------ expansion
-    def layout(self) -> list[Dimension]:
-        """Dimensions in command order, which is also speed order (first = fastest)."""
-        order = {POS: 0, ARG: 1, FLAG: 2}
-        return sorted(self.dimensions, key=lambda d: order[d.kind])
+    def layout(self, replicates: bool = True) -> list[Dimension]:
+        """Dimensions in command order, which is also speed order (first = fastest).
+
+        Replicates (+repeat) are the outermost dimension, after the flags.
+        """
+        order = {ROW: -1, POS: 0, ARG: 1, GIN: 1, OVERRIDE: 1, FLAG: 2}
+        dims = sorted(self.dimensions, key=lambda d: order[d.kind])
+        if replicates and self.replicates is not None:
+            dims.append(Dimension(REPLICATE, REPLICATE_KEY, [str(k) for k in range(1, self.replicates + 1)],
+                                  REPLICATE_KEY))
+        return dims
 
     def _tagged(self, dim: Dimension) -> bool:
         if self.tag_name is None:
             return False
-        if dim.kind != ARG or self.tag_args is None:
+        if dim.kind == REPLICATE:
+            return True
+        if dim.label in self.tag_skip:
+            return False
+        if dim.kind not in ARG_KINDS or self.tag_args is None:
             return True
         return dim.name in self.tag_args
 
     def _value_choice(self, dim: Dimension, value: str, tagged: bool) -> Choice:
+        key = dim.name.replace("_", "").replace("-", "")
         if dim.kind == POS:
             cmd, tag = " " + quote(value), "__" + value
+        elif dim.kind == GIN:
+            cmd, tag = " " + quote(self.gin_flag) + " " + quote(f"{dim.name} = {value}"), f"__{key}_{value}"
+        elif dim.kind == OVERRIDE:
+            cmd, tag = " " + quote(f"{dim.name}={value}"), f"__{key}_{value}"
+        elif dim.kind == REPLICATE:
+            cmd, tag = "", f"__rep_{value}"
         else:
-            key = dim.name.replace("_", "").replace("-", "")
             cmd, tag = " " + quote(dim.name) + " " + quote(value), f"__{key}_{value}"
         return _choice(cmd, tag if tagged else "", dim.key, param_value(value))
 
     def choices(self, dim: Dimension) -> list[Choice]:
         tagged = self._tagged(dim)
         out = []
+        if dim.rows is not None:
+            for command, tag, params in dim.rows:
+                body = json.dumps(params, ensure_ascii=False)[1:-1]
+                part = tag if tagged else ""
+                out.append(Choice(command, _js(command), part, _js(part), ", " + body if body else "",
+                                  bool(_SAFE.fullmatch(part)) or part == ""))
+            return out
         if dim.kind == FLAG:
             bare = dim.name.replace("-", "").replace("+", "")
             for on in (True, False):
@@ -557,12 +680,12 @@ class Sweep:
             return [_choice(" " + quote(dim.name), "__" + key if tagged else "", dim.key, True)]
         return [self._value_choice(dim, value, tagged) for value in dim.values]
 
-    def _plan(self) -> tuple[list[Dimension], list[list[int]]]:
+    def _plan(self, replicates: bool = True) -> tuple[list[Dimension], list[list[int]]]:
         """Dimensions in layout order, and the axes: lists of layout positions, fastest first.
 
         A linked group is one axis, placed where its first member sits in the layout.
         """
-        dims = self.layout()
+        dims = self.layout(replicates)
         axes: dict[int, list[int]] = {}
         for position, dim in enumerate(dims):
             axes.setdefault(dim.group or -1 - position, []).append(position)
@@ -585,18 +708,112 @@ class Sweep:
                     if _size(d) != size:
                         raise UsageError(f"+link: {first.label} has {size} value(s) but {d.label} has "
                                          f"{_size(d)}; linked dimensions need the same number of values")
+        self._check_extras(dims)
         randoms = [d for d in dims if d.dist is not None]
+        rules = self._rules(dims, axes)
         if self.sample_count is None:
             if randoms:
                 d = randoms[0]
                 assert d.dist is not None
                 raise UsageError(f"{d.dist.spelling} ({d.label}) draws random values: add +sample N "
                                  "(random search), or use +linspace/+logspace/+range for a grid")
-        elif not randoms:
-            total = self._grid_size(dims, axes)
-            if self.sample_count > total:
-                raise UsageError(f"+sample {self.sample_count} asks for more tasks than the grid's {total} "
-                                 f"combinations; use +sample {total} or fewer, or drop +sample for the whole grid")
+            if rules and self._allowed(dims, axes, rules) == 0:
+                raise UsageError("the +exclude rules skip every task of the grid: check their names and values")
+            return
+        base_dims, base_axes = self._plan(replicates=False)
+        base_rules = self._rules(base_dims, base_axes)
+        allowed = self._allowed(base_dims, base_axes, base_rules)
+        if not randoms:
+            what = "combinations left by +exclude" if base_rules else "combinations"
+            if self.sample_count > allowed:
+                raise UsageError(f"+sample {self.sample_count} asks for more tasks than the grid's {allowed} "
+                                 f"{what}; use +sample {allowed} or fewer, or drop +sample for the whole grid")
+        elif allowed == 0:
+            raise UsageError("the +exclude rules skip every combination of the listed values: check them")
+
+    def _check_extras(self, dims: list[Dimension]) -> None:
+        """+repeat, +no-tag-arg, +no-tag-jobname and +gin-flag: refuse what cannot work."""
+        labels = [d.label for d in dims if d.kind not in (ROW, REPLICATE)]
+        for name in self.tag_skip:
+            if name not in labels:
+                raise UsageError(f"+no-tag-arg {name}: no such dimension (known: {' '.join(labels) or 'none'}); "
+                                 "name an +arg, +flag, +gin-arg or +override, or pos1, pos2... for positionals")
+        if self.replicates is not None:
+            for d in dims:
+                if d.kind not in (ROW, REPLICATE) and d.key == REPLICATE_KEY:
+                    raise UsageError(f"+repeat records the replicate as the parameter {REPLICATE_KEY!r}, which "
+                                     f"{d.label} also names: rename that argument or drop +repeat")
+        if any(d.kind == GIN for d in dims) and not self.gin_flag.strip():
+            raise UsageError("+gin-flag needs the option that carries gin bindings, e.g. +gin-flag --gin_bindings")
+        if self.tag_name is not None and not self.tag_number and not self.tag_jobname \
+                and not any(self._tagged(d) for d in dims):
+            raise UsageError("with +no-tag-number and +no-tag-jobname, no dimension is left in the tag: every "
+                             "tag would be empty; keep one of them or tag an argument")
+
+    def _rules(self, dims: list[Dimension], axes: list[list[int]]) -> list[list[tuple[int, frozenset[int]]]]:
+        """The +exclude rules as (axis, value indices) entries, checked against the dimensions."""
+        if not self.exclusions:
+            return []
+        axis_of = {p: a for a, axis in enumerate(axes) for p in axis}
+        out = []
+        for rule in self.exclusions:
+            entries: dict[int, frozenset[int]] = {}
+            for name, values in rule:
+                found = [p for p, d in enumerate(dims) if d.label == name and d.kind != ROW]
+                if not found:
+                    known = " ".join(d.label for d in dims if d.kind != ROW) or "none"
+                    raise UsageError(f"+exclude {name}: no such dimension (known: {known}); name an +arg, +flag, "
+                                     "+gin-arg or +override of this sweep, or pos1, pos2... for positionals")
+                d = dims[found[0]]
+                if d.dist is not None:
+                    raise UsageError(f"+exclude {name}: {d.dist.spelling} draws random values, which cannot be "
+                                     "listed; exclude values of list dimensions only")
+                if d.kind == ARG and not d.values:
+                    raise UsageError(f"+exclude {name}: {name} has no values (it is on every command); "
+                                     "there is nothing to exclude")
+                texts = ["true", "false"] if d.kind == FLAG else d.values
+                hits: set[int] = set()
+                for value in values:
+                    wanted = value.lower() if d.kind == FLAG else value
+                    found_at = [i for i, t in enumerate(texts) if t == wanted]
+                    if not found_at:
+                        raise UsageError(f"+exclude {name} {value}: {value!r} is not a value of {name} "
+                                         f"(its values: {' '.join(texts)})")
+                    hits.update(found_at)
+                axis = axis_of[found[0]]
+                entries[axis] = entries[axis] & hits if axis in entries else frozenset(hits)
+            out.append(sorted(entries.items()))
+        return out
+
+    @staticmethod
+    def _allowed(dims: list[Dimension], axes: list[list[int]],
+                 rules: list[list[tuple[int, frozenset[int]]]]) -> int:
+        """How many combinations of the list dimensions the rules keep (random ones count once)."""
+        sizes = [1 if dims[axis[0]].dist is not None else _size(dims[axis[0]]) for axis in axes]
+        total = math.prod(sizes)
+        if not rules:
+            return total
+        if len(rules) <= 10:
+            # inclusion-exclusion: the tasks of a rule are a box (its values on its axes, any
+            # value elsewhere), and boxes intersect into boxes; no walk over the grid
+            skipped = 0
+            for k in range(1, len(rules) + 1):
+                for chosen in itertools.combinations(rules, k):
+                    box: dict[int, frozenset[int]] = {}
+                    for rule in chosen:
+                        for a, keep in rule:
+                            box[a] = box[a] & keep if a in box else keep
+                    size = math.prod(len(box[a]) if a in box else s for a, s in enumerate(sizes))
+                    skipped += size if k % 2 else -size
+            return total - skipped
+        constrained = sorted({a for rule in rules for a, _ in rule})
+        other = math.prod(s for a, s in enumerate(sizes) if a not in constrained)
+        skipped = 0
+        for combo in itertools.product(*[range(sizes[a]) for a in constrained]):
+            at = dict(zip(constrained, combo))
+            if any(all(at[a] in keep for a, keep in rule) for rule in rules):
+                skipped += 1
+        return total - skipped * other
 
     def _check_texts(self) -> None:
         """Every text that reaches jobs.json must be UTF-8 (see check_text)."""
@@ -605,6 +822,13 @@ class Sweep:
             check_text(self.tag_name, "the tag name")
         for name in self.tag_args or ():
             check_text(name, "+tag-args name")
+        for name in self.tag_skip:
+            check_text(name, "+no-tag-arg name")
+        check_text(self.gin_flag, "+gin-flag")
+        for rule in self.exclusions:
+            for name, values in rule:
+                for text in [name, *values]:
+                    check_text(text, "+exclude")
         for dim in self.dimensions:
             check_text(dim.name, f"{dim.kind} name")
             for value in dim.values:
@@ -636,15 +860,16 @@ class Sweep:
     def __len__(self) -> int:
         self.validate()
         if self.sample_count is not None:
-            return self.sample_count
+            return self.sample_count * (self.replicates or 1)
         dims, axes = self._plan()
-        return self._grid_size(dims, axes)
+        rules = self._rules(dims, axes)
+        return self._allowed(dims, axes, rules) if rules else self._grid_size(dims, axes)
 
     def check(self) -> None:
         """Validate, and note harmless oddities in `warnings`."""
         self.validate()
         if self.tag_args is not None:
-            names = [d.name for d in self.dimensions if d.kind == ARG]
+            names = [d.name for d in self.dimensions if d.kind in ARG_KINDS]
             for name in self.tag_args:
                 if name not in names:
                     warning = f"+tag-args {name} is not one of the +arg names ({' '.join(names) or 'none'})"
@@ -658,38 +883,67 @@ class Sweep:
         finite = [None if d.dist is not None else self.choices(d) for d in dims]
         safe = all(c.tag_safe for lst in finite if lst is not None for c in lst)
         if self.sample_count is not None:
-            return self.sample_count, self._sampled(dims, axes, finite), safe
-        total = self._grid_size(dims, axes)
+            return self.sample_count * (self.replicates or 1), self._replicated_samples(), safe
+        rules = self._rules(dims, axes)
+        total = self._allowed(dims, axes, rules) if rules else self._grid_size(dims, axes)
         if all(axis == list(range(axis[0], axis[0] + len(axis))) for axis in axes):
-            return total, _combine(self.axes()), safe  # the fast path: 0.1.3 grids, adjacent links
-        return total, _general(finite, axes), safe
+            return total, _combine(self.axes(), rules), safe  # the fast path: 0.1.3 grids, adjacent links
+        return total, _general(finite, axes, rules), safe
 
-    def _sampled(self, dims: list[Dimension], axes: list[list[int]],
-                 finite: list[list[Choice] | None]) -> Iterator[Choice]:
+    def _replicated_samples(self) -> Iterator[Choice]:
+        """+sample's tasks, then again for each further replicate (the same draws each time)."""
+        dims, axes = self._plan(replicates=False)
+        finite = [None if d.dist is not None else self.choices(d) for d in dims]
+        rules = self._rules(dims, axes)
+        if self.replicates is None:
+            yield from self._sampled(dims, axes, finite, rules)
+            return
+        for replicate in self.choices(self.layout()[-1]):
+            for choice in self._sampled(dims, axes, finite, rules):
+                yield _join(choice, replicate)
+
+    def _sampled(self, dims: list[Dimension], axes: list[list[int]], finite: list[list[Choice] | None],
+                 rules: list[list[tuple[int, frozenset[int]]]]) -> Iterator[Choice]:
+        """N random tasks; excluded draws are skipped (redrawn), which leaves the draws of a
+        sweep without +exclude exactly as they were."""
         import random
         rng = random.Random(self.seed)
         count = self.sample_count or 0
         picks: list[Choice] = [_EMPTY] * len(dims)
         if all(lst is not None for lst in finite):
             sizes = [len(finite[axis[0]]) for axis in axes]  # type: ignore[arg-type]
-            for index in _distinct(rng, self._grid_size(dims, axes), count):
-                for axis, size in zip(axes, sizes):
+            total = self._grid_size(dims, axes)
+            made = 0
+            for index in _distinct(rng, total, total if rules else count):
+                if made == count:
+                    return
+                at = []
+                for size in sizes:
                     index, i = divmod(index, size)
+                    at.append(i)
+                if rules and _excluded(at, rules):
+                    continue
+                for axis, i in zip(axes, at):
                     for p in axis:
                         picks[p] = finite[p][i]  # type: ignore[index]
                 yield _join_all(picks)
+                made += 1
             return
         tagged = [self._tagged(d) for d in dims]
         for _ in range(count):
-            for axis in axes:
-                first = axis[0]
-                dist = dims[first].dist
-                if dist is not None:
-                    picks[first] = self._value_choice(dims[first], dist.draw(rng), tagged[first])
-                    continue
-                i = _below(rng, len(finite[first]))  # type: ignore[arg-type]
-                for p in axis:
-                    picks[p] = finite[p][i]  # type: ignore[index]
+            while True:
+                at = [0] * len(axes)
+                for a, axis in enumerate(axes):
+                    first = axis[0]
+                    dist = dims[first].dist
+                    if dist is not None:
+                        picks[first] = self._value_choice(dims[first], dist.draw(rng), tagged[first])
+                        continue
+                    i = at[a] = _below(rng, len(finite[first]))  # type: ignore[arg-type]
+                    for p in axis:
+                        picks[p] = finite[p][i]  # type: ignore[index]
+                if not (rules and _excluded(at, rules)):
+                    break
             yield _join_all(picks)
 
     def lines(self, jobname: str, start_id: int = 1) -> Iterator[Line]:
@@ -703,23 +957,28 @@ class Sweep:
         if self.tag_name is not None:
             tag_arg = " " + quote(self.tag_name) + " "
             tag_arg_json = _js(tag_arg)
+            name = jobname if self.tag_jobname else ""
             if self.tag_number:
-                tag_prefix = jobname + "_"
+                tag_prefix = name + "_" if name else ""
                 width = len(str(start_id + total - 1))
             else:
-                tag_prefix = jobname
+                tag_prefix = name
             tag_json_prefix = _js(tag_prefix)
         safe = safe and bool(_SAFE.fullmatch(tag_prefix or "x"))
+        bare = tagging and not self.tag_number and not self.tag_jobname
         return self._emit(stream, start_id, base, base_json, tagging, tag_prefix, tag_json_prefix,
-                          width, safe, tag_arg if tagging else "", tag_arg_json if tagging else "")
+                          width, safe, tag_arg if tagging else "", tag_arg_json if tagging else "", bare)
 
     @staticmethod
     def _emit(stream: Iterator[Choice], start_id: int, base: str, base_json: str, tagging: bool,
               tag_prefix: str, tag_json_prefix: str, width: int, safe: bool,
-              tag_arg: str, tag_arg_json: str) -> Iterator[Line]:
+              tag_arg: str, tag_arg_json: str, bare: bool = False) -> Iterator[Line]:
+        """`bare`: neither job name nor number, so the tag is its parts without the first `__`."""
         task_id = start_id - 1
         for c in stream:
             task_id += 1
+            if bare:
+                c = c._replace(tag=c.tag[2:], tag_json=c.tag_json[2:])
             if tagging:
                 number = str(task_id).zfill(width) if width else ""
                 tag = tag_prefix + number + c.tag
@@ -750,30 +1009,33 @@ class Sweep:
         dims, axes = self._plan()
         if self.sample_count is not None or any(d.dist is not None for d in dims):
             return None
+        if self.tag_name is not None and not self.tag_number and not self.tag_jobname:
+            return None
         if not all(axis == list(range(axis[0], axis[0] + len(axis))) for axis in axes):
             return None
         all_axes = self.axes()
         if not all(c.tag_safe for axis in all_axes for c in axis):
             return None
         tagging = self.tag_name is not None
-        total = 1
-        for axis in all_axes:
-            total *= len(axis)
+        rules = self._rules(dims, axes)
+        total = self._allowed(dims, axes, rules)
         tag_arg = " " + quote(self.tag_name) + " " if self.tag_name is not None else ""
+        name = jobname if self.tag_jobname else ""
         if tagging and self.tag_number:
-            prefix, width = jobname + "_", len(str(start_id + total - 1))
+            prefix, width = (name + "_" if name else ""), len(str(start_id + total - 1))
         else:
-            prefix, width = (jobname if tagging else ""), 0
-        if tagging and not _SAFE.fullmatch(prefix):
+            prefix, width = (name if tagging else ""), 0
+        if tagging and prefix and not _SAFE.fullmatch(prefix):
             return None
-        return self._chunks(all_axes, start_id, tagging, tag_arg, prefix, width, echo)
+        return self._chunks(all_axes, start_id, tagging, tag_arg, prefix, width, echo, rules)
 
     def _chunks(self, axes: list[list[Choice]], start_id: int, tagging: bool, tag_arg: str,
-                prefix: str, width: int, echo: TextIO | None) -> Iterator[tuple[int, str]]:
+                prefix: str, width: int, echo: TextIO | None,
+                rules: list[list[tuple[int, frozenset[int]]]] | None = None) -> Iterator[tuple[int, str]]:
         base, base_json = self.command, _js(self.command)
         tag_arg_json = _js(tag_arg)
         n = start_id
-        for o, inner in _blocks(axes):
+        for o, inner in _blocks(axes, rules):
             m = len(inner)
             ids = range(n, n + m)
             nums = [str(k).zfill(width) for k in ids] if width else [""] * m
@@ -850,11 +1112,20 @@ def _join_all(picks: list[Choice]) -> Choice:
                   "".join(c.params for c in picks), all(c.tag_safe for c in picks))
 
 
-def _general(finite: list[list[Choice] | None], axes: list[list[int]]) -> Iterator[Choice]:
-    """The grid when a linked group is split by other dimensions in the layout (slower)."""
+def _excluded(at: Sequence[int], rules: list[list[tuple[int, frozenset[int]]]]) -> bool:
+    """Whether the value indices `at` (one per axis) match every entry of some +exclude rule."""
+    return any(all(at[a] in keep for a, keep in rule) for rule in rules)
+
+
+def _general(finite: list[list[Choice] | None], axes: list[list[int]],
+             rules: list[list[tuple[int, frozenset[int]]]] | None = None) -> Iterator[Choice]:
+    """The grid when a linked group is split by other dimensions in the layout, or when
+    +exclude skips some combinations (slower than the block path)."""
     sizes = [len(finite[axis[0]]) for axis in axes]  # type: ignore[arg-type]
     picks: list[Choice] = [_EMPTY] * len(finite)
     for combo in itertools.product(*[range(s) for s in reversed(sizes)]):
+        if rules and _excluded(combo[::-1], rules):
+            continue
         for axis, i in zip(reversed(axes), combo):
             for p in axis:
                 picks[p] = finite[p][i]  # type: ignore[index]
@@ -877,35 +1148,68 @@ def _choice(cmd: str, tag: str, key: str, value: Any) -> Choice:
 _INNER_LIMIT = 4096
 
 
-def _blocks(axes: list[list[Choice]]) -> Iterator[tuple[Choice, list[Choice]]]:
+def _blocks(axes: list[list[Choice]], rules: list[list[tuple[int, frozenset[int]]]] | None = None
+            ) -> Iterator[tuple[Choice, list[Choice]]]:
     """(outer, inner block) pairs: the tasks in order are inner[0]+outer, inner[1]+outer, ...
 
     The fastest axes are joined once into an inner block; each outer combination is
     joined once and reused for the whole block, so each task costs a few concatenations.
+    With +exclude `rules`, a block keeps only the inner tasks no rule matches; the kept
+    list is computed once per set of rules whose outer part the outer combination meets.
     """
     empty = Choice("", "", "", "", "", True)
     if not axes:
         yield empty, [empty]
         return
     inner = [empty]
+    inner_at: list[tuple[int, ...]] = [()]
     k = 0
     while k < len(axes) and (k == 0 or len(inner) * len(axes[k]) <= _INNER_LIMIT):
         inner = [_join(i, v) for v in axes[k] for i in inner]
+        if rules:
+            inner_at = [at + (j,) for j in range(len(axes[k])) for at in inner_at]
         k += 1
     outer_axes = axes[k:]
+    split = [([(a, keep) for a, keep in rule if a < k], [(a - k, keep) for a, keep in rule if a >= k])
+             for rule in rules or ()]
+    kept_for: dict[tuple[int, ...], list[Choice]] = {(): inner}
+
+    def kept(active: tuple[int, ...]) -> list[Choice]:
+        if active not in kept_for:
+            parts = [split[n][0] for n in active]
+            kept_for[active] = [] if any(not part for part in parts) else [
+                c for c, at in zip(inner, inner_at)
+                if not any(all(at[a] in keep for a, keep in part) for part in parts)]
+        return kept_for[active]
+
     if not outer_axes:
-        yield empty, inner
+        block = kept(tuple(range(len(split))))
+        if block:
+            yield empty, block
         return
-    for combo in itertools.product(*reversed(outer_axes)):
-        o = combo[-1]
-        for part in combo[-2::-1]:
-            o = _join(o, part)
-        yield o, inner
+    if not split:
+        for combo in itertools.product(*reversed(outer_axes)):
+            o = combo[-1]
+            for part in combo[-2::-1]:
+                o = _join(o, part)
+            yield o, inner
+        return
+    slowest_first = list(reversed(outer_axes))
+    for combo_at in itertools.product(*[range(len(axis)) for axis in slowest_first]):
+        at = combo_at[::-1]  # outer indices, fastest first (outer axis a is axis a + k)
+        block = kept(tuple(n for n, (_, outer) in enumerate(split) if all(at[a] in keep for a, keep in outer)))
+        if not block:
+            continue
+        o = slowest_first[-1][combo_at[-1]]
+        for j in range(len(slowest_first) - 2, -1, -1):
+            o = _join(o, slowest_first[j][combo_at[j]])
+        yield o, block
 
 
-def _combine(axes: list[list[Choice]]) -> Iterator[Choice]:
-    """One joined choice per task, first axis fastest."""
-    for o, inner in _blocks(axes):
+def _combine(axes: list[list[Choice]],
+             rules: list[list[tuple[int, frozenset[int]]]] | None = None) -> Iterator[Choice]:
+    """One joined choice per task, first axis fastest (less those +exclude `rules` match)."""
+    for o, inner in _blocks(axes, rules):
         o_cmd, o_cmd_json, o_tag, o_tag_json, o_params = o[:5]
         for i in inner:
             yield Choice(i.cmd + o_cmd, i.cmd_json + o_cmd_json, i.tag + o_tag,

@@ -14,11 +14,22 @@ Python API use, so the three produce the same jobfile. The schema (docs/sweeps.m
     links = [["--lr", "--wd"]]       # optional: zipped dimensions (positionals: pos1, pos2...)
     sample = 20                      # optional: random search, N tasks
     seed = 0                         # optional: seed of sample
+    repeat = 3                       # optional: replicates of every task
+    no_tag_args = ["--seed"]         # optional: dimensions left out of the tag
+    tag_jobname = false              # optional: false leaves the job name out of tags
+    gin_flag = "--gin_bindings"      # optional: the option of gin_args bindings
+    exclude = [{"--mode" = "mc", "--coef" = [-1, 1]}]   # optional: one table per rule
 
     [args]                           # a grid, first entry fastest, as on the command line
     "--lr" = [0.1, 0.01]
     "--wd" = {logspace = [1e-4, 1e-1, 4]}
     "--cuda" = []                    # no values: on every command
+
+    [gin_args]                       # +gin-arg: NAME = value spec, after the args
+    "GridWorldEnv.size" = [42, 84]
+
+    [overrides]                      # +override: KEY = value spec, after the gin args
+    "optimizer.lr" = [0.1, 0.01]
 
 A value spec is a list of values (strings, numbers, booleans, or generator tables), a
 single value, or a generator table with one key: range, linspace, logspace, files,
@@ -35,7 +46,8 @@ from onager.errors import UsageError
 from onager.sweep import Files, Linspace, Logspace, LogUniform, RandInt, Range, Sweep, Uniform, Values
 
 KEYS = ("jobname", "command", "tag", "tag_args", "tag_number", "jobfile", "args", "pos_args",
-        "flags", "links", "sample", "seed")
+        "flags", "links", "sample", "seed", "gin_args", "gin_flag", "overrides", "exclude", "repeat",
+        "no_tag_args", "tag_jobname")
 
 _GENERATORS = {
     "range": (Range, 2, 3), "linspace": (Linspace, 3, 3), "logspace": (Logspace, 3, 3),
@@ -135,6 +147,22 @@ def load(path: str) -> tuple[Sweep, dict[str, Any]]:
         raise UsageError(f"{path}: args must be a table of name = values, e.g. [args] \"--lr\" = [0.1, 0.01]")
     for name, values in args.items():
         sweep.arg(name, _spec(values, f"{path}: args {name}"))
+    for key, method in (("gin_args", sweep.gin_arg), ("overrides", sweep.override)):
+        table = data.get(key, {})
+        if not isinstance(table, dict):
+            raise UsageError(f"{path}: {key} must be a table of name = values, e.g. [{key}] \"a.b\" = [1, 2]")
+        for name, values in table.items():
+            method(name, _spec(values, f"{path}: {key} {name}"))
+    if "gin_flag" in data:
+        if not isinstance(data["gin_flag"], str):
+            raise UsageError(f"{path}: gin_flag must be a string such as \"--gin_bindings\"")
+        sweep.gin_flag = data["gin_flag"]
+    rules = data.get("exclude", [])
+    if not isinstance(rules, list) or not all(isinstance(rule, dict) and rule for rule in rules):
+        raise UsageError(f"{path}: exclude must be a list of rules, each a table of name = values, "
+                         "e.g. exclude = [{\"--mode\" = \"mc\", \"--coef\" = [-1, 1]}]")
+    for rule in rules:
+        sweep.exclude({name: _spec(values, f"{path}: exclude {name}") for name, values in rule.items()})
     for name in _strings(data.get("flags", []), "flags", path):
         sweep.flag(name)
     links = data.get("links", [])
@@ -157,6 +185,15 @@ def load(path: str) -> tuple[Sweep, dict[str, Any]]:
         raise UsageError(f"{path}: tag must be an argument name such as \"--run-tag\", or true for --tag")
     else:
         sweep.tag_args, sweep.tag_number = tag_args, tag_number
+    sweep.tag_skip = _strings(data.get("no_tag_args", []), "no_tag_args", path)
+    tag_jobname = data.get("tag_jobname", True)
+    if not isinstance(tag_jobname, bool):
+        raise UsageError(f"{path}: tag_jobname must be true or false")
+    sweep.tag_jobname = tag_jobname
+    if "repeat" in data:
+        if isinstance(data["repeat"], bool):
+            raise UsageError(f"{path}: repeat must be a whole number of replicates, e.g. repeat = 3")
+        sweep.repeat(data["repeat"])
     if "sample" in data:
         sweep.sample(data["sample"], data.get("seed", 0))
     elif "seed" in data:

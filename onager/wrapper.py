@@ -43,6 +43,8 @@ def task_record(task_id: int, command: str, tag: str, params_env: dict[str, Any]
         lines.append(f"ONAGER_PRIOR_ATTEMPTS={int(prior_attempts)}")
     for name, value in params_env.items():
         lines.append(f"export ONAGER_PARAM_{name}={shlex.quote(value)}")
+    if "REPLICATE" in params_env:  # +repeat's replicate number, also under its own short name
+        lines.append(f"export ONAGER_REPLICATE={shlex.quote(params_env['REPLICATE'])}")
     return "\n".join(lines) + "\n"
 
 
