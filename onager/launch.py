@@ -11,12 +11,13 @@ import errno
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -33,7 +34,7 @@ from onager.state import ERROR, RERUN_FAILED, RERUN_UNFINISHED
 from onager.status import job_task_statuses
 from onager.sweep import check_jobname, param_key
 from onager.tasklist import Tasklist
-from onager.wrapper import index_record, task_record, wrapper_text
+from onager.wrapper import INDEX_WIDTH, index_record, task_record, wrapper_text
 
 Selection = Union[None, Tasklist, set[int]]
 
@@ -258,37 +259,102 @@ def remove_partial(jobname: str, root: str = ".", lock: BuildLock | None = None,
             lock.release()
 
 
-def write_tasks(launch_dir: str, entries: Iterator[JobEntry]) -> tuple[int, list[int]]:
-    """tasks.sh (records), tasks.idx (fixed-width offsets by id), tasks.jsonl (for list)."""
+def write_tasks(launch_dir: str, entries: Iterable[JobEntry]) -> tuple[int, list[int]]:
+    """tasks.sh (records), tasks.idx (fixed-width offsets by id), tasks.jsonl (for list).
+
+    The bytes are those of `wrapper.task_record` and `index_record` for each task, built
+    for a million tasks in seconds: one JSON encoder for every task, a parameter value
+    quoted once however many tasks share it, files written a few thousand tasks at a time.
+    """
     count = 0
     ids: list[int] = []
     offset = 0
     next_index_pos = 0
-    env_names: dict[str, str] = {}
-    encode = json.JSONEncoder(ensure_ascii=False).encode
+    encode = _encoder()
+    prefixes: dict[tuple[str, ...], list[str] | None] = {}  # param keys -> "export ONAGER_PARAM_<NAME>=" each
+    quoted: dict[str, str] = {}  # param value -> shlex-quoted (bounded)
+    quote = shlex.quote
     paths = LaunchPaths(launch_dir)
-    with open(paths.tasks_sh, "wb") as records, \
+    records: list[str] = []
+    index_block: list[bytes] = []
+    listing_block: list[str] = []
+    with open(paths.tasks_sh, "wb") as records_out, \
             open(paths.tasks_idx, "wb") as index, \
             open(paths.tasks_jsonl, "w", encoding="utf-8") as listing:
+
+        def flush() -> None:
+            records_out.write("".join(records).encode("utf-8"))
+            index.write(b"".join(index_block))
+            listing.write("".join(listing_block))
+            records.clear()
+            index_block.clear()
+            listing_block.clear()
+
         for entry in entries:
-            env = {}
-            for key, value in entry.params.items():
-                name = env_names.get(key)
-                if name is None:
-                    name = env_names[key] = _env_name(key)
-                env[name] = value if isinstance(value, str) else encode(value)
-            data = task_record(entry.id, entry.command, entry.tag, env).encode("utf-8")
-            records.write(data)
-            position = (entry.id - 1) * 24
+            task_id, command, tag, params = entry
+            keys = tuple(params)
+            if keys in prefixes:
+                names = prefixes[keys]
+            else:
+                names = prefixes[keys] = _param_prefixes(keys)
+            if names is None:  # two keys, one variable name: task_record's dict keeps the last value
+                env = {_env_name(k): v if isinstance(v, str) else encode(v) for k, v in params.items()}
+                data = task_record(task_id, command, tag, env)
+            else:
+                parts = [f"ONAGER_TASK_ID={task_id}\nONAGER_TAG={quote(tag)}\nONAGER_COMMAND={quote(command)}\n"]
+                for prefix, value in zip(names, params.values()):
+                    if not isinstance(value, str):
+                        value = encode(value)
+                    done = quoted.get(value)
+                    if done is None:
+                        if len(quoted) >= 65536:
+                            quoted.clear()
+                        done = quoted[value] = quote(value)
+                    parts.append(prefix + done + "\n")
+                data = "".join(parts)
+            records.append(data)
+            length = len(data) if data.isascii() else len(data.encode("utf-8"))
+            position = (task_id - 1) * INDEX_WIDTH
             if position != next_index_pos:
+                index.write(b"".join(index_block))
+                index_block.clear()
                 index.seek(position)
-            index.write(index_record(offset, len(data)))
-            next_index_pos = position + 24
-            offset += len(data)
-            listing.write(encode([entry.id, entry.command, entry.tag, entry.params]) + "\n")
+            index_block.append(index_record(offset, length))
+            next_index_pos = position + INDEX_WIDTH
+            offset += length
+            listing_block.append(encode([task_id, command, tag, params]) + "\n")
             count += 1
-            ids.append(entry.id)
+            ids.append(task_id)
+            if len(records) >= 4096:
+                flush()
+        flush()
     return count, ids
+
+
+def _encoder() -> Callable[[Any], str]:
+    """json.dumps(value, ensure_ascii=False), without building an encoder per call (which is
+    most of the time JSONEncoder.encode takes for a small value)."""
+    plain = json.JSONEncoder(ensure_ascii=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return plain.encode
+    # the arguments JSONEncoder.iterencode passes for ensure_ascii=False and the other defaults
+    one = make({}, plain.default, json.encoder.encode_basestring, None, ": ", ", ",
+               False, False, True)
+
+    def encode(value: Any) -> str:
+        if isinstance(value, str):
+            return json.encoder.encode_basestring(value)
+        return "".join(one(value, 0))
+    return encode
+
+
+def _param_prefixes(keys: tuple[str, ...]) -> list[str] | None:
+    """`export ONAGER_PARAM_<NAME>=` for each param key, or None when two keys share a name."""
+    names = [_env_name(key) for key in keys]
+    if len(set(names)) != len(names):
+        return None
+    return [f"export ONAGER_PARAM_{name}=" for name in names]
 
 
 def backend_options(backend_name: str, cli_options: dict[str, Any], root: str = ".") -> dict[str, Any]:

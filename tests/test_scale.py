@@ -1,0 +1,214 @@
+"""Scale (issue 17): the fast paths of a launch build write and read exactly what the plain
+paths did.
+
+The references below are the per-task code the fast paths replaced (one json.loads per
+jobfile line, one JSONEncoder.encode per value and per task, wrapper.task_record per task),
+kept here verbatim so that every byte of tasks.sh, tasks.idx and tasks.jsonl is compared.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onager.errors import OnagerError
+from onager.jobfile import JobEntry, _entry, _read_whole, iter_jobfile
+from onager.launch import _env_name, write_tasks
+from onager.layout import LaunchPaths
+from onager.wrapper import index_record, task_record
+
+
+# ------------------------------------------------------------------ references
+def reference_iter_jobfile(path: str) -> Iterator[JobEntry]:
+    """iter_jobfile as it was: one json.loads per line."""
+    done = 0
+    with open(path, encoding="utf-8") as handle:
+        if handle.readline().strip() == "{":
+            chunk: list[JobEntry] = []
+            closed = False
+            for raw in handle:
+                raw = raw.strip()
+                if raw == "":
+                    continue
+                if closed or raw == "}":
+                    if closed:
+                        break
+                    closed = True
+                    continue
+                try:
+                    obj = json.loads("{" + raw.rstrip(",") + "}")
+                except (ValueError, RecursionError):
+                    break
+                for key, value in obj.items():
+                    chunk.append(_entry(key, value, path))
+                if len(chunk) >= 1024:
+                    yield from chunk
+                    done += len(chunk)
+                    chunk = []
+            else:
+                if closed:
+                    yield from chunk
+                    return
+    for number, entry in enumerate(_read_whole(path)):
+        if number >= done:
+            yield entry
+
+
+def reference_write_tasks(launch_dir: str, entries: Any) -> tuple[int, list[int]]:
+    """write_tasks as it was: everything per task."""
+    count, ids, offset, next_index_pos = 0, [], 0, 0
+    env_names: dict[str, str] = {}
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    paths = LaunchPaths(launch_dir)
+    with open(paths.tasks_sh, "wb") as records, open(paths.tasks_idx, "wb") as index, \
+            open(paths.tasks_jsonl, "w", encoding="utf-8") as listing:
+        for entry in entries:
+            env = {}
+            for key, value in entry.params.items():
+                name = env_names.get(key)
+                if name is None:
+                    name = env_names[key] = _env_name(key)
+                env[name] = value if isinstance(value, str) else encode(value)
+            data = task_record(entry.id, entry.command, entry.tag, env).encode("utf-8")
+            records.write(data)
+            position = (entry.id - 1) * 24
+            if position != next_index_pos:
+                index.seek(position)
+            index.write(index_record(offset, len(data)))
+            next_index_pos = position + 24
+            offset += len(data)
+            listing.write(encode([entry.id, entry.command, entry.tag, entry.params]) + "\n")
+            count += 1
+            ids.append(entry.id)
+    return count, ids
+
+
+def _files(launch_dir: str) -> dict[str, bytes]:
+    paths = LaunchPaths(launch_dir)
+    out = {}
+    for path in (paths.tasks_sh, paths.tasks_idx, paths.tasks_jsonl):
+        with open(path, "rb") as handle:
+            out[os.path.basename(path)] = handle.read()
+    return out
+
+
+def _both_ways(base: str, entries: list[JobEntry]) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    new, old = os.path.join(base, "new"), os.path.join(base, "old")
+    os.makedirs(new, exist_ok=True)
+    os.makedirs(old, exist_ok=True)
+    assert write_tasks(new, iter(entries)) == reference_write_tasks(old, iter(entries))
+    return _files(new), _files(old)
+
+
+# ------------------------------------------------------------------ a tricky sweep
+TRICKY_VALUES: list[Any] = [
+    "plain", "", "with space", "it's", 'say "hi"', "back\\slash", "tab\there", "new\nline", "$HOME", "`id`",
+    "héllo wörld", "日本語", "emoji 🚀", "\u2028sep", "\x7f", "-", "a=b", 0, 1, -1, 10**20, 0.1, -0.0, 0.0, 1e100,
+    float("inf"), float("-inf"), float("nan"), True, False, None, [1, "two", None], {"k": [1.5, {"x": "y"}]},
+]
+
+
+def tricky_entries(n: int = 9000) -> list[JobEntry]:
+    """Unicode, quotes, escapes, every JSON scalar and nested values, clashing variable names
+    (`a-b` and `a_b`), no params, and ids with gaps and out of order (the index seeks)."""
+    entries = []
+    ids = list(range(1, n + 1)) + [n + 50, n + 7, 3 * n]  # more than two write blocks, then jumps
+    for number, task_id in enumerate(ids):
+        value = TRICKY_VALUES[number % len(TRICKY_VALUES)]
+        other = TRICKY_VALUES[(number * 7) % len(TRICKY_VALUES)]
+        kind = number % 5
+        if kind == 0:
+            params: dict[str, Any] = {}
+        elif kind == 1:
+            params = {"lr": value, "seed": number}
+        elif kind == 2:
+            params = {"a-b": value, "a_b": other, "c": number}  # one variable name for two keys
+        else:
+            params = {"--batch-size": other, "pos1": value, "name": f"v{number % 13}"}
+        text = value if isinstance(value, str) else json.dumps(value)
+        entries.append(JobEntry(task_id, f"python train.py --x {json.dumps(text)} {number}", f"tag_{text}_{number}",
+                                params))
+    return entries
+
+
+def test_write_tasks_writes_the_bytes_of_the_per_task_path(tmp_path):
+    new, old = _both_ways(str(tmp_path), tricky_entries())
+    assert new.keys() == old.keys()
+    for name in new:
+        assert new[name] == old[name], name
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(
+    st.text(max_size=20), st.text(max_size=8),
+    st.dictionaries(st.text(min_size=1, max_size=6),
+                    st.one_of(st.text(max_size=10), st.integers(), st.floats(), st.booleans(), st.none()),
+                    max_size=4)), min_size=1, max_size=30))
+def test_write_tasks_matches_the_per_task_path_on_any_values(tmp_path_factory, tasks):
+    """Lone surrogates aside (a jobfile cannot hold them), any text, number or key."""
+    def clean(text: str) -> str:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+    entries = [JobEntry(i, clean(c), clean(t), {clean(k): clean(v) if isinstance(v, str) else v
+                                                  for k, v in p.items()})
+               for i, (c, t, p) in enumerate(tasks, 1)]
+    new, old = _both_ways(str(tmp_path_factory.mktemp("w")), entries)
+    assert new == old
+
+
+def _jobfile_text(entries: list[JobEntry]) -> str:
+    lines = [f'"{e.id}": {json.dumps([e.command, e.tag, e.params], ensure_ascii=False)}' for e in entries]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def test_reading_a_jobfile_gives_the_entries_of_the_per_line_reader(tmp_path):
+    entries = [e for e in tricky_entries() if e.id <= 9000]
+    path = tmp_path / "jobs.json"
+    path.write_text(_jobfile_text(entries), encoding="utf-8")
+    got = list(iter_jobfile(str(path)))
+    assert got == list(reference_iter_jobfile(str(path)))
+    assert [e.id for e in got] == [e.id for e in entries]
+    assert json.dumps(got, allow_nan=True) == json.dumps(entries, allow_nan=True)  # nan != nan: compare text
+
+
+HAND_EDITED = [
+    # escapes, a \\u escape, spacing, a line with two tasks, duplicate ids, leading zeros,
+    # blank lines, trailing commas, a one-element entry, non-canonical numbers
+    '{\n"1": ["echo \\u00e9", "t", {"a": 1e5, "b": -0}],\n\n"2":["x","y",{}],\n  "3": ["z", "w", {"k": 0.10}] ,\n'
+    '"4": ["a"], "5": ["b", "c"],\n"4": ["dup", "d", {}],\n"06": ["lead", "", {}],,\n"7": ["last", "", {}]\n}\n',
+    # a line that is not one task: the whole-file reader takes over
+    '{\n"1": ["a", "", {}],\n"2": [\n  "b", "", {}\n],\n"3": ["c", "", {}]\n}\n',
+    # 0.1.3's single-line file
+    '{"1": ["echo a", "t1"], "2": ["echo b", "t2"]}',
+]
+
+
+@pytest.mark.parametrize("text", HAND_EDITED)
+@pytest.mark.parametrize("repeat", [1, 3000])
+def test_hand_edited_jobfiles_read_as_before(tmp_path, text, repeat):
+    """Odd but valid files, alone and after thousands of plain lines (so they fall inside a
+    block that the fast reader decodes at once)."""
+    if repeat > 1 and text.startswith("{\n"):
+        plain = "".join(f'"{i}": ["p {i}", "", {{"i": {i}}}],\n' for i in range(100, 100 + repeat))
+        text = "{\n" + plain + text[2:]
+    path = tmp_path / "jobs.json"
+    path.write_text(text, encoding="utf-8")
+    assert list(iter_jobfile(str(path))) == list(reference_iter_jobfile(str(path)))
+
+
+@pytest.mark.parametrize("bad", ['"9": ["echo \\ud800", "", {}]', '"0": ["zero", "", {}]', '"x": ["a", "", {}]',
+                                 '"9": [5, "", {}]'])
+def test_a_bad_entry_inside_a_block_is_still_one_clear_error(tmp_path, bad):
+    plain = "".join(f'"{i}": ["p {i}", "", {{}}],\n' for i in range(1, 3000))
+    path = tmp_path / "jobs.json"
+    path.write_text("{\n" + plain + bad + ',\n"5000": ["e", "", {}]\n}\n', encoding="utf-8")
+    with pytest.raises(OnagerError) as new:
+        list(iter_jobfile(str(path)))
+    with pytest.raises(OnagerError) as old:
+        list(reference_iter_jobfile(str(path)))
+    assert str(new.value) == str(old.value)
