@@ -212,3 +212,46 @@ def test_a_bad_entry_inside_a_block_is_still_one_clear_error(tmp_path, bad):
     with pytest.raises(OnagerError) as old:
         list(reference_iter_jobfile(str(path)))
     assert str(new.value) == str(old.value)
+
+
+# ------------------------------------------------------------------ provenance without pip freeze
+def test_provenance_lists_packages_without_a_pip_freeze_child(tmp_path, monkeypatch):
+    """A launch used to wait ~0.5 s for a `pip freeze` process; the distributions are now read
+    in-process, in pip freeze's format (what pip itself lists is compared where pip runs)."""
+    import subprocess
+    import sys
+
+    from onager import provenance
+
+    started: list[Any] = []
+    real_popen = subprocess.Popen
+
+    def watch(argv: Any, *args: Any, **kwargs: Any) -> Any:
+        started.append(argv)
+        return real_popen(argv, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", watch)
+    monkeypatch.setenv("ONAGER_GLOBAL_CONFIG", str(tmp_path / "global.onagerconfig"))
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    launch_dir = tmp_path / "launch"
+    launch_dir.mkdir()
+    provenance.prepare_launch(str(launch_dir), str(tmp_path), {})
+    monkeypatch.setattr(subprocess, "Popen", real_popen)
+    assert not [argv for argv in started if "freeze" in argv], started
+    record = provenance.load_provenance(str(launch_dir))
+    assert record is not None
+    packages = record["packages"]
+    text = (launch_dir / packages["file"]).read_text()
+    assert packages["count"] == sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    assert "pytest==" in text and "\npip==" not in "\n" + text
+    frozen = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True, cwd=tmp_path)
+    if frozen.returncode == 0:  # the same name==version set as pip's own (editable ones in their comment)
+        assert _pins(frozen.stdout) == _pins(text)
+
+
+def _pins(text: str) -> set[str]:
+    import re
+
+    found = re.findall(r"^([A-Za-z0-9_.-]+==[^\s)]+)$|\(([A-Za-z0-9_.-]+==[^\s)]+)\)$", text, re.M)
+    return {pin or editable for pin, editable in found}
