@@ -31,7 +31,22 @@ def timed(argv: list[str], cwd: str | None = None, env: dict | None = None,
 
 
 def onager_argv() -> list[str]:
+    """`python -m onager` of this tree, its modules compiled first (as an installed package's
+    are): with PYTHONDONTWRITEBYTECODE set, every run would compile onager from source."""
+    compiled()
     return [sys.executable, "-m", "onager"]
+
+
+_COMPILED: list[bool] = []
+
+
+def compiled() -> None:
+    if not _COMPILED:
+        import compileall
+
+        compileall.compile_dir(os.path.join(ROOT, "onager"), quiet=1)
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # children inherit os.environ
+        _COMPILED.append(True)
 
 
 def report(name: str, figures: dict) -> None:

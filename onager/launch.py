@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
+import operator
 import os
 import shlex
 import shutil
@@ -263,43 +265,131 @@ def write_tasks(launch_dir: str, entries: Iterable[JobEntry]) -> tuple[int, list
     """tasks.sh (records), tasks.idx (fixed-width offsets by id), tasks.jsonl (for list).
 
     The bytes are those of `wrapper.task_record` and `index_record` for each task, built
-    for a million tasks in seconds: one JSON encoder for every task, a parameter value
-    quoted once however many tasks share it, files written a few thousand tasks at a time.
+    for a million tasks in seconds: tasks go a few thousand at a time, and a block of
+    consecutive ids with the same parameter names (a sweep) is written column by column
+    with C loops (`_TaskWriter.uniform`); any other block task by task.
     """
-    count = 0
-    ids: list[int] = []
-    offset = 0
-    next_index_pos = 0
-    encode = _encoder()
-    prefixes: dict[tuple[str, ...], list[str] | None] = {}  # param keys -> "export ONAGER_PARAM_<NAME>=" each
-    quoted: dict[str, str] = {}  # param value -> shlex-quoted (bounded)
-    quote = shlex.quote
     paths = LaunchPaths(launch_dir)
-    records: list[str] = []
-    index_block: list[bytes] = []
-    listing_block: list[str] = []
-    with open(paths.tasks_sh, "wb") as records_out, \
-            open(paths.tasks_idx, "wb") as index, \
+    ids: list[int] = []
+    with open(paths.tasks_sh, "wb") as records, open(paths.tasks_idx, "wb") as index, \
             open(paths.tasks_jsonl, "w", encoding="utf-8") as listing:
-
-        def flush() -> None:
-            records_out.write("".join(records).encode("utf-8"))
-            index.write(b"".join(index_block))
-            listing.write("".join(listing_block))
-            records.clear()
-            index_block.clear()
-            listing_block.clear()
-
+        writer = _TaskWriter(records, index, listing)
+        block: list[JobEntry] = []
         for entry in entries:
-            task_id, command, tag, params = entry
-            keys = tuple(params)
-            if keys in prefixes:
-                names = prefixes[keys]
-            else:
-                names = prefixes[keys] = _param_prefixes(keys)
+            block.append(entry)
+            if len(block) >= 4096:
+                writer.write(block)
+                ids += [e.id for e in block]
+                block = []
+        writer.write(block)
+        ids += [e.id for e in block]
+    return len(ids), ids
+
+
+# shlex.quote's own test for a word that needs no quotes (the same result, without a call per word)
+_FIND_UNSAFE: Callable[[str], Any] | None = getattr(shlex, "_find_unsafe", None)
+
+
+def _quote_all(words: list[str]) -> list[str]:
+    """[shlex.quote(w) for w in words], its per-word test run by map."""
+    if _FIND_UNSAFE is None:
+        return list(map(shlex.quote, words))
+    unsafe = list(map(_FIND_UNSAFE, words))
+    return [w if u is None and w else "'" + w.replace("'", "'\"'\"'") + "'" for w, u in zip(words, unsafe)]
+
+
+class _TaskWriter:
+    """Appends blocks of tasks to the three files, keeping the offset and index position."""
+
+    def __init__(self, records: Any, index: Any, listing: Any):
+        self.records, self.index, self.listing = records, index, listing
+        self.offset = 0
+        self.next_index_pos = 0
+        self.encode = _encoder()
+        self.one = _one_encoder()
+        self.prefixes: dict[tuple[str, ...], list[str] | None] = {}  # keys -> "export ONAGER_PARAM_<NAME>=" each
+        self.quoted: dict[str, str] = {}  # param value -> shlex-quoted (bounded)
+
+    def names(self, keys: tuple[str, ...]) -> list[str] | None:
+        if keys not in self.prefixes:
+            self.prefixes[keys] = _param_prefixes(keys)
+        return self.prefixes[keys]
+
+    def write(self, block: list[JobEntry]) -> None:
+        if block and not self.uniform(block):
+            self.one_by_one(block)
+
+    def uniform(self, block: list[JobEntry]) -> bool:
+        """A block of ids first..first+n-1 whose params share their keys, written by columns;
+        False (nothing written) for any other block."""
+        one = self.one
+        if one is None:
+            return False
+        ids, commands, tags, params = (list(column) for column in zip(*block))
+        first = ids[0]
+        if (set(map(type, ids)) != {int} or ids != list(range(first, first + len(ids)))
+                or set(map(type, commands)) != {str} or set(map(type, tags)) != {str}):
+            return False
+        key_sets = set(map(tuple, params))
+        if len(key_sets) != 1:
+            return False
+        keys = key_sets.pop()
+        names = self.names(keys)
+        if names is None:
+            return False
+        columns: list[Any] = [ids, _quote_all(tags), _quote_all(commands)]
+        for key in keys:
+            values = list(map(operator.itemgetter(key), params))
+            kinds = set(map(type, values))
+            if kinds == {int}:
+                values = list(map(int.__repr__, values))
+            elif kinds != {str}:
+                encode = self.encode
+                values = [v if type(v) is str else encode(v) for v in values]  # noqa: E721
+            columns.append(self.quote_values(values))
+        layout = "ONAGER_TASK_ID=%d\nONAGER_TAG=%s\nONAGER_COMMAND=%s\n" + "".join(p + "%s\n" for p in names)
+        texts = list(map(layout.__mod__, zip(*columns)))
+        data = "".join(texts)
+        if data.isascii():
+            lengths = list(map(len, texts))
+            raw = data.encode("ascii")
+        else:
+            encoded = [t.encode("utf-8") for t in texts]
+            lengths = list(map(len, encoded))
+            raw = b"".join(encoded)
+        offsets = list(itertools.accumulate(lengths, initial=self.offset))
+        self.records.write(raw)
+        if (first - 1) * INDEX_WIDTH != self.next_index_pos:
+            self.index.seek((first - 1) * INDEX_WIDTH)
+        self.index.write(b"".join(map(b"%013d %09d\n".__mod__, zip(offsets, lengths))))
+        self.listing.write("\n".join(map("".join, map(one, zip(ids, commands, tags, params), itertools.repeat(0))))
+                           + "\n")
+        self.offset = offsets[-1]
+        self.next_index_pos = (ids[-1]) * INDEX_WIDTH
+        return True
+
+    def quote_values(self, values: list[str]) -> list[str]:
+        quoted = self.quoted
+        out = list(map(quoted.get, values))
+        missing = [i for i, q in enumerate(out) if q is None]
+        if missing:
+            if len(quoted) + len(missing) > 65536:
+                quoted.clear()
+            words = [values[i] for i in missing]
+            for i, word, done in zip(missing, words, _quote_all(words)):
+                out[i] = quoted[word] = done
+        return out  # type: ignore[return-value]
+
+    def one_by_one(self, block: list[JobEntry]) -> None:
+        encode, quote, quoted = self.encode, shlex.quote, self.quoted
+        records: list[bytes] = []
+        index_block: list[bytes] = []
+        listing_block: list[str] = []
+        for task_id, command, tag, params in block:
+            names = self.names(tuple(params))
             if names is None:  # two keys, one variable name: task_record's dict keeps the last value
                 env = {_env_name(k): v if isinstance(v, str) else encode(v) for k, v in params.items()}
-                data = task_record(task_id, command, tag, env)
+                text = task_record(task_id, command, tag, env)
             else:
                 parts = [f"ONAGER_TASK_ID={task_id}\nONAGER_TAG={quote(tag)}\nONAGER_COMMAND={quote(command)}\n"]
                 for prefix, value in zip(names, params.values()):
@@ -311,36 +401,40 @@ def write_tasks(launch_dir: str, entries: Iterable[JobEntry]) -> tuple[int, list
                             quoted.clear()
                         done = quoted[value] = quote(value)
                     parts.append(prefix + done + "\n")
-                data = "".join(parts)
+                text = "".join(parts)
+            data = text.encode("utf-8")
             records.append(data)
-            length = len(data) if data.isascii() else len(data.encode("utf-8"))
             position = (task_id - 1) * INDEX_WIDTH
-            if position != next_index_pos:
-                index.write(b"".join(index_block))
+            if position != self.next_index_pos:
+                self.index.write(b"".join(index_block))
                 index_block.clear()
-                index.seek(position)
-            index_block.append(index_record(offset, length))
-            next_index_pos = position + INDEX_WIDTH
-            offset += length
+                self.index.seek(position)
+            index_block.append(index_record(self.offset, len(data)))
+            self.next_index_pos = position + INDEX_WIDTH
+            self.offset += len(data)
             listing_block.append(encode([task_id, command, tag, params]) + "\n")
-            count += 1
-            ids.append(task_id)
-            if len(records) >= 4096:
-                flush()
-        flush()
-    return count, ids
+        self.records.write(b"".join(records))
+        self.index.write(b"".join(index_block))
+        self.listing.write("".join(listing_block))
+
+
+def _one_encoder() -> Any:
+    """The C encoder JSONEncoder(ensure_ascii=False) builds for each call, built once:
+    `"".join(one(value, 0))` is json.dumps(value, ensure_ascii=False); None without C."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    plain = json.JSONEncoder(ensure_ascii=False)
+    # the arguments JSONEncoder.iterencode passes for ensure_ascii=False and the other defaults
+    return make({}, plain.default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True)
 
 
 def _encoder() -> Callable[[Any], str]:
     """json.dumps(value, ensure_ascii=False), without building an encoder per call (which is
     most of the time JSONEncoder.encode takes for a small value)."""
-    plain = json.JSONEncoder(ensure_ascii=False)
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return plain.encode
-    # the arguments JSONEncoder.iterencode passes for ensure_ascii=False and the other defaults
-    one = make({}, plain.default, json.encoder.encode_basestring, None, ": ", ", ",
-               False, False, True)
+    one = _one_encoder()
+    if one is None:
+        return json.JSONEncoder(ensure_ascii=False).encode
 
     def encode(value: Any) -> str:
         if isinstance(value, str):

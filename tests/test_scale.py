@@ -143,6 +143,39 @@ def test_write_tasks_writes_the_bytes_of_the_per_task_path(tmp_path):
         assert new[name] == old[name], name
 
 
+def sweep_entries(first: int, n: int) -> list[JobEntry]:
+    """A sweep: consecutive ids, the same keys in every task, values of every kind."""
+    out = []
+    for number in range(n):
+        value = TRICKY_VALUES[number % len(TRICKY_VALUES)]
+        text = value if isinstance(value, str) else json.dumps(value)
+        out.append(JobEntry(first + number, f"python train.py --lr {text!r} --seed {number}", f"t_{text}_{number}",
+                            {"lr": value, "seed": number, "name": f"v{number % 13}", "ünï": text}))
+    return out
+
+
+@pytest.mark.parametrize("first", [1, 2])
+def test_sweep_blocks_written_by_columns_are_the_bytes_of_the_per_task_path(tmp_path, monkeypatch, first):
+    """Blocks of a sweep go through the column writer (not task by task), across blocks,
+    then a gap in the ids and a task with other keys (task by task again), then a sweep again."""
+    from onager import launch
+
+    calls: list[int] = []
+    real = launch._TaskWriter.one_by_one
+
+    def counted(self: Any, block: list[JobEntry]) -> None:
+        calls.append(len(block))
+        real(self, block)
+
+    monkeypatch.setattr(launch._TaskWriter, "one_by_one", counted)
+    entries = sweep_entries(first, 9000) + [JobEntry(first + 9100, "echo gap", "", {"other": 1})] \
+        + sweep_entries(first + 9101, 5000)
+    new, old = _both_ways(str(tmp_path), entries)
+    for name in new:
+        assert new[name] == old[name], name
+    assert calls == [4096]  # only the block with the gap and the other keys, of four
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(
     st.text(max_size=20), st.text(max_size=8),
