@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -261,16 +261,17 @@ def remove_partial(jobname: str, root: str = ".", lock: BuildLock | None = None,
             lock.release()
 
 
-def write_tasks(launch_dir: str, entries: Iterable[JobEntry]) -> tuple[int, list[int]]:
+def write_tasks(launch_dir: str, entries: Iterable[JobEntry]) -> tuple[int, Sequence[int]]:
     """tasks.sh (records), tasks.idx (fixed-width offsets by id), tasks.jsonl (for list).
 
     The bytes are those of `wrapper.task_record` and `index_record` for each task, built
     for a million tasks in seconds: tasks go a few thousand at a time, and a block of
     consecutive ids with the same parameter names (a sweep) is written column by column
-    with C loops (`_TaskWriter.uniform`); any other block task by task.
+    with C loops (`_TaskWriter.uniform`); any other block task by task. The ids come back
+    as a range while they are consecutive (memory that does not grow with the launch).
     """
     paths = LaunchPaths(launch_dir)
-    ids: list[int] = []
+    ids = _Ids()
     with open(paths.tasks_sh, "wb") as records, open(paths.tasks_idx, "wb") as index, \
             open(paths.tasks_jsonl, "w", encoding="utf-8") as listing:
         writer = _TaskWriter(records, index, listing)
@@ -279,11 +280,36 @@ def write_tasks(launch_dir: str, entries: Iterable[JobEntry]) -> tuple[int, list
             block.append(entry)
             if len(block) >= 4096:
                 writer.write(block)
-                ids += [e.id for e in block]
+                ids.add([e.id for e in block])
                 block = []
         writer.write(block)
-        ids += [e.id for e in block]
-    return len(ids), ids
+        ids.add([e.id for e in block])
+    return ids.count, ids.result()
+
+
+class _Ids:
+    """Task ids in the order written: a range while they run first, first+1, ..., a list after."""
+
+    def __init__(self) -> None:
+        self.first = self.next = 0
+        self.listed: list[int] | None = None
+        self.count = 0
+
+    def add(self, block: list[int]) -> None:
+        if not block:
+            return
+        self.count += len(block)
+        if self.listed is None:
+            start = block[0] if self.first == 0 else self.next
+            if block == list(range(start, start + len(block))) and start >= 1:
+                self.first = self.first or start
+                self.next = start + len(block)
+                return
+            self.listed = list(range(self.first, self.next)) if self.first else []
+        self.listed += block
+
+    def result(self) -> Sequence[int]:
+        return self.listed if self.listed is not None else range(self.first, self.next)
 
 
 # shlex.quote's own test for a word that needs no quotes (the same result, without a call per word)
@@ -516,8 +542,8 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         os.chmod(build, 0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename
         os.mkdir(LaunchPaths(build).logs_dir)
         os.mkdir(LaunchPaths(build).state_dir)
-        count, ids = write_tasks(build, entries)
-        found = set(ids) if selection is not None and count != len(selection) else set()
+        count, written = write_tasks(build, entries)
+        found = set(written) if selection is not None and count != len(selection) else set()
         _check_all_found(count, selection, found, jobname)
         while True:
             launch_id = claim_launch_id(jobname, root)
@@ -531,7 +557,7 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         build = ""
         workdir = _provenance_hook(launch_dir, workdir, options, backend=backend_name,
                                    argv=argv or sys.argv, venv=venv, root=root)
-        tasks = Tasklist.from_ids(ids)
+        tasks = Tasklist.from_ids(written)
         wrapper = LaunchPaths(launch_dir).wrapper
         with open(wrapper, "w", encoding="utf-8") as handle:
             handle.write(wrapper_text(launch_dir, jobname, launch_id, workdir, header, footer, venv,

@@ -101,7 +101,8 @@ def _both_ways(base: str, entries: list[JobEntry]) -> tuple[dict[str, bytes], di
     new, old = os.path.join(base, "new"), os.path.join(base, "old")
     os.makedirs(new, exist_ok=True)
     os.makedirs(old, exist_ok=True)
-    assert write_tasks(new, iter(entries)) == reference_write_tasks(old, iter(entries))
+    count, ids = write_tasks(new, iter(entries))
+    assert (count, list(ids)) == reference_write_tasks(old, iter(entries))
     return _files(new), _files(old)
 
 
@@ -174,6 +175,15 @@ def test_sweep_blocks_written_by_columns_are_the_bytes_of_the_per_task_path(tmp_
     for name in new:
         assert new[name] == old[name], name
     assert calls == [4096]  # only the block with the gap and the other keys, of four
+
+
+@pytest.mark.parametrize("ids", [[1, 2, 3], [5, 6], [2, 1], [1, 3, 4], [7]])
+def test_ids_come_back_in_order_and_consecutive_ones_as_one_tasklist_block(tmp_path, ids):
+    from onager.tasklist import Tasklist
+
+    count, written = write_tasks(str(tmp_path), iter([JobEntry(i, "true", "", {}) for i in ids]))
+    assert (count, list(written)) == (len(ids), ids)
+    assert str(Tasklist.from_ids(written)) == str(Tasklist.from_ids(list(ids)))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
