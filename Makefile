@@ -34,14 +34,17 @@ engines:
 stop-engines:
 	bash ci/stop-engines.sh
 
+## every benchmark, each reference (0.1.3, xargs, prelaunch, python -c pass) measured in the same run (docs/performance.md)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/prelaunch_bench.py
+	$(BIN)/python benchmarks/build_bench.py
 	$(BIN)/python benchmarks/lookup_bench.py
 	$(BIN)/python benchmarks/local_bench.py
 	$(BIN)/python benchmarks/list_bench.py
 	$(BIN)/python benchmarks/startup_bench.py
 	$(BIN)/python benchmarks/results_bench.py
 	$(BIN)/python benchmarks/snapshot_bench.py
+	$(BIN)/python benchmarks/ssh_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

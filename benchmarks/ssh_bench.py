@@ -15,9 +15,10 @@ import sys
 import tempfile
 import time
 
-from _common import ROOT, onager_argv, report
+from _common import ROOT, compiled, interleaved, median_spread, onager_argv, ratio, report
 
 N = int(os.environ.get("SSH_BENCH_TASKS", "400"))
+RUNS = int(os.environ.get("SSH_BENCH_RUNS", "3"))
 
 
 def engines() -> dict:
@@ -54,6 +55,7 @@ def main() -> int:
     if not (a and b):
         print("ssh bench skipped: no test sshd (run ci/start-engines.sh)")
         return 0
+    compiled()
     tmp = tempfile.mkdtemp(prefix="onager-ssh-")
     env = dict(os.environ, PYTHONPATH=ROOT, ONAGER_GLOBAL_CONFIG=os.path.join(tmp, "global"))
     try:
@@ -66,23 +68,27 @@ def main() -> int:
         subprocess.run(onager_argv() + ["prelaunch", "+jobname", "t", "+command", "true", "+pos-arg", *ids, "+q"],
                        cwd=tmp, env=env, check=True, stderr=subprocess.DEVNULL)
         hosts = ["--hosts", "ci-sshd-a:4,ci-sshd-b:4", "--ssh-config", cfg, "-q"]
-        fixed = min(wall(onager_argv() + ["launch", "--backend", "ssh", "--jobname", "t", "--tasklist", "1"] + hosts,
-                         tmp, env) for _ in range(3))
-        full = min(wall(onager_argv() + ["launch", "--backend", "ssh", "--jobname", "t"] + hosts, tmp, env)
-                   for _ in range(2))
-        per_task = (full - fixed) / (N - 1)
         lines = "".join(f"ci-sshd-{'ab'[i % 2]}\n" for i in range(N))
-        floor = wall(["xargs", "-P8", "-I{}", "ssh", "-F", cfg, "-o", "ControlMaster=auto", "-o",
-                      "ControlPersist=60", "{}", "true"], tmp, env, lines)
+        fixed_run = lambda: wall(onager_argv() + ["launch", "--backend", "ssh", "--jobname", "t",  # noqa: E731
+                                                  "--tasklist", "1"] + hosts, tmp, env)
+        full_run = lambda: wall(onager_argv() + ["launch", "--backend", "ssh", "--jobname", "t"] + hosts,  # noqa: E731
+                                tmp, env)
+        floor_run = lambda: wall(["xargs", "-P8", "-I{}", "ssh", "-F", cfg, "-o", "ControlMaster=auto",  # noqa: E731
+                                  "-o", "ControlPersist=60", "{}", "true"], tmp, env, lines)
+        one_ssh = lambda: wall(["ssh", "-F", cfg, "ci-sshd-a", "true"], tmp, env)  # noqa: E731
+        fixed, full, floor, single = interleaved(RUNS, fixed_run, full_run, floor_run, one_ssh)
+        per_task = [(f - x) / (N - 1) for f, x in zip(full, fixed)]
         ours_cpu = CPU["-q"]
         floor_cpu = CPU["true"]
-        report(f"ssh backend, {N} x `true`, slots 4+4 on two loopback sshd (load {os.getloadavg()[0]:.1f}, "
-               f"{os.cpu_count()} CPUs)", {
-                   "launch of 1 task (probe + setup + 1 task + cleanup)": f"{fixed:.2f} s",
-                   f"launch of {N} tasks": f"{full:.2f} s  ({N / full:.0f} tasks/s overall)",
-                   "dispatch rate, fixed cost taken out": f"{1 / per_task:.0f} tasks/s ({per_task * 1000:.1f} ms/task)",
-                   f"floor: {N} bare `ssh host true` on shared connections, 8 at once":
-                       f"{floor:.2f} s  ({N / floor:.0f} sessions/s)",
+        report(f"ssh backend, {N} x `true`, slots 4+4 on two loopback sshd, {RUNS} interleaved runs each "
+               f"(load {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs)", {
+                   "launch of 1 task (probe + setup + 1 task + cleanup)": median_spread(fixed),
+                   "one bare `ssh host true` (new connection)": median_spread(single),
+                   "fixed cost / one ssh session": ratio(fixed, single),
+                   f"launch of {N} tasks": median_spread(full),
+                   "dispatch, fixed cost taken out": median_spread(per_task, "ms/task", 1000, 1),
+                   f"floor: {N} bare `ssh host true` on shared connections, 8 at once": median_spread(floor),
+                   f"launch of {N} / floor": ratio(full, floor),
                    "local CPU per task, onager launch (dispatcher + ssh clients)":
                        f"{ours_cpu / N * 1000:.1f} ms (last launch)",
                    "local CPU per session, bare ssh": f"{floor_cpu / N * 1000:.1f} ms",

@@ -1,15 +1,18 @@
 """The command line: parse, call the library, print. Nothing else lives here."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import os
 import sys
-from typing import Any
 
 from onager import __version__
 from onager.errors import OnagerError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # argparse and typing load only when a command parses its options
+    import argparse
+    from typing import Any
 
 # commands implemented in their own modules: name -> module with add_parser() and run()
 EXTRA_COMMANDS: dict[str, str] = {
@@ -34,11 +37,16 @@ LAUNCH_EXAMPLES = """examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises UsageError (one line, exit 2) instead of printing usage."""
+def _parser_class() -> type[argparse.ArgumentParser]:
+    """argparse that raises UsageError (one line, exit 2) instead of printing usage; made on
+    first use, so that `onager --help`, `--version` and `prelaunch` never import argparse."""
+    import argparse
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+    return _Parser
 
 
 def _shared_launch_options(p: argparse.ArgumentParser) -> None:
@@ -69,9 +77,12 @@ GENERIC = {"backend", "jobname", "command", "jobfile", "tasklist", "venv", "work
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (`only`) just what one command needs: `list` then imports no
     backend or feature module, which keeps it quick on big launches."""
+    import argparse
+
     def want(name: str) -> bool:
         return only is None or name == only or (only == "config" and name == "launch")
 
+    _Parser = _parser_class()
     parser = _Parser(prog="onager", description="Launch hyper-parameter sweeps locally, over SSH, "
                      "or on Slurm and Grid Engine, with nothing but plain files.",
                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -170,6 +181,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _launch_parser(sub) -> None:
+    import argparse
+
     from onager.backends import available
     from onager.backends.base import add_options
 

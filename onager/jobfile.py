@@ -10,6 +10,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator
+from itertools import chain, repeat
 from typing import Any, NamedTuple, TextIO
 
 from onager.errors import OnagerError, UsageError
@@ -138,31 +139,35 @@ def iter_jobfile(path: str) -> Iterator[JobEntry]:
     try:
         with open(path, encoding="utf-8") as handle:
             if handle.readline().strip() == "{":
-                chunk: list[JobEntry] = []
-                closed = False
-                for raw in handle:
-                    raw = raw.strip()
-                    if raw == "":
-                        continue
-                    if closed or raw == "}":
+                closed, ours = False, True
+                while ours:
+                    block = handle.readlines(_BLOCK)
+                    if not block:
+                        break
+                    head = 0 if closed else _task_lines(block)
+                    chunk = _decode_block(block[:head], path) if head else None
+                    if chunk is None:
+                        head, chunk = 0, []
+                    lines: list[str] = []
+                    for raw in block[head:]:
+                        raw = raw.strip()
+                        if raw == "":
+                            continue
                         if closed:
-                            break  # text after the closing brace: let the whole-file reader judge
-                        closed = True
-                        continue
-                    try:
-                        obj = json.loads("{" + raw.rstrip(",") + "}")
-                    except (ValueError, RecursionError):
-                        break  # not one task per line (e.g. indented): parse the whole file
-                    for key, value in obj.items():
-                        chunk.append(_entry(key, value, path))
-                    if len(chunk) >= 1024:
-                        yield from chunk
-                        done += len(chunk)
-                        chunk = []
-                else:
-                    if closed:
-                        yield from chunk
-                        return
+                            ours = False  # text after the closing brace: let the whole-file reader judge
+                            break
+                        if raw == "}":
+                            closed = True
+                            continue
+                        lines.append(raw.rstrip(","))
+                    more, complete = _decode_lines(lines, path)
+                    if not complete:
+                        ours = False  # not one task per line (e.g. indented): parse the whole file
+                    chunk += more
+                    yield from chunk
+                    done += len(chunk)
+                if closed and ours:
+                    return
     except UnicodeDecodeError:
         raise OnagerError(f"{path} is not UTF-8 text; re-run onager prelaunch to rewrite it") from None
     except OSError as exc:
@@ -170,6 +175,77 @@ def iter_jobfile(path: str) -> Iterator[JobEntry]:
     for number, entry in enumerate(_read_whole(path)):
         if number >= done:
             yield entry
+
+
+_BLOCK = 1 << 20  # bytes of jobfile lines read, and mostly decoded, at once
+
+
+def _task_lines(block: list[str]) -> int:
+    """How many leading lines of `block` end with `,\\n`: all but the last two (the last task
+    and `}`) of the last block, all of any other block of our form."""
+    head = len(block)
+    while head and not block[head - 1].endswith(",\n"):
+        head -= 1
+    return head
+
+
+def _decode_block(lines: list[str], path: str) -> list[JobEntry] | None:
+    """The entries of task lines that each end with `,\\n`, with one json.loads; None when
+    they are not all `"id": [...]` lines (the caller then reads them line by line).
+
+    The lines become `[{line},\\n{line}]`: the newline joins no string (JSON strings hold
+    none), and a line holding anything but one object's members changes the count of
+    objects, so this decodes exactly what one json.loads per line decoded, at half the cost.
+    """
+    text = "".join(lines)
+    if text.count(",\n") != len(lines):
+        return None
+    try:
+        objects = json.loads("[{" + text[:-2].replace(",\n", "},\n{") + "}]")
+    except (ValueError, RecursionError):
+        return None
+    if len(objects) != len(lines):
+        return None
+    fast = _plain_entries(objects, text)
+    if fast is not None:
+        return fast
+    return [_entry(key, value, path) for obj in objects for key, value in obj.items()]
+
+
+def _plain_entries(objects: list[Any], text: str) -> list[JobEntry] | None:
+    """The entries of decoded task lines checked all at once (C loops, no Python code per
+    task), when every line is what prelaunch writes: one `"id": [command, tag, {params}]`
+    member with id >= 1 and no escape that could spell a lone surrogate; None otherwise,
+    and `_entry` checks each one (with the same outcome for every valid entry)."""
+    if "\\u" in text or set(map(type, objects)) != {dict} or set(map(len, objects)) != {1}:
+        return None
+    keys = list(chain.from_iterable(objects))
+    values = list(chain.from_iterable(map(dict.values, objects)))
+    joined = "".join(keys)
+    if (not joined.isdigit() or not joined.isascii() or not all(keys) or set(map(type, values)) != {list}
+            or set(map(len, values)) != {3}):
+        return None
+    commands, tags, params = zip(*values)
+    if set(map(type, commands)) != {str} or set(map(type, tags)) != {str} or set(map(type, params)) != {dict}:
+        return None
+    ids = list(map(int, keys))
+    if min(ids) < 1:
+        return None
+    return list(map(tuple.__new__, repeat(JobEntry), zip(ids, commands, tags, params)))
+
+
+def _decode_lines(lines: list[str], path: str) -> tuple[list[JobEntry], bool]:
+    """The entries of stripped task lines, one json.loads each, up to the first line that is
+    not `"id": [...]`, and whether there was none such (an entry that is not a task raises
+    as it is reached)."""
+    entries: list[JobEntry] = []
+    for line in lines:
+        try:
+            obj = json.loads("{" + line + "}")
+        except (ValueError, RecursionError):
+            return entries, False
+        entries += [_entry(key, value, path) for key, value in obj.items()]
+    return entries, True
 
 
 def _read_whole(path: str) -> Iterator[JobEntry]:

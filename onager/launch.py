@@ -9,14 +9,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
+import operator
 import os
+import shlex
 import shutil
 import sys
 import tempfile
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -33,7 +36,7 @@ from onager.state import ERROR, RERUN_FAILED, RERUN_UNFINISHED, STATUSES
 from onager.status import job_task_statuses
 from onager.sweep import check_jobname, param_key
 from onager.tasklist import Tasklist
-from onager.wrapper import index_record, task_record, wrapper_text
+from onager.wrapper import INDEX_WIDTH, index_record, task_record, wrapper_text
 
 Selection = Union[None, Tasklist, set[int]]
 
@@ -444,43 +447,230 @@ def remove_partial(jobname: str, root: str = ".", lock: BuildLock | None = None,
             lock.release()
 
 
-def write_tasks(launch_dir: str, entries: Iterator[JobEntry],
-                prior: dict[int, int] | None = None) -> tuple[int, list[int]]:
+def write_tasks(launch_dir: str, entries: Iterable[JobEntry],
+                prior: dict[int, int] | None = None) -> tuple[int, Sequence[int]]:
     """tasks.sh (records), tasks.idx (fixed-width offsets by id), tasks.jsonl (for list).
-    `prior`: attempts each task had in earlier launches, carried in its record."""
-    count = 0
-    ids: list[int] = []
-    offset = 0
-    next_index_pos = 0
-    env_names: dict[str, str] = {}
-    encode = json.JSONEncoder(ensure_ascii=False).encode
+
+    The bytes are those of `wrapper.task_record` and `index_record` for each task, built
+    for a million tasks in seconds: tasks go a few thousand at a time, and a block of
+    consecutive ids with the same parameter names (a sweep) is written column by column
+    with C loops (`_TaskWriter.uniform`); any other block task by task. The ids come back
+    as a range while they are consecutive (memory that does not grow with the launch).
+    `prior`: attempts each task had in earlier launches, carried in its record.
+    """
     paths = LaunchPaths(launch_dir)
-    with open(paths.tasks_sh, "wb") as records, \
-            open(paths.tasks_idx, "wb") as index, \
+    ids = _Ids()
+    with open(paths.tasks_sh, "wb") as records, open(paths.tasks_idx, "wb") as index, \
             open(paths.tasks_jsonl, "w", encoding="utf-8") as listing:
+        writer = _TaskWriter(records, index, listing, prior or {})
+        block: list[JobEntry] = []
         for entry in entries:
-            env = {}
-            for key, value in entry.params.items():
-                name = env_names.get(key)
-                if name is None:
-                    name = env_names[key] = _env_name(key)
-                env[name] = value if isinstance(value, str) else encode(value)
-            attempts = prior.get(entry.id, 0) if prior else 0
-            if attempts:
-                data = task_record(entry.id, entry.command, entry.tag, env, prior_attempts=attempts).encode("utf-8")
+            block.append(entry)
+            if len(block) >= 4096:
+                writer.write(block)
+                ids.add([e.id for e in block])
+                block = []
+        writer.write(block)
+        ids.add([e.id for e in block])
+    return ids.count, ids.result()
+
+
+class _Ids:
+    """Task ids in the order written: a range while they run first, first+1, ..., a list after."""
+
+    def __init__(self) -> None:
+        self.first = self.next = 0
+        self.listed: list[int] | None = None
+        self.count = 0
+
+    def add(self, block: list[int]) -> None:
+        if not block:
+            return
+        self.count += len(block)
+        if self.listed is None:
+            start = block[0] if self.first == 0 else self.next
+            if block == list(range(start, start + len(block))) and start >= 1:
+                self.first = self.first or start
+                self.next = start + len(block)
+                return
+            self.listed = list(range(self.first, self.next)) if self.first else []
+        self.listed += block
+
+    def result(self) -> Sequence[int]:
+        return self.listed if self.listed is not None else range(self.first, self.next)
+
+
+# shlex.quote's own test for a word that needs no quotes (the same result, without a call per word)
+_FIND_UNSAFE: Callable[[str], Any] | None = getattr(shlex, "_find_unsafe", None)
+
+
+def _quote_all(words: list[str]) -> list[str]:
+    """[shlex.quote(w) for w in words], its per-word test run by map."""
+    if _FIND_UNSAFE is None:
+        return list(map(shlex.quote, words))
+    unsafe = list(map(_FIND_UNSAFE, words))
+    return [w if u is None and w else "'" + w.replace("'", "'\"'\"'") + "'" for w, u in zip(words, unsafe)]
+
+
+class _TaskWriter:
+    """Appends blocks of tasks to the three files, keeping the offset and index position."""
+
+    def __init__(self, records: Any, index: Any, listing: Any, prior: dict[int, int] | None = None):
+        self.records, self.index, self.listing = records, index, listing
+        self.prior = prior or {}  # task id -> attempts in earlier launches (a line in its record)
+        self.offset = 0
+        self.next_index_pos = 0
+        self.encode = _encoder()
+        self.one = _one_encoder()
+        self.prefixes: dict[tuple[str, ...], list[str] | None] = {}  # keys -> "export ONAGER_PARAM_<NAME>=" each
+        self.quoted: dict[str, str] = {}  # param value -> shlex-quoted (bounded)
+
+    def names(self, keys: tuple[str, ...]) -> list[str] | None:
+        if keys not in self.prefixes:
+            self.prefixes[keys] = _param_prefixes(keys)
+        return self.prefixes[keys]
+
+    def write(self, block: list[JobEntry]) -> None:
+        if block and not self.uniform(block):
+            self.one_by_one(block)
+
+    def uniform(self, block: list[JobEntry]) -> bool:
+        """A block of ids first..first+n-1 whose params share their keys, written by columns;
+        False (nothing written) for any other block."""
+        one = self.one
+        if one is None:
+            return False
+        ids, commands, tags, params = (list(column) for column in zip(*block))
+        first = ids[0]
+        if (set(map(type, ids)) != {int} or ids != list(range(first, first + len(ids)))
+                or set(map(type, commands)) != {str} or set(map(type, tags)) != {str}):
+            return False
+        key_sets = set(map(tuple, params))
+        if len(key_sets) != 1:
+            return False
+        keys = key_sets.pop()
+        names = self.names(keys)
+        if names is None or _REPLICATE in names or (self.prior and any(map(self.prior.__contains__, ids))):
+            return False  # records with extra lines: task by task
+        columns: list[Any] = [ids, _quote_all(tags), _quote_all(commands)]
+        for key in keys:
+            values = list(map(operator.itemgetter(key), params))
+            kinds = set(map(type, values))
+            if kinds == {int}:
+                values = list(map(int.__repr__, values))
+            elif kinds != {str}:
+                encode = self.encode
+                values = [v if type(v) is str else encode(v) for v in values]  # noqa: E721
+            columns.append(self.quote_values(values))
+        layout = "ONAGER_TASK_ID=%d\nONAGER_TAG=%s\nONAGER_COMMAND=%s\n" + "".join(p + "%s\n" for p in names)
+        texts = list(map(layout.__mod__, zip(*columns)))
+        data = "".join(texts)
+        if data.isascii():
+            lengths = list(map(len, texts))
+            raw = data.encode("ascii")
+        else:
+            encoded = [t.encode("utf-8") for t in texts]
+            lengths = list(map(len, encoded))
+            raw = b"".join(encoded)
+        offsets = list(itertools.accumulate(lengths, initial=self.offset))
+        self.records.write(raw)
+        if (first - 1) * INDEX_WIDTH != self.next_index_pos:
+            self.index.seek((first - 1) * INDEX_WIDTH)
+        self.index.write(b"".join(map(b"%013d %09d\n".__mod__, zip(offsets, lengths))))
+        self.listing.write("\n".join(map("".join, map(one, zip(ids, commands, tags, params), itertools.repeat(0))))
+                           + "\n")
+        self.offset = offsets[-1]
+        self.next_index_pos = (ids[-1]) * INDEX_WIDTH
+        return True
+
+    def quote_values(self, values: list[str]) -> list[str]:
+        quoted = self.quoted
+        out = list(map(quoted.get, values))
+        missing = [i for i, q in enumerate(out) if q is None]
+        if missing:
+            if len(quoted) + len(missing) > 65536:
+                quoted.clear()
+            words = [values[i] for i in missing]
+            for i, word, done in zip(missing, words, _quote_all(words)):
+                out[i] = quoted[word] = done
+        return out  # type: ignore[return-value]
+
+    def one_by_one(self, block: list[JobEntry]) -> None:
+        encode, quote, quoted = self.encode, shlex.quote, self.quoted
+        records: list[bytes] = []
+        index_block: list[bytes] = []
+        listing_block: list[str] = []
+        for task_id, command, tag, params in block:
+            names = self.names(tuple(params))
+            attempts = self.prior.get(task_id, 0)
+            if names is None or _REPLICATE in names:
+                # two keys, one variable name (task_record's dict keeps the last value), or a replicate
+                env = {_env_name(k): v if isinstance(v, str) else encode(v) for k, v in params.items()}
+                text = task_record(task_id, command, tag, env, prior_attempts=attempts)
             else:
-                data = task_record(entry.id, entry.command, entry.tag, env).encode("utf-8")
-            records.write(data)
-            position = (entry.id - 1) * 24
-            if position != next_index_pos:
-                index.seek(position)
-            index.write(index_record(offset, len(data)))
-            next_index_pos = position + 24
-            offset += len(data)
-            listing.write(encode([entry.id, entry.command, entry.tag, entry.params]) + "\n")
-            count += 1
-            ids.append(entry.id)
-    return count, ids
+                parts = [f"ONAGER_TASK_ID={task_id}\nONAGER_TAG={quote(tag)}\nONAGER_COMMAND={quote(command)}\n"]
+                if attempts > 0:
+                    parts.append(f"ONAGER_PRIOR_ATTEMPTS={int(attempts)}\n")
+                for prefix, value in zip(names, params.values()):
+                    if not isinstance(value, str):
+                        value = encode(value)
+                    done = quoted.get(value)
+                    if done is None:
+                        if len(quoted) >= 65536:
+                            quoted.clear()
+                        done = quoted[value] = quote(value)
+                    parts.append(prefix + done + "\n")
+                text = "".join(parts)
+            data = text.encode("utf-8")
+            records.append(data)
+            position = (task_id - 1) * INDEX_WIDTH
+            if position != self.next_index_pos:
+                self.index.write(b"".join(index_block))
+                index_block.clear()
+                self.index.seek(position)
+            index_block.append(index_record(self.offset, len(data)))
+            self.next_index_pos = position + INDEX_WIDTH
+            self.offset += len(data)
+            listing_block.append(encode([task_id, command, tag, params]) + "\n")
+        self.records.write(b"".join(records))
+        self.index.write(b"".join(index_block))
+        self.listing.write("".join(listing_block))
+
+
+def _one_encoder() -> Any:
+    """The C encoder JSONEncoder(ensure_ascii=False) builds for each call, built once:
+    `"".join(one(value, 0))` is json.dumps(value, ensure_ascii=False); None without C."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    plain = json.JSONEncoder(ensure_ascii=False)
+    # the arguments JSONEncoder.iterencode passes for ensure_ascii=False and the other defaults
+    return make({}, plain.default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True)
+
+
+def _encoder() -> Callable[[Any], str]:
+    """json.dumps(value, ensure_ascii=False), without building an encoder per call (which is
+    most of the time JSONEncoder.encode takes for a small value)."""
+    one = _one_encoder()
+    if one is None:
+        return json.JSONEncoder(ensure_ascii=False).encode
+
+    def encode(value: Any) -> str:
+        if isinstance(value, str):
+            return json.encoder.encode_basestring(value)
+        return "".join(one(value, 0))
+    return encode
+
+
+_REPLICATE = "export ONAGER_PARAM_REPLICATE="  # +repeat: task_record adds ONAGER_REPLICATE after it
+
+
+def _param_prefixes(keys: tuple[str, ...]) -> list[str] | None:
+    """`export ONAGER_PARAM_<NAME>=` for each param key, or None when two keys share a name."""
+    names = [_env_name(key) for key in keys]
+    if len(set(names)) != len(names):
+        return None
+    return [f"export ONAGER_PARAM_{name}=" for name in names]
 
 
 def backend_options(backend_name: str, cli_options: dict[str, Any], root: str = ".") -> dict[str, Any]:
@@ -559,8 +749,8 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         os.chmod(build, 0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename
         os.mkdir(LaunchPaths(build).logs_dir)
         os.mkdir(LaunchPaths(build).state_dir)
-        count, ids = write_tasks(build, entries, prior)
-        found = set(ids) if selection is not None and count != len(selection) else set()
+        count, written = write_tasks(build, entries, prior)
+        found = set(written) if selection is not None and count != len(selection) else set()
         _check_all_found(count, selection, found, jobname)
         while True:
             launch_id = claim_launch_id(jobname, root)
@@ -574,7 +764,7 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         build = ""
         workdir = _provenance_hook(launch_dir, workdir, options, backend=backend_name,
                                    argv=argv or sys.argv, venv=venv, root=root)
-        tasks = Tasklist.from_ids(ids)
+        tasks = Tasklist.from_ids(written)
         wrapper = LaunchPaths(launch_dir).wrapper
         with open(wrapper, "w", encoding="utf-8") as handle:
             project = ProjectPaths(os.path.abspath(root))

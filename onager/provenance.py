@@ -5,7 +5,8 @@ result?". Every launch therefore writes `provenance.json` into its launch direct
 the onager command line, versions, user, host, working directory, Python, backend and
 options, and, inside a git repository, commit, branch, remote (credentials stripped),
 dirtiness, the diff of tracked changes (`git-diff.patch`) and the names of untracked
-files. `pip freeze` goes to `pip-freeze.txt` when it takes under 5 s.
+files. The installed distributions go to `pip-freeze.txt`, in `pip freeze`'s format, read
+in-process (importlib.metadata) rather than by a `pip freeze` child.
 
 `--snapshot` copies the code as it is at launch (tracked files of the git repository
 as they are in the working tree, or, outside git, the working directory less ignored
@@ -319,18 +320,16 @@ class Freeze:
 
     def __init__(self, commands: Sequence[Sequence[str]] | None = None, timeout: float | None = None):
         timeout = FREEZE_TIMEOUT if timeout is None else timeout
-        if commands is None:
-            # uv answers in milliseconds where pip takes about a second; pip when uv is absent or fails
-            commands = [[sys.executable, "-m", "pip", "freeze"]]
-            uv = shutil.which("uv")
-            if uv:
-                commands.insert(0, [uv, "pip", "freeze", "--python", sys.executable])
-        self.commands = [list(c) for c in commands]
+        # no commands: the installed distributions are read in-process (installed_packages),
+        # in milliseconds where a `pip freeze` child took half a second of every launch
+        self.commands = [list(c) for c in commands] if commands is not None else []
         self.deadline = time.monotonic() + timeout
         self.timeout = timeout
         self.started = time.monotonic()
         self.proc: subprocess.Popen | None = None
-        self._start(0)
+        self.which = 0
+        if self.commands:
+            self._start(0)
 
     def _start(self, which: int) -> None:
         self.which = which
@@ -343,6 +342,14 @@ class Freeze:
 
     def finish(self) -> tuple[str | None, dict[str, Any]]:
         """(freeze text or None, what provenance.json says about it)."""
+        if not self.commands:
+            try:
+                text = strip_credentials(installed_packages())
+            except Exception as exc:  # noqa: BLE001  # a broken distribution never fails a launch
+                return None, {"error": f"cannot list the installed distributions: {exc}"}
+            return text, {"tool": IN_PROCESS_TOOL, "file": FREEZE_FILE, "python": sys.executable,
+                          "count": sum(1 for line in text.splitlines() if line and not line.startswith("#")),
+                          "seconds": round(time.monotonic() - self.started, 3)}
         errors: list[str] = []
         while True:
             if self.proc is None:
@@ -372,6 +379,51 @@ class Freeze:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+
+
+IN_PROCESS_TOOL = "importlib.metadata"
+
+
+def installed_packages() -> str:
+    """What `pip freeze` prints for the Python running onager, read in-process with
+    importlib.metadata: `name==version` sorted by name, `-e path` after a comment for an
+    editable install, `name @ url` for one from a URL; pip itself (and, before Python
+    3.12, setuptools, wheel and distribute) left out, as pip freeze leaves them out."""
+    import importlib.metadata
+
+    skip = {"pip"} | ({"setuptools", "wheel", "distribute"} if sys.version_info < (3, 12) else set())
+    lines: dict[str, tuple[str, str]] = {}  # normalized name -> (name, its line); the first on sys.path wins
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"] if dist.metadata is not None else None
+        if not name:
+            continue
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in lines:
+            continue
+        lines[key] = (name, "" if key in skip else _freeze_line(dist, name))
+    return "".join(line for name, line in sorted(lines.values(), key=lambda item: item[0].lower()))
+
+
+def _freeze_line(dist: Any, name: str) -> str:
+    """One distribution as pip freeze writes it (PEP 610's direct_url.json says how it came)."""
+    from urllib.parse import unquote, urlsplit
+
+    version = dist.version
+    try:
+        direct = json.loads(dist.read_text("direct_url.json") or "null")
+    except ValueError:
+        direct = None
+    url = direct.get("url") if isinstance(direct, dict) else None
+    if isinstance(direct, dict) and isinstance(url, str):
+        if (direct.get("dir_info") or {}).get("editable"):
+            where = unquote(urlsplit(url).path) if url.startswith("file:") else url
+            return f"# Editable install with no version control ({name}=={version})\n-e {where}\n"
+        vcs = direct.get("vcs_info")
+        if isinstance(vcs, dict) and vcs.get("vcs") and vcs.get("commit_id"):
+            return f"{name} @ {vcs['vcs']}+{url}@{vcs['commit_id']}\n"
+        if "archive_info" in direct or "dir_info" in direct:
+            return f"{name} @ {url}\n"
+    return f"{name}=={version}\n"
 
 
 # -------------------------------------------------------------- ignore rules

@@ -71,6 +71,8 @@ class Tasklist:
     @classmethod
     def from_ids(cls, ids: Iterable[int]) -> Tasklist:
         """The shortest block form of `ids` (greedy runs of equal step)."""
+        if isinstance(ids, range) and ids.step == 1:  # a launch's ids: one block, without listing them
+            return cls([(ids.start, ids.stop - 1, 1)] if len(ids) else [])
         ordered = sorted(set(ids))
         blocks: list[tuple[int, int, int]] = []
         i, n = 0, len(ordered)

@@ -223,21 +223,21 @@ def test_disk_full_while_writing_tasks_is_one_line_and_leaves_nothing(tmp_path, 
     from onager import launch as launchmod
     write_job(tmp_path, "x", 5000)
     monkeypatch.chdir(tmp_path)
-    real = launchmod.task_record
+    real = launchmod._TaskWriter.write  # tasks are written a block of 4096 at a time
     calls = []
 
     def filling(*args, **kwargs):
         calls.append(1)
-        if len(calls) > 2000:
+        if len(calls) > 1:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(launchmod, "task_record", filling)
+    monkeypatch.setattr(launchmod._TaskWriter, "write", filling)
     assert cli.main(["launch", "--backend", "local", "--jobname", "x"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no space left on device" in err.lower() and "Traceback" not in err
     assert launch_dirs(tmp_path, "x") == []
-    monkeypatch.setattr(launchmod, "task_record", real)
+    monkeypatch.setattr(launchmod._TaskWriter, "write", real)
     first_good_launch_is_1(tmp_path)
 
 

@@ -69,7 +69,7 @@ def test_full_disk_while_building_a_launch_names_it(project, monkeypatch):
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr("onager.launch.task_record", full)
+    monkeypatch.setattr("onager.launch._TaskWriter.write", full)  # the writer of tasks.sh, .idx and .jsonl
     code, _, err = call("launch", "--backend", "local", "--jobname", "x")
     line = one_line(err)
     assert code == 1 and "no space left on device writing .onager/launches/x" in line and "nothing was launched" in line
