@@ -21,7 +21,7 @@ from onager.errors import OnagerError
 from onager.index import JobIndex, LaunchRecord
 from onager.layout import ProjectPaths, iter_launch_tasks, load_meta, project_root
 from onager.notify import chain_records, run_notify
-from onager.recovery import Chain, Recovery, escalate, from_options, read_chain, write_chain
+from onager.recovery import Chain, Recovery, escalate, from_options, read_chain, without_warning, write_chain
 from onager.status import task_rows
 from onager.tasklist import Tasklist
 
@@ -85,7 +85,7 @@ def main(launch_dir: str) -> int:
     meta = load_meta(launch_dir)
     root = project_root(launch_dir)
     jobname, launch_id = str(meta["jobname"]), str(meta["launch_id"])
-    options = dict(meta.get("options") or {})
+    options = without_warning(dict(meta.get("options") or {}))  # prepare adds it again
     policy = from_options(options)
     chain = read_chain(launch_dir, launch_id)
     records = [r for r in JobIndex(root).for_job(jobname) if r.launch_id == launch_id]
@@ -93,7 +93,15 @@ def main(launch_dir: str) -> int:
         raise OnagerError(f"launch {jobname}/{launch_id} is not in the index of {root}")
     again, states = eligible(records[0], chain, policy) if policy.active else ({}, set())
     if again:
-        new = relaunch(launch_dir, meta, chain, again, escalate(options, states, policy))
+        try:
+            new = relaunch(launch_dir, meta, chain, again, escalate(options, states, policy))
+        except OnagerError as exc:
+            print(f"onager: error: tasks {Tasklist.from_ids(again)} of {jobname} could not be relaunched: {exc}",
+                  file=sys.stderr, flush=True)
+            if policy.notify:  # the chain ends here: say so
+                run_notify(policy.notify, _origin_dir(root, jobname, chain),
+                           chain_records(root, jobname, chain.launches))
+            return 1
         print(f"onager: relaunched tasks {Tasklist.from_ids(again)} of {jobname} as launch {new.launch_id} "
               f"({', '.join(sorted(states))})", flush=True)
         if policy.notify and not os.path.exists(os.path.join(new.launch_dir, "after.json")):

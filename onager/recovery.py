@@ -321,27 +321,32 @@ def escalate(options: dict[str, Any], ended: Iterable[str], policy: Recovery) ->
             if policy.max_time is not None:
                 grown = min(grown, max(policy.max_time, seconds))
             out["duration"] = _dhms(grown)
-            extra = [str(x) for x in out.get("extra") or []]
-            # the warning was made for the old limit: made again for the new one
-            kept = [x for x in extra if not x.startswith("--signal=B:USR1@")]
-            kept = _without_s_rt(kept)
-            if kept != extra:
-                out["extra"] = kept
+            out = without_warning(out)  # made for the old limit: prepare makes it again for the new one
     return out
 
 
-def _without_s_rt(words: list[str]) -> list[str]:
+def without_warning(options: dict[str, Any]) -> dict[str, Any]:
+    """`options` without the warning-signal arguments that `check_launch` added to `extra`
+    (as launch.json keeps them: its scrubber reads `B:USR1@60` as a login and drops `:USR1`)."""
+    words = [str(x) for x in options.get("extra") or []]
     out: list[str] = []
     skip = False
     for k, word in enumerate(words):
         if skip:
             skip = False
             continue
+        if word.startswith(("--signal=B:USR1@", "--signal=B@")):
+            continue
         if word == "-l" and k + 1 < len(words) and words[k + 1].startswith("s_rt="):
             skip = True
             continue
         out.append(word)
-    return out
+    if out == words:
+        return options
+    trimmed = dict(options, extra=out)
+    if not out:
+        trimmed.pop("extra")
+    return trimmed
 
 
 # ------------------------------------------------------------------ the chain
