@@ -199,3 +199,27 @@ def test_after_script_uses_this_interpreter_and_this_onager(tmp_path):
     assert sys.executable in text and "-m onager.after" in text
     import onager
     assert os.path.dirname(os.path.dirname(onager.__file__)) in text
+
+
+# ------------------------------------------------------------------ ssh, through a stand-in ssh
+@pytest.fixture
+def fake_ssh(project, tmp_path_factory):
+    from test_ssh_unit import FAKE_SSH
+    bindir = tmp_path_factory.mktemp("fakebin")
+    (bindir / "ssh").write_text(FAKE_SSH)
+    (bindir / "ssh").chmod(0o755)
+    root = tmp_path_factory.mktemp("hosts")
+    return {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "FAKE_SSH_ROOT": str(root)}
+
+
+def test_ssh_retries_a_failed_task_on_the_hosts(onager, project, fake_ssh):
+    assert onager("prelaunch", "+jobname", "sf", "+command", _flaky(project, "s", 1), "+q").returncode == 0
+    res = onager("launch", "--backend", "ssh", "--jobname", "sf", "--hosts", "ha:1", "--retries", "1",
+                 env=fake_ssh)
+    assert res.returncode == 0, res.stderr
+    assert _runs(project, "s") == ["1", "2"]
+    (row,) = _rows(onager, "--jobname", "sf")
+    assert row["status"] == "done"
+    assert onager("prelaunch", "+jobname", "sn", "+command", _flaky(project, "n", 1), "+q").returncode == 0
+    res = onager("launch", "--backend", "ssh", "--jobname", "sn", "--hosts", "ha:1", env=fake_ssh)
+    assert res.returncode == 1 and _runs(project, "n") == ["1"]  # without --retries: a failure is not retried

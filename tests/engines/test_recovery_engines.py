@@ -85,3 +85,26 @@ def test_slurm_notify_alone_reports_a_failure(slurm, cli, helpers, retries):
         assert len(cli.rows("--jobname", "nf")) == 3  # no relaunch
     finally:
         _cleanup(["nf", "nf-after"], ["scancel", "-n"])
+
+
+def test_slurm_requeue_after_a_time_limit_resumes_from_the_checkpoint(slurm, cli, helpers):
+    """A task warned by SIGUSR1 before its 1-minute limit saves a checkpoint into ONAGER_TASK_DIR and
+    stops; it ends as timeout, and --requeue runs it again (attempt 2), which resumes and succeeds."""
+    runs = os.path.join(str(slurm), "runs.txt")
+    command = (f"sh -c 'echo $ONAGER_ATTEMPT >> {runs}; ck=$ONAGER_TASK_DIR/ckpt; "
+               "if [ -e $ck ]; then exit 0; fi; trap \"echo saved > $ck; exit 1\" USR1; "
+               "sleep 300 & wait'")
+    helpers.write_commands(slurm, "rq", {1: command})
+    try:
+        out = cli.ok("launch", "--backend", "slurm", "--jobname", "rq", "--requeue", "--duration", "1",
+                     "--notify", _notify_command(slurm))
+        assert "--signal=B:USR1@30" in out.stdout
+        helpers.wait_until(lambda: _lines(slurm, "notified.txt"), 300, interval=2,
+                           what="the time limit, the requeue and the notification")
+        assert _lines(slurm, "runs.txt") == ["1", "2"]
+        rows = {r["launch"]: r for r in cli.rows("--jobname", "rq")}
+        assert (rows["1"]["status"], rows["1"]["attempt"]) == ("timeout", 1)
+        assert (rows["2"]["status"], rows["2"]["attempt"]) == ("done", 2)
+        assert _lines(slurm, "notified.txt") == ["ok done=1 1,2 ."]
+    finally:
+        _cleanup(["rq", "rq-after"], ["scancel", "-n"])
