@@ -22,23 +22,21 @@ from onager.index import JobIndex, LaunchRecord
 from onager.layout import ProjectPaths, iter_launch_tasks, load_meta, project_root
 from onager.notify import chain_records, run_notify
 from onager.recovery import Chain, Recovery, escalate, from_options, read_chain, without_warning, write_chain
-from onager.status import task_rows
+from onager.status import job_task_statuses, task_rows
 from onager.tasklist import Tasklist
 
 
-def eligible(record: LaunchRecord, chain: Chain, policy: Recovery) -> tuple[dict[int, list[int]], set[str]]:
-    """Tasks of this launch to run again, with what they will have spent, and the end states that sent them."""
-    again: dict[int, list[int]] = {}
-    states: set[str] = set()
+def eligible(record: LaunchRecord, chain: Chain, policy: Recovery) -> dict[int, tuple[list[int], str]]:
+    """Tasks of this launch to run again: what they will have spent, and the end state that sends them."""
+    again: dict[int, tuple[list[int], str]] = {}
     for row in task_rows([record]):
         spent = list(chain.spent.get(row.task_id, [0, 0]))
         how = policy.wants(row.status, spent[0], spent[1])
         if how is None:
             continue
         spent[0 if how == "retry" else 1] += 1
-        again[row.task_id] = spent
-        states.add(row.status)
-    return again, states
+        again[row.task_id] = (spent, row.status)
+    return again
 
 
 def _jobfile_of(launch_dir: str, ids: set[int], directory: str) -> str:
@@ -91,7 +89,12 @@ def main(launch_dir: str) -> int:
     records = [r for r in JobIndex(root).for_job(jobname) if r.launch_id == launch_id]
     if not records:
         raise OnagerError(f"launch {jobname}/{launch_id} is not in the index of {root}")
-    again, states = eligible(records[0], chain, policy) if policy.active else ({}, set())
+    found = eligible(records[0], chain, policy) if policy.active else {}
+    if found:  # a task that a later launch ran meanwhile (a rerun by hand) is that launch's now
+        latest = job_task_statuses(jobname, root)
+        found = {i: f for i, f in found.items() if i not in latest or latest[i][1].launch_id == launch_id}
+    again = {i: spent for i, (spent, _) in found.items()}
+    states = {state for _, state in found.values()}
     if again:
         try:
             new = relaunch(launch_dir, meta, chain, again, escalate(options, states, policy))

@@ -223,3 +223,41 @@ def test_ssh_retries_a_failed_task_on_the_hosts(onager, project, fake_ssh):
     assert onager("prelaunch", "+jobname", "sn", "+command", _flaky(project, "n", 1), "+q").returncode == 0
     res = onager("launch", "--backend", "ssh", "--jobname", "sn", "--hosts", "ha:1", env=fake_ssh)
     assert res.returncode == 1 and _runs(project, "n") == ["1"]  # without --retries: a failure is not retried
+
+
+# ------------------------------------------------------------------ the follow-up's decisions, on a local launch
+def _with_options(project, job: str, launch: str, **extra) -> str:
+    """Give a finished launch recovery options (as a scheduler launch that asked for them would have)."""
+    path = project / ".onager" / "launches" / job / launch / "launch.json"
+    meta = json.loads(path.read_text())
+    meta["options"].update(extra)
+    path.write_text(json.dumps(meta))
+    return str(path.parent)
+
+
+def test_after_relaunches_the_failed_tasks_as_the_next_launch(onager, project, monkeypatch):
+    from onager import after
+    assert onager("prelaunch", "+jobname", "af", "+command", _flaky(project, "a", 1), "+q").returncode == 0
+    assert onager("launch", "--backend", "local", "--jobname", "af").returncode == 1
+    first = _with_options(project, "af", "1", retries=1)
+    monkeypatch.setattr("sys.stderr", open(os.devnull, "w"))  # the relaunched pool's progress
+    assert after.main(first) == 0
+    assert _runs(project, "a") == ["1", "2"]
+    rows = {r["launch"]: r for r in _rows(onager, "--jobname", "af")}
+    assert (rows["2"]["status"], rows["2"]["attempt"]) == ("done", 2)
+    chain = read_chain(str(project / ".onager/launches/af/2"), "2")
+    assert chain.origin == "1" and chain.launches == ["1", "2"] and chain.spent == {1: [1, 0]}
+    after.main(first)  # run again (a requeued follow-up): task 1 is launch 2's now
+    assert _runs(project, "a") == ["1", "2"] and not (project / ".onager/launches/af/3").exists()
+
+
+def test_after_leaves_a_task_rerun_by_hand_alone(onager, project):
+    """A task that a later launch already ran is not relaunched by the earlier launch's follow-up (no double run)."""
+    from onager import after
+    assert onager("prelaunch", "+jobname", "ah", "+command", _flaky(project, "h", 1), "+q").returncode == 0
+    assert onager("launch", "--backend", "local", "--jobname", "ah").returncode == 1
+    assert onager("launch", "--backend", "local", "--jobname", "ah", "--tasklist", "failed").returncode == 0
+    first = _with_options(project, "ah", "1", retries=3)
+    assert after.main(first) == 0
+    assert _runs(project, "h") == ["1", "2"]
+    assert not (project / ".onager/launches/ah/3").exists()
