@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from onager import config as configmod
+from onager import recovery
 from onager.backends import backend_class
 from onager.backends.base import Backend, LaunchInfo
 from onager.errors import OnagerError, UsageError
@@ -692,6 +693,7 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
     check_jobname(jobname)
     if from_jobfile and command is not None:
         raise UsageError("--from-jobfile and --command both say what to run: give one of them")
+    options = recovery.check_launch(backend_name, options)  # --retries, --notify, ...: checked before any write
     backend: Backend = backend_class(backend_name)(options)
     backend.check_options()
     selection, _, where = _select(jobname, tasklist, root)
@@ -882,6 +884,10 @@ def submit(backend: Backend, info: LaunchInfo, root: str = ".") -> LaunchRecord:
     except BaseException as exc:
         raise _unrecorded(backend, info, index, record.job_ids, exc) from exc
     _release(info)
+    try:  # retries, requeue, --notify on a scheduler: a follow-up job, no daemon
+        recovery.submit_follow_up(backend.name, info.jobname, info.launch_dir, record.job_ids, info.options)
+    except OnagerError as exc:
+        print(f"onager: warning: {exc}", file=sys.stderr)
     return record
 
 

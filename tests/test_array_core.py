@@ -89,7 +89,7 @@ def test_a_launch_writes_its_backends_variables_into_wrapper_sh(project, tmp_pat
     ("slurm", ["--hosts", "a:1"], "slurm has no host list; drop --hosts or use --backend ssh"),
     ("slurm", ["--detach"], "slurm has no pool of its own to detach; drop --detach"),
     ("gridengine", ["--ssh-config", "/x"], "gridengine has no ssh config; drop --ssh-config"),
-    ("gridengine", ["--retries", "2"], "gridengine has no lost hosts to retry on; drop --retries"),
+    ("gridengine", ["--retries", "-1"], "--retries must be 0 or more"),
     ("slurm", ["--max-array-size", "1"], "--max-array-size must be at least 2"),
     ("slurm", ["--max-tasks", "0"], "--max-tasks must be at least 1"),
     ("gridengine", ["--max-tasks", "0"], "--max-tasks must be at least 1"),

@@ -71,7 +71,6 @@ OPTION_BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
     "detach": (("local", "ssh"), "pool of its own to detach"),
     "hosts": (("ssh",), "host list"),
     "ssh_config": (("ssh",), "ssh config"),
-    "retries": (("ssh",), "lost hosts to retry on"),
     "remote_dir": (("ssh",), "remote directories"),
     "ssh_no_host_key_check": (("ssh",), "host keys"),
     "fetch": (("ssh",), "remote hosts to fetch outputs from"),

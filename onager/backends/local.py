@@ -37,6 +37,8 @@ from onager.backends.pool import (
 )
 from onager.errors import UsageError
 from onager.layout import LaunchPaths
+from onager.notify import notify_pool
+from onager.recovery import pool_retry
 from onager.state import read_states, start_fields
 from onager.tasklist import Tasklist
 
@@ -96,6 +98,7 @@ class LocalBackend(Backend):
         _write_pool_file(pool_file, os.getpid())
         pool = Pool(launch.launch_dir, list(launch.tasklist), width, slots,
                     progress=sys.stderr.isatty(), label=f"{launch.jobname}/{launch.launch_id}: ")
+        pool.retry = pool_retry(launch.launch_dir, self.options)
         try:
             with stop_on_signals():
                 self.failed = pool.run()
@@ -109,6 +112,7 @@ class LocalBackend(Backend):
                 _write_pool_file(pool_file, None)
             except OSError as exc:
                 self.end_error = self.end_error or exc
+            notify_pool(launch.launch_dir, self.options)  # --notify: the launch has ended (Ctrl-C too)
         return []
 
     def query(self, records) -> dict[str, dict[int, str] | None]:
@@ -151,12 +155,14 @@ def _detached_main(launch_dir: str) -> int:
     backend = LocalBackend(options)
     slots = gpu_slots(options)
     pool = Pool(launch_dir, list(Tasklist.parse(meta["tasklist"])), backend._width(), slots)
+    pool.retry = pool_retry(launch_dir, options)
     try:
         failed = pool.run()
     except KeyboardInterrupt:
         return 130
     finally:
         _write_pool_file(LaunchPaths(launch_dir).pool_json, None)
+        notify_pool(launch_dir, options)
     return 1 if failed else 0
 
 

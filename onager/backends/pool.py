@@ -8,6 +8,7 @@ GPU assignment (onager.backends.gpus) is shared the same way.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import json
@@ -162,6 +163,9 @@ class Pool:
         self.cancels = CancelWatch(launch_dir)
         self._records: tuple | None = None
         self.write_errors: list[OSError] = []  # state names it could not write (disk full)
+        #: --retries/--requeue (onager.recovery.PoolRetry): (task id, exit code) -> run it again?
+        self.retry: Callable[[int, int], bool] | None = None
+        self.again: collections.deque[int] = collections.deque()  # tasks to run again, in turn
 
     # -------------------------------------------------------------- cancel
     def _kill_all(self) -> None:
@@ -239,6 +243,8 @@ class Pool:
             self.cancelled += 1
         elif code == 0:
             self.done += 1
+        elif self.retry is not None and self.retry(task_id, recorded):
+            self.again.append(task_id)  # a new attempt of the task (the wrapper's claim numbers it)
         else:
             self.failed += 1
             if code < 0:
@@ -256,6 +262,17 @@ class Pool:
         show_progress(progress_line(self.label, self.done, self.failed, len(self.running), pending, elapsed,
                                     self.cancelled, tail=eta), final)
 
+    def _order(self, free: list[str] | None) -> Iterator[int]:
+        """The tasks in turn, then those to run again (retries) until none is left or running."""
+        yield from self.ids
+        while self.again or (self.retry is not None and self.running):
+            if self.again:
+                yield self.again.popleft()
+                continue
+            slot = self._reap(block=True)
+            if free is not None and slot is not None:
+                free.append(slot)
+
     def run(self) -> int:
         """Run every task; returns the number of tasks that failed."""
         start = time.time()
@@ -265,7 +282,7 @@ class Pool:
         self.cancels.refresh()
         position = 0
         try:
-            for task_id in self.ids:  # position: how many of them were started (or skipped)
+            for task_id in self._order(free):  # position: how many of them were started (or skipped)
                 while len(self.running) >= self.width:
                     slot = self._reap(block=True)
                     if free is not None and slot is not None:
@@ -287,6 +304,7 @@ class Pool:
                     self._show(start, total)
                     last_shown = time.time()
         except KeyboardInterrupt:
+            self.retry = None  # what is being killed is not run again
             running = [t for t, _, _, _ in self.running.values()]
             self._kill_all()
             for task_id in running:

@@ -82,6 +82,7 @@ from onager.backends.ssh.transport import (
 )
 from onager.errors import OnagerError, UsageError
 from onager.layout import LaunchPaths, project_root
+from onager.notify import notify_pool
 from onager.state import read_states, start_fields
 from onager.tasklist import Tasklist
 
@@ -102,8 +103,6 @@ class SshBackend(Backend):
         Option("hosts", metavar="LIST", help="ssh: hosts as [user@]host[:slots][:gpus=0,1], comma-separated "
                                              "(any ~/.ssh/config alias; config: ssh hosts)"),
         Option("ssh_config", metavar="FILE", help="ssh: pass -F FILE to every ssh call"),
-        Option("retries", "int", default=1, metavar="N",
-               help="ssh: run a task lost with its host again up to N times (default 1)"),
         Option("remote_dir", default=DEFAULT_REMOTE_DIR, metavar="DIR",
                help=f"ssh: where the launch files go on each host (default {DEFAULT_REMOTE_DIR})"),
         Option("fetch", "list", metavar="GLOB",
@@ -179,6 +178,7 @@ class SshBackend(Backend):
                 self.failed = dispatcher.run()
         finally:
             write_pool_file(pool_file, None)
+            notify_pool(launch.launch_dir, self.options)  # --notify: the launch has ended
         self.summary = dispatcher
         if dispatcher.lost_ids:
             text = (f"tasks {Tasklist.from_ids(sorted(dispatcher.lost_ids))} were lost with their host "
@@ -257,6 +257,7 @@ def _detached_main(launch_dir: str) -> int:
         return 1
     finally:
         write_pool_file(LaunchPaths(launch_dir).pool_json, None)
+        notify_pool(launch_dir, meta.get("options", {}))
     return 1 if failed else 0
 
 

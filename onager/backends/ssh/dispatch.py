@@ -30,6 +30,7 @@ from onager.backends.ssh.transport import (
 from onager.errors import OnagerError
 from onager.fsutil import atomic_write
 from onager.layout import LaunchPaths
+from onager.recovery import pool_retry
 from onager.state import mark
 from onager.tasklist import Tasklist
 
@@ -61,6 +62,7 @@ class Dispatcher:
         self.lost_ids: list[int] = []
         self.cancels = CancelWatch(launch_dir, lambda ids: self._kill_cancelled())
         self.label = f"{jobname}/{launch_id}: "
+        self.retry = pool_retry(launch_dir, options)  # --retries/--requeue for attempts that ended badly
 
     # ---------------------------------------------------------------- hosts
     def prepare_hosts(self, probed: list[HostInfo] | None = None) -> None:
@@ -191,6 +193,8 @@ class Dispatcher:
             self.cancelled += 1
         elif rc == 0:
             self.done += 1
+        elif self.retry is not None and self.retry(run.task_id, rc):
+            self.pending.append(run.task_id)  # --retries: a new attempt, on whichever host is free
         else:
             self.failed += 1
             self.failures.append((run.task_id, rc))
