@@ -327,7 +327,7 @@ def escalate(options: dict[str, Any], ended: Iterable[str], policy: Recovery) ->
 
 def without_warning(options: dict[str, Any]) -> dict[str, Any]:
     """`options` without the warning-signal arguments that `check_launch` added to `extra`
-    (as launch.json keeps them: its scrubber reads `B:USR1@60` as a login and drops `:USR1`)."""
+    (launch.json keeps them; launches recorded before the scrubber knew better hold `--signal=B@N`)."""
     words = [str(x) for x in options.get("extra") or []]
     out: list[str] = []
     skip = False

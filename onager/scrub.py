@@ -40,7 +40,8 @@ _WORDS = ("SIG", "SIGNATURE", "COOKIE")
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s]*)@")
 # scp style user:password@host (a password never holds spaces, '@' or ',' here: hosts lists stay intact)
 _SCP = re.compile(r"(?<![\w.+\-:/@])(?P<user>[\w.+\-]+):(?P<password>[^\s@,/'\"]+)@"
-                  r"(?P<host>[A-Za-z0-9](?:[\w\-]*[A-Za-z0-9])?(?:\.[\w\-]+)*)")
+                  r"(?P<host>(?!\d+(?![\w.\-]))[A-Za-z0-9](?:[\w\-]*[A-Za-z0-9])?(?:\.[\w\-]+)*)")
+# (a host is never all digits: `--signal=B:USR1@60` is Slurm's warning signal, not a login)
 _QUERY = re.compile(r"(?P<sep>[?&;])(?P<name>[^=&#\s;?'\"]+)=(?P<value>[^&#\s;'\"]*)")
 _VALUE = r"""(?:'[^']*'|"(?:[^"\\]|\\.)*"|[^\s'"]+)+"""
 # `name==1.0` is a pip requirement, not an assignment

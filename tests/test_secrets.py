@@ -216,3 +216,9 @@ def test_key_counts_as_a_word_in_options_and_anywhere_in_variable_names():
                                 "--api-key", "REDACTED", "--ssh-key=REDACTED"]
     assert not is_secret_name("--hotkey") and is_secret_name("apikey") and is_secret_name("X-Amz-Signature")
     assert is_secret_variable("MYKEY") and is_secret_variable("WANDB_API_KEY")
+
+
+def test_a_slurm_warning_signal_is_not_taken_for_a_login():
+    from onager.scrub import scrub_argv
+    assert scrub_argv(["sbatch", "--signal=B:USR1@60", "--", "alice:pw@gpu01:/x"]) == [
+        "sbatch", "--signal=B:USR1@60", "--", "alice@gpu01:/x"]
