@@ -21,6 +21,7 @@ from onager.tasklist import Tasklist
 COLUMNS = ["job_id", "launch", "task_id", "jobname", "status", "reason", "exit", "attempt", "elapsed", "tag", "command"]
 # shown only when asked for with --show
 OPTIONAL_COLUMNS = ["commit"]
+SUMMARY_ALWAYS = ("pending", "running", "done", "failed", "cancelled", "lost")
 
 
 FAST_TABLE_ROWS = 2000
@@ -200,8 +201,11 @@ def _summary(rows: list[TaskRow], args: argparse.Namespace) -> int:
         key = (r.jobname, r.launch_id, r.backend, r.job_ids or "-")
         counts.setdefault(key, {}).setdefault(r.status, 0)
         counts[key][r.status] += 1
-    headers = ["jobname", "launch", "backend", "job_id", "tasks"] + list(STATUSES)
-    cells = [[*key, sum(c.values())] + [c.get(s, 0) for s in STATUSES] for key, c in counts.items()]
+    seen = {status for c in counts.values() for status in c}
+    # the table shows the common statuses and any other one that occurs; JSON and CSV all of them
+    shown = STATUSES if args.json or args.csv else tuple(s for s in STATUSES if s in SUMMARY_ALWAYS or s in seen)
+    headers = ["jobname", "launch", "backend", "job_id", "tasks"] + list(shown)
+    cells = [[*key, sum(c.values())] + [c.get(s, 0) for s in shown] for key, c in counts.items()]
     if args.json:
         json.dump([dict(zip(headers, row)) for row in cells], sys.stdout, indent=1)
         sys.stdout.write("\n")
