@@ -72,8 +72,9 @@ def check_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
         name = argv[0].split("=", 1)[0]
         top = _options(parser)
         if name not in top:
-            raise UsageError(f"unknown option {name}{suggestion(name, top) or ': give a command first'} "
-                             "(see onager --help)")
+            hint = suggestion(name, top)
+            raise UsageError(f"unknown option {name}{hint}" if hint else
+                             f"unknown option {name}: give a command first (see onager --help)")
         return
     sub = subparser(parser, argv[0])
     if sub is None:

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -233,6 +234,13 @@ class Plotter:
         self.plt.close(fig)
         text = buffer.getvalue()
         text = text[text.index("<svg"):]  # drop the XML prologue and doctype
+        text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)  # creator, format: noise here
+        # every figure defines the same glyph ids: give each figure's ids (and references) its own prefix
+        ids = set(re.findall(r'\bid="([^"]+)"', text))
+        prefix = f"fig{self.count}-"
+        text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', text)
+        text = re.sub(r"#([A-Za-z_][\w.-]*)", lambda m: f"#{prefix}{m.group(1)}" if m.group(1) in ids else m.group(0),
+                      text)
         return text.replace("<svg ", f'<svg role="img" aria-label="{_e(label)}" class="plot" ', 1)
 
     def figure(self, width: float = 5.0, height: float = 3.2) -> tuple[Any, Any]:
@@ -535,9 +543,12 @@ def render(data: ReportData, metric: str | None = None, plots: bool = True) -> s
            "base-uri 'none'; form-action 'none'")
     scope = f"launch {data.launch_id}" if data.launch_id else "each task's latest run"
     made = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(data.created))
-    note = "" if plotter is not None else (
-        '<p class="note" id="no-plots">Plots need matplotlib, which is not installed here '
-        "(pip install 'onager[report]'); the numbers are shown as tables and plain bars instead.</p>")
+    note = ""
+    if plotter is None:
+        why = ("Plots are off (--no-plots)" if not plots else
+               "Plots need matplotlib, which is not installed here (pip install 'onager[report]')")
+        note = f'<p class="note" id="no-plots">{why}; the numbers are shown as tables and plain bars instead.</p>'
+
     sections = [
         _counts(data),
         _elapsed_section(data, plotter),
