@@ -86,9 +86,10 @@ def gather(jobname: str, launch_id: str | None = None, root: str = ".") -> Repor
     if not present:
         raise OnagerError(f"every launch directory of job {jobname!r} is gone (deleted by hand?); nothing to report")
     latest: dict[int, TaskInfo] = {}
+    dirs = {r.launch_id: r.launch_dir for r in present}
     for row in task_rows(present, skipped=lambda record, why: None):
         latest[row.task_id] = TaskInfo(
-            row.task_id, row.launch_id, next(r.launch_dir for r in present if r.launch_id == row.launch_id),
+            row.task_id, row.launch_id, dirs[row.launch_id],
             row.status, str(getattr(row, "reason", "") or ""), row.exit_code, row.elapsed, row.tag,
             dict(row.params), attempt=getattr(row, "attempt", None))
     tasks = [latest[i] for i in sorted(latest)]
