@@ -35,7 +35,7 @@ STDERR_TAIL_BYTES = 4096
 STDERR_TAIL_LINES = 20
 #: statuses whose stderr tail is shown: the task ended without success
 UNSUCCESSFUL = ("failed", "lost", "error", "cancelled")
-STEP_KEY = "@step"  # what onager.log_result(step=...) writes
+STEP_KEY = "step"  # onager.log_result(step=epoch, loss=...): the x of the other metrics of that line
 
 
 @dataclass
@@ -117,8 +117,8 @@ def gather(jobname: str, launch_id: str | None = None, root: str = ".") -> Repor
 def read_curves(path: str) -> dict[str, list[tuple[float, float]]]:
     """Metric -> [(step, value)] from one results file, for metrics logged more than once.
 
-    The step is what `log_result(step=...)` recorded, else the line's position (1, 2, ...);
-    damaged lines and values that are not numbers are skipped.
+    The step is what `log_result(step=...)` recorded with the values, else the line's position
+    (1, 2, ...); damaged lines and values that are not numbers are skipped.
     """
     try:
         with open(path, "rb") as handle:
@@ -137,7 +137,7 @@ def read_curves(path: str) -> dict[str, list[tuple[float, float]]]:
         if not _is_number(step):
             step = position
         for name, value in obj.items():
-            if name[:1] != "@" and _is_number(value) and math.isfinite(float(value)):
+            if name[:1] != "@" and name != STEP_KEY and _is_number(value) and math.isfinite(float(value)):
                 series.setdefault(name, []).append((float(step), float(value)))
     return {name: sorted(points) for name, points in series.items() if len(points) > 1}
 
@@ -173,7 +173,8 @@ def swept_params(tasks: Sequence[TaskInfo]) -> list[str]:
 
 
 def numeric_metrics(data: ReportData) -> list[str]:
-    return [m for m in data.metrics if any(_is_number(t.metrics.get(m)) for t in data.tasks)]
+    """Metrics with a number somewhere, the step (an x, not a result) left out."""
+    return [m for m in data.metrics if m != STEP_KEY and any(_is_number(t.metrics.get(m)) for t in data.tasks)]
 
 
 def param_summary(tasks: Sequence[TaskInfo], param: str, metric: str) -> list[tuple[Any, float | None,

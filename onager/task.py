@@ -63,12 +63,11 @@ def _plain(value: Any) -> Any:
         return str(value)
 
 
-def log_result(step: Any = None, **metrics: Any) -> None:
+def log_result(**metrics: Any) -> None:
     """Append one line of metrics for this task (a single O_APPEND write: safe to call often).
 
     `onager results` shows the last value logged for each name. The line also carries
-    "@time" (epoch seconds) and, given `step` (an epoch or iteration number), "@step", which
-    `onager report` draws learning curves against; neither is ever shown as a metric.
+    "@time" (epoch seconds), which is bookkeeping and never shown as a metric.
     """
     if not metrics:
         return
@@ -82,10 +81,7 @@ def log_result(step: Any = None, **metrics: Any) -> None:
     launch_dir, task_id = _task()
     paths = LaunchPaths(launch_dir)
     os.makedirs(paths.results_dir, exist_ok=True)
-    head: dict[str, Any] = {"@time": time.time()}
-    if step is not None:
-        head["@step"] = step
-    line = json.dumps({**head, **metrics}, default=_plain) + "\n"
+    line = json.dumps({"@time": time.time(), **metrics}, default=_plain) + "\n"
     data = line.encode("utf-8")
     fd = os.open(paths.results(task_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     try:

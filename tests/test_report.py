@@ -156,12 +156,19 @@ def test_report_without_matplotlib_says_so(job, project, monkeypatch):
     assert 'class="bars"' in text  # the elapsed-time distribution, as plain HTML
 
 
-def test_log_result_step_is_bookkeeping(job, project):
+def test_step_is_the_x_of_the_learning_curves(job, project):
+    """log_result(step=...) stores `step` beside the values (results show the last step
+    reached); the report draws the other metrics of each line against it."""
     lines = [json.loads(line) for line in read(project / ".onager/launches/rep/1/results/1.jsonl").splitlines()]
-    assert [line.get("@step") for line in lines[:4]] == [10, 20, 30, 40]
+    assert [line.get("step") for line in lines[:4]] == [10, 20, 30, 40]
     results = json.loads(job("results", "rep", "--json").stdout)
-    assert "step" not in results[0] and "@step" not in results[0]
+    assert results[0]["step"] == 40
     assert math.isclose(results[0]["loss"], round(1.0 / (4 + 1), 6))
+    from onager.report import read_curves
+    curves = read_curves(str(project / ".onager/launches/rep/1/results/1.jsonl"))
+    assert set(curves) == {"loss"}  # acc is logged once, step is the x
+    assert [x for x, _ in curves["loss"]] == [10.0, 20.0, 30.0, 40.0]
+    assert [y for _, y in curves["loss"]] == [lines[i]["loss"] for i in range(4)]
 
 
 def test_bad_input_writes_nothing(job, project):
