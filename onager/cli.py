@@ -60,7 +60,7 @@ def _shared_launch_options(p: argparse.ArgumentParser) -> None:
 
 
 GENERIC = {"backend", "jobname", "command", "jobfile", "tasklist", "venv", "workdir", "dry_run",
-           "quiet", "subcommand", "extra", "func"}
+           "quiet", "subcommand", "extra", "func", "job", "job_required"}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -88,3 +88,14 @@ def test_help_and_dash_help_print_the_same(onager, argv):
     assert result.returncode == 0
     assert result.stdout == onager("--help").stdout
     assert "report" in result.stdout
+
+
+def test_the_job_argument_is_no_launch_option(launched, project):
+    """JOB and --jobname name the job; neither may leak into the options a launch records."""
+    ok(launched("launch", "exp1", "--backend", "local", "--tasklist", "1"))
+    with open(project / ".onager" / "index.jsonl", encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle]
+    for record in records:
+        assert not {"job", "job_required"} & set(record["options"]), record["options"]
+    shown = launched("show", "exp1")
+    assert "job=" not in shown.stdout and "job_required" not in shown.stdout
