@@ -18,7 +18,8 @@ def add_parser(subparsers: Any) -> None:
         "clean", help="remove the partial launch directories that interrupted launches of a job left",
         epilog="examples:\n  onager clean exp1\n  onager clean exp1 --dry-run",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("jobname", help="the job whose partial launch directories to remove")
+    from onager.cli_habits import add_job_argument
+    add_job_argument(p, help="the job whose partial launch directories to remove (or --jobname NAME)")
     p.add_argument("-d", "--dry-run", action="store_true", help="say what would be removed; remove nothing")
 
 

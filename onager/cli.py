@@ -20,9 +20,10 @@ EXTRA_COMMANDS: dict[str, str] = {
     "show": "onager.provenance_cli",
     "hosts": "onager.hosts_cli",
     "clean": "onager.clean_cli",
+    "report": "onager.report_cli",
 }
 
-KNOWN_COMMANDS = ("launch", "list", "cancel", "wait", "logs", "config", "results", "show", "hosts", "clean")
+KNOWN_COMMANDS = ("launch", "list", "cancel", "wait", "logs", "config", "results", "show", "hosts", "clean", "report")
 
 # modules adding launch options that every backend shares (add_launch_arguments(parser));
 # their LAUNCH_OPTIONS declare them for config defaults (see onager.options)
@@ -51,7 +52,8 @@ def _parser_class() -> type[argparse.ArgumentParser]:
 
 def _shared_launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=None, help="local, slurm, gridengine or ssh (config: project backend)")
-    p.add_argument("--jobname", required=True, help="the job name given to prelaunch")
+    from onager.cli_habits import add_job_argument
+    add_job_argument(p, help="the job name given to prelaunch (or --jobname NAME)")
     p.add_argument("--command", default=None, help="launch this single command instead of a jobfile")
     p.add_argument("--jobfile", default=None, help="jobfile to read (default .onager/scripts/{jobname}/jobs.json)")
     p.add_argument("--tasklist", "-t", default=None,
@@ -71,7 +73,7 @@ def _shared_launch_options(p: argparse.ArgumentParser) -> None:
 
 
 GENERIC = {"backend", "jobname", "command", "jobfile", "tasklist", "venv", "workdir", "dry_run", "from_jobfile",
-           "quiet", "subcommand", "extra", "func"}
+           "quiet", "subcommand", "extra", "func", "job", "job_required"}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -101,6 +103,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                   "  onager list --summary\n  onager list --jobid 13438569 --tasklist 1-3 --hide "
                                   "command",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        from onager.cli_habits import add_job_argument
+        add_job_argument(p, required=False, option=False, help="only this job (or --jobname NAME)")
         p.add_argument("--jobname", "-n", default=None, help="only this job")
         p.add_argument("--jobid", "-j", default=None, help="only this scheduler job id (or launch id)")
         p.add_argument("--launch", default=None, help="only this launch of the job (default: all launches)")
@@ -116,6 +120,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         fmt = p.add_mutually_exclusive_group()
         fmt.add_argument("--json", action="store_true", help="print JSON")
         fmt.add_argument("--csv", action="store_true", help="print CSV")
+        p.add_argument("--watch", "-w", action="store_true",
+                       help="redraw counts, running tasks and latest failures until every task has ended")
+        p.add_argument("--interval", type=float, default=None, help="seconds between --watch redraws (default 2)")
 
     if want("cancel"):
         p = sub.add_parser("cancel", help="cancel tasks of a launch through its backend",
@@ -123,6 +130,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                   "--tasklist 3-5\n"
                                   "  onager cancel --backend slurm --jobid 13438569 --tasklist 1-3:1,5,8-9",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        from onager.cli_habits import add_job_argument
+        add_job_argument(p, required=False, option=False, help="the job (or --jobname NAME)")
         p.add_argument("--jobname", "-n", default=None, help="cancel the latest launch of this job")
         p.add_argument("--jobid", "-j", default=None, help="scheduler job id (or launch id)")
         p.add_argument("--launch", default=None, help="a launch id of the job (default: the latest)")
@@ -136,6 +145,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                            epilog="examples:\n  onager wait --jobname exp1\n  onager wait --jobname exp1 "
                                   "--timeout 3600",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        from onager.cli_habits import add_job_argument
+        add_job_argument(p, required=False, option=False, help="the job (or --jobname NAME)")
         p.add_argument("--jobname", "-n", default=None, help="the job (default: every job's latest launch)")
         p.add_argument("--launch", default=None, help="a launch id of the job (default: the latest)")
         p.add_argument("--interval", type=float, default=2.0, help="seconds between checks")
@@ -147,7 +158,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                            epilog="examples:\n  onager logs exp1 5\n  onager logs exp1 5 --err\n  onager logs "
                                   "exp1 5 --follow",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("jobname")
+        from onager.cli_habits import add_job_argument
+        add_job_argument(p)
         p.add_argument("task", type=int)
         p.add_argument("--launch", default=None, help="a launch id (default: the latest that ran the task)")
         p.add_argument("--err", action="store_true", help="stderr instead of stdout")
@@ -263,7 +275,8 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     failed = getattr(backend_obj, "failed", 0)
     if failed:
         pool = getattr(backend_obj, "summary", None)
-        shown = ", ".join(f"{t} (exit {c})" for t, c in (pool.failures[:10] if pool else []))
+        from onager.messages import failed_ids_text
+        shown = failed_ids_text(pool.failures if pool else [])  # sorted, condensed: 3-5,9 (exit 1)
         print(f"onager: {failed} of {record.count} tasks failed: {shown}; rerun them with: "
               f"{rerun_hint(args.jobname, 'failed')}", file=sys.stderr)
     end_error = getattr(backend_obj, "end_error", None)
@@ -285,6 +298,9 @@ def _tasks(count: int) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from onager import listing
+    if args.watch or args.interval is not None:
+        from onager.watch import run_watch
+        return run_watch(args)
     return listing.run_list(args)
 
 
@@ -413,9 +429,8 @@ def _main(argv: list[str]) -> int:
         if topic == "prelaunch":
             from onager import prelaunch
             return prelaunch.run(["+help"])
-        parser = build_parser()
         if topic is None:
-            parser.print_help()
+            _print_top_help()  # the same as onager --help
             return 0
         return _main([topic, "--help"])
     if not argv or argv[0] in ("-h", "--help"):
@@ -429,12 +444,15 @@ def _main(argv: list[str]) -> int:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
     parser = build_parser(only=argv[0] if argv[0] in KNOWN_COMMANDS else None)
+    from onager.cli_habits import check_options, merge_job
+    check_options(parser, argv)  # "did you mean", before argparse misses a required option
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         sub = parser._subparsers._group_actions[0].choices.get(args.subcommand) if args.subcommand else None  # type: ignore[union-attr]
         (sub or parser).error(f"unrecognized arguments: {' '.join(unknown)}"
                               + (" (options for the scheduler go after --)" if args.subcommand == "launch" else ""))
     args.extra = extra
+    merge_job(args)
     name = args.subcommand
     if name in ("list", "results", "show"):
         # short-lived readers that build many small objects: the cycle collector only slows
@@ -467,12 +485,13 @@ commands:
   show        what a launch ran and from where
   hosts       CPUs, memory, load and GPUs of the ssh hosts
   clean       remove what interrupted launches of a job left behind
+  report      one self-contained HTML page about a job: counts, tasks, plots
   help        help for a command
 
 example:
   onager prelaunch +jobname exp1 +command "python train.py" +arg --lr 0.1 0.01 +tag
   onager launch --backend local --jobname exp1
-  onager list --jobname exp1
+  onager list exp1
 
 run 'onager help CMD' or 'onager CMD --help' for one command.
 """

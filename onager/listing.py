@@ -151,6 +151,8 @@ def run_list(args: argparse.Namespace) -> int:
         writer.writerows(zip(*data))
         return failed
     print(column_table(data, columns))
+    from onager.hints import print_hints
+    print_hints(rows)  # e.g. "No module named X" where the launching Python has X: use --venv
     return failed
 
 
@@ -358,6 +360,9 @@ def run_logs(args: argparse.Namespace) -> int:
             raise OnagerError(f"launch directory {chosen.launch_dir} is gone (deleted by hand?)")
         print(f"onager: task {args.task} of {chosen.key} has written no std{suffix} yet", file=sys.stderr)
         return 0
+    if not args.follow:
+        from onager.hints import print_task_hint
+        print_task_hint(chosen, args.task)  # on stderr, before the log: its last line stays the log's
     out = sys.stdout.buffer
     position = 0
     while True:

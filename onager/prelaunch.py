@@ -534,9 +534,9 @@ def run(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> 
     written = args.sweep.write(jobname, args.jobfile, args.append, echo=None if args.quiet else out)
     path, count, new = written.path, written.count, written.added
     if args.append and written.existed:
-        err.write(f"Prelaunched {new} more jobs for {args.jobname} ({count} in all) in {path}.\n")
+        err.write(f"Prelaunched {new} more tasks for {args.jobname} ({count} in all) in {path}.\n")
     elif written.existed:
-        err.write(f"Prelaunched {count} jobs for {args.jobname}; replaced the previous jobfile {path}.\n")
+        err.write(f"Prelaunched {count} tasks for {args.jobname}; replaced the previous jobfile {path}.\n")
     else:
-        err.write(f"Prelaunched {count} jobs for {args.jobname} in {path}.\n")
+        err.write(f"Prelaunched {count} tasks for {args.jobname} in {path}.\n")
     return 0

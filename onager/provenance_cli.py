@@ -23,7 +23,8 @@ EXAMPLES = """examples:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("show", help="what a launch ran and from where: code, environment, command",
                               epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("job", metavar="JOB", help="job name, jobname/launch, or a scheduler job id")
+    from onager.cli_habits import add_job_argument
+    add_job_argument(p, help="job name, jobname/launch, or a scheduler job id (or --jobname NAME)")
     p.add_argument("--launch", default=None, help="a launch id of the job (default: the latest)")
     p.add_argument("--task", "-t", type=int, default=None, help="also show how this task ran")
     p.add_argument("--json", action="store_true", help="print JSON")

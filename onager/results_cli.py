@@ -48,7 +48,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                               description="One row per task: id, launch, status, each parameter, each metric.",
                               epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _accept_dash_values(p)
-    p.add_argument("job", metavar="JOB", help="the job name (as given to prelaunch)")
+    from onager.cli_habits import add_job_argument
+    add_job_argument(p)
     p.add_argument("--launch", default=None, help="only this launch of the job (default: each task's latest run)")
     p.add_argument("--metric", action="append", default=[], metavar="NAME=REGEX",
                    help="a metric read from logs/<id>.out: group 1 of the regex's last match (repeatable)")

@@ -271,6 +271,8 @@ def test_idx_files_are_used_and_results_reported(mnist, tmp_path, monkeypatch, c
     assert FALLBACK_MESSAGE not in out.err
     assert "MNIST, 64 training and 32 test images of 28x28" in out.out
     accuracy, loss = parse_results(out.out)
-    assert len(logged) == 1 and set(logged[0]) == {"accuracy", "loss"}
+    # one call per epoch: the test metrics, the training loss and the epoch as the step
+    assert len(logged) == 1 and set(logged[0]) == {"accuracy", "loss", "train_loss", "step"}
+    assert logged[0]["step"] == 1
     assert round(logged[0]["accuracy"], 4) == accuracy
     assert round(logged[0]["loss"], 4) == loss

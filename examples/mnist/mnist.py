@@ -247,13 +247,17 @@ def evaluate(model, device, loader):
     return loss / n, correct / n
 
 
-def report_to_onager(accuracy, loss):
-    """Hand the results to onager when this run was launched by it."""
+def report_to_onager(accuracy, loss, step=None, **more):
+    """Hand the results to onager when this run was launched by it (once per epoch:
+    `onager results` shows the last values, `onager report` draws the curves)."""
     if not os.environ.get("ONAGER_LAUNCH_DIR"):
         return
     try:
         import onager
-        onager.log_result(accuracy=accuracy, loss=loss)
+        metrics = dict(accuracy=accuracy, loss=loss, **more)
+        if step is not None:
+            metrics["step"] = step
+        onager.log_result(**metrics)
     except (ImportError, AttributeError) as e:
         print(f"mnist.py: could not report results to onager ({e})",
               file=sys.stderr)
@@ -360,6 +364,7 @@ def main(argv=None):
         test_loss, accuracy = evaluate(model, device, test_loader)
         print(f"Epoch {epoch}: train loss {train_loss:.4f}, test loss "
               f"{test_loss:.4f}, test accuracy {accuracy:.4f}", flush=True)
+        report_to_onager(accuracy, test_loss, step=epoch, train_loss=train_loss)
         scheduler.step()
 
     elapsed = time.time() - start
@@ -374,7 +379,6 @@ def main(argv=None):
             "seed": args.seed, "seconds": round(elapsed, 2),
         })
         print(f"Wrote {out_dir}/results.json and {out_dir}/model.pt")
-    report_to_onager(accuracy, test_loss)
     return 0
 
 

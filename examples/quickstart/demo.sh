@@ -1,32 +1,27 @@
 #!/bin/bash
-# `make demo`: a 12-task sweep on the local backend, one failure, a rerun, and the results.
+# `make demo`: a 12-task sweep on the local backend, one failure, a rerun, the results, and a report.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${DEMO_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/onager-demo.XXXXXX")}"
 cp "$here/train.py" "$work/"
 cd "$work"
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+python="$(command -v python3 || command -v python)"
+# print a command as it can be pasted into a shell (quoted with shlex), then run it
+run() {
+    printf '\n\033[1m$ %s\033[0m\n' "$("$python" -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "$@")"
+    "$@"
+}
 
-step onager prelaunch +jobname demo +command "python train.py" +arg --lr 0.1 1.0 3.0 +arg --seed 0 1 2 3 +tag --run-tag
-onager prelaunch +jobname demo +command "python train.py" +arg --lr 0.1 1.0 3.0 +arg --seed 0 1 2 3 +tag --run-tag
-
-step onager launch --backend local --jobname demo --max-tasks 2
-onager launch --backend local --jobname demo --max-tasks 2 || echo "(exit code $?: a task failed, as planned)"
-
-step onager list --jobname demo --hide command
-onager list --jobname demo --hide command
-
-step onager logs demo 6 --err
-onager logs demo 6 --err
-
-step onager launch --backend local --jobname demo --tasklist failed
-onager launch --backend local --jobname demo --tasklist failed
-
-step onager list --jobname demo --summary
-onager list --jobname demo --summary
-
+run onager prelaunch +jobname demo +command "python train.py" +arg --lr 0.1 1.0 3.0 +arg --seed 0 1 2 3 \
+    +tag --run-tag
+run onager launch --backend local --jobname demo --max-tasks 2 || echo "(exit code $?: a task failed, as planned)"
+run onager list demo --hide command
+run onager logs demo 6 --err
+run onager launch --backend local --jobname demo --tasklist failed
+run onager list demo --summary
 if onager help results >/dev/null 2>&1; then
-    step onager results demo --group-by lr --sort -accuracy
-    onager results demo --group-by lr --sort -accuracy
+    run onager results demo --group-by lr --sort -accuracy
 fi
+run onager report demo -o "$work/demo_report.html"
 printf '\nThe demo ran in %s (delete it when done).\n' "$work"
+printf 'Its report: %s\n' "$work/demo_report.html"

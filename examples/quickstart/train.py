@@ -5,6 +5,7 @@ log line and through onager.log_result. The run with --lr 3.0 and --seed 1 crash
 first attempt (as real runs sometimes do), so the demo has a failure to find and rerun.
 """
 import argparse
+import contextlib
 import math
 import os
 import random
@@ -29,9 +30,15 @@ def main() -> int:
     rng = random.Random(args.seed)
     best = 1.0 - abs(math.log10(args.lr)) * 0.15  # lr = 1.0 is best in this toy problem
     accuracy = 0.0
+    log_result = None
+    if os.environ.get("ONAGER_LAUNCH_DIR"):
+        with contextlib.suppress(ImportError):
+            from onager import log_result
     for step in range(1, args.steps + 1):
         accuracy = best * (1 - 0.5 ** step) + rng.uniform(-0.01, 0.01)
         print(f"step {step}: accuracy {accuracy:.4f}")
+        if log_result is not None:
+            log_result(step=step, loss=round(1 - accuracy, 4))  # a learning curve in onager report
         time.sleep(0.02)
     print(f"Test accuracy: {accuracy:.4f}")
     try:

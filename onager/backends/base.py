@@ -192,10 +192,20 @@ def run(argv: Sequence[str], retries: int = 0, transient: Sequence[str] = (),
             time.sleep(delay)
             delay *= 2
             continue
-        # one line, but every line of the reason: qsub says why, then "Exiting."
-        reason = "; ".join(line.strip() for line in message.splitlines()[-5:] if line.strip())
+        # one line, but every line of the reason, in order: sbatch says what is wrong before
+        # 'Try "sbatch --help"', qsub says why before "Exiting."; stderr and stdout both
+        reason = "; ".join(line.strip() for line in _all_lines(proc, message) if line.strip())
         raise OnagerError(f"{shlex.join(argv[:1])} failed: {reason} (command: {shlex.join(argv)})")
     raise AssertionError("unreachable")
+
+
+def _all_lines(proc: subprocess.CompletedProcess[str], message: str) -> list[str]:
+    """Every line a failed scheduler command printed: stderr, then stdout when it said more."""
+    lines = message.splitlines()
+    err, out = proc.stderr.strip(), proc.stdout.strip()
+    if err and out and out not in err:
+        lines += out.splitlines()
+    return lines
 
 
 # ------------------------------------------------------------------ typed options
