@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
-from onager.backends.base import BLOCKED, QUEUED, STARTED, STUCK, Backend, LaunchInfo, run
+from onager.backends.base import BLOCKED, QUEUED, STARTED, STUCK, Backend, LaunchInfo, Option, run
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_write, executable_mode
 from onager.layout import GROUPS_TXT, NODE_SH, SCHEDULER_JSON, STATE, WRAPPER, LaunchPaths
@@ -120,6 +120,12 @@ def gpu_count(options: dict[str, Any]) -> str | None:
     return text
 
 
+#: declared once (by slurm, as --hold_jid); Grid Engine reads it too
+WARNING_SIGNAL = Option("warning_signal", "int", units="SECONDS", default="min(60, duration/10) with --duration",
+                        help="slurm/gridengine: send SIGUSR1 this many seconds before the time limit "
+                             "(slurm --signal=B:USR1@N, gridengine s_rt); 0: none")
+
+
 def warning_seconds(options: dict[str, Any], limit: int | None) -> int | None:
     """Seconds before the time limit at which the wrapper gets SIGUSR1 (None: no signal).
 
@@ -148,9 +154,9 @@ def warning_seconds(options: dict[str, Any], limit: int | None) -> int | None:
 
 
 def submission_token(launch: LaunchInfo, number: int) -> str:
-    """A token naming one submission of one launch (its first array number), the same in
-    --dry-run and in the real submit: after a timeout, the scheduler is asked for it before
-    submitting again, so that a submission that went through is adopted, not repeated."""
+    """A token naming one submission of one launch (its first array number), a function of the
+    launch directory (golden tests stay exact): after a timeout, the scheduler is asked for it
+    before submitting again, so that a submission that went through is adopted, not repeated."""
     digest = hashlib.sha1(f"{launch.launch_dir}\0{launch.launch_id}".encode()).hexdigest()[:12]
     return f"onager:{digest}.{number}"
 

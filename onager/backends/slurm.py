@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from onager.backends.array import (
+    WARNING_SIGNAL,
     ArrayBackend,
     QueryEntry,
     allocation,
@@ -64,9 +65,7 @@ class SlurmBackend(ArrayBackend):
                help="slurm/gridengine: wait until these job ids end (slurm: afterany)"),
         Option("max_array_size", "int", default="read from scontrol show config",
                help="slurm: MaxArraySize to assume (default: read from scontrol show config)"),
-        Option("warning_signal", "int", units="SECONDS", default="min(60, duration/10) with --duration",
-               help="slurm/gridengine: send SIGUSR1 this many seconds before the time limit "
-                    "(slurm --signal=B:USR1@N, gridengine s_rt); 0: none"),
+        WARNING_SIGNAL,
     )
 
     def __init__(self, options: dict[str, Any] | None = None):
