@@ -123,10 +123,11 @@ def starts(root, jobname: str, launch_id: str) -> dict[int, int]:
 
 
 def _attempt_stamp(name: str) -> float | None:
-    """When an attempt started: a running task's start name, or the end name the wrapper
-    renamed it to (`<id>.end@<end>@<code>@<start>`); None for other names."""
+    """When an attempt started: its start name (`<id>.start@<t0>[@<attempt>]`, which stays when
+    it ends), or the end name an older wrapper renamed it to (`<id>.end@<end>@<code>@<start>`);
+    None for other names."""
     parts = name.split("@")
-    if parts[0].endswith(".start") and len(parts) == 2:
+    if parts[0].endswith(".start") and len(parts) in (2, 3):
         return float(parts[1])
     if parts[0].endswith(".end") and len(parts) == 4:
         return float(parts[3])
