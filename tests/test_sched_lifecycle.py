@@ -236,7 +236,7 @@ def test_sacct_asked_once_for_a_task_without_end_and_cached(onager, fake):
     assert [(r["task_id"], r["status"], r["reason"]) for r in rows] == [
         (1, "timeout", "TIMEOUT"), (2, "cancelled", "by-1000"), (3, "done", "")]
     sacct = calls_of(fake, "sacct")
-    assert sacct == [["sacct", "-X", "-P", "-n", "-j", "555", "--format=JobID,State,ExitCode"]]
+    assert sacct == [["sacct", "-X", "-P", "-n", "-j", "555", "--format=JobID,State,ExitCode,End"]]
     assert [n.split("@")[0] + "@" + "@".join(n.split("@")[2:]) for n in acct_names(linfo.launch_dir)] == [
         "1.acct@1@timeout@TIMEOUT", "2.acct@1@cancelled@by-1000"]
     rows = json.loads(onager("list", "--json").stdout)  # cached: not asked again
@@ -247,7 +247,7 @@ def test_sacct_asked_once_for_a_task_without_end_and_cached(onager, fake):
 def test_squeue_end_word_is_cached_without_sacct(onager, fake):
     record, linfo = launched(fake, "slurm", "556", "1")
     started(linfo.launch_dir, 1)
-    fake.respond("squeue", 0, "556_1|TO|TimeLimit\n")
+    fake.respond("squeue", 0, "556_1|TO|TimeLimit|N/A\n")
     rows = json.loads(onager("list", "--json").stdout)
     assert [(r["status"], r["reason"]) for r in rows] == [("timeout", "TimeLimit")]
     assert calls_of(fake, "sacct") == []
@@ -386,3 +386,33 @@ def test_bad_warning_signal_refused_before_anything_is_written(onager, fake, arg
 def test_warning_signal_refused_on_local(onager):
     assert onager("prelaunch", "+jobname", "w", "+command", "echo", "+arg", "--n", "1").returncode == 0
     refused(onager("launch", "--backend", "local", "--jobname", "w", "--warning-signal", "5"), "--warning-signal")
+
+
+def local_text(epoch: float, form: str) -> str:
+    import time
+    return time.strftime(form, time.localtime(epoch))
+
+
+def test_cached_end_has_the_schedulers_end_time(project, fake):
+    # elapsed stops when the task ended, not when onager happened to ask
+    record, linfo = launched(fake, "slurm", "560", "1-2")
+    started(linfo.launch_dir, 1, t0=1000.0)
+    started(linfo.launch_dir, 2, t0=1000.0)
+    fake.respond("squeue", 0, f"560_1|TO|TimeLimit|{local_text(1061, '%Y-%m-%dT%H:%M:%S')}\n")
+    fake.respond("sacct", 0, f"560_2|OUT_OF_MEMORY|0:125|{local_text(1042, '%Y-%m-%dT%H:%M:%S')}\n")
+    SlurmBackend().query([record])
+    from onager.state import read_states
+    states = read_states(linfo.launch_dir)
+    assert (states[1].state, states[1].end) == ("timeout", 1061.0)
+    assert (states[2].state, states[2].end) == ("oom", 1042.0)
+
+
+def test_qacct_end_time_dates_the_cached_end(project, fake):
+    record, linfo = launched(fake, "gridengine", "224", "3")
+    started(linfo.launch_dir, 3, t0=1000.0)
+    fake.respond("qstat", 0, "<?xml version='1.0'?><job_info><queue_info/><job_info/></job_info>")
+    fake.respond("qacct", 0, QACCT.replace("taskid       3\n", "taskid       3\nend_time     "
+                                           + local_text(1077, "%a %b %d %H:%M:%S %Y") + "\n"))
+    GridEngineBackend().query([record])
+    from onager.state import read_states
+    assert (read_states(linfo.launch_dir)[3].state, read_states(linfo.launch_dir)[3].end) == ("killed", 1077.0)

@@ -259,7 +259,7 @@ def test_one_squeue_for_many_launches_in_list(onager, fake):
     assert [(r["launch"], r["task_id"], r["status"]) for r in rows] == [
         ("1", 1, "pending"), ("1", 2, "lost"), ("1", 3, "pending"), ("2", 2, "running")]
     assert [c for c in fake.calls() if c[0] == "squeue"] == [
-        ["squeue", "-h", "-t", "all", "-j", "11,12", "-o", "%i|%t|%r"]]
+        ["squeue", "-h", "-t", "all", "-j", "11,12", "-o", "%i|%t|%r|%e"]]
 
 
 @pytest.mark.parametrize("line, expected", [

@@ -361,12 +361,24 @@ def _accounted(launch_dir: str) -> set[tuple[int, int]]:
     return found
 
 
-def _cache(launch_dir: str, task_id: int, attempt: int, word: str) -> None:
-    """Record an end answer for one attempt (only end states; a read-only launch is no error)."""
+def _cache(launch_dir: str, task_id: int, attempt: int, word: str, started: float | None = None,
+           ended: float | None = None) -> None:
+    """Record an end answer for one attempt (only end states; a read-only launch is no error),
+    dated when the scheduler says it ended if that is after the start, else now."""
     state, reason = parse_answer(word)
     if state in END_STATES:
+        now = time.time()
+        when = ended if ended is not None and (started or 0) <= ended <= now else None
         with contextlib.suppress(OSError):
-            record_accounting(launch_dir, task_id, attempt, state, reason)
+            record_accounting(launch_dir, task_id, attempt, state, reason, when)
+
+
+def scheduler_time(text: str, form: str = "%Y-%m-%dT%H:%M:%S") -> float | None:
+    """Epoch seconds of a scheduler's local time text (`2026-11-30T23:24:20`), None if not one."""
+    try:
+        return time.mktime(time.strptime(text.strip(), form))
+    except (ValueError, OverflowError):
+        return None
 
 
 # ------------------------------------------------------------------ the core
@@ -395,6 +407,28 @@ class ArrayBackend(Backend):
     query_env: dict[str, str] = {}
     #: set once accounting answered that it is off (or absent): not asked again by this object
     _no_accounting = False
+    #: (job id, index) -> when the scheduler says that element ended, noted by the adapters'
+    #: parse_query/parse_accounting (see note_end), so that a cached end has its real time
+    _ended: dict[tuple[str, int], float] | None = None
+
+    def note_end(self, job_id: str, index: int, when: float | None) -> None:
+        """Remember when the scheduler says an element ended (its query or accounting said)."""
+        if when is not None:
+            if self._ended is None:
+                self._ended = {}
+            self._ended[(job_id, index)] = when
+
+    def _ended_at(self, job_id: str, index: int) -> float | None:
+        return self._ended.get((job_id, index)) if self._ended else None
+
+    def _end_of(self, mapper: Any, task_id: int) -> float | None:
+        if not self._ended:
+            return None
+        for job_id, indexes in mapper.indexes([task_id]).items():
+            for index in indexes:
+                if (job_id, index) in self._ended:
+                    return self._ended[(job_id, index)]
+        return None
 
     def check_options(self) -> None:
         """Every option, config defaults included, checked before a launch writes anything or
@@ -615,7 +649,8 @@ class ArrayBackend(Backend):
         """Tasks whose latest attempt shows no end, or only `killed`: cache the end the query
         gave (`state.record_accounting`), and ask accounting ONCE (one batched call) for the
         started ones the scheduler no longer shows; each answer is cached, so asked once."""
-        wanted: dict[tuple[str, int], tuple[Any, int]] = {}  # (launch key, task) -> (record, attempt)
+        # (launch key, task) -> (record, attempt, its start)
+        wanted: dict[tuple[str, int], tuple[Any, int, float | None]] = {}
         job_ids: set[str] = set()
         for record in records:
             answer = out.get(record.key)
@@ -629,7 +664,7 @@ class ArrayBackend(Backend):
                 done = _accounted(record.launch_dir)
             except OnagerError:
                 continue
-            mapper: Mapper | None = None
+            mapper = Mapper(record)
             for task_id, st in states.items():
                 if st.start is None or not st.attempt or (st.end is not None and st.state != KILLED):
                     continue
@@ -637,10 +672,9 @@ class ArrayBackend(Backend):
                     continue
                 word = answer.get(task_id)
                 if word is not None:
-                    _cache(record.launch_dir, task_id, st.attempt, word)
+                    _cache(record.launch_dir, task_id, st.attempt, word, st.start, self._end_of(mapper, task_id))
                     continue
-                wanted[(record.key, task_id)] = (record, st.attempt)
-                mapper = mapper or Mapper(record)
+                wanted[(record.key, task_id)] = (record, st.attempt, st.start)
                 job_ids.update(mapper.indexes([task_id]))
         if not wanted or self._no_accounting:
             return
@@ -662,8 +696,8 @@ class ArrayBackend(Backend):
                     hit = wanted.pop((owner.record.key, task_id), None)
                     if hit is None:
                         continue
-                    record, attempt = hit
-                    _cache(record.launch_dir, task_id, attempt, word)
+                    record, attempt, started = hit
+                    _cache(record.launch_dir, task_id, attempt, word, started, self._ended_at(job_id, index))
                     answer = out[record.key]
                     assert answer is not None
                     answer[task_id] = word

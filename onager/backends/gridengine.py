@@ -26,6 +26,7 @@ from onager.backends.array import (
     hms_text,
     megabytes_text,
     positive,
+    scheduler_time,
     submission_token,
     warning_seconds,
 )
@@ -211,7 +212,10 @@ class GridEngineBackend(ArrayBackend):
         return [["qacct", "-j", job_id] for job_id in job_ids]
 
     def parse_accounting(self, text: str) -> list[QueryEntry]:
-        return parse_qacct(text)
+        entries = parse_qacct(text)
+        for job_id, task, when in qacct_end_times(text):
+            self.note_end(job_id, task, when)
+        return entries
 
     def parse_job_id(self, out: str) -> str:
         return out.splitlines()[-1].split(".")[0].strip()  # -terse: "id" or "id.1-9:1"
@@ -343,16 +347,35 @@ def _bytes(text: str) -> float:
     return float(match.group(1)) * 1024 ** ("_KMGT".index(match.group(2).upper() or "_") if match.group(2) else 0)
 
 
-def parse_qacct(text: str) -> list[QueryEntry]:
-    """(job id, [task id], end word) per record of `qacct -j ID` (records split by `=====` lines),
-    the latest first (a task rescheduled has a record per run, oldest first)."""
-    out: list[QueryEntry] = []
+def _qacct_records(text: str) -> list[dict[str, str]]:
+    """The `key value` fields of each record of `qacct -j` (records split by `=====` lines)."""
+    records = []
     for block in re.split(r"^=+\s*$", text, flags=re.M):
         fields: dict[str, str] = {}
         for line in block.splitlines():
             key, _, value = line.strip().partition(" ")
             if key:
                 fields[key] = value.strip()
+        records.append(fields)
+    return records
+
+
+def qacct_end_times(text: str) -> list[tuple[str, int, float]]:
+    """(job id, task id, end_time as epoch seconds) of each record that has them."""
+    out = []
+    for fields in _qacct_records(text):
+        job_id, task = fields.get("jobnumber", ""), fields.get("taskid", "")
+        when = scheduler_time(fields.get("end_time", ""), "%a %b %d %H:%M:%S %Y")
+        if job_id.isdigit() and task.isdigit() and when is not None:
+            out.append((job_id, int(task), when))
+    return out
+
+
+def parse_qacct(text: str) -> list[QueryEntry]:
+    """(job id, [task id], end word) per record of `qacct -j ID` (records split by `=====` lines),
+    the latest first (a task rescheduled has a record per run, oldest first)."""
+    out: list[QueryEntry] = []
+    for fields in _qacct_records(text):
         job_id, task = fields.get("jobnumber", ""), fields.get("taskid", "")
         if not job_id.isdigit() or not task.isdigit():
             continue

@@ -26,11 +26,13 @@ from onager.backends.array import (
     hms_text,
     megabytes_text,
     positive,
+    scheduler_time,
     submission_token,
     warning_seconds,
 )
 from onager.backends.base import BLOCKED, QUEUED, STARTED, STUCK, LaunchInfo, Option, cluster_setting
 from onager.errors import OnagerError, UsageError
+from onager.state import END_STATES, parse_answer
 from onager.tasklist import Tasklist
 
 DEFAULT_DURATION = "0-01:00:00"
@@ -176,7 +178,7 @@ class SlurmBackend(ArrayBackend):
     def query_commands(self, job_ids: list[str]) -> list[list[str]]:
         # -t all: tasks that ended in the last MinJobAge seconds too (TO, CA, OOM, PR, NF: how
         # they ended, even where sacct has no accounting storage)
-        fmt = "%i|%t|%r"
+        fmt = "%i|%t|%r|%e"  # %e: when an ended element ended
         by_user = ["squeue", "-h", "-u", getpass.getuser(), "-t", "all", "-o", fmt]
         if len(job_ids) > SQUEUE_IDS_MAX:  # beyond this many ids, ask for the user's jobs and filter
             return [by_user]
@@ -187,14 +189,28 @@ class SlurmBackend(ArrayBackend):
         return "Invalid job id" in message
 
     def parse_query(self, text: str) -> list[QueryEntry]:
-        return [parsed for parsed in map(parse_squeue_line, text.splitlines()) if parsed is not None]
+        return self._with_end_times(text, parse_squeue_line, 3)
 
     def accounting_commands(self, job_ids: list[str]) -> list[list[str]]:
         # -X: the allocation only (one line per array element, not its steps)
-        return [["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "--format=JobID,State,ExitCode"]]
+        return [["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "--format=JobID,State,ExitCode,End"]]
 
     def parse_accounting(self, text: str) -> list[QueryEntry]:
-        return [parsed for parsed in map(parse_sacct_line, text.splitlines()) if parsed is not None]
+        return self._with_end_times(text, parse_sacct_line, 3)
+
+    def _with_end_times(self, text: str, parse: Any, field: int) -> list[QueryEntry]:
+        """Parsed lines; for an ended element, its end time (field `field`) is noted too."""
+        out = []
+        for line in text.splitlines():
+            parsed = parse(line)
+            if parsed is None:
+                continue
+            out.append(parsed)
+            parts = line.split("|")
+            if parsed[2] is not None and parse_answer(parsed[2])[0] in END_STATES and len(parts) > field:
+                for index in parsed[1]:
+                    self.note_end(parsed[0], index, scheduler_time(parts[field]))
+        return out
 
     def cancel_commands(self, job_id: str, indexes: Tasklist | None) -> list[list[str]]:
         return [scancel_command(job_id, indexes)]
