@@ -220,9 +220,10 @@ def test_query_maps_offsets_back_to_task_ids(project, fake):
     fake.respond("squeue", 0, "302_[4-10%3]|PD|JobArrayTaskLimit\n301_2|R|None\n303_3|PD|"
                               "launch failed requeued held\n999_1|R|None\n303_1|CD|None\n")
     answer = SlurmBackend(record.options).query([record])[record.key]
-    assert answer == {**{i: "pending" for i in range(14, 21)}, 2: "running", 23: "error"}
+    assert answer == {**{i: "pending (JobArrayTaskLimit)" for i in range(14, 21)}, 2: "running",
+                      23: "error (launch_failed_requeued_held)"}
     squeues = [c for c in fake.calls() if c[0] == "squeue"]
-    assert len(squeues) == 1 and squeues[0][1:4] == ["-h", "-j", "301,302,303"]
+    assert len(squeues) == 1 and squeues[0][1:6] == ["-h", "-t", "all", "-j", "301,302,303"]
     # long pending index lists are not cut at 64 characters ("..."), which would hide tasks
     with open(os.path.join(fake.base, "env.jsonl")) as handle:
         assert ["squeue", "0"] in [json.loads(line) for line in handle]
@@ -257,12 +258,13 @@ def test_one_squeue_for_many_launches_in_list(onager, fake):
     rows = json.loads(out.stdout)
     assert [(r["launch"], r["task_id"], r["status"]) for r in rows] == [
         ("1", 1, "pending"), ("1", 2, "lost"), ("1", 3, "pending"), ("2", 2, "running")]
-    assert [c for c in fake.calls() if c[0] == "squeue"] == [["squeue", "-h", "-j", "11,12", "-o", "%i|%t|%r"]]
+    assert [c for c in fake.calls() if c[0] == "squeue"] == [
+        ["squeue", "-h", "-t", "all", "-j", "11,12", "-o", "%i|%t|%r|%e"]]
 
 
 @pytest.mark.parametrize("line, expected", [
-    ("18_[3-6%2]|PD|JobArrayTaskLimit", ("18", [3, 4, 5, 6], "pending")),
-    ("19_[3,7]|PD|JobHeldUser", ("19", [3, 7], "pending")),
+    ("18_[3-6%2]|PD|JobArrayTaskLimit", ("18", [3, 4, 5, 6], "pending (JobArrayTaskLimit)")),
+    ("19_[3,7]|PD|JobHeldUser", ("19", [3, 7], "blocked (JobHeldUser)")),
     ("18_1|R|None", ("18", [1], "running")),
     ("18_1|CG|None", ("18", [1], "running")),
     ("18_1|CD|None", ("18", [1], None)),

@@ -16,26 +16,33 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import hashlib
 import json
 import os
 import re
 import shlex
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
-from onager.backends.base import STUCK, Backend, LaunchInfo, run
+from onager.backends.base import BLOCKED, QUEUED, STARTED, STUCK, Backend, LaunchInfo, Option, run
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_write, executable_mode
 from onager.layout import GROUPS_TXT, NODE_SH, SCHEDULER_JSON, STATE, WRAPPER, LaunchPaths
-from onager.state import mark, read_states
+from onager.state import END_STATES, KILLED, mark, parse_answer, read_states, record_accounting
 from onager.tasklist import Tasklist
 from onager.wrapper import shell_variable
 
 # kept for importers; the paths are LaunchPaths.scheduler_json, .groups_txt, .node_sh
 SCHEDULER_FILE, GROUPS_FILE, NODE_SCRIPT = SCHEDULER_JSON, GROUPS_TXT, NODE_SH
 
-#: (job id, array indexes, pending|running|error, or None for "ended: the state files decide")
+#: (job id, array indexes, answer: `pending (Reason)`, `blocked (Reason)`, `running`, `error`, an
+#: end state such as `timeout (TimeLimit)`, or None for "ended: the state files decide")
 QueryEntry = tuple[str, Iterable[int], Optional[str]]
+#: a task shown twice (e.g. being deleted) keeps its most telling answer
+_RANK = {STUCK: 4, STARTED: 3, BLOCKED: 2, QUEUED: 2}
+#: a submit error that does not say whether the job was submitted (checked by token first)
+UNCERTAIN = ("did not answer within",)
 
 
 # ------------------------------------------------------------------ values
@@ -111,6 +118,47 @@ def gpu_count(options: dict[str, Any]) -> str | None:
         raise UsageError(f"bad --gpus {value!r} for a cluster: give a count per task like 2 (or type:count like "
                          "a100:2)")
     return text
+
+
+#: declared once (by slurm, as --hold_jid); Grid Engine reads it too
+WARNING_SIGNAL = Option("warning_signal", "int", units="SECONDS", default="min(60, duration/10) with --duration",
+                        help="slurm/gridengine: send SIGUSR1 this many seconds before the time limit "
+                             "(slurm --signal=B:USR1@N, gridengine s_rt); 0: none")
+
+
+def warning_seconds(options: dict[str, Any], limit: int | None) -> int | None:
+    """Seconds before the time limit at which the wrapper gets SIGUSR1 (None: no signal).
+
+    `--warning-signal N` (0: none); by default, with `--duration` given, a tenth of it, 1 to
+    60 s, so that the wrapper forwards it to the task and records `timeout` when the limit
+    kills it. Without a limit (UNLIMITED) there is nothing to warn of."""
+    value = options.get("warning_signal")
+    if value in (None, ""):
+        if options.get("duration") in (None, "") or limit is None:
+            return None
+        return max(1, min(60, limit // 10))
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"bad --warning-signal {value!r}: give a number of seconds, or 0 for none") from None
+    if seconds < 0:
+        raise UsageError(f"bad --warning-signal {seconds}: give a number of seconds, or 0 for none")
+    if seconds == 0:
+        return None
+    if limit is None:
+        raise UsageError("--warning-signal needs a time limit: give a --duration, or drop --warning-signal")
+    if seconds >= limit:
+        raise UsageError(f"--warning-signal {seconds} is not below the time limit ({limit} s): give fewer "
+                         "seconds, or 0 for none")
+    return seconds
+
+
+def submission_token(launch: LaunchInfo, number: int) -> str:
+    """A token naming one submission of one launch (its first array number), a function of the
+    launch directory (golden tests stay exact): after a timeout, the scheduler is asked for it
+    before submitting again, so that a submission that went through is adopted, not repeated."""
+    digest = hashlib.sha1(f"{launch.launch_dir}\0{launch.launch_id}".encode()).hexdigest()[:12]
+    return f"onager:{digest}.{number}"
 
 
 def megabytes_text(megabytes: int) -> str:
@@ -298,6 +346,41 @@ class Mapper:
 
 
 
+def _accounted(launch_dir: str) -> set[tuple[int, int]]:
+    """(task, attempt) pairs whose accounting answer is cached in state/ already."""
+    try:
+        names = os.listdir(LaunchPaths(launch_dir).state_dir)
+    except OSError:
+        return set()
+    found = set()
+    for name in names:
+        head, sep, rest = name.partition(".acct@")
+        fields = rest.split("@")
+        if sep and head.isdigit() and len(fields) > 1 and fields[1].isdigit():
+            found.add((int(head), int(fields[1])))
+    return found
+
+
+def _cache(launch_dir: str, task_id: int, attempt: int, word: str, started: float | None = None,
+           ended: float | None = None) -> None:
+    """Record an end answer for one attempt (only end states; a read-only launch is no error),
+    dated when the scheduler says it ended if that is after the start, else now."""
+    state, reason = parse_answer(word)
+    if state in END_STATES:
+        now = time.time()
+        when = ended if ended is not None and (started or 0) <= ended <= now else None
+        with contextlib.suppress(OSError):
+            record_accounting(launch_dir, task_id, attempt, state, reason, when)
+
+
+def scheduler_time(text: str, form: str = "%Y-%m-%dT%H:%M:%S") -> float | None:
+    """Epoch seconds of a scheduler's local time text (`2026-11-30T23:24:20`), None if not one."""
+    try:
+        return time.mktime(time.strptime(text.strip(), form))
+    except (ValueError, OverflowError):
+        return None
+
+
 # ------------------------------------------------------------------ the core
 class ArrayBackend(Backend):
     """Submit, query and cancel for any array scheduler; the adapter fills in the pieces below.
@@ -322,6 +405,30 @@ class ArrayBackend(Backend):
     cancel_retries = 2
     #: variables the query command needs besides the environment (e.g. to get uncut output)
     query_env: dict[str, str] = {}
+    #: set once accounting answered that it is off (or absent): not asked again by this object
+    _no_accounting = False
+    #: (job id, index) -> when the scheduler says that element ended, noted by the adapters'
+    #: parse_query/parse_accounting (see note_end), so that a cached end has its real time
+    _ended: dict[tuple[str, int], float] | None = None
+
+    def note_end(self, job_id: str, index: int, when: float | None) -> None:
+        """Remember when the scheduler says an element ended (its query or accounting said)."""
+        if when is not None:
+            if self._ended is None:
+                self._ended = {}
+            self._ended[(job_id, index)] = when
+
+    def _ended_at(self, job_id: str, index: int) -> float | None:
+        return self._ended.get((job_id, index)) if self._ended else None
+
+    def _end_of(self, mapper: Any, task_id: int) -> float | None:
+        if not self._ended:
+            return None
+        for job_id, indexes in mapper.indexes([task_id]).items():
+            for index in indexes:
+                if (job_id, index) in self._ended:
+                    return self._ended[(job_id, index)]
+        return None
 
     def check_options(self) -> None:
         """Every option, config defaults included, checked before a launch writes anything or
@@ -366,6 +473,34 @@ class ArrayBackend(Backend):
     def parse_query(self, text: str) -> list[QueryEntry]:
         raise NotImplementedError
 
+    def reason_commands(self, job_ids: list[str]) -> list[list[str]]:
+        """Commands that say why these plainly pending jobs wait (none: the query says it)."""
+        return []
+
+    def parse_reasons(self, text: str) -> dict[str, str]:
+        """job id -> `pending (Reason)` or `blocked (Reason)`, from reason_commands' output."""
+        return {}
+
+    def accounting_commands(self, job_ids: list[str]) -> list[list[str]]:
+        """Commands that tell how the ended elements of these jobs ended (none: no accounting)."""
+        return []
+
+    def parse_accounting(self, text: str) -> list[QueryEntry]:
+        """(job id, indexes, end word such as `timeout (TIMEOUT)`) from accounting_commands' output."""
+        return []
+
+    def token(self, launch: LaunchInfo, number: int) -> str | None:
+        """The token the submission whose first array number is `number` carries (None: none)."""
+        return None
+
+    def find_token_commands(self, launch: LaunchInfo, token: str) -> list[list[str]]:
+        """Commands that list this user's jobs with their tokens (see parse_token)."""
+        return []
+
+    def parse_token(self, text: str, token: str) -> str | None:
+        """The job id carrying `token` in find_token_commands' output, or None."""
+        return None
+
     def cancel_commands(self, job_id: str, indexes: Tasklist | None) -> list[list[str]]:
         """Commands that cancel these indexes of one job (None: the whole job)."""
         raise NotImplementedError
@@ -406,10 +541,7 @@ class ArrayBackend(Backend):
         submissions: list[dict[str, Any]] = []
         try:
             for (offset, indexes), command in zip(chunks, commands):
-                out = run(command, retries=self.submit_retries, transient=self.transient).stdout.strip()
-                job_id = self.parse_job_id(out) if out else ""
-                if not job_id.isdigit():
-                    raise OnagerError(f"{command[0]} printed no job id (got {out!r}); command: {shlex.join(command)}")
+                job_id = self.submit_one(launch, command, self.token(launch, offset + indexes.first))
                 job_ids.append(job_id)
                 submissions.append({"job_id": job_id, "offset": offset, "array": self.array_text(indexes)})
         except BaseException:
@@ -420,6 +552,43 @@ class ArrayBackend(Backend):
             raise
         save_submissions(launch.launch_dir, self.name, tasks_per_node, submissions)
         return job_ids
+
+    def submit_one(self, launch: LaunchInfo, command: list[str], token: str | None) -> str:
+        """Run one submit command; after an error that leaves it unknown whether the job went
+        through (socket timed out, no answer), ask the scheduler for the submission's token and
+        adopt the job it finds before trying again: a launch is never submitted twice."""
+        delay = 1.0
+        for attempt in range(self.submit_retries + 1):
+            try:
+                out = run(command, transient=self.transient).stdout.strip()
+            except OnagerError as exc:
+                message = str(exc)
+                if not any(t in message for t in (*self.transient, *UNCERTAIN)):
+                    raise
+                found = self.find_token(launch, token) if token else None
+                if found:
+                    return found
+                if attempt == self.submit_retries:
+                    raise
+                time.sleep(delay)
+                delay *= 2
+                continue
+            job_id = self.parse_job_id(out) if out else ""
+            if not job_id.isdigit():
+                raise OnagerError(f"{command[0]} printed no job id (got {out!r}); command: {shlex.join(command)}")
+            return job_id
+        raise AssertionError("unreachable")
+
+    def find_token(self, launch: LaunchInfo, token: str) -> str | None:
+        """The job id of the submission carrying `token`, or None (not found, or cannot ask)."""
+        for command in self.find_token_commands(launch, token):
+            try:
+                found = self.parse_token(run(command, retries=1, transient=self.transient).stdout, token)
+            except OnagerError:
+                continue
+            if found:
+                return found
+        return None
 
     # ------------------------------------------------------------- query
     def query(self, records: Sequence[Any]) -> dict[str, dict[int, str] | None]:
@@ -437,18 +606,101 @@ class ArrayBackend(Backend):
             entries = self.parse_query(self._query_output(sorted(owners, key=lambda j: (len(j), j))))
         except OnagerError:
             return {r.key: None for r in records}
+        entries = self._with_reasons([e for e in entries if e[0] in owners])
+        self._spread(entries, owners, out)
+        self._settle(records, owners, out)
+        return out
+
+    def _spread(self, entries: Iterable[QueryEntry], owners: dict[str, Mapper],
+                out: dict[str, dict[int, str] | None]) -> None:
+        """Each entry's answer to the task ids its indexes hold."""
         for job_id, indexes, state in entries:
             owner = owners.get(job_id)
             if owner is None or state is None:
                 continue
             answer = out[owner.record.key]
             assert answer is not None
+            rank = _RANK.get(parse_answer(state)[0] or "", 1)
             for index in indexes:
                 for task_id in owner.task_ids(job_id, index):
                     # a task shown twice (e.g. being deleted) keeps its most telling state
-                    if answer.get(task_id) != STUCK:
+                    held = answer.get(task_id)
+                    if held is None or rank > _RANK.get(parse_answer(held)[0] or "", 1):
                         answer[task_id] = state
-        return out
+
+    def _with_reasons(self, entries: list[QueryEntry]) -> list[QueryEntry]:
+        """Plain `pending` entries with the reason a second, batched call gives (Grid Engine's
+        `qstat -j`); adapters whose query already says why ask nothing."""
+        waiting = sorted({job_id for job_id, _, state in entries if state == QUEUED}, key=lambda j: (len(j), j))
+        commands = self.reason_commands(waiting) if waiting else []
+        if not commands:
+            return entries
+        reasons: dict[str, str] = {}
+        for command in commands:
+            try:
+                reasons.update(self.parse_reasons(run(command, transient=self.transient).stdout))
+            except OnagerError:
+                continue
+        return [(job_id, indexes, reasons.get(job_id, state) if state == QUEUED else state)
+                for job_id, indexes, state in entries]
+
+    def _settle(self, records: Sequence[Any], owners: dict[str, Mapper],
+                out: dict[str, dict[int, str] | None]) -> None:
+        """Tasks whose latest attempt shows no end, or only `killed`: cache the end the query
+        gave (`state.record_accounting`), and ask accounting ONCE (one batched call) for the
+        started ones the scheduler no longer shows; each answer is cached, so asked once."""
+        # (launch key, task) -> (record, attempt, its start)
+        wanted: dict[tuple[str, int], tuple[Any, int, float | None]] = {}
+        job_ids: set[str] = set()
+        for record in records:
+            answer = out.get(record.key)
+            if answer is None:
+                continue
+            if len(answer) >= record.count and not any(
+                    parse_answer(a)[0] in END_STATES for a in answer.values()):
+                continue  # every task queued or running: nothing has ended unseen
+            try:
+                states = read_states(record.launch_dir)
+                done = _accounted(record.launch_dir)
+            except OnagerError:
+                continue
+            mapper = Mapper(record)
+            for task_id, st in states.items():
+                if st.start is None or not st.attempt or (st.end is not None and st.state != KILLED):
+                    continue
+                if (task_id, st.attempt) in done:
+                    continue
+                word = answer.get(task_id)
+                if word is not None:
+                    _cache(record.launch_dir, task_id, st.attempt, word, st.start, self._end_of(mapper, task_id))
+                    continue
+                wanted[(record.key, task_id)] = (record, st.attempt, st.start)
+                job_ids.update(mapper.indexes([task_id]))
+        if not wanted or self._no_accounting:
+            return
+        entries: list[QueryEntry] = []
+        for command in self.accounting_commands(sorted(job_ids, key=lambda j: (len(j), j))):
+            try:
+                entries += self.parse_accounting(run(command, transient=self.transient).stdout)
+            except OnagerError as exc:
+                if "not found:" in str(exc) or "disabled" in str(exc):
+                    self._no_accounting = True  # no accounting here: the files and the query decide
+                    return
+                continue
+        for job_id, indexes, word in entries:
+            owner = owners.get(job_id)
+            if owner is None or word is None or parse_answer(word)[0] not in END_STATES:
+                continue
+            for index in indexes:
+                for task_id in owner.task_ids(job_id, index):
+                    hit = wanted.pop((owner.record.key, task_id), None)
+                    if hit is None:
+                        continue
+                    record, attempt, started = hit
+                    _cache(record.launch_dir, task_id, attempt, word, started, self._ended_at(job_id, index))
+                    answer = out[record.key]
+                    assert answer is not None
+                    answer[task_id] = word
 
     def _query_output(self, job_ids: list[str]) -> str:
         env = dict(os.environ, **self.query_env) if self.query_env else None

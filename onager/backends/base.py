@@ -64,6 +64,7 @@ OPTION_BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
     "qos": (("slurm",), "qualities of service"),
     "constraint": (("slurm",), "node features"),
     "max_array_size": (("slurm",), "MaxArraySize"),
+    "warning_signal": (("slurm", "gridengine"), "time-limit warning signal"),
     "pe": (("gridengine",), "parallel environments"),
     "mem_resource": (("gridengine",), "memory resources"),
     "gpu_resource": (("gridengine",), "GPU resources"),
@@ -100,8 +101,13 @@ def _given(value: Any) -> bool:
     return not (isinstance(value, (str, list, tuple)) and len(value) == 0)
 
 
-# scheduler states a query may report for a task; absent = not known to the scheduler
-QUEUED, STARTED, STUCK = "pending", "running", "error"
+# scheduler states a query may report for a task; absent = not known to the scheduler.
+# Each may carry a reason, `word (Reason)` (onager.state.parse_answer splits them):
+# `pending (Priority)`, `blocked (PartitionConfig)` (pending for a reason that cannot clear
+# by itself: `wait` stops), `running`, `error (Eqw)`, or how a task the scheduler still
+# remembers ended (`timeout (TimeLimit)`, `cancelled (by 1000)`, `oom`, ...: onager.state's
+# END_STATES), for tasks whose own files show no end or only `killed`.
+QUEUED, STARTED, STUCK, BLOCKED = "pending", "running", "error", "blocked"
 
 
 class Backend:
@@ -145,8 +151,11 @@ class Backend:
     def query(self, records: Sequence[Any]) -> dict[str, dict[int, str] | None]:
         """Scheduler states for many launches in as few scheduler calls as possible.
 
-        Returns record.key -> {task id: pending|running|error} for tasks the scheduler
-        still knows, or None when it could not be asked.
+        Returns record.key -> {task id: answer} for tasks the scheduler still knows, or None
+        when it could not be asked. An answer is `pending`, `running`, `blocked`, `error` or
+        an end state, each with an optional ` (reason)` (see QUEUED above); an adapter that
+        gets an end state from accounting caches it with `state.record_accounting`, so that
+        a task's accounting is asked once.
         """
         return {r.key: None for r in records}
 

@@ -26,8 +26,11 @@ from onager.backends.array import (
     hms_text,
     megabytes_text,
     positive,
+    scheduler_time,
+    submission_token,
+    warning_seconds,
 )
-from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, Option, cluster_setting
+from onager.backends.base import BLOCKED, QUEUED, STARTED, STUCK, LaunchInfo, Option, cluster_setting
 from onager.errors import OnagerError, UsageError
 from onager.tasklist import Tasklist
 
@@ -43,6 +46,10 @@ DEBUG_RESOURCE = "test"  # 0.1.3's test queue, asked for as `-l test`
 
 
 hms = hms_text  # h_rt text: `H:MM:SS` (hours may exceed 24)
+#: the job context variable (`qsub -ac`) holding a submission's token
+TOKEN_VARIABLE = "ONAGER_TOKEN"
+#: scheduling info (`qstat -j`) of a job that cannot start whatever else runs
+NEVER_RUNS = ("cannot run in any queue", "no suitable queues", "cannot run because it exceeds limit")
 
 
 def cut_block(block: tuple[int, int, int], most: int) -> list[tuple[int, int, int]]:
@@ -124,6 +131,13 @@ class GridEngineBackend(ArrayBackend):
                 raise UsageError(f"--debug takes one CPU on gridengine (got {slots}): drop --cpus, or drop --debug")
         if seconds is not None:
             args += ["-l", f"h_rt={hms(seconds)}"]
+            warning = warning_seconds(o, seconds)
+            if warning:
+                # the soft limit: SGE sends SIGUSR1 at s_rt, the wrapper forwards it and records a
+                # timeout when h_rt's SIGKILL follows (SIGKILL itself leaves the wrapper no word)
+                args += ["-l", f"s_rt={hms(seconds - warning)}"]
+        elif o.get("warning_signal") not in (None, "", 0, "0"):
+            warning_seconds(o, None)  # refused: no time limit to warn of
         if slots > 1:
             args += ["-pe", self._setting("pe"), str(slots)]
         if mem is not None:
@@ -164,7 +178,44 @@ class GridEngineBackend(ArrayBackend):
         if limit:
             command += ["-tc", str(limit)]
         extra = [str(x) for x in self.options.get("extra") or []]
+        token = self.token(launch, offset + indexes.first)
+        if token:
+            command += ["-ac", f"{TOKEN_VARIABLE}={token}"]
         return [*command, "-t", self.array_text(indexes), *extra, script]
+
+    def token(self, launch: LaunchInfo, number: int) -> str | None:
+        """The submission's token, a job context variable (`qsub -ac ONAGER_TOKEN=...`)."""
+        return submission_token(launch, number)
+
+    def find_token_commands(self, launch: LaunchInfo, token: str) -> list[list[str]]:
+        return [["qstat", "-j", sge_name(launch.jobname)]]  # every job of that name, with its context
+
+    def parse_token(self, text: str, token: str) -> str | None:
+        job_id, wanted = "", f"{TOKEN_VARIABLE}={token}"
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "job_number":
+                job_id = value.strip()
+            elif key.strip() == "context" and job_id.isdigit() and wanted in [v.strip() for v in value.split(",")]:
+                return job_id
+        return None
+
+    def reason_commands(self, job_ids: list[str]) -> list[list[str]]:
+        # qstat -xml does not say why a job waits; qstat -j does (scheduling info), for all at once
+        return [["qstat", "-j", ",".join(job_ids)]]
+
+    def parse_reasons(self, text: str) -> dict[str, str]:
+        return parse_scheduling_info(text)
+
+    def accounting_commands(self, job_ids: list[str]) -> list[list[str]]:
+        # qacct takes one job per -j (a second -j replaces the first): one call per array job
+        return [["qacct", "-j", job_id] for job_id in job_ids]
+
+    def parse_accounting(self, text: str) -> list[QueryEntry]:
+        entries = parse_qacct(text)
+        for job_id, task, when in qacct_end_times(text):
+            self.note_end(job_id, task, when)
+        return entries
 
     def parse_job_id(self, out: str) -> str:
         return out.splitlines()[-1].split(".")[0].strip()  # -terse: "id" or "id.1-9:1"
@@ -217,6 +268,121 @@ def parse_qstat_xml(text: str) -> list[tuple[str, Tasklist, str]]:
             continue
         out.append((number, ids, sge_state(code)))
     return out
+
+
+def _short(message: str) -> str:
+    """A scheduling info line as a short reason (no quotes, at most 60 characters)."""
+    text = " ".join(message.replace('"', "").split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_scheduling_info(text: str) -> dict[str, str]:
+    """job id -> `pending (why)` or `blocked (why)` from `qstat -j` (its `scheduling info:`
+    lines; continuation lines are indented). Blocked: SGE says it cannot run in any queue."""
+    messages: dict[str, list[str]] = {}
+    job_id, inside = "", False
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and not line[:1].isspace() and key.strip():
+            inside = False
+            if key.strip() == "job_number":
+                job_id = value.strip()
+            elif key.strip() == "scheduling info" and job_id:
+                inside = True
+                messages.setdefault(job_id, []).append(value.strip())
+        elif inside and line.strip():
+            messages.setdefault(job_id, []).append(line.strip())
+    out = {}
+    for job_id, lines in messages.items():
+        lines = [m for m in lines if m and "Collecting of scheduler job information is turned off" not in m]
+        if not lines:
+            continue
+        never = next((m for m in lines if any(n in m for n in NEVER_RUNS)), None)
+        if never is not None:
+            out[job_id] = f"{BLOCKED} ({_short(never)})"
+        elif any("hold state" in m for m in lines):
+            out[job_id] = f"{QUEUED} (hold)"
+        else:
+            out[job_id] = f"{QUEUED} ({_short(lines[0])})"
+    return out
+
+
+def qacct_word(fields: dict[str, str]) -> str | None:
+    """The end word of one qacct record: `failed` (SGE's own failure code), `exit_status`,
+    `maxvmem` against an h_vmem request in `category`."""
+    failed = (fields.get("failed") or "0").split(":")[0].strip()
+    status_text = (fields.get("exit_status") or "").split()
+    if not failed.isdigit() or not status_text or not status_text[0].isdigit():
+        return None
+    code = int(status_text[0])
+    if failed == "37":  # qmaster enforced h_rt, h_cpu, or h_vmem
+        limit = re.search(r"h_vmem=([\d.]+[KMGT]?)", fields.get("category", ""), re.IGNORECASE)
+        used = fields.get("maxvmem", "")
+        if limit and used and _bytes(used) >= 0.95 * _bytes(limit.group(1)):
+            return "oom (h_vmem)"
+        return "timeout (h_rt)"
+    if failed == "0":
+        if code == 0:
+            return "done"
+        if 128 < code < 160:
+            return f"killed (SIG{_signal_name(code - 128)})"
+        return f"failed (exit_status={code})"
+    if failed == "100" and 128 < code < 160:  # "assumedly after job": killed, qdel the likeliest
+        return f"killed (SIG{_signal_name(code - 128)})"
+    return f"failed (qacct-failed={failed})"
+
+
+def _signal_name(number: int) -> str:
+    import signal
+    try:
+        return signal.Signals(number).name.removeprefix("SIG")
+    except ValueError:
+        return str(number)
+
+
+def _bytes(text: str) -> float:
+    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)B?\s*", text, re.IGNORECASE)
+    if not match:
+        return float("inf")
+    return float(match.group(1)) * 1024 ** ("_KMGT".index(match.group(2).upper() or "_") if match.group(2) else 0)
+
+
+def _qacct_records(text: str) -> list[dict[str, str]]:
+    """The `key value` fields of each record of `qacct -j` (records split by `=====` lines)."""
+    records = []
+    for block in re.split(r"^=+\s*$", text, flags=re.M):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            key, _, value = line.strip().partition(" ")
+            if key:
+                fields[key] = value.strip()
+        records.append(fields)
+    return records
+
+
+def qacct_end_times(text: str) -> list[tuple[str, int, float]]:
+    """(job id, task id, end_time as epoch seconds) of each record that has them."""
+    out = []
+    for fields in _qacct_records(text):
+        job_id, task = fields.get("jobnumber", ""), fields.get("taskid", "")
+        when = scheduler_time(fields.get("end_time", ""), "%a %b %d %H:%M:%S %Y")
+        if job_id.isdigit() and task.isdigit() and when is not None:
+            out.append((job_id, int(task), when))
+    return out
+
+
+def parse_qacct(text: str) -> list[QueryEntry]:
+    """(job id, [task id], end word) per record of `qacct -j ID` (records split by `=====` lines),
+    the latest first (a task rescheduled has a record per run, oldest first)."""
+    out: list[QueryEntry] = []
+    for fields in _qacct_records(text):
+        job_id, task = fields.get("jobnumber", ""), fields.get("taskid", "")
+        if not job_id.isdigit() or not task.isdigit():
+            continue
+        word = qacct_word(fields)
+        if word is not None:
+            out.append((job_id, [int(task)], word))
+    return out[::-1]
 
 
 BACKEND = GridEngineBackend

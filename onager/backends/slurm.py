@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from onager.backends.array import (
+    WARNING_SIGNAL,
     ArrayBackend,
     QueryEntry,
     allocation,
@@ -25,9 +26,13 @@ from onager.backends.array import (
     hms_text,
     megabytes_text,
     positive,
+    scheduler_time,
+    submission_token,
+    warning_seconds,
 )
-from onager.backends.base import QUEUED, STARTED, STUCK, LaunchInfo, Option, cluster_setting
+from onager.backends.base import BLOCKED, QUEUED, STARTED, STUCK, LaunchInfo, Option, cluster_setting
 from onager.errors import OnagerError, UsageError
+from onager.state import END_STATES, parse_answer
 from onager.tasklist import Tasklist
 
 DEFAULT_DURATION = "0-01:00:00"
@@ -62,6 +67,7 @@ class SlurmBackend(ArrayBackend):
                help="slurm/gridengine: wait until these job ids end (slurm: afterany)"),
         Option("max_array_size", "int", default="read from scontrol show config",
                help="slurm: MaxArraySize to assume (default: read from scontrol show config)"),
+        WARNING_SIGNAL,
     )
 
     def __init__(self, options: dict[str, Any] | None = None):
@@ -104,6 +110,10 @@ class SlurmBackend(ArrayBackend):
         seconds = duration_seconds(duration)  # validates every Slurm form
         cpus, mem, gpus = allocation(o, times, DEFAULT_MEM)
         args = ["-t", duration, f"--cpus-per-task={cpus or DEFAULT_CPUS}", f"--mem={megabytes_text(mem or 0)}"]
+        warning = warning_seconds(o, seconds)
+        if warning:
+            # only the batch shell (the wrapper) gets it; it forwards it to the task and records a timeout
+            args.append(f"--signal=B:USR1@{warning}")
         if gpus:
             args.append(f"--gres=gpu:{gpus}")
         partition = o.get("partition")
@@ -138,27 +148,69 @@ class SlurmBackend(ArrayBackend):
         scheduler_logs = launch.paths.scheduler_logs_dir.replace("%", "%%")
         limit = positive(self.options, "max_tasks")
         spec = indexes.slurm() + (f"%{limit}" if limit else "")
+        extra = [str(x) for x in self.options.get("extra") or []]
+        token = self.token(launch, offset + indexes.first)
+        mark = [f"--comment={token}"] if token else []
         return ["sbatch", "--parsable", "-J", launch.jobname, f"--chdir={launch.workdir}",
                 "-o", f"{scheduler_logs}/%x_%A_%a.out", "-e", f"{scheduler_logs}/%x_%A_%a.err", *resources,
-                f"--array={spec}", f"--export=ALL,ONAGER_TASK_OFFSET={offset}",
-                *[str(x) for x in self.options.get("extra") or []], script]
+                f"--array={spec}", f"--export=ALL,ONAGER_TASK_OFFSET={offset}", *mark, *extra, script]
+
+    def token(self, launch: LaunchInfo, number: int) -> str | None:
+        """The submission's token (`--comment`), None when the user's own --comment takes its place."""
+        if any(str(x).startswith("--comment") for x in self.options.get("extra") or []):
+            return None
+        return submission_token(launch, number)
+
+    def find_token_commands(self, launch: LaunchInfo, token: str) -> list[list[str]]:
+        # -t all: a job that has already ended (MinJobAge) is found too
+        return [["squeue", "-h", "-u", getpass.getuser(), "-t", "all", "-n", launch.jobname, "-o", "%F|%k"]]
+
+    def parse_token(self, text: str, token: str) -> str | None:
+        for line in text.splitlines():
+            job_id, _, comment = line.strip().partition("|")
+            if comment.strip() == token and job_id.strip().isdigit():
+                return job_id.strip()
+        return None
 
     def parse_job_id(self, out: str) -> str:
         return out.splitlines()[-1].split(";")[0].strip()  # --parsable: "id" or "id;cluster"
 
     def query_commands(self, job_ids: list[str]) -> list[list[str]]:
-        fmt = "%i|%t|%r"
-        by_user = ["squeue", "-h", "-u", getpass.getuser(), "-o", fmt]
+        # -t all: tasks that ended in the last MinJobAge seconds too (TO, CA, OOM, PR, NF: how
+        # they ended, even where sacct has no accounting storage)
+        fmt = "%i|%t|%r|%e"  # %e: when an ended element ended
+        by_user = ["squeue", "-h", "-u", getpass.getuser(), "-t", "all", "-o", fmt]
         if len(job_ids) > SQUEUE_IDS_MAX:  # beyond this many ids, ask for the user's jobs and filter
             return [by_user]
-        return [["squeue", "-h", "-j", ",".join(job_ids), "-o", fmt], by_user]
+        return [["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", fmt], by_user]
 
     def query_fallback(self, message: str) -> bool:
         # every id is gone from the controller (squeue fails only then): ask by user
         return "Invalid job id" in message
 
     def parse_query(self, text: str) -> list[QueryEntry]:
-        return [parsed for parsed in map(parse_squeue_line, text.splitlines()) if parsed is not None]
+        return self._with_end_times(text, parse_squeue_line, 3)
+
+    def accounting_commands(self, job_ids: list[str]) -> list[list[str]]:
+        # -X: the allocation only (one line per array element, not its steps)
+        return [["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "--format=JobID,State,ExitCode,End"]]
+
+    def parse_accounting(self, text: str) -> list[QueryEntry]:
+        return self._with_end_times(text, parse_sacct_line, 3)
+
+    def _with_end_times(self, text: str, parse: Any, field: int) -> list[QueryEntry]:
+        """Parsed lines; for an ended element, its end time (field `field`) is noted too."""
+        out = []
+        for line in text.splitlines():
+            parsed = parse(line)
+            if parsed is None:
+                continue
+            out.append(parsed)
+            parts = line.split("|")
+            if parsed[2] is not None and parse_answer(parsed[2])[0] in END_STATES and len(parts) > field:
+                for index in parsed[1]:
+                    self.note_end(parsed[0], index, scheduler_time(parts[field]))
+        return out
 
     def cancel_commands(self, job_id: str, indexes: Tasklist | None) -> list[list[str]]:
         return [scancel_command(job_id, indexes)]
@@ -177,36 +229,105 @@ def scancel_command(job_id: str, tasks: Tasklist | None) -> list[str]:
 
 
 _RUNNING = {"R", "CG", "CF", "S", "ST", "SI", "SO", "RS", "RD"}
-_WAITING = {"PD", "RQ", "RF", "RH"}
+_WAITING = {"PD", "RQ", "RF"}
 _STUCK_REASONS = ("launch failed requeued held", "launch_failed_requeued_held", "DependencyNeverSatisfied")
+#: JOB REASON CODES (squeue(1)) of a pending job that cannot clear by themselves: the request
+#: does not fit the partition, account or QOS, or the job is held until someone releases it
+BLOCKED_REASONS = frozenset({
+    "PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "PartitionDown", "PartitionInactive",
+    "BadConstraints", "InvalidAccount", "InvalidQOS", "AccountNotAllowed", "QOSNotAllowed",
+    "AssociationTimeLimit", "QOSTimeLimit", "JobHeldUser", "JobHeldAdmin",
+})
+#: squeue -t all codes of ended jobs -> (end state, reason when squeue gives none); CD
+#: (completed) and unknown codes leave it to the task's files
+_ENDED = {"TO": ("timeout", "TimeLimit"), "DL": ("timeout", "Deadline"), "CA": ("cancelled", ""),
+          "OOM": ("oom", "OUT_OF_MEMORY"), "PR": ("preempted", ""), "NF": ("lost", "NODE_FAIL"),
+          "BF": ("lost", "BOOT_FAIL"), "F": ("failed", "")}
+#: sacct states -> end state; the state is the reason (e.g. `timeout (TIMEOUT)`)
+_SACCT = {"COMPLETED": "done", "FAILED": "failed", "TIMEOUT": "timeout", "DEADLINE": "timeout",
+          "OUT_OF_MEMORY": "oom", "PREEMPTED": "preempted", "CANCELLED": "cancelled", "NODE_FAIL": "lost",
+          "BOOT_FAIL": "lost"}
+
+
+def _word(state: str, reason: str) -> str:
+    return f"{state} ({reason})" if reason else state
+
+
+def _array_indexes(ident: str) -> tuple[str, Iterable[int]] | None:
+    """`18_[3-6%2]` -> ("18", 3..6), `18_1` -> ("18", [1]); None for a job that is not an array."""
+    job_id, _, rest = ident.strip().partition("_")
+    if not rest or not job_id.isdigit():
+        return None
+    try:
+        if rest.startswith("["):
+            return job_id, Tasklist.parse(rest.strip("[]").split("%")[0])
+        return job_id, [int(rest)]
+    except (OnagerError, ValueError):
+        return None
 
 
 def parse_squeue_line(line: str) -> tuple[str, Iterable[int], str | None] | None:
-    """`18_[3-6%2]|PD|reason`, `18_1|R|None` -> (job id, indexes, pending|running|error|None)."""
+    """`18_[3-6%2]|PD|Priority`, `18_1|R|None`, `18_2|TO|TimeLimit` -> (job id, indexes, answer).
+
+    The answer is `pending (Reason)`, `blocked (Reason)` (a reason that cannot clear by itself),
+    `running`, `error (Reason)`, an end word for a task that ended in the last MinJobAge seconds
+    (`timeout (TimeLimit)`, `cancelled`, ...), or None (completed: the state files decide)."""
     parts = line.strip().split("|")
     if len(parts) < 2 or not parts[0]:
         return None
-    ident, code = parts[0], parts[1].strip()
-    reason = parts[2] if len(parts) > 2 else ""
-    job_id, _, rest = ident.partition("_")
-    if not rest:
+    parsed = _array_indexes(parts[0])
+    if parsed is None:
         return None  # not an array job: not ours
-    try:
-        if rest.startswith("["):
-            indexes: Iterable[int] = Tasklist.parse(rest.strip("[]").split("%")[0])
-        else:
-            indexes = [int(rest)]
-    except (OnagerError, ValueError):
-        return None
+    job_id, indexes = parsed
+    code = parts[1].strip()
+    reason = parts[2].strip() if len(parts) > 2 else ""
+    reason = "" if reason in ("None", "(null)") else reason
+    state: str | None
     if code in _WAITING:
-        state: str | None = STUCK if any(r in reason for r in _STUCK_REASONS) else QUEUED
+        if any(r in reason for r in _STUCK_REASONS):
+            state = _word(STUCK, reason.replace(" ", "_"))
+        elif reason in BLOCKED_REASONS:
+            state = _word(BLOCKED, reason)
+        else:
+            state = _word(QUEUED, reason)
+    elif code == "RH":  # requeued and held: waits for scontrol release
+        state = _word(BLOCKED, reason or "RequeueHold")
     elif code in _RUNNING:
         state = STARTED
     elif code == "SE":
-        state = STUCK
+        state = _word(STUCK, reason or "SpecialExit")
+    elif code in _ENDED:
+        ended, default = _ENDED[code]
+        state = _word(ended, reason or default)
     else:
-        state = None  # ended: the state files decide
+        state = None  # completed: the state files decide
     return job_id, indexes, state
+
+
+def parse_sacct_line(line: str) -> tuple[str, Iterable[int], str | None] | None:
+    """`123_4|TIMEOUT|0:0`, `123_5|CANCELLED by 1000|0:15`, `123_6|FAILED|3:0` -> (job id, indexes,
+    end word); None for lines that are not array elements or have not ended."""
+    parts = line.strip().split("|")
+    if len(parts) < 2:
+        return None
+    parsed = _array_indexes(parts[0])
+    if parsed is None:
+        return None
+    job_id, indexes = parsed
+    words = parts[1].split()
+    if not words or words[0] not in _SACCT:
+        return None  # PENDING, RUNNING, REQUEUED, ...: not an end
+    state = _SACCT[words[0]]
+    exit_code = parts[2].strip() if len(parts) > 2 else ""
+    if words[0] == "CANCELLED":
+        reason = " ".join(words[1:])  # "by 1000"
+    elif words[0] == "FAILED":
+        reason = f"ExitCode={exit_code}" if exit_code else ""
+    elif words[0] == "COMPLETED":
+        reason = ""
+    else:
+        reason = words[0]
+    return job_id, indexes, _word(state, reason)
 
 
 BACKEND = SlurmBackend
