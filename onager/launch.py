@@ -26,7 +26,7 @@ from typing import Any, Union
 from onager import config as configmod
 from onager import recovery
 from onager.backends import backend_class
-from onager.backends.base import Backend, LaunchInfo
+from onager.backends.base import OPTION_BACKENDS, Backend, LaunchInfo
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import _umask, atomic_write, executable_mode, file_lock, os_error_message, read_text
 from onager.index import JobIndex, LaunchRecord
@@ -693,6 +693,10 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
     check_jobname(jobname)
     if from_jobfile and command is not None:
         raise UsageError("--from-jobfile and --command both say what to run: give one of them")
+    # a time-limit warning the user asked for (or --requeue's checkpoint hook) reaches the task;
+    # one onager adds only to tell a timeout apart stays with the wrapper
+    forward_warning = (backend_name not in OPTION_BACKENDS["warning_signal"][0] or bool(options.get("requeue"))
+                       or options.get("warning_signal") not in (None, ""))
     options = recovery.check_launch(backend_name, options)  # --retries, --notify, ...: checked before any write
     backend: Backend = backend_class(backend_name)(options)
     backend.check_options()
@@ -773,7 +777,8 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
             os.makedirs(project.claims(jobname), exist_ok=True)
             handle.write(wrapper_text(launch_dir, jobname, launch_id, workdir, header, footer, venv,
                                       backend.index_variable, backend.job_id_variable,
-                                      claims_dir=project.claims(jobname), task_dirs=project.task_dirs(jobname)))
+                                      claims_dir=project.claims(jobname), task_dirs=project.task_dirs(jobname),
+                                      forward_warning=forward_warning))
         os.chmod(wrapper, executable_mode())
         info = LaunchInfo(jobname, launch_id, launch_dir, wrapper, tasks, count, workdir, options, header, footer)
         meta = {"jobname": jobname, "launch_id": launch_id, "backend": backend_name,

@@ -217,6 +217,10 @@ def check_launch(backend: str, options: dict[str, Any]) -> dict[str, Any]:
     policy = from_options(options, backend)
     if backend not in FOLLOW_UP_BACKENDS or not (policy.requeue or (policy.retries and TIMEOUT in policy.retry_on)):
         return options
+    if str(options.get("warning_signal", "")).strip() == "0":
+        return options  # the user wants no warning
+    if options.get("duration") not in (None, "") or options.get("warning_signal") not in (None, ""):
+        return options  # the adapter sends one itself (array.warning_seconds)
     extra = [str(x) for x in options.get("extra") or []]
     warning = warning_arguments(backend, options, extra)
     if not warning:

@@ -354,8 +354,11 @@ def verdict(st: TaskState | None, scheduler: str | None, queried: bool) -> Verdi
     if word == ERROR:
         return Verdict(ERROR, why)
     if word in (PENDING, RUNNING, "blocked"):
-        if word == RUNNING or (st is not None and st.start):
+        if word == RUNNING or (st is not None and st.start and why == POOL_REASON):
             return Verdict(RUNNING)
+        if st is not None and st.start:
+            # started, never ended, and the scheduler queues it again: killed outright, then requeued
+            return Verdict(PENDING, "requeued", word == "blocked")
         return Verdict(PENDING, "" if why == POOL_REASON else why, word == "blocked")
     if word in END_STATES:
         return Verdict(word, why)

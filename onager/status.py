@@ -11,7 +11,17 @@ from onager.backends import backend_class
 from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
 from onager.layout import iter_launch_tasks
-from onager.state import LOST, RUNNING, Verdict, read_states, still_running_here, verdict
+from onager.state import (
+    LOST,
+    PENDING,
+    POOL_ANSWER,
+    RERUN_FAILED,
+    RUNNING,
+    Verdict,
+    read_states,
+    still_running_here,
+    verdict,
+)
 
 
 class TaskRow(NamedTuple):
@@ -63,6 +73,7 @@ def launch_rows(record: LaunchRecord, scheduler: dict[int, str] | None,
     head = (record.jobname, record.launch_id, job_ids, record.backend)
     get_state, get_sched = states.get, sched.get
     host: str | None = None
+    policy: Any = None
     for task_id, command, tag, params in iter_launch_tasks(record.launch_dir):
         if wanted is not None and task_id not in wanted:
             continue
@@ -71,7 +82,14 @@ def launch_rows(record: LaunchRecord, scheduler: dict[int, str] | None,
             v = verdict(None, get_sched(task_id), queried)
             yield TaskRow(*head, task_id, v.status, None, None, None, tag, command, params, 0, v.reason, v.blocked)
             continue
-        v = verdict(st, get_sched(task_id), queried)
+        answer = get_sched(task_id)
+        v = verdict(st, answer, queried)
+        if answer == POOL_ANSWER and v.status in RERUN_FAILED and st.cancelled is None:
+            # a live pool runs an eligible task again itself (--retries, --requeue): not final yet
+            if policy is None:
+                policy = _recovery(record)
+            if policy and policy.wants(v.status, max(0, st.attempts - 1), 0):
+                v = Verdict(PENDING, "retrying")
         if v.status == LOST and st.start is not None and st.end is None and st.start_name:
             # its pool is gone, but the attempt may still run here and record its own end
             host = host or socket.gethostname()
@@ -83,6 +101,16 @@ def launch_rows(record: LaunchRecord, scheduler: dict[int, str] | None,
                               tag, command, params, attempt.number, attempt.reason)
         yield TaskRow(*head, task_id, v.status, st.exit_code, st.start, st.end, tag, command, params,
                       st.attempt, v.reason, v.blocked)
+
+
+def _recovery(record: LaunchRecord) -> Any:
+    """The launch's retry policy (onager.recovery), or False when it has none or cannot be read."""
+    from onager.recovery import from_options
+    try:
+        policy = from_options(dict(record.options or {}), record.backend)
+    except (OnagerError, UsageError):
+        return False
+    return policy if policy.retries or policy.requeue else False
 
 
 def select_records(index: JobIndex, jobname: str | None = None, jobid: str | None = None,

@@ -51,7 +51,7 @@ def task_record(task_id: int, command: str, tag: str, params_env: dict[str, Any]
 def wrapper_text(launch_dir: str, jobname: str, launch_id: str, workdir: str,
                  header: str = "", footer: str = "", venv: str | None = None,
                  index_variable: str = "", job_id_variable: str = "",
-                 claims_dir: str = "", task_dirs: str = "") -> str:
+                 claims_dir: str = "", task_dirs: str = "", forward_warning: bool = True) -> str:
     """wrapper.sh for one launch. The backend names the environment variables that hold
     a task's array index and the scheduler's job id on a compute node (`index_variable`,
     `job_id_variable`): the wrapper knows no scheduler. The task id is that index plus
@@ -59,7 +59,9 @@ def wrapper_text(launch_dir: str, jobname: str, launch_id: str, workdir: str,
 
     `claims_dir` holds the job's task claims (one attempt runs a task at a time, across
     launches) and `task_dirs` the parents of ONAGER_TASK_DIR; both default to the launch
-    directory's own (as on ssh hosts, where the project's .onager/ is not)."""
+    directory's own (as on ssh hosts, where the project's .onager/ is not). With
+    `forward_warning`, SIGUSR1/SIGUSR2 reach the task's process group (its checkpoint hook);
+    without, the wrapper only remembers them (a timeout warning onager asked for itself)."""
     q = shlex.quote
     index = index_variable or INDEX_VARIABLE
     job = job_id_variable or JOB_ID_VARIABLE
@@ -184,7 +186,11 @@ cd {cd_target} || {{ finish 126 failed no-workdir; exit 126; }}
 {header}
 {venv_line}sig=; warn=
 trap 'sig=${{sig:-TERM}}' TERM; trap 'sig=${{sig:-INT}}' INT; trap 'sig=${{sig:-HUP}}' HUP
-forward() {{ warn=$1; trap '' "$1"; kill -s "$1" 0 2>/dev/null; trap "forward $1" "$1"; }}  # to the task's group
+fwd={"1" if forward_warning else ""}
+forward() {{  # remember a warning signal; pass it on to the task's process group if asked to
+    warn=$1; [ -n "$fwd" ] || return 0
+    trap '' "$1"; kill -s "$1" 0 2>/dev/null; trap "forward $1" "$1"
+}}
 trap 'forward USR1' USR1; trap 'forward USR2' USR2
 oom_kills; oom0=${{n_oom:-0}}
 exec 3<&0

@@ -232,6 +232,10 @@ def test_verdicts():
     assert verdict(None, "blocked (PartitionConfig)", True) == ("pending", "PartitionConfig", True)
     assert verdict(None, "pending (Priority)", True) == ("pending", "Priority", False)
     assert verdict(None, POOL_ANSWER, True) == ("pending", "", False)
+    started = TaskState(start=1.0, attempt=1, attempts=1)  # no end: SIGKILLed, or still running
+    assert verdict(started, POOL_ANSWER, True).status == "running"
+    assert verdict(started, "running", True).status == "running"
+    assert verdict(started, "pending", True) == ("pending", "requeued", False)
     assert verdict(None, "oom (OUT_OF_MEMORY)", True) == ("oom", "OUT_OF_MEMORY", False)
     assert verdict(None, None, False).status == "unknown"
     assert verdict(None, None, True) == ("lost", "never-started", False)
