@@ -14,12 +14,25 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Callable
 
-from onager.backends.pool import CancelWatch, progress_line, show_progress
+from onager.backends.pool import (
+    GRACE,
+    NOT_STARTED_MARKS,
+    CancelWatch,
+    Stop,
+    current_stop,
+    interrupt_message,
+    mark_skipped,
+    progress_line,
+    request_cancel,
+    show_progress,
+    stop_on_signals,
+)
 from onager.backends.ssh.channel import _Host, _MarkerFilter, _Run
 from onager.backends.ssh.hosts import _check_gpus, parse_hosts, slot_gpus
 from onager.backends.ssh.ledger import record_remote, remote_entries, remove_remote_dirs
 from onager.backends.ssh.remote import launch_key, remote_dir_of, remote_workdir, setup_host, task_command
 from onager.backends.ssh.transport import (
+    CONNECT_TIMEOUT,
     SESSIONS_PER_MASTER,
     HostInfo,
     kill_command,
@@ -61,6 +74,8 @@ class Dispatcher:
         self.lost_ids: list[int] = []
         self.cancels = CancelWatch(launch_dir, lambda ids: self._kill_cancelled())
         self.label = f"{jobname}/{launch_id}: "
+        self.interrupted: str | None = None  # the account of a stop (Ctrl-C, SIGTERM, SIGHUP)
+        self._skipped: list[int] = []  # pending tasks dropped for a launch-level cancel, to name
 
     # ---------------------------------------------------------------- hosts
     def prepare_hosts(self, probed: list[HostInfo] | None = None) -> None:
@@ -126,7 +141,7 @@ class Dispatcher:
     def _kill_cancelled(self) -> None:
         by_host: dict[str, list[int]] = {}
         for run in self.active:
-            if run.task_id in self.cancels.ids and run.pgid and not run.kill_sent:
+            if self.cancels.marked(run.task_id) and run.pgid and not run.kill_sent:
                 run.kill_sent = True
                 by_host.setdefault(run.host.name, []).append(run.pgid)
         for host, pgids in by_host.items():
@@ -176,8 +191,8 @@ class Dispatcher:
             run.pgid = int(value)
             run.host.start_failures = 0
             name = f"{run.task_id}.start@{time.time():.6f}"
-            atomic_write(self.paths.state(name), f"{run.host.name} {run.pgid} ssh\n")
-            if run.task_id in self.cancels.ids or run.task_id in self.cancels:
+            atomic_write(self.paths.state(name), f"{run.host.name} {run.pgid} - ssh\n")
+            if self.cancels.marked(run.task_id) or run.task_id in self.cancels:
                 self._kill_cancelled()
         elif word == "end" and value.lstrip("-").isdigit() and run.rc is None:
             run.rc = int(value)
@@ -242,17 +257,25 @@ class Dispatcher:
         if run.task_id in self.cancels:
             self._finish(run, 143 if code in (0, 255) else code)
             return
-        # no end marker: the connection broke or the runner was killed; ask the host
-        run.host.free.append(run.slot)
-        run.host.suspects.append(run)
-        if run.host.checking is None and run.host.alive:
-            # a master=True call: when the host answers, it also gets a fresh master connection
-            run.host.checking = subprocess.Popen(ssh_base(self.options, master=True) + [run.host.name, "true"],
-                                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                 stderr=subprocess.DEVNULL)
-        elif not run.host.alive:
+        # no end marker: the connection broke or the runner was killed. The task may still run
+        # there: it goes elsewhere only once the host confirmed its group is dead (killed), and
+        # its slot (its GPUs) is given out again only then
+        if not run.host.alive:
             self._lose(run.host, [run], "host-lost")
-            run.host.suspects.clear()
+            return
+        run.host.suspects.append(run)
+        if run.host.checking is None:
+            self._check(run.host)
+
+    def _check(self, host: _Host) -> None:
+        """Kill the suspects' process groups on the host (SIGTERM, SIGKILL after the grace), in
+        a master=True call: when the host answers, it also gets a fresh master connection."""
+        host.checked, host.suspects = host.suspects, []
+        pgids = [r.pgid for r in host.checked if r.pgid]
+        host.checking = subprocess.Popen(ssh_base(self.options, master=True) +
+                                         [host.name, kill_command(pgids) if pgids else "true"],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
 
     def _check_hosts(self) -> None:
         for host in self.hosts:
@@ -260,8 +283,9 @@ class Dispatcher:
                 continue
             ok = host.checking.returncode == 0
             host.checking = None
-            suspects, host.suspects = host.suspects, []
+            suspects, host.checked = host.checked, []
             if ok:
+                host.free.extend(r.slot for r in suspects)
                 host.start_failures += sum(1 for r in suspects if r.pgid is None)
                 if host.start_failures >= 3:
                     # it answers, but its tasks do not even start: stop sending work there
@@ -269,7 +293,13 @@ class Dispatcher:
                     self.log(f"host {host.name} answers but cannot start tasks (see logs/"
                              f"{suspects[-1].task_id}.err); no more tasks go there")
                 self._lose(host, suspects, "connection-lost")
+                if host.suspects and host.alive:  # closed while that call ran: check them too
+                    self._check(host)
+                elif host.suspects:
+                    self._lose(host, host.suspects, "host-lost")
+                    host.suspects = []
                 continue
+            suspects, host.suspects = suspects + host.suspects, []
             host.alive = False
             others = [r for r in self.active if r.host is host and not r.ended]
             self.log(f"host {host.name} was lost; {len(suspects) + len(others)} of its running tasks "
@@ -306,11 +336,16 @@ class Dispatcher:
                                     time.time() - start, self.cancelled, self.lost, " " + hosts), final)
 
     def run(self) -> int:
-        """Run every task; return the number that failed (raises when every host is lost)."""
+        """Run every task; return the number that failed (raises when every host is lost).
+        Ctrl-C, SIGTERM or SIGHUP kill every task (see `_interrupt`) and raise KeyboardInterrupt."""
+        with stop_on_signals():
+            return self._run()
+
+    def _run(self) -> int:
         start = time.time()
         last_shown = 0.0
-        self.cancels.refresh()
         try:
+            self.cancels.refresh()
             while True:
                 cap = int(self.max_tasks) if self.max_tasks not in (None, "", -1, "-1") else None
                 while self.pending and (cap is None or self._running_count() < cap):
@@ -318,12 +353,15 @@ class Dispatcher:
                     if task_id in self.cancels:
                         self.pending.popleft()
                         self.cancelled += 1
+                        if task_id not in self.cancels.ids:  # a launch-level cancel: name it
+                            self._skipped.append(task_id)
                         continue
                     slot = self._free_slot()
                     if slot is None:
                         break
                     self.pending.popleft()
                     self._spawn(task_id, *slot)
+                self._name_skipped()
                 if not self.active and not any(h.checking for h in self.hosts):
                     if not self.pending:
                         break
@@ -339,7 +377,7 @@ class Dispatcher:
                         self._show(start)
                     last_shown = time.time()
         except KeyboardInterrupt:
-            self._interrupt()
+            self._interrupt(current_stop())
             self._cleanup()
             raise
         finally:
@@ -357,25 +395,70 @@ class Dispatcher:
                               f"--backend ssh --jobname {self.jobname} --tasklist unfinished")
         return self.failed
 
-    def _interrupt(self) -> None:
-        """Ctrl-C or SIGTERM: kill every running task on its host, mark it cancelled."""
-        by_host: dict[str, list[int]] = {}
-        for run in self.active:
-            if not run.ended and run.pgid:
-                by_host.setdefault(run.host.name, []).append(run.pgid)
-        procs = [subprocess.Popen(ssh_base(self.options) + [h, kill_command(p)], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for h, p in by_host.items()]
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for run in list(self.active):
-            if not run.ended:
-                mark(self.launch_dir, run.task_id, "cancel", "interrupted")
+    def _name_skipped(self) -> None:
+        if self._skipped:
             with contextlib.suppress(OSError):
-                run.proc.kill()
+                mark_skipped(self.launch_dir, self._skipped, "cancel")
+            self._skipped = []
+
+    def _interrupt(self, stop: Stop) -> None:
+        """Ctrl-C, SIGTERM or SIGHUP: mark every unfinished task cancelled (reason interrupted),
+        then kill the running ones on their hosts (SIGTERM, SIGKILL after the grace; a second
+        signal sends SIGKILL at once) and close their channels. Later signals never cut this
+        short; `self.interrupted` says what was done and what could not be confirmed."""
+        why = "interrupted"
+        self._name_skipped()
+        runs = [r for r in self.active if not r.ended]
+        checking = [r for h in self.hosts for r in h.checked + h.suspects]
+        pending = [t for t in self.pending if not self.cancels.marked(t)]
+        for run in runs + checking:
+            with contextlib.suppress(OSError):
+                mark(self.launch_dir, run.task_id, "cancel", why)
+        with contextlib.suppress(OSError):
+            request_cancel(self.launch_dir, pending, why, per_task=())
+        by_host: dict[str, list[int]] = {}
+        for run in runs:
+            if run.pgid:
+                by_host.setdefault(run.host.name, []).append(run.pgid)
+        procs = {h: subprocess.Popen(ssh_base(self.options) + [h, kill_command(p)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for h, p in by_host.items()}
+        deadline = time.monotonic() + GRACE + CONNECT_TIMEOUT + 5
+        hurried: dict[str, subprocess.Popen[bytes]] = {}
+        while any(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
+            if stop.hurry and not hurried:
+                hurried = {h: subprocess.Popen(ssh_base(self.options) + [h, kill_command(by_host[h], grace=0)],
+                                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL)
+                           for h, p in procs.items() if p.poll() is None}
+            if hurried and all(p.poll() is not None for p in hurried.values()):
+                break
+            time.sleep(0.05)
+        confirmed = set()
+        for host, proc in procs.items():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.returncode == 0 or (host in hurried and hurried[host].poll() == 0):
+                confirmed.add(host)
+        for proc in hurried.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for run in list(self.active):
+            with contextlib.suppress(OSError):
+                run.proc.kill()  # the channel closes: the runner's watcher kills what is left too
+        marked = 0
+        with contextlib.suppress(OSError):
+            marked = mark_skipped(self.launch_dir, pending[:NOT_STARTED_MARKS], why)
+        self.cancelled += len(pending)
+        killed = sum(len(by_host[h]) for h in confirmed)
+        text = interrupt_message(f"{self.label.rstrip(': ')} stopped", killed, [], len(pending), marked)
+        unsure = sorted(set(by_host) - confirmed)
+        if unsure:
+            text += (f"; {sum(len(by_host[h]) for h in unsure)} task(s) on {', '.join(unsure)} could not be "
+                     "confirmed killed (no answer); their runner kills them when it sees the channel closed")
+        self.interrupted = text
 
     def _cleanup(self) -> None:
         """Remove this launch's dir from every host it may have reached, except hosts known to be
