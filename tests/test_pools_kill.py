@@ -256,3 +256,40 @@ def test_stop_signals_raise_once_then_only_hurry():
     assert not stop.hurry
     stop.handler(signal.SIGINT, None)  # no second KeyboardInterrupt: the cleanup goes on
     assert stop.hurry and stop.signal == signal.SIGINT
+
+
+def test_pool_leaves_ends_to_a_lifecycle_wrapper_and_records_a_signal_death(tmp_path):
+    """With the lifecycle wrapper (it writes its own end, the start name stays) the pool adds
+    an end only for a wrapper killed by a signal: `killed`, reason SIGKILL, for its attempt."""
+    launch_dir = tmp_path / "L"
+    (launch_dir / "state").mkdir(parents=True)
+    (launch_dir / "wrapper.sh").write_text(
+        "#!/bin/bash\n# exports ONAGER_ATTEMPT\n"
+        f"D={launch_dir}; id=$1; t0=$ONAGER_POOL_T0\n"
+        'echo "$(hostname) $$ - " > "$D/state/$id.start@$t0@3"\n'
+        'if [ "$id" = 2 ]; then kill -9 $$; fi\n'
+        ': > "$D/state/$id.end@$(date +%s)@0@$t0@3@done@"\n')
+    p = pool.Pool(str(launch_dir), [1, 2], 2)
+    assert p.run() == 1
+    names = sorted(os.listdir(launch_dir / "state"))
+    ends = {n.split(".")[0]: n for n in names if ".end@" in n}
+    assert len([n for n in names if ".start@" in n]) == 2  # the start names stay
+    assert ends["1"].endswith("@0@" + ends["1"].split("@")[3] + "@3@done@")
+    parts = ends["2"].split("@")
+    assert parts[2] == "137" and parts[4:] == ["3", "killed", "SIGKILL"], ends["2"]
+    assert len(ends) == 2
+
+
+def test_the_wrapper_snippet_reads_launch_level_cancels_like_python(tmp_path):
+    """CANCEL_CHECK_SH (for the wrapper) and read_cancel_requests agree on which ids a
+    launch-level mark covers."""
+    (tmp_path / "state").mkdir()
+    pool.request_cancel(str(tmp_path), [2, 3, 4, 10, 12, 14, 40], "cancel", per_task=())
+    with open(tmp_path / "cancel.requested", "a") as handle:
+        handle.write("garbage line\n1700000000.0 interrupted 100-110:5\n")
+    watch = pool.CancelWatch(str(tmp_path))
+    script = pool.CANCEL_CHECK_SH + 'for i in $(seq 1 120); do onager_cancelled $i && echo $i; done; true\n'
+    out = subprocess.run(["bash", "-c", script], env=dict(os.environ, D=str(tmp_path)), capture_output=True,
+                         text=True, check=True).stdout.split()
+    expected = [i for i in range(1, 121) if i in watch]
+    assert [int(x) for x in out] == expected == [2, 3, 4, 10, 12, 14, 40, 100, 105, 110]

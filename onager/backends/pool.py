@@ -266,6 +266,27 @@ def read_cancel_requests(launch_dir: str) -> list[CancelRequest]:
     return out
 
 
+#: bash for the wrapper (issue 14: the lead's wrapper.sh is to include it): `onager_cancelled ID`
+#: succeeds when a line `EPOCH WHY TASKLIST` of "$D/cancel.requested" covers task ID (blocks
+#: `a`, `a-b`, `a-b:s`, or `all`), the launch-level twin of the fixed `<id>.cancel` name
+CANCEL_CHECK_SH = r"""onager_cancelled() {
+    [ -f "$D/cancel.requested" ] || return 1
+    local _t _w list b lo hi st
+    while read -r _t _w list; do
+        [ "$list" = all ] && return 0
+        for b in ${list//,/ }; do
+            st=1
+            case $b in *:*) st=${b#*:}; b=${b%%:*};; esac
+            lo=${b%%-*}; hi=${b#*-}
+            case $lo$hi$st in ''|*[!0-9]*) continue;; esac
+            if [ "$1" -ge "$lo" ] && [ "$1" -le "$hi" ] && [ $(( ($1 - lo) % st )) -eq 0 ]; then return 0; fi
+        done
+    done < "$D/cancel.requested"
+    return 1
+}
+"""
+
+
 def cancel_reason(why: str) -> str:
     """A reason token as state names carry it ([A-Za-z0-9_.:+-], never empty)."""
     token = "".join(c if c in _CANCEL_WHY else "-" for c in why)
@@ -495,6 +516,7 @@ class Pool:
         except OSError:
             self._selector = None
         self._pidfds: dict[int, int] = {}
+        self._lifecycle: bool | None = None  # does the wrapper write its own ends (see _reap)
 
     # -------------------------------------------------------------- cancel
     def _kill_cancelled(self) -> None:
@@ -612,14 +634,17 @@ class Pool:
         task_id, slot, proc, started = self.running.pop(pid)
         code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else (status >> 8)
         proc.returncode = code
-        # the wrapper's start name becomes its end name (the wrapper leaves that to us)
         recorded = code if code >= 0 else 128 - code
         try:
-            try:
-                os.rename(self.paths.state(f"{task_id}.start@{started}"),
-                          self.paths.state(f"{task_id}.end@{time.time():.6f}@{recorded}@{started}"))
-            except FileNotFoundError:  # it never started (e.g. not in the launch): still record the end
-                mark(self.launch_dir, task_id, "end", recorded)
+            if self._wrapper_records_ends():
+                if code < 0:  # it died by a signal before it could write its own end
+                    self._record_killed(task_id, started, recorded, -code)
+            else:
+                try:  # the wrapper's start name becomes its end name (the wrapper leaves that to us)
+                    os.rename(self.paths.state(f"{task_id}.start@{started}"),
+                              self.paths.state(f"{task_id}.end@{time.time():.6f}@{recorded}@{started}"))
+                except FileNotFoundError:  # it never started (e.g. not in the launch): still record the end
+                    mark(self.launch_dir, task_id, "end", recorded)
         except OSError as exc:
             # a full disk must not stop the pool: the other tasks still run and are counted,
             # and the launch reports this error after its summary
@@ -638,6 +663,34 @@ class Pool:
         if self.free is not None and slot is not None:
             self.free.append(slot)
         return True
+
+    def _wrapper_records_ends(self) -> bool:
+        """Whether this launch's wrapper writes its own end names under a pool too (the
+        lifecycle wrapper: it exports ONAGER_ATTEMPT); read once."""
+        if self._lifecycle is None:
+            try:
+                with open(self.wrapper, encoding="utf-8", errors="replace") as handle:
+                    self._lifecycle = "ONAGER_ATTEMPT" in handle.read()
+            except OSError:
+                self._lifecycle = False
+        return self._lifecycle
+
+    def _record_killed(self, task_id: int, started: str, code: int, signum: int) -> None:
+        """The end a wrapper killed by a signal could not write: `killed`, reason SIG<NAME>, for
+        the attempt its start name `<id>.start@<t0>@<attempt>` names."""
+        try:
+            reason = signal.Signals(signum).name
+        except ValueError:
+            reason = f"SIG{signum}"
+        prefix = f"{task_id}.start@{started}@"
+        attempts = [n[len(prefix):] for n in os.listdir(self.paths.state_dir) if n.startswith(prefix)]
+        attempt = next((a for a in attempts if a.isdigit()), None)
+        if attempt is None:
+            mark(self.launch_dir, task_id, "end", code)
+            return
+        name = f"{task_id}.end@{time.time():.6f}@{code}@{started}@{attempt}@killed@{reason}"
+        with open(self.paths.state(name), "w"):
+            pass
 
     def _reap_all(self) -> None:
         while self.running and self._reap(block=False):
