@@ -293,3 +293,22 @@ def test_the_wrapper_snippet_reads_launch_level_cancels_like_python(tmp_path):
                          text=True, check=True).stdout.split()
     expected = [i for i in range(1, 121) if i in watch]
     assert [int(x) for x in out] == expected == [2, 3, 4, 10, 12, 14, 40, 100, 105, 110]
+
+
+def test_cancel_of_a_foreground_launch_kills_stubborn_tasks_and_the_launch_ends(project):
+    runs = project / "runs.txt"
+    _prelaunch(project, "fgc", runs, 4)
+    proc = _launch(project, "fgc", "--max-tasks", "2")
+    try:
+        assert _wait_for(lambda: len(_pids(runs)) == 2)
+        res = run_onager(["cancel", "--jobname", "fgc"], cwd=str(project))
+        assert res.returncode == 0, res.stderr
+        assert _living(_pids(runs)) == []
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err  # nothing failed: the tasks were cancelled
+        assert len(_pids(runs)) == 2
+        assert set(_statuses(project, "fgc").values()) == {"cancelled"}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
