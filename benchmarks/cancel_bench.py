@@ -2,7 +2,8 @@
 running, the rest pending): the time must grow linearly with N (ratio ~4, not ~16 as when
 cancel listed state/ once per task). Also shown net of a cancel of a 10-task launch (the
 Python start-up, the same for every N). Before the fix (one listing of state/ per task,
-two names written per task) the 8,000-task cancel took minutes.
+two names written per task) it took 18.5 s for 500 tasks, 42.8 s for 1,000 and 102 s for
+2,000 on a shared 2-core machine; after it, about 0.6 s for 2,000 and for 8,000.
 """
 from __future__ import annotations
 

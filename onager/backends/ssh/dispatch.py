@@ -63,7 +63,7 @@ class Dispatcher:
         self.retries = int(options.get("retries", 1) if options.get("retries") not in (None, "") else 1)
         self.max_tasks = options.get("max_tasks")
         self.progress = progress
-        self.log = log or (lambda text: print(f"onager: {text}", file=sys.stderr))
+        self.log = log or _log
         self.hosts: list[_Host] = []
         self.runs: dict[int, _Run] = {}            # fd -> run (both fds of a run)
         self.active: list[_Run] = []
@@ -466,3 +466,9 @@ class Dispatcher:
         lost = {h.name for h in self.hosts if not h.alive}
         entries = [e for e in remote_entries(self.launch_dir) if e[1] not in lost]
         remove_remote_dirs(self.options, entries)
+
+
+def _log(text: str) -> None:
+    """One message line; a terminal that went away (SIGHUP) must not stop the dispatcher."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"onager: {text}", file=sys.stderr)
