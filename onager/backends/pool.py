@@ -767,6 +767,9 @@ class Pool:
         finally:
             for pid in list(self._pidfds):
                 self._forget_pidfd(pid)
+            if self._selector is not None:
+                self._selector.close()
+                self._selector = None
         if self.progress:
             self._show(start, total, final=True)
         return self.failed
