@@ -4,422 +4,61 @@ Ctrl-C, the progress line, and the pool file that tells `list` a pool still runs
 `Pool` runs `wrapper.sh ID` as processes of this machine (the local backend); the ssh
 dispatcher (onager.backends.ssh.dispatch) fills remote slots through the same pieces:
 `CancelWatch`, `progress_line`, `stop_on_signals`, the pool file and `spawn_detached`.
-GPU assignment (onager.backends.gpus) is shared the same way.
-
-Killing is always the same escalation (`terminate_groups`): SIGTERM to every task's process
-group, SIGKILL to what is left after `GRACE` seconds; a second Ctrl-C only cuts the grace
-short. Liveness is a pid AND its start time (field 22 of /proc/PID/stat), so a reused pid
-never passes for a task or a pool.
+GPU assignment (onager.backends.gpus) is shared the same way. Killing, liveness and signals
+live in onager.backends._kill, cancel marks and the pool file in onager.backends._cancel
+(both re-exported here).
 """
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Callable, NamedTuple
+from collections.abc import Sequence
 
+from onager.backends._cancel import (  # noqa: F401 - re-exported
+    CANCEL_CHECK_SH,
+    PER_TASK_CANCEL_MARKS,
+    CancelRequest,
+    CancelWatch,
+    cancel_reason,
+    mark_skipped,
+    query_pools,
+    read_cancel_requests,
+    read_pool_file,
+    request_cancel,
+    write_pool_file,
+)
+from onager.backends._kill import (  # noqa: F401 - re-exported
+    GRACE,
+    NOT_STARTED_MARKS,
+    STOP_SIGNALS,
+    StartInfo,
+    Stop,
+    alive,
+    current_stop,
+    detached_setup,
+    group_alive,
+    interrupt_message,
+    kill_groups,
+    live_group_members,
+    proc_start,
+    raise_interrupt,
+    running_starts,
+    spawn_detached,
+    stop_on_signals,
+    terminate_groups,
+    with_suppressed,
+)
 from onager.layout import CANCEL_REQUESTED, LaunchPaths
-from onager.state import mark, read_states
-from onager.tasklist import Tasklist
+from onager.state import mark
 from onager.wrapper import INDEX_WIDTH
 
 CANCEL_FLAG = CANCEL_REQUESTED  # kept for importers; the path is LaunchPaths.cancel_flag
-NOT_STARTED_MARKS = 100_000  # after Ctrl-C, tasks never started beyond this many stay "lost"
-GRACE = 5.0  # seconds between SIGTERM and SIGKILL
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-#: a cancel of at most this many not-started tasks also names each of them in state/ (the
-#: wrapper sees `<id>.cancel` as it starts); larger ones rely on the launch-level mark alone
-PER_TASK_CANCEL_MARKS = 1000
-_CANCEL_WHY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:+-")
-
-
-class _AllUnfinished(dict):
-    """Query answer for a live pool: every task it has not finished is still its own."""
-
-    def get(self, key, default=None):  # type: ignore[override]
-        return "pending"
-
-
-class _Answers(dict):
-    """Query answer for a launch whose pool is gone: tasks still running by themselves
-    (explicit entries), and `cancelled (WHY)` for the tasks a launch-level cancel covers."""
-
-    def __init__(self, entries: dict[int, str], requests: Sequence[CancelRequest]):
-        super().__init__(entries)
-        self.requests = requests
-
-    def get(self, key, default=None):  # type: ignore[override]
-        found = dict.get(self, key)
-        if found is not None:
-            return found
-        for request in self.requests:
-            if request.covers(key):
-                return f"cancelled ({request.why})"
-        return default
-
-
-# ------------------------------------------------------------------ liveness
-def proc_start(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks since boot); None when the
-    process is gone or a zombie, "" where /proc cannot tell (another OS)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-    except FileNotFoundError:
-        return None
-    except (OSError, IndexError):
-        return ""
-    if not fields or fields[0] == b"Z" or len(fields) < 20:
-        return None if fields and fields[0] == b"Z" else ""
-    return fields[19].decode("ascii", "replace")
-
-
-def alive(pid: int, pstart: str | None = None) -> bool:
-    """Whether process `pid` lives and, when `pstart` is known (not None, "" or "-"), is the
-    process that started at `pstart`: a reused pid is another process, not ours."""
-    if pid <= 0:
-        return False
-    started = proc_start(pid)
-    if started is None:
-        return False
-    if started and pstart not in (None, "", "-"):
-        return started == str(pstart)
-    if started:
-        return True
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def live_group_members(pgids: Iterable[int]) -> dict[int, list[int]]:
-    """The live (not zombie) processes of each process group, from one scan of /proc; a
-    group without any is dead even where an unreaped zombie keeps `kill -0 -PGID` true."""
-    wanted = {int(p) for p in pgids}
-    found: dict[int, list[int]] = {}
-    if not wanted:
-        return found
-    try:
-        entries = os.listdir("/proc")
-    except OSError:  # no /proc: ask the kernel per group
-        return {p: [p] for p in wanted if group_alive(p)}
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) in wanted:
-            found.setdefault(int(fields[2]), []).append(int(entry))
-    return found
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def kill_groups(pgids: Sequence[int], sig: int) -> None:
-    for pgid in pgids:
-        with_suppressed(os.killpg, pgid, sig)
-
-
-def with_suppressed(fn, *args) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        fn(*args)
-
-
-def terminate_groups(pgids: Sequence[int], grace: float = GRACE, hurry: Callable[[], bool] = lambda: False,
-                     poll: Callable[[], object] | None = None) -> list[int]:
-    """SIGTERM every group, SIGKILL what is left after `grace` seconds (at once when `hurry()`
-    turns true: a second Ctrl-C), then check. Returns the groups with a live process left
-    (normally none). `poll` runs while waiting (a pool reaps its wrappers there)."""
-    groups = sorted({int(p) for p in pgids if int(p) > 1})
-    if not groups:
-        return []
-    kill_groups(groups, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    left = groups
-    while time.monotonic() < deadline and not hurry():
-        if poll is not None:
-            poll()
-        left = sorted(live_group_members(left))
-        if not left:
-            return []
-        time.sleep(0.05)
-    # every group, not only those seen alive: a task that ignores SIGTERM outlives its wrapper
-    kill_groups(groups, signal.SIGKILL)
-    check_until = time.monotonic() + 3
-    while True:
-        if poll is not None:
-            poll()
-        left = sorted(live_group_members(groups))
-        if not left or time.monotonic() > check_until:
-            return left
-        time.sleep(0.02)
-
-
-# ------------------------------------------------------------------ signals
-class Stop:
-    """The signals that stop a pool: the first raises KeyboardInterrupt where the pool is;
-    every later one only sets `hurry` (the cleanup skips the rest of its grace, it is never
-    abandoned)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.signal: int | None = None
-
-    @property
-    def hurry(self) -> bool:
-        return self.count > 1
-
-    def handler(self, signum: int, frame: object) -> None:
-        self.count += 1
-        if self.count == 1:
-            self.signal = signum
-            raise KeyboardInterrupt
-
-
-_stops: list[Stop] = []
-
-
-def current_stop() -> Stop:
-    """The Stop of the innermost stop_on_signals (a fresh one, never hurried, outside any)."""
-    return _stops[-1] if _stops else Stop()
-
-
-@contextlib.contextmanager
-def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[Stop]:
-    """Ctrl-C, a closed terminal (SIGHUP) and a kill (SIGTERM) stop a pool the same way: its
-    tasks run in sessions of their own and would otherwise live on, unaccounted for. A signal
-    that is ignored (nohup, a detached pool's SIGHUP) stays ignored."""
-    stop = Stop()
-    previous: dict[int, Any] = {}
-    try:
-        for sig in signals:
-            try:
-                if signal.getsignal(sig) is signal.SIG_IGN:
-                    continue
-                previous[sig] = signal.signal(sig, stop.handler)
-            except ValueError:  # not the main thread: no handlers, the caller's ones stay
-                break
-        _stops.append(stop)
-        yield stop
-    finally:
-        if stop in _stops:
-            _stops.remove(stop)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-# ------------------------------------------------------------------ cancel marks
-class CancelRequest(NamedTuple):
-    """One launch-level cancel: a line `EPOCH WHY TASKLIST` of the launch's cancel flag."""
-
-    when: float
-    why: str
-    tasks: Tasklist | None  # None: every task of the launch
-
-    def covers(self, task_id: object) -> bool:
-        return self.tasks is None or task_id in self.tasks
-
-
-def read_cancel_requests(launch_dir: str) -> list[CancelRequest]:
-    """The launch-level cancels (`onager cancel`, Ctrl-C) recorded in the cancel flag, oldest
-    first; a line that does not read (an older onager wrote a bare time) is no request."""
-    try:
-        with open(LaunchPaths(launch_dir).cancel_flag, encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        parts = line.split()
-        if len(parts) != 3:
-            continue
-        try:
-            when = float(parts[0])
-            tasks = None if parts[2] == "all" else Tasklist.parse(parts[2])
-        except Exception:  # noqa: BLE001 - a damaged line is skipped, never fatal
-            continue
-        out.append(CancelRequest(when, parts[1], tasks))
-    return out
-
-
-#: bash for the wrapper (issue 14: the lead's wrapper.sh is to include it): `onager_cancelled ID`
-#: succeeds when a line `EPOCH WHY TASKLIST` of "$D/cancel.requested" covers task ID (blocks
-#: `a`, `a-b`, `a-b:s`, or `all`), the launch-level twin of the fixed `<id>.cancel` name
-CANCEL_CHECK_SH = r"""onager_cancelled() {
-    [ -f "$D/cancel.requested" ] || return 1
-    local _t _w list b lo hi st
-    while read -r _t _w list; do
-        [ "$list" = all ] && return 0
-        for b in ${list//,/ }; do
-            st=1
-            case $b in *:*) st=${b#*:}; b=${b%%:*};; esac
-            lo=${b%%-*}; hi=${b#*-}
-            case $lo$hi$st in ''|*[!0-9]*) continue;; esac
-            if [ "$1" -ge "$lo" ] && [ "$1" -le "$hi" ] && [ $(( ($1 - lo) % st )) -eq 0 ]; then return 0; fi
-        done
-    done < "$D/cancel.requested"
-    return 1
-}
-"""
-
-
-def cancel_reason(why: str) -> str:
-    """A reason token as state names carry it ([A-Za-z0-9_.:+-], never empty)."""
-    token = "".join(c if c in _CANCEL_WHY else "-" for c in why)
-    return token or "cancel"
-
-
-def request_cancel(launch_dir: str, task_ids: Sequence[int], why: str = "cancel",
-                   per_task: Iterable[int] | None = None) -> None:
-    """Record a cancel: the per-task names (`<id>.cancel@T@WHY` and the fixed `<id>.cancel` the
-    wrapper tests as it starts) for `per_task` (default: every id), then ONE line for all of
-    `task_ids` in the launch's cancel flag, whose change a running pool's CancelWatch sees."""
-    from onager.fsutil import atomic_write, file_lock
-    why = cancel_reason(why)
-    for task_id in (task_ids if per_task is None else per_task):
-        mark(launch_dir, task_id, "cancel", why)
-    if not task_ids:
-        return
-    flag = LaunchPaths(launch_dir).cancel_flag
-    line = f"{time.time():.6f} {why} {Tasklist.from_ids(task_ids)}\n"
-    with file_lock(flag + ".lock"):
-        try:
-            with open(flag, encoding="utf-8", errors="replace") as handle:
-                before = "".join(ln + "\n" for ln in handle.read().splitlines() if len(ln.split()) == 3)
-        except OSError:
-            before = ""
-        atomic_write(flag, before + line)
-
-
-def mark_skipped(launch_dir: str, task_ids: Iterable[int], why: str) -> int:
-    """One name `<id>.cancel@T@WHY` per task that will never start (no fixed name: no wrapper
-    will look): how `list` knows them without the launch-level mark. Returns how many."""
-    state = LaunchPaths(launch_dir).state_dir
-    count = 0
-    for task_id in task_ids:
-        with open(os.path.join(state, f"{task_id}.cancel@{time.time():.6f}@{why}"), "w"):
-            pass
-        count += 1
-    return count
-
-
-class CancelWatch:
-    """The tasks `onager cancel` marked: re-read only when its flag file changes (one stat)."""
-
-    def __init__(self, launch_dir: str, on_change: Callable[[set[int]], None] | None = None):
-        self.launch_dir = launch_dir
-        self.flag = LaunchPaths(launch_dir).cancel_flag
-        self.on_change = on_change
-        self.ids: set[int] = set()            # tasks with a cancel name of their own
-        self.requests: list[CancelRequest] = []  # launch-level cancels
-        self._mtime = 0.0
-
-    def refresh(self) -> None:
-        try:
-            mtime = os.stat(self.flag).st_mtime
-        except FileNotFoundError:
-            return
-        if mtime != self._mtime:
-            self._mtime = mtime
-            self.ids = {i for i, st in read_states(self.launch_dir).items() if st.cancelled}
-            self.requests = read_cancel_requests(self.launch_dir)
-            if self.on_change is not None:
-                self.on_change(self.ids)
-
-    def marked(self, task_id: int) -> bool:
-        """Cancelled as of the last refresh (no stat)."""
-        return task_id in self.ids or any(r.covers(task_id) for r in self.requests)
-
-    def __contains__(self, task_id: object) -> bool:
-        self.refresh()
-        return isinstance(task_id, int) and self.marked(task_id)
-
-
-# ------------------------------------------------------------------ starts
-class StartInfo(NamedTuple):
-    """What an attempt's start name holds: `host pid pstart jobid` (older: `host pid jobid`)."""
-
-    host: str
-    pid: int
-    pstart: str | None
-    started: float
-
-
-def _start_content(fields: list[str]) -> tuple[str, int, str | None] | None:
-    if len(fields) < 2 or not (fields[1].isascii() and fields[1].isdigit()):
-        return None
-    pstart = None
-    if len(fields) >= 3 and (fields[2] == "-" or (fields[2].isascii() and fields[2].isdigit())):
-        pstart = fields[2]  # a pool's start (no job id) or the lifecycle form with pstart
-    return fields[0], int(fields[1]), pstart
-
-
-def running_starts(launch_dir: str, wanted: Callable[[int], bool] | None = None) -> dict[int, StartInfo]:
-    """The latest start of every task that has no end after it, with its content, from ONE
-    listing of state/ (contents read only for those starts): who to kill, what may still run."""
-    state_dir = LaunchPaths(launch_dir).state_dir
-    try:
-        names = os.listdir(state_dir)
-    except OSError:
-        return {}
-    starts: dict[int, tuple[float, str]] = {}
-    ends: dict[int, float] = {}
-    for name in names:
-        head, _, rest = name.partition("@")
-        task, _, kind = head.partition(".")
-        if not task.isdigit() or kind not in ("start", "end"):
-            continue
-        parts = rest.split("@")
-        try:
-            when = float(parts[0])
-        except ValueError:
-            continue
-        task_id = int(task)
-        if kind == "start":
-            if task_id not in starts or when > starts[task_id][0]:
-                starts[task_id] = (when, name)
-        else:
-            begun = when
-            if len(parts) >= 3:  # the start this end closes (end@T@CODE@T0...)
-                with contextlib.suppress(ValueError):
-                    begun = float(parts[2])
-            ends[task_id] = max(ends.get(task_id, 0.0), begun, when)
-    out: dict[int, StartInfo] = {}
-    for task_id, (when, name) in starts.items():
-        if ends.get(task_id, -1.0) >= when or (wanted is not None and not wanted(task_id)):
-            continue
-        try:
-            with open(os.path.join(state_dir, name), encoding="utf-8", errors="replace") as handle:
-                content = _start_content(handle.read().split())
-        except OSError:
-            continue
-        if content is not None:
-            out[task_id] = StartInfo(content[0], content[1], content[2], when)
-    return out
 
 
 # ------------------------------------------------------------------ progress
@@ -446,43 +85,6 @@ def show_progress(line: str, final: bool = False) -> None:
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.write("\r\033[K" + line + ("\n" if final else ""))
         sys.stderr.flush()
-
-
-def interrupt_message(what: str, killed: int, survivors: Sequence[int], not_started: int, marked: int) -> str:
-    """The true account of a stop: how many running tasks were killed (checked), which process
-    groups outlived SIGKILL, how many never-started tasks were marked cancelled."""
-    text = (f"{what}: killed {killed} running task{'' if killed == 1 else 's'} (SIGTERM, then SIGKILL after "
-            f"{GRACE:g} s)")
-    if not_started:
-        text += f"; {not_started} not started"
-    text += "; marked cancelled (reason interrupted)"
-    if marked < not_started:
-        text += f" except {not_started - marked} not-started ones beyond {NOT_STARTED_MARKS} (they show as lost)"
-    if survivors:
-        groups = " ".join(f"-{p}" for p in survivors)
-        text += (f"; {len(survivors)} process group(s) still alive after SIGKILL: check them with "
-                 f"ps -o pid,stat,cmd -g {','.join(map(str, survivors))} (kill -KILL -- {groups})")
-    return text
-
-
-def spawn_detached(module: str, launch_dir: str) -> int:
-    """Start `python -m MODULE LAUNCH_DIR` in a session of its own (a --detach pool); its pid."""
-    with open(LaunchPaths(launch_dir).pool_log, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", module, launch_dir],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True,
-                                env=dict(os.environ, PYTHONPATH=_package_parent()))
-    return proc.pid
-
-
-def detached_setup(launch_dir: str) -> dict[str, Any]:
-    """In a --detach pool: its launch.json; SIGHUP ignored (it outlives the terminal), while
-    SIGTERM and SIGINT stop it like Ctrl-C stops a foreground pool."""
-    with open(LaunchPaths(launch_dir).launch_json) as handle:
-        meta: dict[str, Any] = json.load(handle)
-    signal.signal(signal.SIGTERM, raise_interrupt)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    return meta
 
 
 # ------------------------------------------------------------------ the pool
@@ -780,55 +382,3 @@ class Pool:
         except OSError as exc:
             self.write_errors.append(exc)
         skipped.clear()
-
-
-def query_pools(records) -> dict[str, dict[int, str] | None]:
-    """Backends whose tasks are run by a process of ours (pool, dispatcher) recorded in
-    pool.json: while it lives (pid and start time), every unfinished task is still its own.
-    A pool that died without clearing its file (kill -9) may have left tasks running by
-    themselves: those whose start's pid and start time still match answer `running`."""
-    out: dict[str, dict[int, str] | None] = {}
-    host = socket.gethostname()
-    for r in records:
-        info = read_pool_file(LaunchPaths(r.launch_dir).pool_json)
-        requests = read_cancel_requests(r.launch_dir)
-        if info is None or info.get("pid") is None:
-            out[r.key] = _Answers({}, requests)
-            continue
-        if info.get("host") != host:
-            out[r.key] = None  # run from another machine: cannot be checked from here
-            continue
-        try:
-            pid = int(info["pid"])
-        except (TypeError, ValueError):
-            out[r.key] = _Answers({}, requests)
-            continue
-        if alive(pid, info.get("pstart")):
-            out[r.key] = _AllUnfinished()
-            continue
-        orphans = {task_id: "running" for task_id, s in running_starts(r.launch_dir).items()
-                   if s.host == host and alive(s.pid, s.pstart)}
-        out[r.key] = _Answers(orphans, requests)
-    return out
-
-
-def _package_parent() -> str:
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    existing = os.environ.get("PYTHONPATH")
-    return here + (os.pathsep + existing if existing else "")
-
-
-def write_pool_file(path: str, pid: int | None) -> None:
-    """pool.json: the pool's host, pid and the pid's start time (a reused pid is not the pool)."""
-    from onager.fsutil import atomic_write
-    pstart = proc_start(pid) if pid is not None else None
-    atomic_write(path, json.dumps({"pid": pid, "pstart": pstart or None, "host": socket.gethostname(),
-                                   "time": time.time()}))
-
-
-def read_pool_file(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None

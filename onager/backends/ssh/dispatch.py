@@ -15,24 +15,20 @@ from collections.abc import Sequence
 from typing import Any, Callable
 
 from onager.backends.pool import (
-    GRACE,
-    NOT_STARTED_MARKS,
     CancelWatch,
     Stop,
     current_stop,
-    interrupt_message,
     mark_skipped,
     progress_line,
-    request_cancel,
     show_progress,
     stop_on_signals,
 )
+from onager.backends.ssh import faults
 from onager.backends.ssh.channel import _Host, _MarkerFilter, _Run
 from onager.backends.ssh.hosts import _check_gpus, parse_hosts, slot_gpus
 from onager.backends.ssh.ledger import record_remote, remote_entries, remove_remote_dirs
 from onager.backends.ssh.remote import launch_key, remote_dir_of, remote_workdir, setup_host, task_command
 from onager.backends.ssh.transport import (
-    CONNECT_TIMEOUT,
     SESSIONS_PER_MASTER,
     HostInfo,
     kill_command,
@@ -268,47 +264,10 @@ class Dispatcher:
             self._check(run.host)
 
     def _check(self, host: _Host) -> None:
-        """Kill the suspects' process groups on the host (SIGTERM, SIGKILL after the grace), in
-        a master=True call: when the host answers, it also gets a fresh master connection."""
-        host.checked, host.suspects = host.suspects, []
-        pgids = [r.pgid for r in host.checked if r.pgid]
-        host.checking = subprocess.Popen(ssh_base(self.options, master=True) +
-                                         [host.name, kill_command(pgids) if pgids else "true"],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
+        faults.check(self, host)
 
     def _check_hosts(self) -> None:
-        for host in self.hosts:
-            if host.checking is None or host.checking.poll() is None:
-                continue
-            ok = host.checking.returncode == 0
-            host.checking = None
-            suspects, host.checked = host.checked, []
-            if ok:
-                host.free.extend(r.slot for r in suspects)
-                host.start_failures += sum(1 for r in suspects if r.pgid is None)
-                if host.start_failures >= 3:
-                    # it answers, but its tasks do not even start: stop sending work there
-                    host.alive = False
-                    self.log(f"host {host.name} answers but cannot start tasks (see logs/"
-                             f"{suspects[-1].task_id}.err); no more tasks go there")
-                self._lose(host, suspects, "connection-lost")
-                if host.suspects and host.alive:  # closed while that call ran: check them too
-                    self._check(host)
-                elif host.suspects:
-                    self._lose(host, host.suspects, "host-lost")
-                    host.suspects = []
-                continue
-            suspects, host.suspects = suspects + host.suspects, []
-            host.alive = False
-            others = [r for r in self.active if r.host is host and not r.ended]
-            self.log(f"host {host.name} was lost; {len(suspects) + len(others)} of its running tasks "
-                     f"will run elsewhere (up to --retries {self.retries} times)")
-            for run in others:
-                with contextlib.suppress(OSError):
-                    run.proc.kill()
-                run.ended = True
-            self._lose(host, suspects + others, "host-lost")
+        faults.check_hosts(self)
 
     def _lose(self, host: _Host, runs: Sequence[_Run], reason: str) -> None:
         for run in runs:
@@ -402,63 +361,7 @@ class Dispatcher:
             self._skipped = []
 
     def _interrupt(self, stop: Stop) -> None:
-        """Ctrl-C, SIGTERM or SIGHUP: mark every unfinished task cancelled (reason interrupted),
-        then kill the running ones on their hosts (SIGTERM, SIGKILL after the grace; a second
-        signal sends SIGKILL at once) and close their channels. Later signals never cut this
-        short; `self.interrupted` says what was done and what could not be confirmed."""
-        why = "interrupted"
-        self._name_skipped()
-        runs = [r for r in self.active if not r.ended]
-        checking = [r for h in self.hosts for r in h.checked + h.suspects]
-        pending = [t for t in self.pending if not self.cancels.marked(t)]
-        for run in runs + checking:
-            with contextlib.suppress(OSError):
-                mark(self.launch_dir, run.task_id, "cancel", why)
-        with contextlib.suppress(OSError):
-            request_cancel(self.launch_dir, pending, why, per_task=())
-        by_host: dict[str, list[int]] = {}
-        for run in runs:
-            if run.pgid:
-                by_host.setdefault(run.host.name, []).append(run.pgid)
-        procs = {h: subprocess.Popen(ssh_base(self.options) + [h, kill_command(p)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for h, p in by_host.items()}
-        deadline = time.monotonic() + GRACE + CONNECT_TIMEOUT + 5
-        hurried: dict[str, subprocess.Popen[bytes]] = {}
-        while any(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
-            if stop.hurry and not hurried:
-                hurried = {h: subprocess.Popen(ssh_base(self.options) + [h, kill_command(by_host[h], grace=0)],
-                                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                               stderr=subprocess.DEVNULL)
-                           for h, p in procs.items() if p.poll() is None}
-            if hurried and all(p.poll() is not None for p in hurried.values()):
-                break
-            time.sleep(0.05)
-        confirmed = set()
-        for host, proc in procs.items():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            if proc.returncode == 0 or (host in hurried and hurried[host].poll() == 0):
-                confirmed.add(host)
-        for proc in hurried.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for run in list(self.active):
-            with contextlib.suppress(OSError):
-                run.proc.kill()  # the channel closes: the runner's watcher kills what is left too
-        marked = 0
-        with contextlib.suppress(OSError):
-            marked = mark_skipped(self.launch_dir, pending[:NOT_STARTED_MARKS], why)
-        self.cancelled += len(pending)
-        killed = sum(len(by_host[h]) for h in confirmed)
-        text = interrupt_message(f"{self.label.rstrip(': ')} stopped", killed, [], len(pending), marked)
-        unsure = sorted(set(by_host) - confirmed)
-        if unsure:
-            text += (f"; {sum(len(by_host[h]) for h in unsure)} task(s) on {', '.join(unsure)} could not be "
-                     "confirmed killed (no answer); their runner kills them when it sees the channel closed")
-        self.interrupted = text
+        faults.interrupt(self, stop)
 
     def _cleanup(self) -> None:
         """Remove this launch's dir from every host it may have reached, except hosts known to be
