@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Callable
 
+import onager.backends.ssh.faults as faults
 from onager.backends.pool import (
     CancelWatch,
     Stop,
@@ -23,7 +24,6 @@ from onager.backends.pool import (
     show_progress,
     stop_on_signals,
 )
-from onager.backends.ssh import faults
 from onager.backends.ssh.channel import _Host, _MarkerFilter, _Run
 from onager.backends.ssh.hosts import _check_gpus, parse_hosts, slot_gpus
 from onager.backends.ssh.ledger import record_remote, remote_entries, remove_remote_dirs

@@ -6,15 +6,16 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 from onager.backends.pool import GRACE, NOT_STARTED_MARKS, Stop, interrupt_message, mark_skipped, request_cancel
 from onager.backends.ssh.channel import _Host
 from onager.backends.ssh.transport import CONNECT_TIMEOUT, kill_command, ssh_base
 from onager.state import mark
 
-if TYPE_CHECKING:
-    from onager.backends.ssh.dispatch import Dispatcher
+#: `d` below is the Dispatcher (onager.backends.ssh.dispatch), not imported here: that module
+#: imports this one, and imports go one way
+Dispatcher = Any
 
 
 def check(d: Dispatcher, host: _Host) -> None:
