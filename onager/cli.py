@@ -261,8 +261,11 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     try:
         record = launchmod.submit(backend_obj, info)
     except KeyboardInterrupt:
-        print(f"\nonager: interrupted: running tasks of {args.jobname}/{info.launch_id} were killed and marked "
-              f"cancelled; resume with: {rerun_hint(args.jobname, 'unfinished')}", file=sys.stderr)
+        # the pool's own account of what it killed (checked), else no claim beyond the stop
+        done = getattr(backend_obj, "interrupted", None) or f"{args.jobname}/{info.launch_id} stopped"
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            print(f"\nonager: interrupted: {done}; resume with: "
+                  f"{rerun_hint(args.jobname, 'unfinished')}", file=sys.stderr)
         return 130
     if not args.quiet:
         import shlex

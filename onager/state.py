@@ -280,41 +280,6 @@ def start_fields_in(state_dir: str, names: Iterable[str], task_id: int) -> list[
         return None
 
 
-def process_alive(pid: int, pstart: str = "-") -> bool:
-    """Whether `pid` runs and is the process that started at `pstart` (field 22 of its
-    /proc stat; `-`: unknown), so that a reused pid is not taken for the task."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    except OSError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return True  # no /proc: the pid is all there is to go by
-    if fields and fields[0] == "Z":
-        return False
-    return pstart in ("-", "") or (len(fields) > 19 and fields[19] == pstart)
-
-
-def still_running_here(launch_dir: str, st: TaskState, host: str) -> bool:
-    """A started attempt whose wrapper still runs on this host (its pool may be gone)."""
-    if not st.start_name:
-        return False
-    try:
-        with open(LaunchPaths(launch_dir).state(st.start_name), encoding="utf-8", errors="replace") as handle:
-            fields = handle.read().split()
-    except OSError:
-        return False
-    if len(fields) < 2 or fields[0] != host or not (fields[1].isascii() and fields[1].isdigit()):
-        return False
-    return process_alive(int(fields[1]), fields[3] if len(fields) > 3 else "-")
-
-
 class Verdict(NamedTuple):
     """A task's status, why, and whether it waits for something that cannot clear by itself."""
 

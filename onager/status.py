@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable, NamedTuple
@@ -16,10 +15,8 @@ from onager.state import (
     PENDING,
     POOL_ANSWER,
     RERUN_FAILED,
-    RUNNING,
     Verdict,
     read_states,
-    still_running_here,
     verdict,
 )
 
@@ -72,7 +69,6 @@ def launch_rows(record: LaunchRecord, scheduler: dict[int, str] | None,
     job_ids = ",".join(record.job_ids)
     head = (record.jobname, record.launch_id, job_ids, record.backend)
     get_state, get_sched = states.get, sched.get
-    host: str | None = None
     policy: Any = None
     for task_id, command, tag, params in iter_launch_tasks(record.launch_dir):
         if wanted is not None and task_id not in wanted:
@@ -90,11 +86,6 @@ def launch_rows(record: LaunchRecord, scheduler: dict[int, str] | None,
                 policy = _recovery(record)
             if policy and policy.wants(v.status, max(0, st.attempts - 1), 0):
                 v = Verdict(PENDING, "retrying")
-        if v.status == LOST and st.start is not None and st.end is None and st.start_name:
-            # its pool is gone, but the attempt may still run here and record its own end
-            host = host or socket.gethostname()
-            if still_running_here(record.launch_dir, st, host):
-                v = Verdict(RUNNING, "pool-gone")
         if all_attempts and len(st.history) > 1:
             for attempt in st.history[:-1]:
                 yield TaskRow(*head, task_id, attempt.state or LOST, attempt.exit_code, attempt.start, attempt.end,

@@ -20,6 +20,26 @@ JOB_ID_VARIABLE = "ONAGER_ARRAY_JOB_ID"
 _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
 
+#: `onager_cancelled ID`: whether a launch-level cancel line of `cancel.requested` (`EPOCH WHY
+#: TASKLIST|all`, written by onager cancel and the pools) covers the task
+CANCEL_CHECK_SH = r"""onager_cancelled() {
+    [ -f "$D/cancel.requested" ] || return 1
+    local _t _w list b lo hi st
+    while read -r _t _w list; do
+        [ "$list" = all ] && return 0
+        for b in ${list//,/ }; do
+            st=1
+            case $b in *:*) st=${b#*:}; b=${b%%:*};; esac
+            lo=${b%%-*}; hi=${b#*-}
+            case $lo$hi$st in ''|*[!0-9]*) continue;; esac
+            if [ "$1" -ge "$lo" ] && [ "$1" -le "$hi" ] && [ $(( ($1 - lo) % st )) -eq 0 ]; then return 0; fi
+        done
+    done < "$D/cancel.requested"
+    return 1
+}
+"""
+
+
 def shell_variable(name: str) -> str:
     """An environment variable name, checked before it goes into a script."""
     if not _SHELL_NAME.fullmatch(name or ""):
@@ -181,7 +201,9 @@ finish() {{  # code, end state, reason: a new name (no process); the start name 
             echo "$2 $attempt $ONAGER_LAUNCH_ID $host - $job -" >"$f"
     fi
 }}
-if [ -e "$D/state/$id.cancel" ]; then finish 143 cancelled before-start; exit 143; fi  # cancelled as it started
+{CANCEL_CHECK_SH}if [ -e "$D/state/$id.cancel" ] || onager_cancelled "$id"; then  # cancelled as it started
+    finish 143 cancelled before-start; exit 143
+fi
 cd {cd_target} || {{ finish 126 failed no-workdir; exit 126; }}
 {header}
 {venv_line}sig=; warn=

@@ -15,7 +15,6 @@ from onager.layout import ProjectPaths
 from onager.state import (
     POOL_ANSWER,
     TaskState,
-    process_alive,
     read_attempts,
     read_states,
     record_accounting,
@@ -202,10 +201,11 @@ def test_tasks_of_a_pool_killed_with_sigkill_finish_and_are_recorded(onager, pro
 
 
 def test_pid_and_start_time_tell_a_reused_pid():
+    from onager.backends.pool import alive
     with open(f"/proc/{os.getpid()}/stat") as handle:
         mine = handle.read().rsplit(")", 1)[1].split()[19]
-    assert process_alive(os.getpid(), mine) and process_alive(os.getpid(), "-")
-    assert not process_alive(os.getpid(), str(int(mine) + 1))
+    assert alive(os.getpid(), mine) and alive(os.getpid(), "-")
+    assert not alive(os.getpid(), str(int(mine) + 1))
 
 
 def test_a_started_task_whose_pid_was_reused_is_lost_not_running(onager, project):

@@ -9,29 +9,31 @@ kills the whole tree of a task and nothing is left behind. The pool engine itsel
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sys
-import time
 from collections.abc import Sequence
 
 from onager.backends.base import Backend, LaunchInfo, Option
 from onager.backends.gpus import detect_gpus, gpu_slots, parse_gpus
 from onager.backends.pool import (
     CANCEL_FLAG,
+    GRACE,
     NOT_STARTED_MARKS,
+    PER_TASK_CANCEL_MARKS,
     Pool,
     alive,
     detached_setup,
     fmt_duration,
     group_alive,
     kill_groups,
+    mark_skipped,
     query_pools,
     raise_interrupt,
     read_pool_file,
     request_cancel,
+    running_starts,
     spawn_detached,
-    stop_on_signals,
+    terminate_groups,
     with_suppressed,
     write_pool_file,
 )
@@ -39,7 +41,7 @@ from onager.errors import UsageError
 from onager.layout import LaunchPaths
 from onager.notify import notify_pool
 from onager.recovery import pool_retry
-from onager.state import read_states, start_fields
+from onager.state import read_states
 from onager.tasklist import Tasklist
 
 # the names these had when the pool lived here (kept for code that imports them from local)
@@ -100,13 +102,13 @@ class LocalBackend(Backend):
                     progress=sys.stderr.isatty(), label=f"{launch.jobname}/{launch.launch_id}: ")
         pool.retry = pool_retry(launch.launch_dir, self.options)
         try:
-            with stop_on_signals():
-                self.failed = pool.run()
+            self.failed = pool.run()  # Ctrl-C, SIGTERM, SIGHUP: every task killed, then KeyboardInterrupt
         finally:
             # the summary is kept before the last write, which a full disk can refuse: the
             # CLI prints the failed tasks first and this error after them
             self.summary = pool
             self.failed = pool.failed
+            self.interrupted = pool.interrupted
             self.end_error = pool.write_errors[0] if pool.write_errors else None
             try:
                 _write_pool_file(pool_file, None)
@@ -119,33 +121,51 @@ class LocalBackend(Backend):
         return query_pools(records)
 
     def cancel(self, record, tasks: Tasklist, dry_run: bool = False) -> list[list[str]]:
-        states = read_states(record.launch_dir)
+        """Mark, then SIGTERM every running task's process group and SIGKILL what is left after
+        the grace (SIGTERM-ignoring tasks included), whether the pool runs in the foreground,
+        detached, or died (kill -9) leaving its tasks running. Two listings of state/ in all."""
+        launch_dir = record.launch_dir
+        states = read_states(launch_dir)
         host = socket.gethostname()
         # finished or already cancelled tasks are left alone: their process group id may be reused
-        targets = [i for i in tasks if not (states.get(i) and (states[i].end is not None
-                                                               or states[i].cancelled is not None))]
+        targets = [i for i in tasks if not ((st := states.get(i)) is not None
+                                            and (st.end is not None or st.cancelled is not None))]
+        chosen = set(targets)
+        starts = {i: s for i, s in running_starts(launch_dir, chosen.__contains__).items() if s.host == host}
         if dry_run:
-            commands = [["kill", "-TERM", f"-{pid}"] for pid in
-                        (_start_pid(record.launch_dir, i, host) for i in targets) if pid]
+            commands = [["kill", "-TERM", f"-{s.pid}"] for s in starts.values()]
             return commands or [["# nothing running to kill;", f"{len(targets)} tasks would be marked cancelled"]]
-        # mark first, then look for started tasks: a wrapper that starts in between sees its
-        # mark (it checks right after recording its start) and stops by itself
-        request_cancel(record.launch_dir, targets)
-        pids = [pid for pid in (_start_pid(record.launch_dir, i, host) for i in targets) if pid]
-        kill_groups(pids, signal.SIGTERM)
-        deadline = time.time() + 5
-        while time.time() < deadline and any(map(_group_alive, pids)):
-            time.sleep(0.1)
-        kill_groups([p for p in pids if _group_alive(p)], signal.SIGKILL)
+        not_started = [i for i in targets if i not in starts]
+        pool_alive = _pool_alive(launch_dir)
+        # marks first, then the kill: a wrapper that starts in between sees `<id>.cancel` (small
+        # cancels) or the pool sees the launch-level mark and kills what it just started
+        per_task = list(starts) + (not_started if len(not_started) <= PER_TASK_CANCEL_MARKS else [])
+        request_cancel(launch_dir, targets, "cancel", per_task=per_task)
+        if not pool_alive and len(not_started) > PER_TASK_CANCEL_MARKS:
+            mark_skipped(launch_dir, not_started, "cancel")  # no pool will skip them
+        pids = [s.pid for s in starts.values() if alive(s.pid, s.pstart)]
+        survivors = terminate_groups(pids, GRACE)
+        if pool_alive and len(not_started) > PER_TASK_CANCEL_MARKS:
+            # started after the listing above, before the pool saw the mark: kill those too
+            late = [s.pid for i, s in running_starts(launch_dir, chosen.__contains__).items()
+                    if i not in starts and s.host == host and alive(s.pid, s.pstart)]
+            survivors += terminate_groups(late, GRACE)
+            pids += late
+        if survivors:
+            print(f"onager: warning: process group(s) {', '.join(map(str, survivors))} of {record.key} still "
+                  f"have live processes after SIGKILL (uninterruptible?): check them with ps -g", file=sys.stderr)
         return [["kill", "-TERM", f"-{pid}"] for pid in pids]
 
 
-def _start_pid(launch_dir: str, task_id: int, host: str) -> int | None:
-    """The wrapper's pid (= its process group) from its latest start, if on this host."""
-    fields = start_fields(launch_dir, task_id) or []
-    if len(fields) >= 2 and fields[0] == host and fields[1].isascii() and fields[1].isdigit():
-        return int(fields[1])
-    return None
+def _pool_alive(launch_dir: str) -> bool:
+    """Whether the launch's pool (pid and start time in pool.json) still runs on this host."""
+    info = read_pool_file(LaunchPaths(launch_dir).pool_json)
+    if not info or info.get("pid") is None or info.get("host") != socket.gethostname():
+        return False
+    try:
+        return alive(int(info["pid"]), info.get("pstart"))
+    except (TypeError, ValueError):
+        return False
 
 
 def _detached_main(launch_dir: str) -> int:
@@ -159,6 +179,7 @@ def _detached_main(launch_dir: str) -> int:
     try:
         failed = pool.run()
     except KeyboardInterrupt:
+        print(f"onager: {pool.interrupted or 'stopped'}", file=sys.stderr, flush=True)
         return 130
     finally:
         _write_pool_file(LaunchPaths(launch_dir).pool_json, None)

@@ -4,63 +4,66 @@ Ctrl-C, the progress line, and the pool file that tells `list` a pool still runs
 `Pool` runs `wrapper.sh ID` as processes of this machine (the local backend); the ssh
 dispatcher (onager.backends.ssh.dispatch) fills remote slots through the same pieces:
 `CancelWatch`, `progress_line`, `stop_on_signals`, the pool file and `spawn_detached`.
-GPU assignment (onager.backends.gpus) is shared the same way.
+GPU assignment (onager.backends.gpus) is shared the same way. Killing, liveness and signals
+live in onager.backends._kill, cancel marks and the pool file in onager.backends._cancel
+(both re-exported here).
 """
 from __future__ import annotations
 
 import collections
 import contextlib
 import itertools
-import json
 import os
+import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable
+from typing import Callable
 
+from onager.backends._cancel import (  # noqa: F401 - re-exported
+    CANCEL_CHECK_SH,
+    PER_TASK_CANCEL_MARKS,
+    CancelRequest,
+    CancelWatch,
+    cancel_reason,
+    mark_skipped,
+    query_pools,
+    read_cancel_requests,
+    read_pool_file,
+    request_cancel,
+    write_pool_file,
+)
+from onager.backends._kill import (  # noqa: F401 - re-exported
+    GRACE,
+    NOT_STARTED_MARKS,
+    STOP_SIGNALS,
+    StartInfo,
+    Stop,
+    alive,
+    current_stop,
+    detached_setup,
+    group_alive,
+    interrupt_message,
+    kill_groups,
+    live_group_members,
+    proc_start,
+    raise_interrupt,
+    running_starts,
+    spawn_detached,
+    stop_on_signals,
+    terminate_groups,
+    with_suppressed,
+)
 from onager.layout import CANCEL_REQUESTED, LaunchPaths, ProjectPaths, project_root
-from onager.state import KILLED, POOL_ANSWER, mark, read_states, record_end
+from onager.state import mark
 from onager.wrapper import INDEX_WIDTH
 
 CANCEL_FLAG = CANCEL_REQUESTED  # kept for importers; the path is LaunchPaths.cancel_flag
-NOT_STARTED_MARKS = 100_000  # after Ctrl-C, tasks never started beyond this many stay "lost"
 
 
-class _AllUnfinished(dict):
-    """Query answer for a live pool: every task it has not finished is still its own."""
-
-    def get(self, key, default=None):  # type: ignore[override]
-        return POOL_ANSWER
-
-
-def request_cancel(launch_dir: str, task_ids: Sequence[int]) -> None:
-    """Mark tasks cancelled, then touch the flag that a running pool's CancelWatch sees."""
-    for task_id in task_ids:
-        mark(launch_dir, task_id, "cancel")
-    with open(LaunchPaths(launch_dir).cancel_flag, "w") as handle:
-        handle.write(str(time.time()))
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
+# ------------------------------------------------------------------ progress
 def fmt_duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds < 60:
@@ -80,67 +83,13 @@ def progress_line(label: str, done: int, failed: int, running: int, pending: int
 
 
 def show_progress(line: str, final: bool = False) -> None:
-    sys.stderr.write("\r\033[K" + line + ("\n" if final else ""))
-    sys.stderr.flush()
+    """Write the progress line; a terminal that went away (SIGHUP) must not stop the pool."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write("\r\033[K" + line + ("\n" if final else ""))
+        sys.stderr.flush()
 
 
-class CancelWatch:
-    """The tasks `onager cancel` marked: re-read only when its flag file changes (one stat)."""
-
-    def __init__(self, launch_dir: str, on_change: Callable[[set[int]], None] | None = None):
-        self.launch_dir = launch_dir
-        self.flag = LaunchPaths(launch_dir).cancel_flag
-        self.on_change = on_change
-        self.ids: set[int] = set()
-        self._mtime = 0.0
-
-    def refresh(self) -> None:
-        try:
-            mtime = os.stat(self.flag).st_mtime
-        except FileNotFoundError:
-            return
-        if mtime != self._mtime:
-            self._mtime = mtime
-            self.ids = {i for i, st in read_states(self.launch_dir).items() if st.cancelled}
-            if self.on_change is not None:
-                self.on_change(self.ids)
-
-    def __contains__(self, task_id: object) -> bool:
-        self.refresh()
-        return task_id in self.ids
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """A closed terminal (SIGHUP) or a kill (SIGTERM) stops a foreground pool like Ctrl-C does:
-    its tasks run in sessions of their own and would otherwise live on, unaccounted for."""
-    previous = {sig: signal.signal(sig, raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def spawn_detached(module: str, launch_dir: str) -> int:
-    """Start `python -m MODULE LAUNCH_DIR` in a session of its own (a --detach pool); its pid."""
-    with open(LaunchPaths(launch_dir).pool_log, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", module, launch_dir],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True,
-                                env=dict(os.environ, PYTHONPATH=_package_parent()))
-    return proc.pid
-
-
-def detached_setup(launch_dir: str) -> dict[str, Any]:
-    """In a --detach pool: its launch.json, SIGTERM as an interrupt, SIGHUP ignored."""
-    with open(LaunchPaths(launch_dir).launch_json) as handle:
-        meta: dict[str, Any] = json.load(handle)
-    signal.signal(signal.SIGTERM, raise_interrupt)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    return meta
-
-
+# ------------------------------------------------------------------ the pool
 class Pool:
     """Runs `wrapper.sh ID` for each task id with at most `width` at once."""
 
@@ -150,36 +99,84 @@ class Pool:
         self.launch_dir = launch_dir
         self.paths = LaunchPaths(launch_dir)
         self.wrapper = self.paths.wrapper
-        self.task_dirs = ProjectPaths(project_root(launch_dir)).task_dirs(os.path.basename(os.path.dirname(
-            os.path.abspath(launch_dir))))
         self.ids = ids
         self.slots = slots
+        self.free: list[str] | None = list(slots) if slots else None
         self.width = max(1, min(max_tasks, len(slots)) if slots else max_tasks)
         self.progress = progress
         self.label = label
-        self.running: dict[int, tuple] = {}  # pid -> (task id, slot, Popen)
+        self.running: dict[int, tuple] = {}  # pid -> (task id, slot, Popen, started)
         self.done = self.failed = self.cancelled = 0
         self.failures: list[tuple] = []
-        self.cancels = CancelWatch(launch_dir)
+        self.cancels = CancelWatch(launch_dir, lambda ids: self._kill_cancelled())
         self._records: tuple | None = None
         self.write_errors: list[OSError] = []  # state names it could not write (disk full)
+        self.kill_at: dict[int, float] = {}  # process group -> when it gets SIGKILL (cancelled tasks)
+        self.interrupted: str | None = None  # the account of a stop (Ctrl-C, SIGTERM, SIGHUP)
+        self.survivors: list[int] = []
+        try:
+            self._selector: selectors.BaseSelector | None = selectors.DefaultSelector() \
+                if hasattr(os, "pidfd_open") else None
+        except OSError:
+            self._selector = None
+        self._pidfds: dict[int, int] = {}
+        self._lifecycle: bool | None = None  # does the wrapper write its own ends (see _reap)
         #: --retries/--requeue (onager.recovery.PoolRetry): (task id, exit code) -> run it again?
         self.retry: Callable[[int, int], bool] | None = None
         self.again: collections.deque[int] = collections.deque()  # tasks to run again, in turn
+        self.task_dirs = ProjectPaths(project_root(launch_dir)).task_dirs(os.path.basename(os.path.dirname(
+            os.path.abspath(launch_dir))))
 
     # -------------------------------------------------------------- cancel
-    def _kill_all(self) -> None:
-        groups = list(self.running)
-        for pid in groups:
-            with_suppressed(os.killpg, pid, signal.SIGTERM)
-        deadline = time.time() + 5
-        while time.time() < deadline and any(map(group_alive, groups)):
-            self._reap(block=False)
-            time.sleep(0.05)
-        # reaped wrappers too: a task that ignores SIGTERM outlives its wrapper in the group
-        kill_groups(groups, signal.SIGKILL)
-        while self.running:
-            self._reap(block=True)
+    def _kill_cancelled(self) -> None:
+        """`onager cancel` marked some of our running tasks: SIGTERM now, SIGKILL after the
+        grace (the loop wakes up for it); the command that cancelled kills them too."""
+        now = time.monotonic()
+        for pid, (task_id, _, _, _) in self.running.items():
+            if pid not in self.kill_at and self.cancels.marked(task_id):
+                with_suppressed(os.killpg, pid, signal.SIGTERM)
+                self.kill_at[pid] = now + GRACE
+
+    def _escalate(self, force: bool = False) -> None:
+        now = time.monotonic()
+        for pgid, when in list(self.kill_at.items()):
+            if force or now >= when:
+                with_suppressed(os.killpg, pgid, signal.SIGKILL)
+                del self.kill_at[pgid]
+
+    def _kill_all(self, stop: Stop) -> list[int]:
+        """Every running task's group: SIGTERM, SIGKILL after the grace (at once on a second
+        signal); returns the groups that still have a live process."""
+        survivors = terminate_groups(list(self.running) + list(self.kill_at), GRACE,
+                                     hurry=lambda: stop.hurry, poll=self._reap_all)
+        self.kill_at.clear()
+        deadline = time.monotonic() + 5
+        while self.running and time.monotonic() < deadline:
+            if not self._reap(block=False):
+                time.sleep(0.02)
+        return survivors
+
+    def _interrupt(self, position: int, stop: Stop) -> None:
+        """Ctrl-C, SIGTERM or SIGHUP: mark, then kill every running task (later signals only
+        hurry this), mark the tasks never started; `self.interrupted` says what was done."""
+        why = "interrupted"
+        running = [t for t, _, _, _ in self.running.values()]
+        not_started = list(itertools.islice(self.ids, position, None)) if position < len(self.ids) else []
+        not_started = [t for t in not_started if not self.cancels.marked(t)]
+        # marks first (a wrapper that records its end sees them), then the kill
+        for task_id in running:
+            with contextlib.suppress(OSError):
+                mark(self.launch_dir, task_id, "cancel", why)
+        with contextlib.suppress(OSError):
+            request_cancel(self.launch_dir, not_started, why, per_task=())
+        self.survivors = self._kill_all(stop)
+        marked = 0
+        with contextlib.suppress(OSError):
+            marked = mark_skipped(self.launch_dir, not_started[:NOT_STARTED_MARKS], why)
+        self.cancelled += len(not_started)
+        self.interrupted = interrupt_message(f"{self.label.rstrip(': ') or 'pool'} stopped",
+                                             len(running) - len(self.survivors), self.survivors,
+                                             len(not_started), marked)
 
     # ---------------------------------------------------------------- run
     def _record(self, task_id: int) -> str | None:
@@ -216,30 +213,56 @@ class Pool:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True, env=env, close_fds=True)
         self.running[proc.pid] = (task_id, slot, proc, started)
+        if self._selector is not None:
+            try:
+                fd = os.pidfd_open(proc.pid)
+                self._selector.register(fd, selectors.EVENT_READ, proc.pid)
+                self._pidfds[proc.pid] = fd
+            except OSError:  # no pidfd here (old kernel): wait the blocking way from now on
+                self._selector = None
 
-    def _reap(self, block: bool) -> str | None:
+    def _forget_pidfd(self, pid: int) -> None:
+        fd = self._pidfds.pop(pid, None)
+        if fd is not None:
+            with contextlib.suppress(Exception):
+                if self._selector is not None:
+                    self._selector.unregister(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _reap(self, block: bool) -> bool:
+        """Reap one wrapper (waiting for one when `block`); True when one of ours ended."""
         try:
             pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
         except ChildProcessError:
+            for pid in list(self._pidfds):
+                self._forget_pidfd(pid)
             self.running.clear()
-            return None
+            return False
         if pid == 0 or pid not in self.running:
-            return None
+            return False
+        self._forget_pidfd(pid)
         task_id, slot, proc, started = self.running.pop(pid)
         code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else (status >> 8)
         proc.returncode = code
-        # the wrapper records its own end; only a wrapper killed by a signal could not
         recorded = code if code >= 0 else 128 - code
         try:
-            if code < 0:
-                record_end(self.launch_dir, task_id, recorded, started, "-", KILLED, f"SIG{_signame(-code)}")
+            if self._wrapper_records_ends():
+                if code < 0:  # it died by a signal before it could write its own end
+                    self._record_killed(task_id, started, recorded, -code)
+            else:
+                try:  # the wrapper's start name becomes its end name (the wrapper leaves that to us)
+                    os.rename(self.paths.state(f"{task_id}.start@{started}"),
+                              self.paths.state(f"{task_id}.end@{time.time():.6f}@{recorded}@{started}"))
+                except FileNotFoundError:  # it never started (e.g. not in the launch): still record the end
+                    mark(self.launch_dir, task_id, "end", recorded)
         except OSError as exc:
             # a full disk must not stop the pool: the other tasks still run and are counted,
             # and the launch reports this error after its summary
             if exc.filename is None:
                 exc.filename = self.paths.state_dir
             self.write_errors.append(exc)
-        if task_id in self.cancels.ids or task_id in self.cancels:
+        if self.cancels.marked(task_id) or task_id in self.cancels:
             self.cancelled += 1
         elif code == 0:
             self.done += 1
@@ -250,7 +273,57 @@ class Pool:
             if code < 0:
                 code = 128 - code
             self.failures.append((task_id, code))
-        return slot
+        if self.free is not None and slot is not None:
+            self.free.append(slot)
+        return True
+
+    def _wrapper_records_ends(self) -> bool:
+        """Whether this launch's wrapper writes its own end names under a pool too (the
+        lifecycle wrapper: it exports ONAGER_ATTEMPT); read once."""
+        if self._lifecycle is None:
+            try:
+                with open(self.wrapper, encoding="utf-8", errors="replace") as handle:
+                    self._lifecycle = "ONAGER_ATTEMPT" in handle.read()
+            except OSError:
+                self._lifecycle = False
+        return self._lifecycle
+
+    def _record_killed(self, task_id: int, started: str, code: int, signum: int) -> None:
+        """The end a wrapper killed by a signal could not write: `killed`, reason SIG<NAME>, for
+        the attempt its start name `<id>.start@<t0>@<attempt>` names."""
+        try:
+            reason = signal.Signals(signum).name
+        except ValueError:
+            reason = f"SIG{signum}"
+        prefix = f"{task_id}.start@{started}@"
+        attempts = [n[len(prefix):] for n in os.listdir(self.paths.state_dir) if n.startswith(prefix)]
+        attempt = next((a for a in attempts if a.isdigit()), None)
+        if attempt is None:
+            mark(self.launch_dir, task_id, "end", code)
+            return
+        name = f"{task_id}.end@{time.time():.6f}@{code}@{started}@{attempt}@killed@{reason}"
+        with open(self.paths.state(name), "w"):
+            pass
+
+    def _reap_all(self) -> None:
+        while self.running and self._reap(block=False):
+            pass
+
+    def _wait(self) -> None:
+        """Until a wrapper ends, at most half a second (a cancel request or a SIGKILL that is
+        due is seen meanwhile); without pidfds, a blocking wait as before."""
+        if self._selector is not None and not self.kill_at and not self.running:
+            return
+        if self._selector is None:
+            if not self.kill_at:
+                self._reap(block=True)
+            else:
+                time.sleep(0.05)
+        elif not any(True for _ in self._selector.select(timeout=0.5)):
+            pass
+        self._reap_all()
+        self.cancels.refresh()
+        self._escalate()
 
     def _show(self, start: float, total: int, final: bool = False) -> None:
         finished = self.done + self.failed + self.cancelled
@@ -262,123 +335,71 @@ class Pool:
         show_progress(progress_line(self.label, self.done, self.failed, len(self.running), pending, elapsed,
                                     self.cancelled, tail=eta), final)
 
-    def _order(self, free: list[str] | None) -> Iterator[int]:
+    def run(self) -> int:
+        """Run every task; returns the number of tasks that failed. Ctrl-C, SIGTERM or SIGHUP
+        kill every task (see `_interrupt`) and raise KeyboardInterrupt."""
+        with stop_on_signals() as stop:
+            return self._run(stop)
+
+    def _run(self, stop: Stop) -> int:
+        start = time.time()
+        total = len(self.ids)
+        last_shown = 0.0
+        position = 0  # how many of self.ids were started (or skipped)
+        skipped: list[int] = []
+        try:
+            self.cancels.refresh()
+            for task_id in self._order():
+                while len(self.running) >= self.width:
+                    self._wait()
+                if task_id in self.cancels:
+                    self.cancelled += 1
+                    position += 1
+                    if task_id not in self.cancels.ids:
+                        skipped.append(task_id)  # cancelled by a launch-level mark only
+                        if len(skipped) >= 512:
+                            self._mark_skipped(skipped)
+                    continue
+                self._spawn(task_id, self.free.pop(0) if self.free is not None else None)
+                position += 1
+                if self.progress and time.time() - last_shown > 0.5:
+                    self._show(start, total)
+                    last_shown = time.time()
+            self._mark_skipped(skipped)
+            while self.running or self.kill_at:
+                self._wait()
+                if not self.running and self.kill_at:  # SIGKILL the rest of cancelled groups
+                    time.sleep(min(0.1, max(0.0, min(self.kill_at.values()) - time.monotonic())))
+                if self.progress and time.time() - last_shown > 0.5:
+                    self._show(start, total)
+                    last_shown = time.time()
+        except KeyboardInterrupt:
+            self.retry = None  # what is being killed is not run again
+            self._mark_skipped(skipped)
+            self._interrupt(position, stop)
+            raise
+        finally:
+            for pid in list(self._pidfds):
+                self._forget_pidfd(pid)
+            if self._selector is not None:
+                self._selector.close()
+                self._selector = None
+        if self.progress:
+            self._show(start, total, final=True)
+        return self.failed
+
+    def _order(self) -> Iterator[int]:
         """The tasks in turn, then those to run again (retries) until none is left or running."""
         yield from self.ids
         while self.again or (self.retry is not None and self.running):
             if self.again:
                 yield self.again.popleft()
                 continue
-            slot = self._reap(block=True)
-            if free is not None and slot is not None:
-                free.append(slot)
+            self._wait()
 
-    def run(self) -> int:
-        """Run every task; returns the number of tasks that failed."""
-        start = time.time()
-        free = list(self.slots) if self.slots else None
-        total = len(self.ids)
-        last_shown = 0.0
-        self.cancels.refresh()
-        position = 0
+    def _mark_skipped(self, skipped: list[int]) -> None:
         try:
-            for task_id in self._order(free):  # position: how many of them were started (or skipped)
-                while len(self.running) >= self.width:
-                    slot = self._reap(block=True)
-                    if free is not None and slot is not None:
-                        free.append(slot)
-                if task_id in self.cancels:
-                    self.cancelled += 1
-                    position += 1
-                    continue
-                self._spawn(task_id, free.pop(0) if free is not None else None)
-                position += 1
-                if self.progress and time.time() - last_shown > 0.5:
-                    self._show(start, total)
-                    last_shown = time.time()
-            while self.running:
-                slot = self._reap(block=True)
-                if free is not None and slot is not None:
-                    free.append(slot)
-                if self.progress and time.time() - last_shown > 0.5:
-                    self._show(start, total)
-                    last_shown = time.time()
-        except KeyboardInterrupt:
-            self.retry = None  # what is being killed is not run again
-            running = [t for t, _, _, _ in self.running.values()]
-            self._kill_all()
-            for task_id in running:
-                mark(self.launch_dir, task_id, "cancel", "interrupted")
-            # the tasks it never started are cancelled too (up to a bound: a name each)
-            for task_id in itertools.islice(self.ids, position, position + NOT_STARTED_MARKS):
-                mark(self.launch_dir, task_id, "cancel", "interrupted")
-            raise
-        if self.progress:
-            self._show(start, total, final=True)
-        return self.failed
-
-
-def _signame(number: int) -> str:
-    try:
-        return signal.Signals(number).name.removeprefix("SIG")
-    except ValueError:
-        return str(number)
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def kill_groups(pgids: Sequence[int], sig: int) -> None:
-    for pgid in pgids:
-        with_suppressed(os.killpg, pgid, sig)
-
-
-def with_suppressed(fn, *args) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        fn(*args)
-
-
-def raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def query_pools(records) -> dict[str, dict[int, str] | None]:
-    """Backends whose tasks are run by a process of ours (pool, dispatcher) recorded in
-    pool.json: while it lives, every unfinished task is still its own."""
-    out: dict[str, dict[int, str] | None] = {}
-    host = socket.gethostname()
-    for r in records:
-        info = read_pool_file(LaunchPaths(r.launch_dir).pool_json)
-        if info is None or info.get("pid") is None:
-            out[r.key] = {}
-        elif info.get("host") != host:
-            out[r.key] = None  # run from another machine: cannot be checked from here
-        else:
-            out[r.key] = _AllUnfinished() if alive(int(info["pid"])) else {}
-    return out
-
-
-
-def _package_parent() -> str:
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    existing = os.environ.get("PYTHONPATH")
-    return here + (os.pathsep + existing if existing else "")
-
-
-def write_pool_file(path: str, pid: int | None) -> None:
-    from onager.fsutil import atomic_write
-    atomic_write(path, json.dumps({"pid": pid, "host": socket.gethostname(), "time": time.time()}))
-
-
-def read_pool_file(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
+            mark_skipped(self.launch_dir, skipped, "cancel")
+        except OSError as exc:
+            self.write_errors.append(exc)
+        skipped.clear()

@@ -35,9 +35,12 @@ from collections.abc import Sequence
 
 from onager.backends.base import Backend, LaunchInfo, Option
 from onager.backends.pool import (
+    PER_TASK_CANCEL_MARKS,
     detached_setup,
+    mark_skipped,
     query_pools,
     request_cancel,
+    running_starts,
     spawn_detached,
     stop_on_signals,
     write_pool_file,
@@ -83,7 +86,7 @@ from onager.backends.ssh.transport import (
 from onager.errors import OnagerError, UsageError
 from onager.layout import LaunchPaths, project_root
 from onager.notify import notify_pool
-from onager.state import read_states, start_fields
+from onager.state import read_states
 from onager.tasklist import Tasklist
 
 #: what this module exported before it became a package (code and tests import these from here)
@@ -177,6 +180,7 @@ class SshBackend(Backend):
                 dispatcher.prepare_hosts(self.probed)
                 self.failed = dispatcher.run()
         finally:
+            self.interrupted = dispatcher.interrupted
             write_pool_file(pool_file, None)
             notify_pool(launch.launch_dir, self.options)  # --notify: the launch has ended
         self.summary = dispatcher
@@ -202,20 +206,25 @@ class SshBackend(Backend):
         return query_pools(records)
 
     def cancel(self, record, tasks: Tasklist, dry_run: bool = False) -> list[list[str]]:
+        """Mark, then kill the running tasks' groups on their hosts (SIGTERM, SIGKILL after the
+        grace): one listing of state/ for the starts, one ssh call per host."""
         states = read_states(record.launch_dir)
-        targets = [i for i in tasks if not (states.get(i) and states[i].end is not None)]
+        targets = [i for i in tasks if not ((st := states.get(i)) is not None and st.end is not None)]
+        chosen = set(targets)
+        starts = {i: s for i, s in running_starts(record.launch_dir, chosen.__contains__).items()
+                  if _HOST_RE.fullmatch(s.host)}
         by_host: dict[str, list[int]] = {}
-        for task_id in targets:
-            st = states.get(task_id)
-            if st is not None and st.start is not None:
-                found = _start_fields(record.launch_dir, task_id)
-                if found:
-                    by_host.setdefault(found[0], []).append(found[1])
+        for start in starts.values():
+            by_host.setdefault(start.host, []).append(start.pid)
         options = dict(record.options or {})
         commands = [ssh_base(options) + [host, kill_command(pgids)] for host, pgids in by_host.items()]
         if dry_run:
             return commands or [["# nothing running to kill;", f"{len(targets)} tasks would be marked cancelled"]]
-        request_cancel(record.launch_dir, targets)
+        not_started = [i for i in targets if i not in starts]
+        few = len(not_started) <= PER_TASK_CANCEL_MARKS
+        request_cancel(record.launch_dir, targets, "cancel", per_task=list(starts) + (not_started if few else []))
+        if not few and not dispatcher_alive(record.launch_dir):
+            mark_skipped(record.launch_dir, not_started, "cancel")  # no dispatcher will skip them
         procs = [subprocess.Popen(c, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE) for c in commands]
         for command, proc in zip(commands, procs):
@@ -233,14 +242,6 @@ class SshBackend(Backend):
         return commands
 
 
-def _start_fields(launch_dir: str, task_id: int) -> tuple[str, int] | None:
-    """(ssh host, remote process group) from a task's latest start."""
-    fields = start_fields(launch_dir, task_id) or []
-    if len(fields) >= 2 and fields[1].isdigit() and _HOST_RE.fullmatch(fields[0]):
-        return fields[0], int(fields[1])
-    return None
-
-
 def _detached_main(launch_dir: str) -> int:
     """Entry of a `--detach` dispatcher: options come from the launch's own launch.json."""
     meta = detached_setup(launch_dir)
@@ -251,6 +252,7 @@ def _detached_main(launch_dir: str) -> int:
         dispatcher.prepare_hosts()
         failed = dispatcher.run()
     except KeyboardInterrupt:
+        print(f"onager: {dispatcher.interrupted or 'stopped'}", file=sys.stderr, flush=True)
         return 130
     except OnagerError as exc:
         print(f"onager: error: {exc}", file=sys.stderr, flush=True)

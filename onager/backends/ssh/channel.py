@@ -63,8 +63,9 @@ class _Host:
     slots: list[str | None]          # CUDA_VISIBLE_DEVICES per slot
     free: list[int] = field(default_factory=list)
     alive: bool = True
-    checking: subprocess.Popen[bytes] | None = None
-    suspects: list[_Run] = field(default_factory=list)
+    checking: subprocess.Popen[bytes] | None = None  # kills the suspects' groups: proves the host answers
+    checked: list[_Run] = field(default_factory=list)  # the runs that call covers
+    suspects: list[_Run] = field(default_factory=list)  # channel closed without an end; not checked yet
     start_failures: int = 0
 
     @property

@@ -14,7 +14,16 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Callable
 
-from onager.backends.pool import CancelWatch, progress_line, show_progress
+import onager.backends.ssh.faults as faults
+from onager.backends.pool import (
+    CancelWatch,
+    Stop,
+    current_stop,
+    mark_skipped,
+    progress_line,
+    show_progress,
+    stop_on_signals,
+)
 from onager.backends.ssh.channel import _Host, _MarkerFilter, _Run
 from onager.backends.ssh.hosts import _check_gpus, parse_hosts, slot_gpus
 from onager.backends.ssh.ledger import record_remote, remote_entries, remove_remote_dirs
@@ -51,7 +60,7 @@ class Dispatcher:
         self.retries = int(options.get("retries", 1) if options.get("retries") not in (None, "") else 1)
         self.max_tasks = options.get("max_tasks")
         self.progress = progress
-        self.log = log or (lambda text: print(f"onager: {text}", file=sys.stderr))
+        self.log = log or _log
         self.hosts: list[_Host] = []
         self.runs: dict[int, _Run] = {}            # fd -> run (both fds of a run)
         self.active: list[_Run] = []
@@ -63,6 +72,8 @@ class Dispatcher:
         self.cancels = CancelWatch(launch_dir, lambda ids: self._kill_cancelled())
         self.label = f"{jobname}/{launch_id}: "
         self.retry = pool_retry(launch_dir, options)  # --retries/--requeue for attempts that ended badly
+        self.interrupted: str | None = None  # the account of a stop (Ctrl-C, SIGTERM, SIGHUP)
+        self._skipped: list[int] = []  # pending tasks dropped for a launch-level cancel, to name
 
     # ---------------------------------------------------------------- hosts
     def prepare_hosts(self, probed: list[HostInfo] | None = None) -> None:
@@ -128,7 +139,7 @@ class Dispatcher:
     def _kill_cancelled(self) -> None:
         by_host: dict[str, list[int]] = {}
         for run in self.active:
-            if run.task_id in self.cancels.ids and run.pgid and not run.kill_sent:
+            if self.cancels.marked(run.task_id) and run.pgid and not run.kill_sent:
                 run.kill_sent = True
                 by_host.setdefault(run.host.name, []).append(run.pgid)
         for host, pgids in by_host.items():
@@ -178,8 +189,8 @@ class Dispatcher:
             run.pgid = int(value)
             run.host.start_failures = 0
             name = f"{run.task_id}.start@{time.time():.6f}"
-            atomic_write(self.paths.state(name), f"{run.host.name} {run.pgid} ssh\n")
-            if run.task_id in self.cancels.ids or run.task_id in self.cancels:
+            atomic_write(self.paths.state(name), f"{run.host.name} {run.pgid} ssh -\n")
+            if self.cancels.marked(run.task_id) or run.task_id in self.cancels:
                 self._kill_cancelled()
         elif word == "end" and value.lstrip("-").isdigit() and run.rc is None:
             run.rc = int(value)
@@ -246,43 +257,21 @@ class Dispatcher:
         if run.task_id in self.cancels:
             self._finish(run, 143 if code in (0, 255) else code)
             return
-        # no end marker: the connection broke or the runner was killed; ask the host
-        run.host.free.append(run.slot)
-        run.host.suspects.append(run)
-        if run.host.checking is None and run.host.alive:
-            # a master=True call: when the host answers, it also gets a fresh master connection
-            run.host.checking = subprocess.Popen(ssh_base(self.options, master=True) + [run.host.name, "true"],
-                                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                 stderr=subprocess.DEVNULL)
-        elif not run.host.alive:
+        # no end marker: the connection broke or the runner was killed. The task may still run
+        # there: it goes elsewhere only once the host confirmed its group is dead (killed), and
+        # its slot (its GPUs) is given out again only then
+        if not run.host.alive:
             self._lose(run.host, [run], "host-lost")
-            run.host.suspects.clear()
+            return
+        run.host.suspects.append(run)
+        if run.host.checking is None:
+            self._check(run.host)
+
+    def _check(self, host: _Host) -> None:
+        faults.check(self, host)
 
     def _check_hosts(self) -> None:
-        for host in self.hosts:
-            if host.checking is None or host.checking.poll() is None:
-                continue
-            ok = host.checking.returncode == 0
-            host.checking = None
-            suspects, host.suspects = host.suspects, []
-            if ok:
-                host.start_failures += sum(1 for r in suspects if r.pgid is None)
-                if host.start_failures >= 3:
-                    # it answers, but its tasks do not even start: stop sending work there
-                    host.alive = False
-                    self.log(f"host {host.name} answers but cannot start tasks (see logs/"
-                             f"{suspects[-1].task_id}.err); no more tasks go there")
-                self._lose(host, suspects, "connection-lost")
-                continue
-            host.alive = False
-            others = [r for r in self.active if r.host is host and not r.ended]
-            self.log(f"host {host.name} was lost; {len(suspects) + len(others)} of its running tasks "
-                     f"will run elsewhere (up to --retries {self.retries} times)")
-            for run in others:
-                with contextlib.suppress(OSError):
-                    run.proc.kill()
-                run.ended = True
-            self._lose(host, suspects + others, "host-lost")
+        faults.check_hosts(self)
 
     def _lose(self, host: _Host, runs: Sequence[_Run], reason: str) -> None:
         for run in runs:
@@ -310,11 +299,16 @@ class Dispatcher:
                                     time.time() - start, self.cancelled, self.lost, " " + hosts), final)
 
     def run(self) -> int:
-        """Run every task; return the number that failed (raises when every host is lost)."""
+        """Run every task; return the number that failed (raises when every host is lost).
+        Ctrl-C, SIGTERM or SIGHUP kill every task (see `_interrupt`) and raise KeyboardInterrupt."""
+        with stop_on_signals():
+            return self._run()
+
+    def _run(self) -> int:
         start = time.time()
         last_shown = 0.0
-        self.cancels.refresh()
         try:
+            self.cancels.refresh()
             while True:
                 cap = int(self.max_tasks) if self.max_tasks not in (None, "", -1, "-1") else None
                 while self.pending and (cap is None or self._running_count() < cap):
@@ -322,12 +316,15 @@ class Dispatcher:
                     if task_id in self.cancels:
                         self.pending.popleft()
                         self.cancelled += 1
+                        if task_id not in self.cancels.ids:  # a launch-level cancel: name it
+                            self._skipped.append(task_id)
                         continue
                     slot = self._free_slot()
                     if slot is None:
                         break
                     self.pending.popleft()
                     self._spawn(task_id, *slot)
+                self._name_skipped()
                 if not self.active and not any(h.checking for h in self.hosts):
                     if not self.pending:
                         break
@@ -343,7 +340,7 @@ class Dispatcher:
                         self._show(start)
                     last_shown = time.time()
         except KeyboardInterrupt:
-            self._interrupt()
+            self._interrupt(current_stop())
             self._cleanup()
             raise
         finally:
@@ -361,25 +358,14 @@ class Dispatcher:
                               f"--jobname {self.jobname} --tasklist unfinished")
         return self.failed
 
-    def _interrupt(self) -> None:
-        """Ctrl-C or SIGTERM: kill every running task on its host, mark it cancelled."""
-        by_host: dict[str, list[int]] = {}
-        for run in self.active:
-            if not run.ended and run.pgid:
-                by_host.setdefault(run.host.name, []).append(run.pgid)
-        procs = [subprocess.Popen(ssh_base(self.options) + [h, kill_command(p)], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for h, p in by_host.items()]
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for run in list(self.active):
-            if not run.ended:
-                mark(self.launch_dir, run.task_id, "cancel", "interrupted")
+    def _name_skipped(self) -> None:
+        if self._skipped:
             with contextlib.suppress(OSError):
-                run.proc.kill()
+                mark_skipped(self.launch_dir, self._skipped, "cancel")
+            self._skipped = []
+
+    def _interrupt(self, stop: Stop) -> None:
+        faults.interrupt(self, stop)
 
     def _cleanup(self) -> None:
         """Remove this launch's dir from every host it may have reached, except hosts known to be
@@ -387,3 +373,9 @@ class Dispatcher:
         lost = {h.name for h in self.hosts if not h.alive}
         entries = [e for e in remote_entries(self.launch_dir) if e[1] not in lost]
         remove_remote_dirs(self.options, entries)
+
+
+def _log(text: str) -> None:
+    """One message line; a terminal that went away (SIGHUP) must not stop the dispatcher."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"onager: {text}", file=sys.stderr)

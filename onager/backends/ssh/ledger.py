@@ -225,7 +225,7 @@ def dispatcher_alive(launch_dir: str) -> bool:
     if info.get("host") != socket.gethostname():
         return True
     try:
-        return alive(int(info["pid"]))
+        return alive(int(info["pid"]), info.get("pstart"))
     except (TypeError, ValueError):
         return False
 

@@ -18,6 +18,7 @@ import threading
 import time
 from typing import IO, Any
 
+from onager.backends.pool import GRACE
 from onager.backends.ssh.transport import _ssh_error, ssh_base
 from onager.errors import OnagerError, UsageError
 from onager.layout import CODE, LOGS, STATE, TASKS_IDX, TASKS_SH, WRAPPER, LaunchPaths
@@ -38,8 +39,17 @@ if [ -n "$pg" ] && [ "$pg" != "$$" ] && [ -z "${ONAGER_RUNNER_SETSID:-}" ] && co
 fi
 export ONAGER_REMOTE_LAUNCH_DIR=$D
 if [ -n "${3:-}" ]; then export CUDA_VISIBLE_DEVICES=$3; fi
-# the dispatcher keeps our stdin open: end of file means it or the connection is gone
-( cat >/dev/null 2>&1; kill -TERM -- -$$ ) <&0 >/dev/null 2>&1 &
+# the dispatcher keeps our stdin open: end of file means it or the connection is gone. Then
+# the task's group gets SIGTERM, and SIGKILL after the grace (tasks that ignore SIGTERM too).
+# The watcher runs outside the group (setsid): it outlives the kill and sees when the group is gone.
+watch='cat >/dev/null 2>&1; kill -TERM -- "-$1" 2>/dev/null; i=0
+while [ "$i" -lt "$2" ] && kill -0 -- "-$1" 2>/dev/null; do sleep 0.1; i=$((i+1)); done
+kill -KILL -- "-$1" 2>/dev/null'
+if command -v setsid >/dev/null 2>&1; then
+    setsid bash -c "$watch" onager-watch "$$" """ + str(int(GRACE * 10)) + r""" <&0 >/dev/null 2>&1 &
+else
+    ( trap '' TERM; bash -c "$watch" onager-watch "$$" """ + str(int(GRACE * 10)) + r""" ) <&0 >/dev/null 2>&1 &
+fi
 trap 'stopped=1' TERM INT HUP
 printf '%s start %s\n' "$nonce" "$$"
 bash "$D/""" + WRAPPER + r"""" "$id" </dev/null
