@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,tune]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check
 	$(BIN)/python -m mypy
 
-## install everything the tests need in .venv, lint, and run the tests
+## install everything the tests need in .venv (the tune extra included: its tests run), lint, and run the tests
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) || [ $$? -eq 5 ]
 

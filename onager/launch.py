@@ -314,6 +314,11 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
     if venv and not os.path.isabs(venv):
         venv = os.path.join(workdir, venv)  # as before, relative to the workdir, which a snapshot replaces
     entries = _selected(_entries(jobname, jobfile, command), selection)
+    tune_plan = None
+    if options.get("agents") is not None:  # a +tune search: the launch's tasks are its agents (onager.agent)
+        from onager.agent import plan
+        tune_plan = plan(jobname, jobfile, options, tasklist, command, root)
+        entries = iter(tune_plan.entries())
     if dry_run:
         try:
             from onager import provenance
@@ -357,6 +362,8 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         os.mkdir(LaunchPaths(build).logs_dir)
         os.mkdir(LaunchPaths(build).state_dir)
         count, ids = write_tasks(build, entries)
+        if tune_plan is not None:
+            tune_plan.write(build)
         found = set(ids) if selection is not None and count != len(selection) else set()
         _check_all_found(count, selection, found, jobname)
         while True:

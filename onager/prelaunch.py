@@ -32,6 +32,7 @@ ALIASES = {"+a": "+append", "+q": "+quiet", "+h": "+help"}
 # newer options: exact spelling only
 EXACT_OPTIONS: dict[str, tuple[int, int | None]] = {
     "+link": (0, 0), "+sample": (1, 1), "+seed": (1, 1), "+from": (1, 1),
+    "+tune": (1, 1), "+metric": (1, 1), "+sampler": (1, 1),
 }
 # value generators, inside the values of +arg / +pos-arg: word -> (min, max) arguments
 GENERATORS: dict[str, tuple[int, int]] = {
@@ -47,6 +48,7 @@ GENERATOR_USAGE = {
 HELP = """usage: onager prelaunch +command CMD +jobname NAME [+arg --name [V ...]] [+pos-arg V [V ...]]
                         [+flag --name] [+tag [--tag]] [+tag-args --name ...] [+no-tag-number]
                         [+link] [+sample N [+seed S]] [+from SWEEPFILE]
+                        [+tune N +metric min:NAME|max:NAME [+sampler tpe|random|cmaes] [+seed S]]
                         [+jobfile PATH] [+append] [+quiet] [+dry-run]
 
 Expand every combination of the given values into a jobfile (.onager/scripts/NAME/jobs.json)
@@ -64,6 +66,11 @@ and print the commands. The first dimension varies fastest; flags are outermost.
   +link                 zip the next +arg/+pos-arg with the one before (same number of values)
   +sample N             N random tasks instead of the whole grid (random search)
   +seed S               seed of +sample (default 0): the same seed gives the same tasks
+  +tune N               adaptive search: N trials over the dimensions, run by launch --agents K
+                        (docs/tuning.md); jobs.json gets N random draws as placeholders
+  +metric min:NAME      with +tune: the metric to minimize (max:NAME to maximize) that the
+                        task logs with onager.log_result(NAME=...)
+  +sampler NAME         with +tune: tpe (default), random or cmaes; +seed S seeds it
   +from FILE            read command, jobname, dimensions... from a .toml or .json sweep file;
                         options given here add to it or override it
   +append, +a           add to the existing jobfile, numbering after its last task
@@ -99,6 +106,7 @@ class PrelaunchArgs:
     quiet: bool = False
     dry_run: bool = False
     help: bool = False
+    tune: dict[str, Any] | None = None  # the +tune spec (onager.tune), stored beside the jobfile
 
 
 def _resolve(token: str) -> str:
@@ -235,6 +243,7 @@ class _Parse:
     sample: str | None = None
     seed: str | None = None
     source: str | None = None
+    tune: dict[str, str] = field(default_factory=dict)  # +tune, +metric, +sampler as given
 
 
 def _read_plain(argv: list[str], i: int, option: str, values: list[Any]) -> int:
@@ -283,6 +292,10 @@ def _from(state: _Parse, option: str, values: list[Any]) -> None:
     state.source = values[0]
 
 
+def _tune(state: _Parse, option: str, values: list[Any]) -> None:
+    state.tune[option] = values[0]
+
+
 def _setter(target: str, value: Any = None) -> Callable[[_Parse, str, list[Any]], None]:
     """A handler that stores the option's first value (or `value`, for a switch) at `target`
     ("name" on the parse state, "args.name" on the PrelaunchArgs)."""
@@ -312,6 +325,9 @@ TABLE: dict[str, tuple[Reader, Handler]] = {
     "+sample": (_read_plain, _setter("sample")),
     "+seed": (_read_plain, _setter("seed")),
     "+from": (_read_plain, _from),
+    "+tune": (_read_plain, _tune),
+    "+metric": (_read_plain, _tune),
+    "+sampler": (_read_plain, _tune),
     "+append": (_read_plain, _setter("args.append", True)),
     "+quiet": (_read_plain, _setter("args.quiet", True)),
     "+dry-run": (_read_plain, _setter("args.dry_run", True)),
@@ -388,6 +404,12 @@ def _build(state: _Parse) -> PrelaunchArgs:
     elif tag_args is not None or no_number:
         sweep.tag_args = tag_args
     sample, seed = state.sample, state.seed
+    if state.tune:
+        from onager.tune import tune_spec
+        if args.append:
+            raise UsageError("+tune writes a whole search: drop +append")
+        args.tune = tune_spec(sweep, state.tune, sample, seed)
+        sample, seed = str(sweep.sample_count), str(sweep.seed)
     if sample is not None or seed is not None:
         if sample is None and sweep.sample_count is None:
             raise UsageError("+seed needs +sample N (the seed of the random draws)")
@@ -418,8 +440,17 @@ def run(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> 
             if not args.quiet:
                 out.write(line.command + "\n")
         return 0
+    if not args.append:
+        from onager.tune import write_spec
+        write_spec(jobfile_path(jobname, args.jobfile), None)  # a search the new jobfile no longer is
     written = args.sweep.write(jobname, args.jobfile, args.append, echo=None if args.quiet else out)
     path, count, new = written.path, written.count, written.added
+    if args.tune is not None:
+        from onager.tune import spec_path, write_spec
+        write_spec(path, args.tune)  # after the jobfile: a spec never describes another jobfile
+        err.write(f"Search of {args.tune['trials']} trials ({args.tune['sampler']}, "
+                  f"{args.tune['direction']} {args.tune['metric']}) in {spec_path(path)}; run it with "
+                  f"onager launch --backend BACKEND --jobname {jobname} --agents K\n")
     if args.append and written.existed:
         err.write(f"Prelaunched {new} more jobs for {args.jobname} ({count} in all) in {path}.\n")
     elif written.existed:

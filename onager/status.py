@@ -12,6 +12,8 @@ from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
 from onager.layout import iter_launch_tasks
 from onager.state import LOST, RUNNING, Verdict, read_states, still_running_here, verdict
+from onager.tune import SPEC_NAME as TUNE_SPEC
+from onager.tune import trial_answers
 
 
 class TaskRow(NamedTuple):
@@ -57,6 +59,8 @@ def launch_rows(record: LaunchRecord, scheduler: dict[int, str] | None,
                 wanted: Any | None = None, all_attempts: bool = False) -> Iterator[TaskRow]:
     """One row per task of a launch (its latest attempt), or per attempt with `all_attempts`."""
     states = read_states(record.launch_dir, history=all_attempts)
+    if scheduler is not None and os.path.exists(os.path.join(record.launch_dir, TUNE_SPEC)):
+        scheduler = trial_answers(record.launch_dir, scheduler, states)  # it knows the agents, not their trials
     queried = scheduler is not None
     sched = scheduler if scheduler is not None else {}
     job_ids = ",".join(record.job_ids)
