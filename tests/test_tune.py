@@ -220,3 +220,23 @@ def test_should_prune_is_false_outside_a_trial(monkeypatch):
 
 def test_run_onager_reaches_this_checkout():
     assert run_onager(["prelaunch", "+help"]).returncode == 0
+
+
+# ------------------------------------------------------------------ docs/tuning.md, as written
+@needs_optuna
+def test_tuning_md_runs_as_written(tmp_path):
+    import test_docs as docs
+    path = os.path.join(docs.DOCS, "tuning.md")
+    steps = [s for block in docs.console_blocks(path) for s in docs.steps_of(block)]
+    text = " ".join(s.command for s in steps)
+    for needed in ("+tune", "+metric", "+sampler", "+seed", "--agents", "should_prune", "step="):
+        assert needed in text, f"docs/tuning.md no longer shows {needed!r}"
+    project = tmp_path / "project"
+    project.mkdir()
+    env = docs._shim_env(tmp_path)
+    for step in steps:
+        proc = docs.run_step(step, str(project), env)
+        assert proc.returncode == step.exit_code, docs._report(path, step, proc, f"exit {proc.returncode}, "
+                                                               f"not {step.exit_code}")
+        missing = docs.missing_lines(step.shown, proc.stdout + proc.stderr)
+        assert not missing, docs._report(path, step, proc, f"shown lines not printed: {missing}")
