@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv engines stop-engines bench mnist mnist-deps plot-deps clean
+.PHONY: demo test lint venv engines stop-engines bench mnist mnist-tune mnist-deps plot-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/startup_bench.py
 	$(BIN)/python benchmarks/results_bench.py
 	$(BIN)/python benchmarks/snapshot_bench.py
+	$(BIN)/python benchmarks/tune_bench.py --no-mnist
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
@@ -65,3 +66,7 @@ mnist-deps: $(MNIST_STAMP)
 ## a 6-task MNIST sweep (digits fallback when no MNIST files are present), then the results by accuracy
 mnist: $(MNIST_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/mnist/run_sweep.sh
+
+## an adaptive search over the learning rate and gamma (+tune, two agents), then the best trials
+mnist-tune: $(MNIST_STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/mnist/run_tune.sh

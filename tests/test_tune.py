@@ -3,8 +3,10 @@ pruning, and a relaunch that continues the study. The launch tests need Optuna (
 extra, which `make test` installs) and skip with that reason without it."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -240,3 +242,25 @@ def test_tuning_md_runs_as_written(tmp_path):
                                                                f"not {step.exit_code}")
         missing = docs.missing_lines(step.shown, proc.stdout + proc.stderr)
         assert not missing, docs._report(path, step, proc, f"shown lines not printed: {missing}")
+
+
+# ------------------------------------------------------------------ examples/mnist's search
+MNIST_NEEDS = [m for m in ("torch", "sklearn", "optuna") if importlib.util.find_spec(m) is None]
+
+
+@pytest.mark.skipif(bool(MNIST_NEEDS), reason=f"{', '.join(MNIST_NEEDS)} not installed "
+                    "(make mnist-deps and the tune extra install them)")
+def test_mnist_tuning_example_runs(tmp_path):
+    """examples/mnist/run_tune.sh (`make mnist-tune`), with 2 trials instead of 12."""
+    import test_docs as docs
+    env = docs._shim_env(tmp_path)
+    env.update(MNIST_TUNE_TRIALS="2", MNIST_DIR=str(tmp_path / "work"), MNIST_DATA="./nodata")
+    (tmp_path / "work").mkdir()
+    proc = subprocess.run(["bash", os.path.join(docs.ROOT, "examples", "mnist", "run_tune.sh")], env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(subprocess.run(["onager", "list", "--jobname", "mnist-tune", "--json"], env=env,
+                                     cwd=tmp_path / "work", capture_output=True, text=True).stdout)
+    assert sorted(r["task_id"] for r in rows) == [1, 2, 3, 4]  # two trials, two agents
+    assert all(r["status"] == "done" for r in rows)
+    assert "loss" in proc.stdout
