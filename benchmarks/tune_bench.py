@@ -106,7 +106,7 @@ def compare(title: str, results: dict[str, tuple[float, float, int]], goal: str)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=30, help="trials of the quadratic (the grid: the nearest square)")
+    parser.add_argument("--trials", type=int, default=30, help="trials of the quadratic (the grid: about as many)")
     parser.add_argument("--mnist-trials", type=int, default=6, help="trials of the MNIST search")
     parser.add_argument("--seeds", type=int, default=10, help="seeds of the in-process spread")
     parser.add_argument("--seed", type=int, default=1, help="the seed of the real runs")
@@ -119,13 +119,15 @@ def main() -> int:
     try:
         with open(os.path.join(work, "quad.py"), "w", encoding="utf-8") as handle:
             handle.write(QUADRATIC)
-        side = max(2, round(args.trials ** 0.5))
+        rows = max(1, int(args.trials ** 0.5))
+        side = (rows, -(-args.trials // rows))  # the grid nearest N points: 5 x 6 for 30
         space = ["+arg", "--x", "+uniform", "-2", "2", "+arg", "--y", "+uniform", "-2", "2"]
-        grid = ["+arg", "--x", "+linspace", "-2", "2", str(side), "+arg", "--y", "+linspace", "-2", "2", str(side)]
+        grid = ["+arg", "--x", "+linspace", "-2", "2", str(side[0]),
+                "+arg", "--y", "+linspace", "-2", "2", str(side[1])]
         command = f"{sys.executable} quad.py"
         results = {m: run_method(work, f"quad-{m}", command, space, grid, m, args.trials, "min:loss", args.seed)
                    for m in ("tpe", "random", "grid")}
-        compare(f"2-D quadratic, optimum 0 ({args.trials} trials; grid {side}x{side}; seed {args.seed})",
+        compare(f"2-D quadratic, optimum 0 ({args.trials} trials; grid {side[0]}x{side[1]}; seed {args.seed})",
                 results, "min")
         bests = spread(args.trials, args.seeds)
         report(f"2-D quadratic over {args.seeds} seeds (in-process, {args.trials} trials)", {
