@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,6 +204,28 @@ def plan(jobname: str, jobfile: str | None, options: dict[str, Any], tasklist: s
         raise UsageError(f"the search of job {jobname!r} has asked all its {trials} trials ({finished} finished, "
                          f"{len(running) - len(rerun)} running): prelaunch it again with a larger +tune N to go on")
     return Plan(spec, min(agents, left), journal, rerun, finished)
+
+
+def trial_entries(jobname: str, jobfile: str | None, entries: Iterator[Any], root: str = ".") -> Iterator[Any]:
+    """A relaunch of chosen tasks (`--tasklist failed`) of a +tune job, without --agents: each
+    trial runs again with the values its agent gave it (its latest row), not the jobfile's
+    random placeholder of the same id. The study is not told (a plain task)."""
+    from onager.index import JobIndex
+    from onager.jobfile import JobEntry, jobfile_path
+    from onager.layout import iter_launch_tasks
+    spec = tune.read_spec(jobfile_path(jobname, jobfile))
+    trials: dict[int, Any] = {}
+    if spec is not None:
+        for record in JobIndex(root).for_job(jobname):
+            data = tune.read_launch(record.launch_dir)
+            if data is None or not data.get("agents"):
+                continue
+            first = data["agents"][0]
+            for task_id, command, tag, params in iter_launch_tasks(record.launch_dir):
+                if task_id < first:
+                    trials[task_id] = JobEntry(task_id, command, tag, params)
+    for entry in entries:
+        yield trials.get(entry.id, entry)
 
 
 def mark_pruned(launch_dir: str, task_id: int, attempt: int) -> None:

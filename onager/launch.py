@@ -319,6 +319,9 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         from onager.agent import plan
         tune_plan = plan(jobname, jobfile, options, tasklist, command, root)
         entries = iter(tune_plan.entries())
+    elif tasklist is not None:  # a trial of a +tune job reruns with its own values
+        from onager.agent import trial_entries
+        entries = trial_entries(jobname, jobfile, entries, root)
     if dry_run:
         try:
             from onager import provenance

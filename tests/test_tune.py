@@ -168,6 +168,30 @@ def test_launching_again_continues_the_study_and_reruns_an_unfinished_trial(onag
     assert sorted(i for i in rows if i > 5) == [6, 7]  # 2 agents: only two trials were left
 
 
+FAILS_ABOVE_1 = """import sys, onager
+x = onager.params()["x"]
+onager.log_result(loss=x)
+sys.exit(3 if x > 1 else 0)
+"""
+
+
+@needs_optuna
+def test_tasklist_failed_reruns_failed_trials_with_their_own_values(onager, project):
+    (project / "g.py").write_text(FAILS_ABOVE_1)
+    ok(onager("prelaunch", "+jobname", "g", "+command", f"{sys.executable} g.py", "+arg", "--x", "+uniform",
+              "-2", "2", "+tune", "8", "+metric", "min:loss", "+sampler", "random", "+seed", "4", "+q"))
+    ok(onager("launch", "--backend", "local", "--jobname", "g", "--agents", "2", timeout=300))
+    first = {r["task_id"]: r for r in _rows(onager, "g") if r["task_id"] <= 8}
+    failed = {i for i, r in first.items() if r["status"] == "failed"}
+    assert failed and len(failed) < 8
+    again = onager("launch", "--backend", "local", "--jobname", "g", "--tasklist", "failed", timeout=300)
+    assert again.returncode == 1  # they fail again: the same values
+    rerun = {r["task_id"]: r for r in _rows(onager, "g") if r["launch"] == "2"}
+    assert set(rerun) == failed
+    assert {i: r["command"] for i, r in rerun.items()} == {i: first[i]["command"] for i in failed}
+    assert all(r["params"] == first[i]["params"] and r["attempt"] == 2 for i, r in rerun.items())
+
+
 PRUNED_TASK = """import onager
 p = onager.params()
 for step in range(4):
