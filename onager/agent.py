@@ -190,7 +190,8 @@ def plan(jobname: str, jobfile: str | None, options: dict[str, Any], tasklist: s
     if journal is None:
         return Plan(spec, min(agents, trials), None, [], 0)
     from optuna.trial import TrialState
-    study = tune.open_study(journal, spec["direction"], fingerprint)
+    optuna = tune.require_optuna()
+    study = optuna.load_study(study_name=tune.STUDY_NAME, storage=tune.storage(journal))  # reads, writes nothing
     asked = study.get_trials(deepcopy=False)
     running = [t.number + 1 for t in asked if t.state == TrialState.RUNNING]
     rerun: list[int] = []
