@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv engines stop-engines bench mnist mnist-deps plot-deps clean
+.PHONY: demo test lint venv engines stop-engines bench mnist mnist-tune mnist-deps plot-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,tune]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check
 	$(BIN)/python -m mypy
 
-## install everything the tests need in .venv, lint, and run the tests
+## install everything the tests need in .venv (the tune extra included: its tests run), lint, and run the tests
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
@@ -45,6 +45,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/results_bench.py
 	$(BIN)/python benchmarks/snapshot_bench.py
 	$(BIN)/python benchmarks/ssh_bench.py
+	$(BIN)/python benchmarks/cancel_bench.py
+	$(BIN)/python benchmarks/tune_bench.py --no-mnist
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
@@ -68,3 +70,7 @@ mnist-deps: $(MNIST_STAMP)
 ## a 6-task MNIST sweep (digits fallback when no MNIST files are present), then the results by accuracy
 mnist: $(MNIST_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/mnist/run_sweep.sh
+
+## an adaptive search over the learning rate and gamma (+tune, two agents), then the best trials
+mnist-tune: $(MNIST_STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/mnist/run_tune.sh

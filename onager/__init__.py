@@ -4,7 +4,7 @@ from __future__ import annotations
 __version__ = "0.2.0"
 
 _SWEEP_NAMES = ("Sweep", "Range", "Linspace", "Logspace", "Files", "Uniform", "LogUniform", "RandInt")
-__all__ = [*_SWEEP_NAMES, "params", "log_result", "launch", "Launch", "launches", "__version__"]
+__all__ = [*_SWEEP_NAMES, "params", "log_result", "should_prune", "launch", "Launch", "launches", "__version__"]
 
 
 def __getattr__(name):  # lazy, so `onager --help` stays fast
@@ -17,6 +17,9 @@ def __getattr__(name):  # lazy, so `onager --help` stays fast
     if name == "log_result":
         from onager.task import log_result
         return log_result
+    if name == "should_prune":
+        from onager.tune import should_prune
+        return should_prune
     if name in ("Launch", "launches"):
         from onager import api
         return getattr(api, name)

@@ -27,7 +27,7 @@ KNOWN_COMMANDS = ("launch", "list", "cancel", "wait", "logs", "config", "results
 
 # modules adding launch options that every backend shares (add_launch_arguments(parser));
 # their LAUNCH_OPTIONS declare them for config defaults (see onager.options)
-LAUNCH_OPTION_MODULES: list[str] = ["onager.provenance", "onager.recovery"]
+LAUNCH_OPTION_MODULES: list[str] = ["onager.provenance", "onager.recovery", "onager.tune"]
 
 LAUNCH_EXAMPLES = """examples:
   onager launch --backend local --jobname exp1 --max-tasks 4

@@ -707,11 +707,19 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
     if venv and not os.path.isabs(venv):
         venv = os.path.join(workdir, venv)  # as before, relative to the workdir, which a snapshot replaces
     from_launches = where is not None and command is None and not from_jobfile
-    if from_launches:
+    tune_plan = None
+    if options.get("agents") is not None:  # a +tune search: the launch's tasks are its agents (onager.agent)
+        from onager.agent import plan
+        tune_plan = plan(jobname, jobfile, options, tasklist, command, root)
+        entries = iter(tune_plan.entries())
+    elif from_launches:
         assert where is not None
         entries = _from_launches(where)
     else:
         entries = _selected(_entries(jobname, jobfile, command), selection)
+        if tasklist is not None:  # a trial of a +tune job reruns with its own values
+            from onager.agent import trial_entries
+            entries = trial_entries(jobname, jobfile, entries, root)
     if dry_run:
         try:
             from onager import provenance
@@ -756,6 +764,8 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         os.mkdir(LaunchPaths(build).logs_dir)
         os.mkdir(LaunchPaths(build).state_dir)
         count, written = write_tasks(build, entries, prior)
+        if tune_plan is not None:
+            tune_plan.write(build)
         found = set(written) if selection is not None and count != len(selection) else set()
         _check_all_found(count, selection, found, jobname)
         while True:

@@ -39,7 +39,7 @@ SHARED: tuple[Option, ...] = (
 )
 
 #: modules adding launch options that every backend shares: LAUNCH_OPTIONS and add_launch_arguments
-LAUNCH_OPTION_MODULES: list[str] = ["onager.provenance", "onager.recovery"]
+LAUNCH_OPTION_MODULES: list[str] = ["onager.provenance", "onager.recovery", "onager.tune"]
 
 #: config keys that are not launch options
 PLAIN_KEYS = ("header", "footer", "venv", "backend")

@@ -35,6 +35,7 @@ EXACT_OPTIONS: dict[str, tuple[int, int | None]] = {
     "+exclude": (2, None), "+or": (0, 0), "+gin-arg": (2, None), "+gin-flag": (1, 1),
     "+override": (2, None), "+repeat": (1, 1), "+no-tag-arg": (1, None), "+no-tag-jobname": (0, 0),
     "+from-results": (1, 1), "+top": (1, 1), "+by": (1, 1),
+    "+tune": (1, 1), "+metric": (1, 1), "+sampler": (1, 1),
 }
 # value generators, inside the values of +arg / +pos-arg: word -> (min, max) arguments
 GENERATORS: dict[str, tuple[int, int]] = {
@@ -54,6 +55,7 @@ HELP = """usage: onager prelaunch +command CMD +jobname NAME [+arg --name [V ...
                         [+exclude --name V [V ...] [+exclude ...]] [+or] [+repeat N]
                         [+no-tag-arg NAME ...] [+no-tag-jobname]
                         [+from-results JOB +top N|N% +by [-]METRIC]
+                        [+tune N +metric min:NAME|max:NAME [+sampler tpe|random|cmaes] [+seed S]]
                         [+jobfile PATH] [+append] [+quiet] [+dry-run]
 
 Expand every combination of the given values into a jobfile (.onager/scripts/NAME/jobs.json)
@@ -83,6 +85,11 @@ and print the commands. The first dimension varies fastest; flags are outermost.
   +link                 zip the next +arg/+pos-arg with the one before (same number of values)
   +sample N             N random tasks instead of the whole grid (random search)
   +seed S               seed of +sample (default 0): the same seed gives the same tasks
+  +tune N               adaptive search: N trials over the dimensions, run by launch --agents K
+                        (docs/tuning.md); jobs.json gets N random draws as placeholders
+  +metric min:NAME      with +tune: the metric to minimize (max:NAME to maximize) that the
+                        task logs with onager.log_result(NAME=...)
+  +sampler NAME         with +tune: tpe (default), random or cmaes; +seed S seeds it
   +from FILE            read command, jobname, dimensions... from a .toml or .json sweep file;
                         options given here add to it or override it
   +append, +a           add to the existing jobfile, numbering after its last task
@@ -122,6 +129,7 @@ class PrelaunchArgs:
     quiet: bool = False
     dry_run: bool = False
     help: bool = False
+    tune: dict[str, Any] | None = None  # the +tune spec (onager.tune), stored beside the jobfile
 
 
 def _resolve(token: str) -> str:
@@ -268,6 +276,7 @@ class _Parse:
     from_results: str | None = None
     top: str | None = None
     by: str | None = None
+    tune: dict[str, str] = field(default_factory=dict)  # +tune, +metric, +sampler as given
 
 
 def _read_plain(argv: list[str], i: int, option: str, values: list[Any]) -> int:
@@ -337,6 +346,10 @@ def _from(state: _Parse, option: str, values: list[Any]) -> None:
     state.source = values[0]
 
 
+def _tune(state: _Parse, option: str, values: list[Any]) -> None:
+    state.tune[option] = values[0]
+
+
 def _setter(target: str, value: Any = None) -> Callable[[_Parse, str, list[Any]], None]:
     """A handler that stores the option's first value (or `value`, for a switch) at `target`
     ("name" on the parse state, "args.name" on the PrelaunchArgs)."""
@@ -377,6 +390,9 @@ TABLE: dict[str, tuple[Reader, Handler]] = {
     "+from-results": (_read_plain, _setter("from_results")),
     "+top": (_read_plain, _setter("top")),
     "+by": (_read_plain, _setter("by")),
+    "+tune": (_read_plain, _tune),
+    "+metric": (_read_plain, _tune),
+    "+sampler": (_read_plain, _tune),
     "+append": (_read_plain, _setter("args.append", True)),
     "+quiet": (_read_plain, _setter("args.quiet", True)),
     "+dry-run": (_read_plain, _setter("args.dry_run", True)),
@@ -478,6 +494,12 @@ def _build(state: _Parse) -> PrelaunchArgs:
         sweep.tag_args = tag_args
     sweep.tag_skip, sweep.tag_jobname = skip, tag_jobname
     sample, seed = state.sample, state.seed
+    if state.tune:
+        from onager.tune import tune_spec
+        if args.append:
+            raise UsageError("+tune writes a whole search: drop +append")
+        args.tune = tune_spec(sweep, state.tune, sample, seed)
+        sample, seed = str(sweep.sample_count), str(sweep.seed)
     if sample is not None or seed is not None:
         if sample is None and sweep.sample_count is None:
             raise UsageError("+seed needs +sample N (the seed of the random draws)")
@@ -531,8 +553,17 @@ def run(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> 
             if not args.quiet:
                 out.write(line.command + "\n")
         return 0
+    if not args.append:
+        from onager.tune import write_spec
+        write_spec(jobfile_path(jobname, args.jobfile), None)  # a search the new jobfile no longer is
     written = args.sweep.write(jobname, args.jobfile, args.append, echo=None if args.quiet else out)
     path, count, new = written.path, written.count, written.added
+    if args.tune is not None:
+        from onager.tune import spec_path, write_spec
+        write_spec(path, args.tune)  # after the jobfile: a spec never describes another jobfile
+        err.write(f"Search of {args.tune['trials']} trials ({args.tune['sampler']}, "
+                  f"{args.tune['direction']} {args.tune['metric']}) in {spec_path(path)}; run it with "
+                  f"onager launch --backend BACKEND --jobname {jobname} --agents K\n")
     if args.append and written.existed:
         err.write(f"Prelaunched {new} more tasks for {args.jobname} ({count} in all) in {path}.\n")
     elif written.existed:

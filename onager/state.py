@@ -28,10 +28,12 @@ from onager.layout import LaunchPaths
 
 PENDING, RUNNING, DONE, FAILED, CANCELLED, LOST, ERROR, UNKNOWN = (
     "pending", "running", "done", "failed", "cancelled", "lost", "error", "unknown")
-KILLED, TIMEOUT, OOM, PREEMPTED = "killed", "timeout", "oom", "preempted"
-#: how an attempt can end (the wrapper's word, or the scheduler's accounting)
-END_STATES = (DONE, FAILED, KILLED, TIMEOUT, OOM, PREEMPTED, CANCELLED, LOST)
-STATUSES = (PENDING, RUNNING, DONE, FAILED, KILLED, TIMEOUT, OOM, PREEMPTED, CANCELLED, LOST, ERROR, UNKNOWN)
+KILLED, TIMEOUT, OOM, PREEMPTED, PRUNED = "killed", "timeout", "oom", "preempted", "pruned"
+#: how an attempt can end (the wrapper's word, the scheduler's accounting, or a tuning study
+#: that stopped a trial early: pruned)
+END_STATES = (DONE, FAILED, KILLED, TIMEOUT, OOM, PREEMPTED, PRUNED, CANCELLED, LOST)
+STATUSES = (PENDING, RUNNING, DONE, FAILED, KILLED, TIMEOUT, OOM, PREEMPTED, PRUNED, CANCELLED, LOST, ERROR,
+            UNKNOWN)
 # what `--tasklist failed` and `--tasklist unfinished` select
 RERUN_FAILED = {FAILED, KILLED, TIMEOUT, OOM, PREEMPTED, LOST, ERROR}
 RERUN_UNFINISHED = RERUN_FAILED | {CANCELLED, UNKNOWN}

@@ -19,6 +19,8 @@ from onager.state import (
     read_states,
     verdict,
 )
+from onager.tune import SPEC_NAME as TUNE_SPEC
+from onager.tune import trial_answers
 
 
 class TaskRow(NamedTuple):
@@ -64,6 +66,8 @@ def launch_rows(record: LaunchRecord, scheduler: dict[int, str] | None,
                 wanted: Any | None = None, all_attempts: bool = False) -> Iterator[TaskRow]:
     """One row per task of a launch (its latest attempt), or per attempt with `all_attempts`."""
     states = read_states(record.launch_dir, history=all_attempts)
+    if scheduler is not None and os.path.exists(os.path.join(record.launch_dir, TUNE_SPEC)):
+        scheduler = trial_answers(record.launch_dir, scheduler, states)  # it knows the agents, not their trials
     queried = scheduler is not None
     sched = scheduler if scheduler is not None else {}
     job_ids = ",".join(record.job_ids)

@@ -67,10 +67,15 @@ def log_result(**metrics: Any) -> None:
     """Append one line of metrics for this task (a single O_APPEND write: safe to call often).
 
     `onager results` shows the last value logged for each name. The line also carries
-    "@time" (epoch seconds), which is bookkeeping and never shown as a metric.
+    "@time" (epoch seconds), which is bookkeeping and never shown as a metric. In a
+    +tune trial, `step=S` (kept as a metric too) also reports the tuned metric at step S
+    to the study, for `onager.should_prune()`.
     """
     if not metrics:
         return
+    if "step" in metrics and os.environ.get("ONAGER_TUNE_TRIAL"):
+        from onager.tune import report
+        report(metrics["step"], metrics)
     if not (os.environ.get("ONAGER_LAUNCH_DIR") and os.environ.get("ONAGER_TASK_ID")):
         # run by hand, outside onager: the program still works, the metrics go nowhere
         global _WARNED
