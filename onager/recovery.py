@@ -212,39 +212,25 @@ def from_options(options: dict[str, Any], backend: str = "") -> Recovery:
 
 def check_launch(backend: str, options: dict[str, Any]) -> dict[str, Any]:
     """Check the recovery options of a launch (UsageError, before anything is written) and
-    return its options, with the warning signal that lets the wrapper tell a timeout added
-    where a scheduler's time limit may be retried or requeued."""
+    return its options, with the time-limit warning that lets the wrapper tell a timeout (and
+    a task that checkpoints on it, with --requeue, the time to do so) where a scheduler's time
+    limit may be retried or requeued. The adapter turns `warning_signal` into its arguments."""
+    from onager.backends.array import duration_seconds
+
     policy = from_options(options, backend)
     if backend not in FOLLOW_UP_BACKENDS or not (policy.requeue or (policy.retries and TIMEOUT in policy.retry_on)):
         return options
-    if str(options.get("warning_signal", "")).strip() == "0":
-        return options  # the user wants no warning
-    if options.get("duration") not in (None, "") or options.get("warning_signal") not in (None, ""):
-        return options  # the adapter sends one itself (array.warning_seconds)
+    if options.get("warning_signal") not in (None, ""):
+        return options  # the user's own (0: none)
     extra = [str(x) for x in options.get("extra") or []]
-    warning = warning_arguments(backend, options, extra)
-    if not warning:
-        return options
-    return dict(options, extra=extra + warning)
-
-
-def warning_arguments(backend: str, options: dict[str, Any], extra: Sequence[str]) -> list[str]:
-    """Scheduler arguments that send SIGUSR1 some time before the time limit (none when the
-    user gives their own, or there is no limit): the wrapper forwards it to the task and
-    records the attempt's end as `timeout`."""
-    from onager.backends.array import duration_seconds, hms_text
-
+    if any(x.startswith("--signal") or "s_rt" in x for x in extra):
+        return options  # given after `--`
+    if options.get("duration") not in (None, "") and not policy.requeue:
+        return options  # the adapter's default warning tells a timeout apart
     seconds = duration_seconds(options.get("duration") or DEFAULT_DURATION)
     if seconds is None:
-        return []
-    warn = min(WARN_SECONDS, max(1, seconds // 2))
-    if backend == "slurm":
-        if any(str(x).startswith("--signal") for x in extra):
-            return []
-        return [f"--signal=B:USR1@{warn}"]
-    if any("s_rt" in str(x) for x in extra):
-        return []
-    return ["-l", f"s_rt={hms_text(max(1, seconds - warn))}"]
+        return options
+    return dict(options, warning_signal=min(WARN_SECONDS, max(1, seconds // 2)))
 
 
 # ------------------------------------------------------------------ pools

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onager.errors import OnagerError, UsageError
+from onager.results import text_cell
 
 #: the task table and the failure list stop here: a browser copes, a 100k-row page does not
 MAX_TABLE_ROWS = 5000
@@ -291,15 +292,7 @@ def _e(value: Any) -> str:
 
 
 def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return format(value, ".6g")
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, default=str)
-    return str(value)
+    return text_cell(value)  # a cell as `onager results` prints it
 
 
 def _elapsed_text(seconds: float | None) -> str:

@@ -445,7 +445,8 @@ def group_table(table: Table, by: Sequence[str]) -> Table:
 
 
 # ------------------------------------------------------------------ rendering
-def _text_cell(value: Any) -> str:
+def text_cell(value: Any) -> str:
+    """A value as one table cell: floats to 6 significant digits, lists and dicts as JSON."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -453,7 +454,7 @@ def _text_cell(value: Any) -> str:
     if isinstance(value, float):
         return format(value, ".6g")
     if isinstance(value, (list, dict)):
-        return json.dumps(value)
+        return json.dumps(value, default=str)
     return str(value)
 
 
@@ -471,7 +472,7 @@ def _cells(values: list[Any], cell: Callable[[Any], Any]) -> list[Any]:
         return values
     if kinds == {int}:
         return list(map(str, values))
-    if kinds == {float} and cell is _text_cell:
+    if kinds == {float} and cell is text_cell:
         return [format(v, ".6g") for v in values]
     return list(map(cell, values))
 
@@ -482,7 +483,7 @@ def render_text(table: Table) -> str:
     specs: list[str] = []
     for c in table.columns:
         values = _column(table, c)
-        cells = _cells(values, _text_cell)
+        cells = _cells(values, text_cell)
         width = max([len(c)] + list(map(len, cells)))
         numeric = set(map(type, values)) <= {int, float, type(None)}
         texts.append([c, "-" * width] + cells)
@@ -564,7 +565,7 @@ def plot_series(table: Table, metric: str, x: str, by: Sequence[str]
             continue
         key = tuple(_hashable(row.get(b)) for b in by)
         if key not in labels:
-            labels[key] = ", ".join(f"{b}={_text_cell(row.get(b))}" for b in by)
+            labels[key] = ", ".join(f"{b}={text_cell(row.get(b))}" for b in by)
         series.setdefault(key, {}).setdefault(_hashable(row.get(x)), []).append(value)
     if not series:
         raise OnagerError(f"no task has a numeric value of {metric} to plot (check onager results first)")

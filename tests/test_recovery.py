@@ -12,13 +12,13 @@ from onager.errors import UsageError
 from onager.recovery import (
     REQUEUE_LIMIT,
     Chain,
+    check_launch,
     escalate,
     follow_up_command,
     from_options,
     needs_follow_up,
     parse_retry_on,
     read_chain,
-    warning_arguments,
     write_chain,
 )
 from onager.state import RETRY_ON_DEFAULT
@@ -166,11 +166,19 @@ def test_escalation_grows_memory_after_oom_and_time_after_timeout_capped():
     assert escalate({"mem_per_task": "1G"}, {"oom"}, policy)["mem_per_task"] == "2G"
 
 
-def test_warning_arguments_for_each_scheduler():
-    assert warning_arguments("slurm", {"duration": "1"}, []) == ["--signal=B:USR1@30"]
-    assert warning_arguments("slurm", {"duration": "1:00:00"}, ["--signal=USR2@10"]) == []
-    assert warning_arguments("gridengine", {"duration": "10"}, []) == ["-l", "s_rt=0:09:00"]
-    assert warning_arguments("slurm", {"duration": "unlimited"}, []) == []
+def test_the_time_limit_warning_a_recovery_asks_for():
+    from onager.backends.slurm import SlurmBackend
+    requeue = check_launch("slurm", {"duration": "1", "requeue": True})
+    assert requeue["warning_signal"] == 30  # time for the task to checkpoint
+    assert "--signal=B:USR1@30" in SlurmBackend(requeue).resources(1)
+    # retries of timeouts: the adapter's own default warning (a tenth of --duration) tells them apart
+    retries = {"duration": "10", "retries": 1}
+    assert check_launch("slurm", retries) == retries and "--signal=B:USR1@60" in SlurmBackend(retries).resources(1)
+    assert check_launch("gridengine", {"retries": 1})["warning_signal"] == 60  # the default hour's limit
+    assert check_launch("slurm", {"duration": "1", "requeue": True, "warning_signal": 0})["warning_signal"] == 0
+    given = {"duration": "1", "requeue": True, "extra": ["--signal=USR2@10"]}
+    assert check_launch("slurm", given) == given
+    assert check_launch("local", {"retries": 2}) == {"retries": 2}
 
 
 def test_follow_up_commands_depend_on_every_array_job(tmp_path):

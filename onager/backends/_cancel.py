@@ -13,7 +13,7 @@ from typing import Any, Callable, NamedTuple
 from onager import wrapper
 from onager.backends._kill import alive, proc_start, running_starts
 from onager.layout import LaunchPaths
-from onager.state import mark, read_states
+from onager.state import POOL_ANSWER, mark, read_states
 from onager.tasklist import Tasklist
 
 #: a cancel of at most this many not-started tasks also names each of them in state/ (the
@@ -26,7 +26,7 @@ class _AllUnfinished(dict):
     """Query answer for a live pool: every task it has not finished is still its own."""
 
     def get(self, key, default=None):  # type: ignore[override]
-        return "pending"
+        return POOL_ANSWER
 
 
 class _Answers(dict):

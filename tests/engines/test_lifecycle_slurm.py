@@ -7,7 +7,6 @@ checks the sacct path with a fake sacct.
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -15,34 +14,11 @@ import subprocess
 import time
 
 import pytest
+from lifecycle_helpers import P, job_ids, runs, runs_command
 
 from onager.state import read_attempts
 
 pytestmark = pytest.mark.slurm
-
-
-#: job names of this run: the engines are shared, and a name like "rq" may be another test's too
-P = f"lc{os.getpid() % 100000}"
-
-
-def runs_command(root, name: str, then: str) -> str:
-    """Append the attempt number to runs/<name> (one line per run), then run `then`."""
-    path = os.path.join(str(root), "runs", name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return f'echo "${{ONAGER_ATTEMPT:-?}}" >> {shlex.quote(path)}; {then}'
-
-
-def runs(root, name: str) -> list[str]:
-    try:
-        with open(os.path.join(str(root), "runs", name)) as handle:
-            return handle.read().split()
-    except FileNotFoundError:
-        return []
-
-
-def job_ids(helpers, root, jobname: str, launch_id: str = "1") -> list[str]:
-    with open(os.path.join(helpers.launch_dir(root, jobname, launch_id), "scheduler.json")) as handle:
-        return [str(s["job_id"]) for s in json.load(handle)["submissions"]]
 
 
 def row(cli, jobname: str, task_id: int = 1) -> dict:
