@@ -160,8 +160,8 @@ def test_a_reused_pid_is_not_a_live_pool_nor_a_running_task(project):
         for name in os.listdir(launch_dir / "state"):
             if name.startswith("1."):
                 os.unlink(launch_dir / "state" / name)
-        (launch_dir / "state" / f"1.start@{time.time():.6f}").write_text(
-            f"{socket.gethostname()} {other.pid} {wrong}\n")
+        (launch_dir / "state" / f"1.start@{time.time():.6f}@1").write_text(
+            f"{socket.gethostname()} {other.pid} - {wrong}\n")  # host pid jobid pstart, as the wrapper writes
         (launch_dir / "pool.json").write_text(json.dumps({"pid": other.pid, "pstart": wrong,
                                                           "host": socket.gethostname(), "time": 0}))
         assert _statuses(project, "ru") == {1: "lost", 2: "done"}
@@ -276,8 +276,11 @@ def test_pool_leaves_ends_to_a_lifecycle_wrapper_and_records_a_signal_death(tmp_
     assert len([n for n in names if ".start@" in n]) == 2  # the start names stay
     assert ends["1"].endswith("@0@" + ends["1"].split("@")[3] + "@3@done@")
     parts = ends["2"].split("@")
-    assert parts[2] == "137" and parts[4:] == ["3", "killed", "SIGKILL"], ends["2"]
+    assert parts[2] == "137" and parts[5:] == ["killed", "SIGKILL"], ends["2"]
     assert len(ends) == 2
+    from onager.state import read_states
+    st = read_states(str(launch_dir))[2]  # the pool's end belongs to the attempt its start time names
+    assert (st.attempt, st.state, st.reason, st.exit_code) == (3, "killed", "SIGKILL", 137)
 
 
 def test_the_wrapper_snippet_reads_launch_level_cancels_like_python(tmp_path):

@@ -57,7 +57,7 @@ from onager.backends._kill import (  # noqa: F401 - re-exported
     with_suppressed,
 )
 from onager.layout import CANCEL_REQUESTED, LaunchPaths, ProjectPaths, project_root
-from onager.state import mark
+from onager.state import KILLED, mark, record_end
 from onager.wrapper import INDEX_WIDTH
 
 CANCEL_FLAG = CANCEL_REQUESTED  # kept for importers; the path is LaunchPaths.cancel_flag
@@ -120,7 +120,6 @@ class Pool:
         except OSError:
             self._selector = None
         self._pidfds: dict[int, int] = {}
-        self._lifecycle: bool | None = None  # does the wrapper write its own ends (see _reap)
         #: --retries/--requeue (onager.recovery.PoolRetry): (task id, exit code) -> run it again?
         self.retry: Callable[[int, int], bool] | None = None
         self.again: collections.deque[int] = collections.deque()  # tasks to run again, in turn
@@ -247,15 +246,9 @@ class Pool:
         proc.returncode = code
         recorded = code if code >= 0 else 128 - code
         try:
-            if self._wrapper_records_ends():
-                if code < 0:  # it died by a signal before it could write its own end
-                    self._record_killed(task_id, started, recorded, -code)
-            else:
-                try:  # the wrapper's start name becomes its end name (the wrapper leaves that to us)
-                    os.rename(self.paths.state(f"{task_id}.start@{started}"),
-                              self.paths.state(f"{task_id}.end@{time.time():.6f}@{recorded}@{started}"))
-                except FileNotFoundError:  # it never started (e.g. not in the launch): still record the end
-                    mark(self.launch_dir, task_id, "end", recorded)
+            if code < 0:  # the wrapper writes its own end; one killed by a signal could not
+                signame = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+                record_end(self.launch_dir, task_id, recorded, started, "-", KILLED, signame)
         except OSError as exc:
             # a full disk must not stop the pool: the other tasks still run and are counted,
             # and the launch reports this error after its summary
@@ -276,34 +269,6 @@ class Pool:
         if self.free is not None and slot is not None:
             self.free.append(slot)
         return True
-
-    def _wrapper_records_ends(self) -> bool:
-        """Whether this launch's wrapper writes its own end names under a pool too (the
-        lifecycle wrapper: it exports ONAGER_ATTEMPT); read once."""
-        if self._lifecycle is None:
-            try:
-                with open(self.wrapper, encoding="utf-8", errors="replace") as handle:
-                    self._lifecycle = "ONAGER_ATTEMPT" in handle.read()
-            except OSError:
-                self._lifecycle = False
-        return self._lifecycle
-
-    def _record_killed(self, task_id: int, started: str, code: int, signum: int) -> None:
-        """The end a wrapper killed by a signal could not write: `killed`, reason SIG<NAME>, for
-        the attempt its start name `<id>.start@<t0>@<attempt>` names."""
-        try:
-            reason = signal.Signals(signum).name
-        except ValueError:
-            reason = f"SIG{signum}"
-        prefix = f"{task_id}.start@{started}@"
-        attempts = [n[len(prefix):] for n in os.listdir(self.paths.state_dir) if n.startswith(prefix)]
-        attempt = next((a for a in attempts if a.isdigit()), None)
-        if attempt is None:
-            mark(self.launch_dir, task_id, "end", code)
-            return
-        name = f"{task_id}.end@{time.time():.6f}@{code}@{started}@{attempt}@killed@{reason}"
-        with open(self.paths.state(name), "w"):
-            pass
 
     def _reap_all(self) -> None:
         while self.running and self._reap(block=False):
