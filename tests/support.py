@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -139,3 +140,13 @@ def text(commands) -> str:
 def golden(name: str) -> str:
     with open(os.path.join(GOLDEN, name), encoding="utf-8") as handle:
         return handle.read()
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05) -> bool:
+    """Poll `predicate` until it is true (True) or `timeout` seconds have passed (False)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False

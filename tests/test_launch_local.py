@@ -6,10 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from support import ROOT, run_onager
+from support import ROOT, run_onager, wait_for
 
 PRINT_ARGV = f"{sys.executable} -c 'import json,sys; print(json.dumps(sys.argv[1:]))'"
 
@@ -237,13 +236,8 @@ def test_bad_gpu_options(onager):
     assert res.returncode == 2 and "--gpus" in res.stderr
 
 
-def _wait_for(predicate, timeout=20.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+def _wait_for(predicate, timeout: float = 20.0) -> bool:
+    return wait_for(predicate, timeout)
 
 
 def _pids_with(marker: str):

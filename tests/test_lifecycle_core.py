@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from support import wait_for
 
 from onager.layout import ProjectPaths
 from onager.state import (
@@ -42,12 +43,7 @@ def _launch_dir(project, job: str, launch: str = "1"):
 
 
 def _wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_for(predicate, timeout)
 
 
 def test_attempts_count_across_relaunches_and_the_task_dir_stays(onager, project):

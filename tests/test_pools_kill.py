@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from support import ROOT, run_onager
+from support import ROOT, run_onager, wait_for
 
 from onager.backends import local, pool
 from onager.index import LaunchRecord
@@ -24,12 +24,7 @@ STUBBORN = "bash -c 'trap \"\" TERM; echo $$ >> {runs}; exec sleep 100' {tag}"
 
 
 def _wait_for(predicate, timeout: float = 20.0) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_for(predicate, timeout)
 
 
 def _pids(path) -> list[int]:
