@@ -83,7 +83,7 @@ def main(launch_dir: str) -> int:
     meta = load_meta(launch_dir)
     root = project_root(launch_dir)
     jobname, launch_id = str(meta["jobname"]), str(meta["launch_id"])
-    options = without_warning(dict(meta.get("options") or {}))  # prepare adds it again
+    options = without_warning(dict(meta.get("options") or {}))  # prepare's check_launch decides it again
     policy = from_options(options)
     chain = read_chain(launch_dir, launch_id)
     records = [r for r in JobIndex(root).for_job(jobname) if r.launch_id == launch_id]

@@ -57,6 +57,7 @@ SCHEDULER_LOGS = "scheduler"  # under logs/: a scheduler's own output
 NODE_SH, GROUPS_TXT = "node.sh", "groups.txt"  # array backends, --tasks-per-node
 CANCEL_REQUESTED = "cancel.requested"  # the flag a pool's CancelWatch stats
 CLAIMS, TASK_DIRS = "claims", "tasks"  # job level under .onager/ (per launch on ssh hosts)
+TUNE_JSON = "tune.json"  # a +tune search: beside the jobfile, and in each tuning launch
 REMOTE_DIRS, FETCHED = "remote-dirs", "fetched"  # ssh: remote dirs made, outputs fetched home
 
 

@@ -316,8 +316,8 @@ def escalate(options: dict[str, Any], ended: Iterable[str], policy: Recovery) ->
 
 
 def without_warning(options: dict[str, Any]) -> dict[str, Any]:
-    """`options` without the warning-signal arguments that `check_launch` added to `extra`
-    (launch.json keeps them; launches recorded before the scrubber knew better hold `--signal=B@N`)."""
+    """`options` without warning-signal arguments given after `--` (`--signal=B:USR1@N`, `-l s_rt=`):
+    a relaunch gets its warning from `--warning-signal`, which check_launch sets where recovery needs one."""
     words = [str(x) for x in options.get("extra") or []]
     out: list[str] = []
     skip = False

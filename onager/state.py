@@ -256,11 +256,6 @@ def start_fields(launch_dir: str, task_id: int) -> list[str] | None:
         names = os.listdir(state_dir)
     except OSError:
         return None
-    return start_fields_in(state_dir, names, task_id)
-
-
-def start_fields_in(state_dir: str, names: Iterable[str], task_id: int) -> list[str] | None:
-    """start_fields from a listing already made (cancelling many tasks lists the directory once)."""
     best, key = None, (-1, -1.0)
     prefix = f"{task_id}.start@"
     for name in names:

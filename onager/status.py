@@ -9,7 +9,7 @@ from typing import Any, Callable, NamedTuple
 from onager.backends import backend_class
 from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
-from onager.layout import iter_launch_tasks
+from onager.layout import TUNE_JSON, iter_launch_tasks
 from onager.state import (
     LOST,
     PENDING,
@@ -19,8 +19,6 @@ from onager.state import (
     read_states,
     verdict,
 )
-from onager.tune import SPEC_NAME as TUNE_SPEC
-from onager.tune import trial_answers
 
 
 class TaskRow(NamedTuple):
@@ -66,7 +64,8 @@ def launch_rows(record: LaunchRecord, scheduler: dict[int, str] | None,
                 wanted: Any | None = None, all_attempts: bool = False) -> Iterator[TaskRow]:
     """One row per task of a launch (its latest attempt), or per attempt with `all_attempts`."""
     states = read_states(record.launch_dir, history=all_attempts)
-    if scheduler is not None and os.path.exists(os.path.join(record.launch_dir, TUNE_SPEC)):
+    if scheduler is not None and os.path.exists(os.path.join(record.launch_dir, TUNE_JSON)):
+        from onager.tune import trial_answers  # only for tuning launches: not at every start-up
         scheduler = trial_answers(record.launch_dir, scheduler, states)  # it knows the agents, not their trials
     queried = scheduler is not None
     sched = scheduler if scheduler is not None else {}

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onager.errors import UsageError
-from onager.layout import LaunchPaths
+from onager.layout import TUNE_JSON, LaunchPaths
 
 SAMPLERS = ("tpe", "random", "cmaes")
 #: the file beside jobs.json (and in each tuning launch directory) that holds the search
-SPEC_NAME = "tune.json"
+SPEC_NAME = TUNE_JSON
 #: inside a launch directory: the study's journal, its lock, and what the agents share
 TUNE_DIR = "tune"
 JOURNAL = "study.journal"
