@@ -281,6 +281,10 @@ def test_provenance_lists_packages_without_a_pip_freeze_child(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     launch_dir = tmp_path / "launch"
     launch_dir.mkdir()
+    # sys.path as the installed `onager` script has it: pytest puts the source tree first, and
+    # the tree's own onager.egg-info (left by the editable install) would be read before it
+    source_tree = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p and os.path.abspath(p) != source_tree])
     provenance.prepare_launch(str(launch_dir), str(tmp_path), {})
     monkeypatch.setattr(subprocess, "Popen", real_popen)
     assert not [argv for argv in started if "freeze" in argv], started
@@ -291,15 +295,21 @@ def test_provenance_lists_packages_without_a_pip_freeze_child(tmp_path, monkeypa
     assert packages["count"] == sum(1 for line in text.splitlines() if line and not line.startswith("#"))
     assert "pytest==" in text and "\npip==" not in "\n" + text
     frozen = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True, cwd=tmp_path)
-    if frozen.returncode == 0:  # the same name==version set as pip's own (editable ones in their comment)
+    if frozen.returncode == 0:
+        # the same name==version set as pip's own, and as many editable installs (pip names an
+        # editable checkout with a git remote by its URL, `-e git+...#egg=NAME`, ours by its path)
         assert _pins(frozen.stdout) == _pins(text)
+        assert _editables(frozen.stdout) == _editables(text)
 
 
 def _pins(text: str) -> set[str]:
     import re
 
-    found = re.findall(r"^([A-Za-z0-9_.-]+==[^\s)]+)$|\(([A-Za-z0-9_.-]+==[^\s)]+)\)$", text, re.M)
-    return {pin or editable for pin, editable in found}
+    return set(re.findall(r"^[A-Za-z0-9_.-]+==[^\s)]+$", text, re.M))
+
+
+def _editables(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.startswith("-e "))
 
 
 def test_records_with_prior_attempts_or_a_replicate_are_the_bytes_of_the_per_task_path(tmp_path):
