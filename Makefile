@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv engines stop-engines bench mnist mnist-tune mnist-deps plot-deps clean
+.PHONY: demo test lint venv engines stop-engines bench scale mnist mnist-tune mnist-deps plot-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ssh_bench.py
 	$(BIN)/python benchmarks/cancel_bench.py
 	$(BIN)/python benchmarks/tune_bench.py --no-mnist
+	$(BIN)/python benchmarks/scaling_bench.py
+
+## scale runs, not part of bench: a 10M-task prelaunch, a 1M-task slurm submission (make engines first)
+scale: $(STAMP)
+	set -a; [ ! -f /tmp/onager-engines.env ] || . /tmp/onager-engines.env; set +a; \
+	$(BIN)/python benchmarks/scale_runs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
