@@ -14,6 +14,7 @@ import base64
 import hashlib
 import html
 import io
+import itertools
 import json
 import math
 import os
@@ -77,7 +78,7 @@ def gather(jobname: str, launch_id: str | None = None, root: str = ".") -> Repor
     from onager.index import JobIndex
     from onager.layout import LaunchPaths
     from onager.provenance import load_provenance
-    from onager.results import read_results
+    from onager.results import parse_results, read_result_files
     from onager.status import select_records, task_rows
 
     records = select_records(JobIndex(root), jobname, None, launch_id)
@@ -100,18 +101,18 @@ def gather(jobname: str, launch_id: str | None = None, root: str = ".") -> Repor
     curves: dict[str, dict[int, list[tuple[float, float]]]] = {}
     metric_names: dict[str, None] = {}
     for launch_dir, members in by_launch.items():
-        results_dir = LaunchPaths(launch_dir).results_dir
-        found = read_results(results_dir, [t.task_id for t in members])
+        blobs = read_result_files(LaunchPaths(launch_dir).results_dir, [t.task_id for t in members])
+        found = parse_results(blobs)  # each file read once: its bytes give the curves too
         for task in members:
             task.metrics = found.get(task.task_id, {})
             for name in task.metrics:
                 metric_names.setdefault(name, None)
-            for name, points in read_curves(LaunchPaths(launch_dir).results(task.task_id)).items():
+            for name, points in curves_of(blobs.get(task.task_id, b"")).items():
                 curves.setdefault(name, {})[task.task_id] = points
+    # the stderr of the failures the page shows only, and one lookup per launch (not per task)
     failures = [(t, stderr_tail(LaunchPaths(t.launch_dir).log(t.task_id, "err")))
-                for t in tasks if t.status in UNSUCCESSFUL][:MAX_FAILURES]
-    provenance = [(r.key, load_provenance(r.launch_dir) or {}) for r in present
-                  if any(t.launch_dir == r.launch_dir for t in tasks)]
+                for t in itertools.islice((t for t in tasks if t.status in UNSUCCESSFUL), MAX_FAILURES)]
+    provenance = [(r.key, load_provenance(r.launch_dir) or {}) for r in present if r.launch_dir in by_launch]
     return ReportData(jobname, launch_id, tasks, provenance, list(metric_names), curves, failures)
 
 
@@ -126,6 +127,11 @@ def read_curves(path: str) -> dict[str, list[tuple[float, float]]]:
             data = handle.read()
     except OSError:
         return {}
+    return curves_of(data)
+
+
+def curves_of(data: bytes) -> dict[str, list[tuple[float, float]]]:
+    """read_curves of a results file's bytes already read."""
     series: dict[str, list[tuple[float, float]]] = {}
     for position, line in enumerate(data.splitlines(), 1):
         try:

@@ -158,27 +158,38 @@ def read_results(results_dir: str, task_ids: Iterable[int]) -> dict[int, dict[st
 
     Should any file hold a damaged line, each file is parsed on its own instead.
     """
-    ids: list[int] = []
-    blobs: list[bytes] = []
+    return parse_results(read_result_files(results_dir, task_ids))
+
+
+def read_result_files(results_dir: str, task_ids: Iterable[int]) -> dict[int, bytes]:
+    """The stripped, non-empty results file of each task that has one: one open per task, the
+    directory opened once (a caller that also wants curves parses these bytes, not the files)."""
+    found: dict[int, bytes] = {}
     with _opened_dir(results_dir) as dir_fd:
         if dir_fd is None:
-            return {}
+            return found
         for task_id in task_ids:
             data = read_bytes(f"{task_id}.jsonl", dir_fd)
             if data:
                 text = data.strip()
                 if text:
-                    ids.append(task_id)
-                    blobs.append(text)
+                    found[task_id] = text
+    return found
+
+
+def parse_results(blobs: dict[int, bytes]) -> dict[int, dict[str, Any]]:
+    """Metrics of each task from its results file's bytes, by ONE json.loads call for all of
+    them (or each on its own when any holds a damaged line)."""
     if not blobs:
         return {}
+    ids, texts = list(blobs), list(blobs.values())
     try:
-        parsed = json.loads(b"[[" + b"],[".join(blobs).replace(b"\n", b",") + b"]]")
+        parsed = json.loads(b"[[" + b"],[".join(texts).replace(b"\n", b",") + b"]]")
         if len(parsed) == len(ids) and all(type(p) is list for p in parsed):
             return {task_id: _merge(objects) for task_id, objects in zip(ids, parsed)}
     except ValueError:
         pass
-    return {task_id: parse_result_lines(blob) for task_id, blob in zip(ids, blobs)}
+    return {task_id: parse_result_lines(blob) for task_id, blob in zip(ids, texts)}
 
 
 # ------------------------------------------------------------------ collecting rows
