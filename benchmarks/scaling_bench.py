@@ -5,6 +5,8 @@ Two projects are set up, one of N tasks and one of 10N, each with two jobs:
 - `s`, tasks that sleep: `prelaunch` and `launch --backend local --detach --max-tasks 2`
   (the build, and a pool that starts two of them) are timed, then `cancel` of that launch
   and `wait` once it has ended;
+- `a`, a slurm launch of N/100 arrays (MaxArraySize 101 given, as 1M tasks make N/1000 at
+  1001), submitted and listed through shims of sbatch/squeue that reach no controller;
 - `r`, a launch that "ran": built by `launch.prepare` (the real build) and recorded in the
   index, its state names, results files and logs written as the wrapper and
   `onager.log_result` write them (5% failed, 5% never started), no task actually run.
@@ -16,7 +18,9 @@ Each command runs at N then at 10N (the two interleaved, `--repeat` times, best 
 that the load of a shared machine falls on both alike. The table shows the ratio of the
 raw times (the figure that must stay under 15) and the ratio net of Python's start-up
 (`onager list` of an empty project, measured in the same run), which shows super-linear
-work that start-up hides at small N.
+work that start-up hides at small N, and the ratio of the bytes each command printed (an
+output that grows faster than N is quadratic work that fast C string code can hide at small
+N: a row per task that repeats something of the size of N).
 
     python benchmarks/scaling_bench.py [--n 2000] [--repeat 1] [--limit 15] [--keep]
 """
@@ -43,16 +47,45 @@ from onager.layout import LaunchPaths  # noqa: E402
 SLEEP_WIDTH = 2
 
 
-def _env(root: str) -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=ROOT, ONAGER_GLOBAL_CONFIG=os.path.join(root, "global.onagerconfig"))
+ARRAY_SIZE = 101  # MaxArraySize of the shimmed slurm: N/100 arrays, as 1M tasks make at 1001
+
+# sbatch that submits nothing (answers a job id, --parsable), a scheduler that knows no job
+SHIMS = {
+    "sbatch": '#!/bin/sh\necho x >>"$(dirname "$0")/calls"; echo $((900000000 + $(wc -l <"$(dirname "$0")/calls")))\n',
+    "squeue": "#!/bin/sh\nexit 0\n",
+    "scancel": "#!/bin/sh\nexit 0\n",
+    "scontrol": "#!/bin/sh\nexit 0\n",
+}
 
 
-def _run(args: list[str], root: str, check: bool = True) -> float:
+OUTPUT: dict[str, int] = {"last": 0}  # bytes the last command printed: output can be quadratic too
+
+
+def _env(root: str, shims: str = "") -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=ROOT, ONAGER_GLOBAL_CONFIG=os.path.join(root, "global.onagerconfig"))
+    if shims:
+        env["PATH"] = shims + os.pathsep + env["PATH"]
+    return env
+
+
+def _shims(where: str) -> str:
+    """A directory of slurm commands that reach no controller (a slurm launch of many arrays)."""
+    os.makedirs(where)
+    for name, text in SHIMS.items():
+        with open(os.path.join(where, name), "w") as handle:
+            handle.write(text)
+        os.chmod(os.path.join(where, name), 0o755)
+    return where
+
+
+def _run(args: list[str], root: str, check: bool = True, shims: str = "") -> float:
     """Seconds one `python -m onager ARGS` takes in `root` (output discarded)."""
-    start = time.perf_counter()
-    done = subprocess.run(onager_argv() + args, cwd=root, env=_env(root), stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    took = time.perf_counter() - start
+    with tempfile.TemporaryFile() as out:  # a file, not memory: an output may grow large
+        start = time.perf_counter()
+        done = subprocess.run(onager_argv() + args, cwd=root, env=_env(root, shims), stdin=subprocess.DEVNULL,
+                              stdout=out, stderr=subprocess.PIPE)
+        took = time.perf_counter() - start
+        OUTPUT["last"] = os.fstat(out.fileno()).st_size
     err = done.stderr.decode(errors="replace")
     if "Traceback" in err or (check and done.returncode not in (0, 1)):
         raise RuntimeError(f"onager {' '.join(args[:4])} failed ({done.returncode}): {err[-600:]}")
@@ -129,16 +162,21 @@ class Project:
         return _run(["wait", "--jobname", "s", "-q"], self.root, check=False)
 
 
-def measure(projects: list[Project], repeat: int) -> list[tuple[str, list[float]]]:
-    """(command, [best seconds per project]) for every command, sizes interleaved."""
-    rows: list[tuple[str, list[float]]] = []
+Row = tuple[str, list[float], list[int]]  # command, best seconds and bytes printed per project
+
+
+def measure(projects: list[Project], repeat: int) -> list[Row]:
+    """(command, [best seconds per project], [bytes printed]) for every command, sizes interleaved."""
+    rows: list[Row] = []
 
     def each(name: str, per_project: Callable[[Project], float], times: int = repeat) -> None:
         best = [float("inf")] * len(projects)
+        printed = [0] * len(projects)
         for _ in range(times):
             for slot, project in enumerate(projects):
                 best[slot] = min(best[slot], per_project(project))
-        rows.append((name, best))
+                printed[slot] = OUTPUT["last"]
+        rows.append((name, best, printed))
         print(f"  {name:<38} " + "  ".join(f"{b:7.2f} s" for b in best), file=sys.stderr, flush=True)
 
     each("start-up (list, empty project)", lambda p: _run(["list"], os.path.join(p.root, "..")))
@@ -161,6 +199,15 @@ def measure(projects: list[Project], repeat: int) -> list[tuple[str, list[float]
                                                               "--dry-run", "-q"], p.root))
     each("rerun --tasklist unfinished --dry-run", lambda p: _run(["launch", "--jobname", "r", "--tasklist",
                                                                   "unfinished", "--dry-run", "-q"], p.root))
+    shims = _shims(os.path.join(os.path.dirname(projects[0].root), "shims"))
+    for p in projects:
+        _run(["prelaunch", "+jobname", "a", "+command", "true", *_dims(p.n), "+q"], p.root)
+    each(f"launch slurm, {ARRAY_SIZE - 1}-task arrays (shims)",
+         lambda p: _run(["launch", "--backend", "slurm", "--jobname", "a", "-q", "--max-array-size", str(ARRAY_SIZE),
+                         "--duration", "00:01:00", "--mem", "0.1"], p.root, shims=shims), times=1)
+    each("list (table) of that slurm launch", lambda p: _run(["list", "--jobname", "a"], p.root, shims=shims))
+    each("list --json of that slurm launch", lambda p: _run(["list", "--jobname", "a", "--json"], p.root,
+                                                            shims=shims))
     each("show", lambda p: _run(["show", "r"], p.root))
     each("show --task 5", lambda p: _run(["show", "r", "--task", "5"], p.root))
     return rows
@@ -192,15 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     print(f"\n== every command at N={args.n:,} and 10N={10 * args.n:,}, {args.repeat} run(s) each, "
           f"best kept (load {os.getloadavg()[0]:.1f})")
-    print(f"  {'command':<38} {'N':>9} {'10N':>9} {'ratio':>7} {'net':>7}  result")
-    for name, (small, large) in rows[1:]:
+    print(f"  {'command':<38} {'N':>9} {'10N':>9} {'ratio':>7} {'net':>7} {'output':>7}  result")
+    for name, (small, large), (out_small, out_large) in rows[1:]:
         ratio = large / small
         net = (large - startup) / (small - startup) if small - startup > 0.05 else float("nan")
-        ok = ratio <= args.limit
+        # bytes printed: only an output of some size says anything (a one-line summary stays one line)
+        out_ratio = out_large / out_small if out_small >= 1000 else float("nan")
+        ok = ratio <= args.limit and not out_ratio > args.limit
         if not ok:
             failed.append(name)
-        print(f"  {name:<38} {small:8.2f}s {large:8.2f}s {ratio:7.2f} {net:7.2f}  {'pass' if ok else 'FAIL'}")
-    print(f"  (start-up: {startup:.2f} s; ratio fails above {args.limit:g}; net: both times less the start-up)")
+        print(f"  {name:<38} {small:8.2f}s {large:8.2f}s {ratio:7.2f} {net:7.2f} {out_ratio:7.2f}  "
+              f"{'pass' if ok else 'FAIL'}")
+    print(f"  (start-up: {startup:.2f} s; net: both times less the start-up; output: ratio of the bytes printed; "
+          f"a time or output ratio above {args.limit:g} fails)")
     if failed:
         print(f"super-linear: {', '.join(failed)}", file=sys.stderr)
         return 1
