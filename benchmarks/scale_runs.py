@@ -6,7 +6,8 @@
 2. slurm, 1M tasks (only when `ONAGER_TEST_SLURM=1` and `sbatch` is on PATH):
    a. the submission of a 1M-task launch with `sbatch` and `squeue` replaced by shims on PATH
       (sbatch records its argv and answers a job id; squeue answers nothing): onager's own
-      submission time and number of sbatch calls at 1M tasks, and `list` of that launch. A
+      submission time and number of sbatch calls at 1M tasks, and `list --summary` of that
+      launch (its table with `--list-table`: about 20 GB of memory at 1M tasks, see docs). A
       real 1M-element submission cannot be made on the shared test cluster: its MaxJobCount
       (10,000 on the CI machine) counts every array element, so the controller would refuse
       it after ten arrays, and would refuse every other user's jobs meanwhile.
@@ -16,7 +17,7 @@
       job it submitted is cancelled (`onager cancel`, then `scancel` of each recorded id).
 
     python benchmarks/scale_runs.py [--sizes 1000000 10000000] [--real-tasks 3000] [--skip-prelaunch]
-                                    [--skip-slurm] [--slurm-tasks 1000000]
+                                    [--skip-slurm] [--slurm-tasks 1000000] [--list-table]
 """
 from __future__ import annotations
 
@@ -44,12 +45,16 @@ fi
 
 SQUEUE_SHIM = "#!/bin/sh\nexit 0\n"
 
+# `list` (table) of the shimmed launch: each row repeats every job id of the launch, so at 1M
+# tasks in 1,000 arrays it took 159 s and 20 GB; opt-in on a shared machine
+LIST_TABLE = [False]
+
 
 CPU: dict[str, float] = {}  # CPU seconds (user + system) of the last child, by its command
 
 
 def child(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) of this child alone (os.wait4's rusage) and its stdout;
+    """Wall seconds, peak RSS (MB) of this child alone (os.wait4's rusage) and its stdout's head;
     its CPU time goes to CPU["last"] (on a loaded machine, the figure that wall time blurs)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
@@ -60,7 +65,9 @@ def child(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[float, float,
         CPU["last"] = usage.ru_utime + usage.ru_stime
         out.seek(0)
         err.seek(0)
-        text, problem = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+        # the head only: a parent grown by reading a huge output would pass its peak RSS on to
+        # the next children (a vfork'd child's maxrss starts at its parent's at exec)
+        text, problem = out.read(1 << 16).decode(errors="replace"), err.read().decode(errors="replace")
     if proc.returncode not in (0, 1) or "Traceback" in problem:
         raise RuntimeError(f"{argv[2:6]} failed ({proc.returncode}): {problem[-600:]}")
     return wall, usage.ru_maxrss / 1024, text
@@ -140,12 +147,16 @@ def slurm_run(base: str, n: int, real: bool) -> None:
         wall, rss, _ = onager(launch, root, env)
         calls = len(_lines(log))
         lwall, lrss, out = onager(["list", "--jobname", "big", "--summary"], root, env)
-        twall, trss, _ = onager(["list", "--jobname", "big"], root, env)
+        table = real or LIST_TABLE[0]
+        twall, trss, _ = onager(["list", "--jobname", "big"], root, env) if table else (0.0, 0.0, "")
         print(f"== slurm launch of {n:,} tasks ({kind}; load {os.getloadavg()[0]:.1f})")
         print(f"  submission (build + sbatch)  {wall:8.1f} s  peak RSS {rss:5.0f} MB  sbatch calls {calls}")
         print(f"  sbatch calls per 1,000 tasks {1000 * calls / n:8.2f}")
         print(f"  list --summary               {lwall:8.1f} s  peak RSS {lrss:5.0f} MB")
-        print(f"  list (table)                 {twall:8.1f} s  peak RSS {trss:5.0f} MB")
+        if table:
+            print(f"  list (table)                 {twall:8.1f} s  peak RSS {trss:5.0f} MB")
+        else:
+            print("  list (table)                 not run (--list-table runs it: 20 GB at 1M tasks in 1,000 arrays)")
         print("  " + out.strip().replace("\n", "\n  "), flush=True)
     finally:
         if real:
@@ -167,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-tasks", type=int, default=3000, help="tasks of the real, held submission")
     parser.add_argument("--skip-prelaunch", action="store_true")
     parser.add_argument("--skip-slurm", action="store_true")
+    parser.add_argument("--list-table", action="store_true",
+                        help="also `list` (table) the shimmed launch (about 20 GB of memory at 1M tasks)")
     args = parser.parse_args(argv)
+    LIST_TABLE[0] = args.list_table
     base = tempfile.mkdtemp(prefix="onager-scale-")
     try:
         if not args.skip_prelaunch:
