@@ -162,18 +162,16 @@ def read_results(results_dir: str, task_ids: Iterable[int]) -> dict[int, dict[st
 
 
 def read_result_files(results_dir: str, task_ids: Iterable[int]) -> dict[int, bytes]:
-    """The stripped, non-empty results file of each task that has one: one open per task, the
-    directory opened once (a caller that also wants curves parses these bytes, not the files)."""
+    """The bytes of each task's results file that holds more than blanks: one open per task,
+    the directory opened once (a caller that also wants curves parses these, not the files)."""
     found: dict[int, bytes] = {}
     with _opened_dir(results_dir) as dir_fd:
         if dir_fd is None:
             return found
         for task_id in task_ids:
             data = read_bytes(f"{task_id}.jsonl", dir_fd)
-            if data:
-                text = data.strip()
-                if text:
-                    found[task_id] = text
+            if data and not data.isspace():
+                found[task_id] = data
     return found
 
 
@@ -182,7 +180,7 @@ def parse_results(blobs: dict[int, bytes]) -> dict[int, dict[str, Any]]:
     them (or each on its own when any holds a damaged line)."""
     if not blobs:
         return {}
-    ids, texts = list(blobs), list(blobs.values())
+    ids, texts = list(blobs), [blob.strip() for blob in blobs.values()]
     try:
         parsed = json.loads(b"[[" + b"],[".join(texts).replace(b"\n", b",") + b"]]")
         if len(parsed) == len(ids) and all(type(p) is list for p in parsed):

@@ -124,3 +124,22 @@ def test_report_provenance_is_not_launches_times_tasks(job, monkeypatch):
     assert compared[0] <= 4, compared[0]  # one per launch at most; the scan made 3 x TASKS
     assert {t.launch_dir for t in data.tasks} == {last}
     assert [key for key, _ in data.provenance] == [f"{job}/4"]
+
+
+def test_report_curves_from_one_read_are_those_of_the_file(job):
+    """The curves gathered from the bytes read once are read_curves' of each file, blank lines,
+    damaged lines and lines without a step (whose step is the line's position) included."""
+    launch_dir = _launch(job)
+    paths = LaunchPaths(launch_dir)
+    with open(paths.results(3), "w") as handle:
+        handle.write('\n{"loss": 0.5}\n{"loss": 0.25, "acc": 1}\n{"loss": \n  \n{"loss": 0.125}\n')
+    with open(paths.results(4), "w") as handle:
+        handle.write(" \n\n")
+    data = report.gather(job)
+    for task in (3, 4, 5):
+        expected = report.read_curves(paths.results(task))
+        got = {name: points[task] for name, points in data.curves.items() if task in points}
+        assert got == expected
+    assert data.curves["loss"][3] == [(2.0, 0.5), (3.0, 0.25), (6.0, 0.125)]
+    assert data.tasks[2].metrics == {"loss": 0.125, "acc": 1}
+    assert data.tasks[3].metrics == {}
