@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, compress, repeat
@@ -63,6 +64,13 @@ class JobBlocks:
                                   list(compress(block.tags, mask)), list(compress(block.params, mask)), rows)
             else:
                 yield [entry for entry in block if keep(entry.id)]
+
+    def ids(self) -> Iterator[list[int]]:
+        """The ids, a block at a time, every entry decoded and checked as for blocks()."""
+        keep = self.keep
+        for block in _iter_blocks(self.path, with_rows=False):
+            ids = block.ids if isinstance(block, Columns) else [entry.id for entry in block]
+            yield ids if keep is None else list(filter(keep, ids))
 
     def __iter__(self) -> Iterator[JobEntry]:
         for block in self.blocks():
@@ -185,7 +193,7 @@ def iter_jobfile(path: str) -> Iterator[JobEntry]:
     yield from JobBlocks(path)
 
 
-def _iter_blocks(path: str) -> Iterator[Columns | list[JobEntry]]:
+def _iter_blocks(path: str, with_rows: bool = True) -> Iterator[Columns | list[JobEntry]]:
     """iter_jobfile's entries a block at a time: Columns for lines in prelaunch's form."""
     if not os.path.exists(path):
         raise UsageError(f"no jobfile at {path}: run onager prelaunch first, or pass --jobfile")
@@ -199,7 +207,7 @@ def _iter_blocks(path: str) -> Iterator[Columns | list[JobEntry]]:
                     if not block:
                         break
                     head = 0 if closed else _task_lines(block)
-                    columns = _columns(block[:head]) if head else None
+                    columns = _columns(block[:head], with_rows) if head else None
                     if columns is not None:
                         yield columns
                         done += len(columns.ids)
@@ -238,6 +246,7 @@ def _iter_blocks(path: str) -> Iterator[Columns | list[JobEntry]]:
         yield rest[start:start + 4096]
 
 
+_LINE_START = re.compile(r'\n"[0-9]+": \[')
 _BLOCK = 1 << 20  # bytes of jobfile lines read, and mostly decoded, at once
 
 
@@ -250,7 +259,7 @@ def _task_lines(block: list[str]) -> int:
     return head
 
 
-def _columns(lines: list[str]) -> Columns | None:
+def _columns(lines: list[str], with_rows: bool = True) -> Columns | None:
     """Task lines that each end with `,\\n`, decoded as Columns when each is exactly
     prelaunch's `"<id>": [command, tag, {params}],` (id >= 1 without leading zeros, no escape
     that could spell a lone surrogate); None otherwise (the caller decodes them another way).
@@ -260,8 +269,9 @@ def _columns(lines: list[str]) -> Columns | None:
     of each line; one json.loads then decodes the rows, and every check runs in C loops."""
     text = "".join(lines)
     n = len(lines)
-    if ("\\u" in text or text.count(",\n") != n or text.count('": [') != n or text.count('\n"') != n - 1
-            or not text.startswith('"')):
+    # each line starts `"<digits>": [` (one match at most per line: `\n` ends lines only),
+    # and `": [` is nowhere else, so the replace below touches the line starts only
+    if "\\u" in text or text.count('": [') != n or len(_LINE_START.findall("\n" + text)) != n:
         return None
     rows = "[" + text[1:].replace('\n"', "\n[").replace('": [', ", ")
     try:
@@ -272,10 +282,9 @@ def _columns(lines: list[str]) -> Columns | None:
         return None
     ids, commands, tags, params = map(list, zip(*objects))
     if (set(map(type, ids)) != {int} or min(ids) < 1 or set(map(type, commands)) != {str}
-            or set(map(type, tags)) != {str} or set(map(type, params)) != {dict}
-            or not all(map(str.startswith, lines, map('"%d": ['.__mod__, ids)))):
-        return None
-    return Columns(ids, commands, tags, params, rows.replace(",\n", "\n"))
+            or set(map(type, tags)) != {str} or set(map(type, params)) != {dict}):
+        return None  # (an id with a leading zero is not JSON: `[01, ` fails above)
+    return Columns(ids, commands, tags, params, rows.replace(",\n", "\n") if with_rows else "")
 
 
 def _decode_block(lines: list[str], path: str) -> list[JobEntry] | None:

@@ -490,6 +490,16 @@ def _blocks(entries: Iterable[JobEntry]) -> Iterator[Columns | list[JobEntry]]:
         yield block
 
 
+def _id_blocks(entries: Iterable[JobEntry]) -> Iterator[list[int]]:
+    """The ids of entries a block at a time (a jobfile's decoded and checked without making
+    entries or tasks.jsonl rows)."""
+    if isinstance(entries, JobBlocks):
+        yield from entries.ids()
+        return
+    for block in _blocks(entries):
+        yield block.ids if isinstance(block, Columns) else [e.id for e in block]
+
+
 class _Ids:
     """Task ids in the order written: a range while they run first, first+1, ..., a list after."""
 
@@ -759,14 +769,14 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
             pass
         else:
             provenance.check_launch(workdir, options, root)  # --require-clean, snapshot size: refuse as a launch would
-        seen: set[int] = set()
-        ids = []
-        for e in entries:
-            ids.append(e.id)
-        seen.update(ids)
-        _check_all_found(len(ids), selection, seen, jobname)
+        ids = _Ids()  # every task read and checked; its ids kept as a range while consecutive
+        for block in _id_blocks(entries):
+            ids.add(block)
+        listed = ids.result()
+        _check_all_found(ids.count, selection,
+                         set(listed) if selection is not None and ids.count != len(selection) else set(), jobname)
         info = LaunchInfo(jobname, "DRY-RUN", os.path.abspath(os.path.join(launches_root(jobname, root), "DRY-RUN")),
-                          "", Tasklist.from_ids(ids), len(ids), workdir, options, header, footer)
+                          "", Tasklist.from_ids(listed), ids.count, workdir, options, header, footer)
         info.wrapper = LaunchPaths(info.launch_dir).wrapper
         return backend, info
 

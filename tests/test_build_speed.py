@@ -14,6 +14,8 @@ import stat
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support import run_onager
 from test_scale import _files, reference_iter_jobfile, reference_write_tasks
 
@@ -167,3 +169,25 @@ def test_export_none_is_refused_only_where_an_offset_is_needed(monkeypatch):
     assert backend.submit_commands(_info("1-2"))[0][-2] == "--export=NONE"
     with pytest.raises(UsageError, match="--export=NONE"):
         backend.submit_commands(_info("1-3"))
+
+
+# ------------------------------------------------------------------ dry runs of split launches
+def test_chunks_of_a_split_launch_render_without_listing_their_ids(monkeypatch):
+    """Each of the 1,000 windows of a 1M-task launch was condensed by listing its ids."""
+    chunks = Tasklist.range(1, 10 ** 6).split_below(1000)
+    sparse = Tasklist.parse("1-5,7,9-2500,2502,2600-2601").split_below(1000)
+
+    def listed(cls, ids):
+        raise AssertionError("ids listed")
+    monkeypatch.setattr(Tasklist, "from_ids", classmethod(listed))
+    assert {tl.slurm() for _, tl in chunks} == {"1-1000"}
+    assert [tl.slurm() for _, tl in sparse] == ["1-5,7,9-1000", "1-1000", "1-500,502,600-601"]
+    assert [tl.sge_blocks() for _, tl in chunks[:1]] == [["1-1000:1"]]
+
+
+@given(st.lists(st.integers(1, 80), max_size=60), st.lists(st.tuples(st.integers(1, 60), st.integers(0, 20),
+                                                                    st.integers(1, 4)), max_size=5))
+def test_condensed_is_the_greedy_form_of_from_ids(ids, blocks):
+    for tasklist in (Tasklist.from_ids(ids), Tasklist([(a, a + n, s) for a, n, s in blocks])):
+        if tasklist:
+            assert str(tasklist.condensed()) == str(Tasklist.from_ids(list(tasklist)))
