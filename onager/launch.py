@@ -525,6 +525,7 @@ class _Ids:
         return self.listed if self.listed is not None else range(self.first, self.next)
 
 
+_INDEX_FORMAT = b"%013d %09d\n"  # wrapper.index_record, INDEX_WIDTH bytes
 # shlex.quote's own test for a word that needs no quotes (the same result, without a call per word)
 _FIND_UNSAFE: Callable[[str], Any] | None = getattr(shlex, "_find_unsafe", None)
 
@@ -538,7 +539,10 @@ def _quote_all(words: list[str]) -> list[str]:
     joined = "".join(words)
     if _FIND_UNSAFE(joined) is None and all(words):  # the test is per character: the words are safe
         return list(words)
-    unsafe = list(map(_FIND_UNSAFE, words))
+    if all(map(str.__contains__, words, itertools.repeat(" "))):  # a command with its spaces: all unsafe
+        unsafe: list[Any] = words
+    else:
+        unsafe = list(map(_FIND_UNSAFE, words))
     if None not in unsafe and "\0" not in joined:  # each word needs quotes (none is empty)
         return ("'" + "\0".join(words).replace("'", "'\"'\"'").replace("\0", "'\0'") + "'").split("\0")
     return [w if u is None and w else "'" + w.replace("'", "'\"'\"'") + "'" for w, u in zip(words, unsafe)]
@@ -616,7 +620,8 @@ class _TaskWriter:
         self.records.write(raw)
         if (first - 1) * INDEX_WIDTH != self.next_index_pos:
             self.index.seek((first - 1) * INDEX_WIDTH)
-        self.index.write(b"".join(map(b"%013d %09d\n".__mod__, zip(offsets, lengths))))
+        # one format of the whole block's entries (b"%013d %09d\n" each: index_record's bytes)
+        self.index.write((_INDEX_FORMAT * len(lengths)) % tuple(itertools.chain.from_iterable(zip(offsets, lengths))))
         if rows is None:
             rows = "\n".join(map("".join, map(one, zip(ids, commands, tags, params), itertools.repeat(0)))) + "\n"
         self.listing.write(rows)
