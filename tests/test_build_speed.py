@@ -148,6 +148,7 @@ def _info(tasks: str) -> LaunchInfo:
     (["--export", "FOO,BAR"], ["--export=FOO,BAR,ONAGER_TASK_OFFSET={}"]),
     (["--export=ALL", "--exclusive", "--export=PATH"], ["--export=ALL", "--exclusive",
                                                          "--export=PATH,ONAGER_TASK_OFFSET={}"]),
+    (["--export=ALL"], ["--export=ALL"]),  # the environment, the offset in it
 ])
 def test_a_users_own_export_carries_the_offset(monkeypatch, extra, expected):
     monkeypatch.delenv("SBATCH_EXPORT", raising=False)
@@ -161,6 +162,9 @@ def test_sbatch_export_from_the_environment_carries_the_offset(monkeypatch):
     monkeypatch.setenv("SBATCH_EXPORT", "HOME,PATH")
     command = SlurmBackend({"max_array_size": 3}).submit_commands(_info("3"))[0]
     assert "--export=HOME,PATH,ONAGER_TASK_OFFSET=2" in command
+    monkeypatch.setenv("SBATCH_EXPORT", "ALL")
+    command = SlurmBackend({"max_array_size": 3}).submit_commands(_info("3"))[0]
+    assert not [word for word in command if word.startswith("--export")]
 
 
 def test_export_none_is_refused_only_where_an_offset_is_needed(monkeypatch):

@@ -231,14 +231,16 @@ def _with_offset(extra: list[str], offset: int) -> list[str]:
              default=None)
     if at is None:
         given = os.environ.get("SBATCH_EXPORT", "")
-        if not given.strip():
-            return extra
+        if given.strip().upper() in ("", "ALL"):
+            return extra  # the whole environment, the offset in it
         extra, at = [*extra, f"--export={given}"], len(extra)
     word = extra[at]
     value = word[len("--export="):] if word.startswith("--export=") else (extra[at + 1] if at + 1 < len(extra)
                                                                          else "")
     if not value.strip():
         raise UsageError("--export after -- needs a value (e.g. --export=ALL,VAR=1): sbatch would refuse it")
+    if value.strip().upper() == "ALL":
+        return extra  # the whole environment, the offset in it: as without --export
     if value.strip().upper() == "NONE":
         if offset:
             raise UsageError("--export=NONE passes no variable to the tasks, and this launch's ids go beyond "
