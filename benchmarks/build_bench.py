@@ -33,12 +33,12 @@ PRELAUNCH = ["prelaunch", "+jobname", "big", "+command", "python train.py", "+ar
 
 BUILD = """
 import os, resource, sys, time
-from onager.jobfile import iter_jobfile
+from onager.jobfile import JobBlocks
 from onager.launch import write_tasks
 target = sys.argv[1]
 os.makedirs(target)
 start = time.perf_counter()
-count, _ = write_tasks(target, iter_jobfile(".onager/scripts/big/jobs.json"))
+count, _ = write_tasks(target, JobBlocks(".onager/scripts/big/jobs.json"))
 print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, count)
 """
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
-from collections.abc import Iterable, Iterator
-from itertools import chain, repeat
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain, compress, repeat
 from typing import Any, NamedTuple, TextIO
 
 from onager.errors import OnagerError, UsageError
@@ -25,6 +26,62 @@ class JobEntry(NamedTuple):
     command: str
     tag: str
     params: dict[str, Any]
+
+
+class Columns(NamedTuple):
+    """A block of consecutive jobfile lines in prelaunch's form, as columns (one list per
+    field, no tuple per task), and `rows`: the same tasks as tasks.jsonl lines
+    (`[id, command, tag, params]\n` each), the jobfile's own text with its id moved inside."""
+    ids: list[int]
+    commands: list[str]
+    tags: list[str]
+    params: list[dict[str, Any]]
+    rows: str
+
+    def entries(self) -> list[JobEntry]:
+        return list(map(tuple.__new__, repeat(JobEntry), zip(self.ids, self.commands, self.tags, self.params)))
+
+
+class JobBlocks:
+    """The entries of a jobfile, iterable as JobEntry, and also by blocks (`blocks()`: Columns
+    where the lines are prelaunch's own, lists of JobEntry elsewhere) for a launch build."""
+
+    def __init__(self, path: str, keep: Callable[[int], bool] | None = None):
+        self.path, self.keep = path, keep
+
+    def blocks(self) -> Iterator[Columns | list[JobEntry]]:
+        keep = self.keep
+        for block in _iter_blocks(self.path):
+            if keep is None:
+                yield block
+            elif isinstance(block, Columns):
+                mask = list(map(keep, block.ids))
+                if all(mask):
+                    yield block
+                elif any(mask):
+                    rows = "\n".join(compress(block.rows.split("\n"), mask)) + "\n"
+                    yield Columns(list(compress(block.ids, mask)), list(compress(block.commands, mask)),
+                                  list(compress(block.tags, mask)), list(compress(block.params, mask)), rows)
+            else:
+                yield [entry for entry in block if keep(entry.id)]
+
+    def ids(self) -> Iterator[list[int]]:
+        """The ids, a block at a time, every entry decoded and checked as for blocks()."""
+        keep = self.keep
+        for block in _iter_blocks(self.path, with_rows=False):
+            ids = block.ids if isinstance(block, Columns) else [entry.id for entry in block]
+            yield ids if keep is None else list(filter(keep, ids))
+
+    def __iter__(self) -> Iterator[JobEntry]:
+        for block in self.blocks():
+            yield from block.entries() if isinstance(block, Columns) else block
+
+    def selected(self, keep: Callable[[int], bool]) -> JobBlocks:
+        """These entries, only those whose id `keep` accepts."""
+        if self.keep is None:
+            return JobBlocks(self.path, keep)
+        first = self.keep
+        return JobBlocks(self.path, lambda i: first(i) and keep(i))
 
 
 def jobfile_path(jobname: str, jobfile: str | None = None) -> str:
@@ -133,6 +190,11 @@ def iter_jobfile(path: str) -> Iterator[JobEntry]:
     jobfile never sits in memory. Any other valid JSON object (0.1.3's one-line file, an
     indented or hand-edited one) is read whole; a file that is neither is one clear error.
     """
+    yield from JobBlocks(path)
+
+
+def _iter_blocks(path: str, with_rows: bool = True) -> Iterator[Columns | list[JobEntry]]:
+    """iter_jobfile's entries a block at a time: Columns for lines in prelaunch's form."""
     if not os.path.exists(path):
         raise UsageError(f"no jobfile at {path}: run onager prelaunch first, or pass --jobfile")
     done = 0  # entries already yielded by the streaming reader
@@ -145,7 +207,13 @@ def iter_jobfile(path: str) -> Iterator[JobEntry]:
                     if not block:
                         break
                     head = 0 if closed else _task_lines(block)
-                    chunk = _decode_block(block[:head], path) if head else None
+                    columns = _columns(block[:head], with_rows) if head else None
+                    if columns is not None:
+                        yield columns
+                        done += len(columns.ids)
+                        chunk: list[JobEntry] | None = []
+                    else:
+                        chunk = _decode_block(block[:head], path) if head else None
                     if chunk is None:
                         head, chunk = 0, []
                     lines: list[str] = []
@@ -164,7 +232,8 @@ def iter_jobfile(path: str) -> Iterator[JobEntry]:
                     if not complete:
                         ours = False  # not one task per line (e.g. indented): parse the whole file
                     chunk += more
-                    yield from chunk
+                    if chunk:
+                        yield chunk
                     done += len(chunk)
                 if closed and ours:
                     return
@@ -172,11 +241,12 @@ def iter_jobfile(path: str) -> Iterator[JobEntry]:
         raise OnagerError(f"{path} is not UTF-8 text; re-run onager prelaunch to rewrite it") from None
     except OSError as exc:
         raise OnagerError(f"cannot read jobfile {path}: {exc.strerror or exc}") from exc
-    for number, entry in enumerate(_read_whole(path)):
-        if number >= done:
-            yield entry
+    rest = [entry for number, entry in enumerate(_read_whole(path)) if number >= done]
+    for start in range(0, len(rest), 4096):
+        yield rest[start:start + 4096]
 
 
+_LINE_START = re.compile(r'\n"[0-9]+": \[')
 _BLOCK = 1 << 20  # bytes of jobfile lines read, and mostly decoded, at once
 
 
@@ -187,6 +257,34 @@ def _task_lines(block: list[str]) -> int:
     while head and not block[head - 1].endswith(",\n"):
         head -= 1
     return head
+
+
+def _columns(lines: list[str], with_rows: bool = True) -> Columns | None:
+    """Task lines that each end with `,\\n`, decoded as Columns when each is exactly
+    prelaunch's `"<id>": [command, tag, {params}],` (id >= 1 without leading zeros, no escape
+    that could spell a lone surrogate); None otherwise (the caller decodes them another way).
+
+    The text becomes tasks.jsonl's rows by moving each id inside its list (`"7": [` -> `[7, `),
+    which str.replace does for the whole block at once when `": [` occurs only at the start
+    of each line; one json.loads then decodes the rows, and every check runs in C loops."""
+    text = "".join(lines)
+    n = len(lines)
+    # each line starts `"<digits>": [` (one match at most per line: `\n` ends lines only),
+    # and `": [` is nowhere else, so the replace below touches the line starts only
+    if "\\u" in text or text.count('": [') != n or len(_LINE_START.findall("\n" + text)) != n:
+        return None
+    rows = "[" + text[1:].replace('\n"', "\n[").replace('": [', ", ")
+    try:
+        objects = json.loads("[" + rows[:-2] + "]")
+    except (ValueError, RecursionError):
+        return None
+    if len(objects) != n or set(map(type, objects)) != {list} or set(map(len, objects)) != {4}:
+        return None
+    ids, commands, tags, params = map(list, zip(*objects))
+    if (set(map(type, ids)) != {int} or min(ids) < 1 or set(map(type, commands)) != {str}
+            or set(map(type, tags)) != {str} or set(map(type, params)) != {dict}):
+        return None  # (an id with a leading zero is not JSON: `[01, ` fails above)
+    return Columns(ids, commands, tags, params, rows.replace(",\n", "\n") if with_rows else "")
 
 
 def _decode_block(lines: list[str], path: str) -> list[JobEntry] | None:

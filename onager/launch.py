@@ -30,7 +30,7 @@ from onager.backends.base import OPTION_BACKENDS, Backend, LaunchInfo
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import _umask, atomic_write, executable_mode, file_lock, os_error_message, read_text
 from onager.index import JobIndex, LaunchRecord
-from onager.jobfile import JobEntry, iter_jobfile, jobfile_path
+from onager.jobfile import Columns, JobBlocks, JobEntry, iter_jobfile, jobfile_path  # noqa: F401
 from onager.layout import BUILD_PREFIX, LaunchPaths, ProjectPaths, iter_launch_tasks, load_meta  # noqa: F401  (their old home; callers may import them here)
 from onager.scrub import REDACTED, scrub_argv, scrub_value
 from onager.state import ERROR, RERUN_FAILED, RERUN_UNFINISHED, STATUSES
@@ -266,23 +266,21 @@ def cancel_stuck(jobname: str, root: str = ".") -> None:
         backend_class(record.backend)(record.options).cancel(record, Tasklist.from_ids(ids))
 
 
-def _entries(jobname: str, jobfile: str | None, command: str | None) -> Iterator[JobEntry]:
+def _entries(jobname: str, jobfile: str | None, command: str | None) -> Iterable[JobEntry]:
     if command is not None:
-        yield JobEntry(1, command, "", {})
-        return
-    yield from iter_jobfile(jobfile_path(jobname, jobfile))
+        return iter([JobEntry(1, command, "", {})])
+    return JobBlocks(jobfile_path(jobname, jobfile))  # by blocks for write_tasks, by entries for the rest
 
 
-def _selected(entries: Iterator[JobEntry], selection: Selection) -> Iterator[JobEntry]:
+def _selected(entries: Iterable[JobEntry], selection: Selection) -> Iterable[JobEntry]:
     if selection is None:
-        yield from entries
-        return
+        return entries
     members = selection
     if isinstance(selection, Tasklist) and len(selection.blocks) > 64:
         members = set(selection)
-    for entry in entries:
-        if entry.id in members:
-            yield entry
+    if isinstance(entries, JobBlocks):
+        return entries.selected(members.__contains__)
+    return (entry for entry in entries if entry.id in members)
 
 
 def _check_all_found(found: int, selection: Selection, seen: set[int], jobname: str) -> None:
@@ -452,11 +450,14 @@ def write_tasks(launch_dir: str, entries: Iterable[JobEntry],
                 prior: dict[int, int] | None = None) -> tuple[int, Sequence[int]]:
     """tasks.sh (records), tasks.idx (fixed-width offsets by id), tasks.jsonl (for list).
 
-    The bytes are those of `wrapper.task_record` and `index_record` for each task, built
-    for a million tasks in seconds: tasks go a few thousand at a time, and a block of
-    consecutive ids with the same parameter names (a sweep) is written column by column
-    with C loops (`_TaskWriter.uniform`); any other block task by task. The ids come back
-    as a range while they are consecutive (memory that does not grow with the launch).
+    The bytes of tasks.sh and tasks.idx are those of `wrapper.task_record` and `index_record`
+    for each task, built for a million tasks in seconds: tasks go a few thousand at a time,
+    and a block of consecutive ids with the same parameter names (a sweep) is written column
+    by column with C loops (`_TaskWriter.uniform`); any other block task by task. From a
+    jobfile (JobBlocks), blocks in prelaunch's form come decoded as columns with their
+    tasks.jsonl rows already made from the jobfile's own text (`jobfile.Columns`); other
+    entries are encoded here. The ids come back as a range while they are consecutive
+    (memory that does not grow with the launch).
     `prior`: attempts each task had in earlier launches, carried in its record.
     """
     paths = LaunchPaths(launch_dir)
@@ -464,16 +465,39 @@ def write_tasks(launch_dir: str, entries: Iterable[JobEntry],
     with open(paths.tasks_sh, "wb") as records, open(paths.tasks_idx, "wb") as index, \
             open(paths.tasks_jsonl, "w", encoding="utf-8") as listing:
         writer = _TaskWriter(records, index, listing, prior or {})
-        block: list[JobEntry] = []
-        for entry in entries:
-            block.append(entry)
-            if len(block) >= 4096:
+        for block in _blocks(entries):
+            if isinstance(block, Columns):
+                writer.columns(block)
+                ids.add(block.ids)
+            else:
                 writer.write(block)
                 ids.add([e.id for e in block])
-                block = []
-        writer.write(block)
-        ids.add([e.id for e in block])
     return ids.count, ids.result()
+
+
+def _blocks(entries: Iterable[JobEntry]) -> Iterator[Columns | list[JobEntry]]:
+    """Entries a block at a time (a jobfile's own blocks when it is one)."""
+    if isinstance(entries, JobBlocks):
+        yield from entries.blocks()
+        return
+    block: list[JobEntry] = []
+    for entry in entries:
+        block.append(entry)
+        if len(block) >= 4096:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def _id_blocks(entries: Iterable[JobEntry]) -> Iterator[list[int]]:
+    """The ids of entries a block at a time (a jobfile's decoded and checked without making
+    entries or tasks.jsonl rows)."""
+    if isinstance(entries, JobBlocks):
+        yield from entries.ids()
+        return
+    for block in _blocks(entries):
+        yield block.ids if isinstance(block, Columns) else [e.id for e in block]
 
 
 class _Ids:
@@ -501,15 +525,26 @@ class _Ids:
         return self.listed if self.listed is not None else range(self.first, self.next)
 
 
+_INDEX_FORMAT = b"%013d %09d\n"  # wrapper.index_record, INDEX_WIDTH bytes
 # shlex.quote's own test for a word that needs no quotes (the same result, without a call per word)
 _FIND_UNSAFE: Callable[[str], Any] | None = getattr(shlex, "_find_unsafe", None)
 
 
 def _quote_all(words: list[str]) -> list[str]:
-    """[shlex.quote(w) for w in words], its per-word test run by map."""
+    """[shlex.quote(w) for w in words]: shlex's test run once on the joined words when none
+    needs quotes, and the quoting done on the joined words when all do (a command with its
+    spaces); word by word only for a mixed column."""
     if _FIND_UNSAFE is None:
         return list(map(shlex.quote, words))
-    unsafe = list(map(_FIND_UNSAFE, words))
+    joined = "".join(words)
+    if _FIND_UNSAFE(joined) is None and all(words):  # the test is per character: the words are safe
+        return list(words)
+    if all(map(str.__contains__, words, itertools.repeat(" "))):  # a command with its spaces: all unsafe
+        unsafe: list[Any] = words
+    else:
+        unsafe = list(map(_FIND_UNSAFE, words))
+    if None not in unsafe and "\0" not in joined:  # each word needs quotes (none is empty)
+        return ("'" + "\0".join(words).replace("'", "'\"'\"'").replace("\0", "'\0'") + "'").split("\0")
     return [w if u is None and w else "'" + w.replace("'", "'\"'\"'") + "'" for w, u in zip(words, unsafe)]
 
 
@@ -532,16 +567,24 @@ class _TaskWriter:
         return self.prefixes[keys]
 
     def write(self, block: list[JobEntry]) -> None:
-        if block and not self.uniform(block):
+        if not block:
+            return
+        ids, commands, tags, params = (list(column) for column in zip(*block))
+        if not self.uniform(ids, commands, tags, params):
             self.one_by_one(block)
 
-    def uniform(self, block: list[JobEntry]) -> bool:
+    def columns(self, block: Columns) -> None:
+        """A jobfile's block, its tasks.jsonl rows already made."""
+        if block.ids and not self.uniform(block.ids, block.commands, block.tags, block.params, block.rows):
+            self.one_by_one(block.entries(), block.rows)
+
+    def uniform(self, ids: list[int], commands: list[str], tags: list[str], params: list[dict[str, Any]],
+                rows: str | None = None) -> bool:
         """A block of ids first..first+n-1 whose params share their keys, written by columns;
-        False (nothing written) for any other block."""
+        False (nothing written) for any other block. `rows`: its tasks.jsonl text, if made."""
         one = self.one
-        if one is None:
+        if one is None and rows is None:
             return False
-        ids, commands, tags, params = (list(column) for column in zip(*block))
         first = ids[0]
         if (set(map(type, ids)) != {int} or ids != list(range(first, first + len(ids)))
                 or set(map(type, commands)) != {str} or set(map(type, tags)) != {str}):
@@ -577,9 +620,11 @@ class _TaskWriter:
         self.records.write(raw)
         if (first - 1) * INDEX_WIDTH != self.next_index_pos:
             self.index.seek((first - 1) * INDEX_WIDTH)
-        self.index.write(b"".join(map(b"%013d %09d\n".__mod__, zip(offsets, lengths))))
-        self.listing.write("\n".join(map("".join, map(one, zip(ids, commands, tags, params), itertools.repeat(0))))
-                           + "\n")
+        # one format of the whole block's entries (b"%013d %09d\n" each: index_record's bytes)
+        self.index.write((_INDEX_FORMAT * len(lengths)) % tuple(itertools.chain.from_iterable(zip(offsets, lengths))))
+        if rows is None:
+            rows = "\n".join(map("".join, map(one, zip(ids, commands, tags, params), itertools.repeat(0)))) + "\n"
+        self.listing.write(rows)
         self.offset = offsets[-1]
         self.next_index_pos = (ids[-1]) * INDEX_WIDTH
         return True
@@ -587,8 +632,8 @@ class _TaskWriter:
     def quote_values(self, values: list[str]) -> list[str]:
         quoted = self.quoted
         out = list(map(quoted.get, values))
-        missing = [i for i, q in enumerate(out) if q is None]
-        if missing:
+        if None in out:
+            missing = [i for i, q in enumerate(out) if q is None]
             if len(quoted) + len(missing) > 65536:
                 quoted.clear()
             words = [values[i] for i in missing]
@@ -596,7 +641,7 @@ class _TaskWriter:
                 out[i] = quoted[word] = done
         return out  # type: ignore[return-value]
 
-    def one_by_one(self, block: list[JobEntry]) -> None:
+    def one_by_one(self, block: list[JobEntry], rows: str | None = None) -> None:
         encode, quote, quoted = self.encode, shlex.quote, self.quoted
         records: list[bytes] = []
         index_block: list[bytes] = []
@@ -632,10 +677,11 @@ class _TaskWriter:
             index_block.append(index_record(self.offset, len(data)))
             self.next_index_pos = position + INDEX_WIDTH
             self.offset += len(data)
-            listing_block.append(encode([task_id, command, tag, params]) + "\n")
+            if rows is None:
+                listing_block.append(encode([task_id, command, tag, params]) + "\n")
         self.records.write(b"".join(records))
         self.index.write(b"".join(index_block))
-        self.listing.write("".join(listing_block))
+        self.listing.write(rows if rows is not None else "".join(listing_block))
 
 
 def _one_encoder() -> Any:
@@ -708,6 +754,7 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         venv = os.path.join(workdir, venv)  # as before, relative to the workdir, which a snapshot replaces
     from_launches = where is not None and command is None and not from_jobfile
     tune_plan = None
+    entries: Iterable[JobEntry]
     if options.get("agents") is not None:  # a +tune search: the launch's tasks are its agents (onager.agent)
         from onager.agent import plan
         tune_plan = plan(jobname, jobfile, options, tasklist, command, root)
@@ -719,7 +766,7 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
         entries = _selected(_entries(jobname, jobfile, command), selection)
         if tasklist is not None:  # a trial of a +tune job reruns with its own values
             from onager.agent import trial_entries
-            entries = trial_entries(jobname, jobfile, entries, root)
+            entries = trial_entries(jobname, jobfile, iter(entries), root)
     if dry_run:
         try:
             from onager import provenance
@@ -727,14 +774,14 @@ def prepare(jobname: str, backend_name: str, options: dict[str, Any], tasklist: 
             pass
         else:
             provenance.check_launch(workdir, options, root)  # --require-clean, snapshot size: refuse as a launch would
-        seen: set[int] = set()
-        ids = []
-        for e in entries:
-            ids.append(e.id)
-        seen.update(ids)
-        _check_all_found(len(ids), selection, seen, jobname)
+        ids = _Ids()  # every task read and checked; its ids kept as a range while consecutive
+        for block in _id_blocks(entries):
+            ids.add(block)
+        listed = ids.result()
+        _check_all_found(ids.count, selection,
+                         set(listed) if selection is not None and ids.count != len(selection) else set(), jobname)
         info = LaunchInfo(jobname, "DRY-RUN", os.path.abspath(os.path.join(launches_root(jobname, root), "DRY-RUN")),
-                          "", Tasklist.from_ids(ids), len(ids), workdir, options, header, footer)
+                          "", Tasklist.from_ids(listed), ids.count, workdir, options, header, footer)
         info.wrapper = LaunchPaths(info.launch_dir).wrapper
         return backend, info
 

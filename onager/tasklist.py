@@ -31,6 +31,25 @@ def _shorten(text: str) -> str:
     return repr(text) if len(text) <= 80 else repr(text[:60]) + f"... ({len(text)} characters)"
 
 
+def _greedy_form(blocks: list[tuple[int, int, int]]) -> bool:
+    """Whether sorted disjoint merged blocks are already what from_ids makes of their ids (a
+    split launch's chunks: condensed without listing ids). True when every block has step 1
+    and no two single ids follow each other: from_ids runs through consecutive ids, and a
+    stepped run needs three ids at an equal gap, two of them single (a run of 2+ ids is one
+    block, so the id after its first is one more)."""
+    single = False
+    for a, b, s in blocks:
+        if s != 1 and a != b:
+            return False
+        if a == b:
+            if single:
+                return False
+            single = True
+        else:
+            single = False
+    return True
+
+
 class Tasklist:
     """An ordered set of task ids made of (start, stop, step) blocks, stop inclusive."""
 
@@ -177,7 +196,8 @@ class Tasklist:
         """Sorted, disjoint, merged blocks: `from_ids`' greedy form for lists of ordinary
         size; for huge ones (a 10**9-wide range) the merged blocks, without listing ids."""
         blocks = self._disjoint_blocks()
-        if blocks is not None and sum((b - a) // s + 1 for a, b, s in blocks) > _MATERIALISE_LIMIT:
+        if blocks is not None and (sum((b - a) // s + 1 for a, b, s in blocks) > _MATERIALISE_LIMIT
+                                   or _greedy_form(blocks)):
             return Tasklist(blocks)
         return Tasklist.from_ids(self)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -48,6 +49,9 @@ UNCERTAIN = ("did not answer within",)
 # ------------------------------------------------------------------ values
 _MEM = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", re.IGNORECASE | re.ASCII)
 _UNITS = "KMGT"
+#: a leading `NAME=value` word of a submit command: set in the submit program's environment, as
+#: the shell does with `NAME=value sbatch ...` (what a dry run prints)
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=", re.ASCII)
 _DURATION_FORMS = [
     (re.compile(r"(\d+)", re.ASCII), ("m",)),
     (re.compile(r"(\d+):(\d+)", re.ASCII), ("m", "s")),
@@ -558,9 +562,12 @@ class ArrayBackend(Backend):
         through (socket timed out, no answer), ask the scheduler for the submission's token and
         adopt the job it finds before trying again: a launch is never submitted twice."""
         delay = 1.0
+        assignments = list(itertools.takewhile(_ASSIGNMENT.match, command))  # `NAME=value sbatch ...`
+        env = dict(os.environ, **dict(a.split("=", 1) for a in assignments)) if assignments else None
+        argv = command[len(assignments):]
         for attempt in range(self.submit_retries + 1):
             try:
-                out = run(command, transient=self.transient).stdout.strip()
+                out = run(argv, transient=self.transient, env=env).stdout.strip()
             except OnagerError as exc:
                 message = str(exc)
                 if not any(t in message for t in (*self.transient, *UNCERTAIN)):
@@ -575,7 +582,7 @@ class ArrayBackend(Backend):
                 continue
             job_id = self.parse_job_id(out) if out else ""
             if not job_id.isdigit():
-                raise OnagerError(f"{command[0]} printed no job id (got {out!r}); command: {shlex.join(command)}")
+                raise OnagerError(f"{argv[0]} printed no job id (got {out!r}); command: {shlex.join(command)}")
             return job_id
         raise AssertionError("unreachable")
 

@@ -2,7 +2,8 @@
 
 MaxArraySize caps the array INDEX (largest index = MaxArraySize-1), not the number of
 tasks, so a launch whose ids go beyond it is sent as several arrays whose indexes are
-offsets; every submission passes `ONAGER_TASK_OFFSET` and the wrapper adds it back.
+offsets; every submission passes `ONAGER_TASK_OFFSET` (in sbatch's environment, which
+sbatch exports, and in a user's own --export) and the wrapper adds it back.
 The array spec is always the condensed tasklist (`1-3,5,8-9`), never one id per task.
 
 With `--tasks-per-node T`, array element g runs the g-th group of T tasks through
@@ -13,6 +14,7 @@ What was submitted (job id, offset, indexes) is kept in `<launch>/scheduler.json
 from __future__ import annotations
 
 import getpass
+import os
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -148,12 +150,14 @@ class SlurmBackend(ArrayBackend):
         scheduler_logs = launch.paths.scheduler_logs_dir.replace("%", "%%")
         limit = positive(self.options, "max_tasks")
         spec = indexes.slurm() + (f"%{limit}" if limit else "")
-        extra = [str(x) for x in self.options.get("extra") or []]
+        extra = _with_offset([str(x) for x in self.options.get("extra") or []], offset)
         token = self.token(launch, offset + indexes.first)
         mark = [f"--comment={token}"] if token else []
-        return ["sbatch", "--parsable", "-J", launch.jobname, f"--chdir={launch.workdir}",
-                "-o", f"{scheduler_logs}/%x_%A_%a.out", "-e", f"{scheduler_logs}/%x_%A_%a.err", *resources,
-                f"--array={spec}", f"--export=ALL,ONAGER_TASK_OFFSET={offset}", *mark, *extra, script]
+        # the offset rides in sbatch's own environment (exported by default): a job given
+        # --export=ALL,VAR=... has each task started about 200 ms later by slurmd
+        return [f"ONAGER_TASK_OFFSET={offset}", "sbatch", "--parsable", "-J", launch.jobname,
+                f"--chdir={launch.workdir}", "-o", f"{scheduler_logs}/%x_%A_%a.out",
+                "-e", f"{scheduler_logs}/%x_%A_%a.err", *resources, f"--array={spec}", *mark, *extra, script]
 
     def token(self, launch: LaunchInfo, number: int) -> str | None:
         """The submission's token (`--comment`), None when the user's own --comment takes its place."""
@@ -217,6 +221,36 @@ class SlurmBackend(ArrayBackend):
 
     def rollback_commands(self, job_ids: list[str]) -> list[list[str]]:
         return [["scancel", *job_ids]]
+
+
+def _with_offset(extra: list[str], offset: int) -> list[str]:
+    """The user's words after `--`, their last --export (the one sbatch keeps; else the
+    SBATCH_EXPORT of the environment) carrying ONAGER_TASK_OFFSET too: an --export that
+    names variables exports only those, the environment's offset included or not."""
+    at = max((i for i, word in enumerate(extra) if word == "--export" or word.startswith("--export=")),
+             default=None)
+    if at is None:
+        given = os.environ.get("SBATCH_EXPORT", "")
+        if given.strip().upper() in ("", "ALL"):
+            return extra  # the whole environment, the offset in it
+        extra, at = [*extra, f"--export={given}"], len(extra)
+    word = extra[at]
+    value = word[len("--export="):] if word.startswith("--export=") else (extra[at + 1] if at + 1 < len(extra)
+                                                                         else "")
+    if not value.strip():
+        raise UsageError("--export after -- needs a value (e.g. --export=ALL,VAR=1): sbatch would refuse it")
+    if value.strip().upper() == "ALL":
+        return extra  # the whole environment, the offset in it: as without --export
+    if value.strip().upper() == "NONE":
+        if offset:
+            raise UsageError("--export=NONE passes no variable to the tasks, and this launch's ids go beyond "
+                             "MaxArraySize (ONAGER_TASK_OFFSET must reach them): use --export=ALL or name "
+                             "variables, e.g. --export=PATH,HOME")
+        return extra  # nothing is exported: the wrapper's default offset 0 holds
+    merged = f"--export={value},ONAGER_TASK_OFFSET={offset}"
+    if word.startswith("--export="):
+        return [*extra[:at], merged, *extra[at + 1:]]
+    return [*extra[:at], merged, *extra[at + 2:]]
 
 
 def scancel_command(job_id: str, tasks: Tasklist | None) -> list[str]:
