@@ -73,7 +73,7 @@ def is_packed(launch_dir: str) -> bool:
 def worker_count(options: dict[str, Any]) -> int:
     """`--workers W` (0: not a packed launch); a bad value is a usage error."""
     value = options.get("workers")
-    if value in (None, "", False):
+    if value is None or value is False or value == "":  # not `in`: 0 == False, and 0 is refused
         return 0
     try:
         number = int(value)
