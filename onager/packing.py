@@ -128,10 +128,10 @@ ms() {{ local s=${{1/,/.}} i f; i=${{s%%.*}}; f=${{s#*.}}; [ "$f" != "$s" ] || f
 now() {{ local t=${{EPOCHREALTIME:-}}; [ -n "$t" ] || t=$(date +%s); ms "$t"; n_ms=$v; }}
 now; START=$n_ms; END=0
 [ "$LIMIT" -gt 0 ] && END=$(( START + LIMIT * 1000 ))
-{end_query}hist=()  # elapsed ms of ended tasks, sorted
-add() {{ local x=$1 i=${{#hist[@]}}
+{end_query}hist=()  # elapsed ms of ended tasks, sorted; at 101, both ends go (the median stays)
+add() {{ [ "$END" -gt 0 ] || return 0; local x=$1 i=${{#hist[@]}}
     while [ "$i" -gt 0 ] && [ "${{hist[i-1]}}" -gt "$x" ]; do hist[i]=${{hist[i-1]}}; i=$(( i - 1 )); done
-    hist[i]=$x; }}
+    hist[i]=$x; [ "${{#hist[@]}}" -lt 101 ] || hist=("${{hist[@]:1:99}}"); }}
 if [ "$END" -gt 0 ]; then  # what the launch's ended tasks took so far
     for e in "$D"/{STATE}/*.end@*; do
         [ -e "$e" ] || break
