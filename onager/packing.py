@@ -146,7 +146,15 @@ if [ -n "${{2:-}}" ]; then s=$2; else s=$(( (k - 1) * n / W )); fi
 case $s in ''|*[!0-9]*) s=0;; esac
 host=${{HOSTNAME:-$(hostname)}}; pst=-
 read -r -a ps 2>/dev/null </proc/$$/stat && pst=${{ps[21]:--}}
-stop=; trap 'stop=TERM' TERM; trap 'stop=INT' INT; trap 'stop=HUP' HUP
+stop=; child=; warned=
+trap 'stop=TERM' TERM; trap 'stop=INT' INT; trap 'stop=HUP' HUP
+warn() {{  # a time-limit warning (sbatch --signal=B:, s_rt) reaches the batch shell: this worker.
+    # It takes no more tasks and passes the signal on to the running wrapper ONCE (the wrapper's
+    # own forwarding reaches its process group, this worker included)
+    stop=$1
+    if [ -n "$child" ] && [ "$warned" != "$child" ]; then warned=$child; kill -s "$1" "$child" 2>/dev/null; fi
+}}
+trap 'warn USR1' USR1; trap 'warn USR2' USR2
 ran=0
 for (( j = 0; j < n; j++ )); do
     id=${{ids[(s + j) % n]}}
@@ -163,7 +171,10 @@ for (( j = 0; j < n; j++ )); do
     set -C; {{ echo "$k $host $$ $pst" >"$T/$id"; }} 2>/dev/null; ok=$?; set +C
     [ $ok -eq 0 ] || continue  # another worker took it first
     now; t1=$n_ms
-    bash "$D/{WRAPPER}" "$id" </dev/null
+    bash "$D/{WRAPPER}" "$id" </dev/null &
+    child=$!
+    while :; do wait "$child"; kill -0 "$child" 2>/dev/null || break; done  # a trap ends `wait` early
+    child=
     now; add $(( n_ms - t1 )); ran=$(( ran + 1 ))
 done
 echo "onager worker $k: ran $ran task(s)" >&2
@@ -324,8 +335,8 @@ def run_join(jobname: str, width: int, root: str = ".", quiet: bool = False) -> 
     except KeyboardInterrupt:
         for p in procs:
             if p.poll() is None:
-                with _suppress():
-                    os.killpg(p.pid, signal.SIGINT)
+                with _suppress():  # TERM, not INT: a shell's background jobs ignore SIGINT
+                    os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             with _suppress():
                 p.wait(timeout=30)

@@ -51,10 +51,11 @@ def runs(counts: str) -> dict[int, int]:
     return out
 
 
-def launch(cli, helpers, engine, jobname: str, workers: int, *extra: str) -> str:
+def launch(cli, helpers, engine, jobname: str, workers: int, *extra: str, minutes: int = 10) -> str:
     name, root, launched = engine
-    cli.ok("launch", "--backend", backend_of(name), "--jobname", jobname, "--workers", str(workers),
-           "--duration", "10", "--quiet", *([] if name == "sge" else ["--mem", "100M"]), *extra)
+    duration = ["--duration", str(minutes)]
+    cli.ok("launch", "--backend", backend_of(name), "--jobname", jobname, "--workers", str(workers), *duration,
+           "--quiet", *([] if name == "sge" else ["--mem", "100M"]), *extra)
     launched.extend(job_ids(helpers, root, jobname))
     return helpers.launch_dir(root, jobname, "1")
 
@@ -136,3 +137,26 @@ def test_cancel_stops_the_workers_and_their_tasks(engine, cli, helpers):
     assert set(st.values()) == {"cancelled"}, st
     ran = runs(counts)
     assert set(ran.values()) == {1} and len(ran) <= 2  # only what the workers had started
+
+
+def test_the_time_limit_warning_reaches_the_running_task_and_the_worker_stops(slurm, cli, helpers):
+    """sbatch --signal=B:USR1 signals the batch shell, which is the worker: it passes the warning
+    to the running wrapper (the task ends `timeout`) and takes no more tasks."""
+    jobname = f"{P}pkw"
+    counts = sweep(slurm, jobname, [30.0] * 4)
+    engine = ("slurm", slurm, [])
+    try:
+        # one minute; SIGUSR1 20 s before the end
+        launch(cli, helpers, engine, jobname, 1, "--warning-signal", "20", minutes=1)
+        cli.ok("launch", "--backend", "local", "--join", jobname, "--dry-run")  # a packed launch: joinable
+        st = helpers.wait_until(lambda: (s := statuses(cli, jobname)) and not {"running", "pending"} & set(s.values())
+                                and s, 150, 1.0, "the worker to end")
+        # Slurm may signal up to a minute early (its event resolution): the warned task is task 1 or 2
+        order = [st[i] for i in range(1, 5)]
+        warned = order.index("timeout")
+        assert order[:warned] == ["done"] * warned, st
+        assert order[warned + 1:] == ["lost"] * (3 - warned), st  # never started: `--tasklist unfinished`
+        assert runs(counts) == {i: 1 for i in range(1, warned + 2)}
+    finally:
+        for job_id in engine[2]:
+            subprocess.run(["scancel", job_id], capture_output=True, timeout=60)
