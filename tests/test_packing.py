@@ -205,9 +205,9 @@ def test_cancel_stops_the_worker_of_a_task_and_all_workers_for_the_whole_launch(
     backend = SlurmBackend({})
     assert backend.cancel(record, Tasklist.parse("2"), dry_run=True) == [["scancel", "555_2"]]
     assert backend.cancel(record, Tasklist.parse("4-6"), dry_run=True)[0][0].startswith("#")  # marks only
-    assert backend.cancel(record, Tasklist.parse("1-6"), dry_run=True) == [["scancel", "555_[1-3]"]]
+    assert backend.cancel(record, Tasklist.parse("1-6"), dry_run=True) == [["scancel", "555"]]
     ok(onager("cancel", "exp"))
-    assert ["scancel", "555_[1-3]"] in fake.calls()
+    assert ["scancel", "555"] in fake.calls()
     assert {r["status"] for i, r in rows(onager).items() if i > 2} == {"cancelled"}
 
 
@@ -267,3 +267,31 @@ def test_pending_word():
 def test_workers_launch_through_run_onager(project):
     """--workers is listed by `launch --help` (the docs test checks docs/cli.md)."""
     assert "--workers" in ok(run_onager(["launch", "--help"], cwd=str(project)))
+
+
+def test_cancel_stops_the_joiner_running_the_task(onager, fake):
+    from support import wait_for
+    counts = sweep(os.getcwd(), [60, 60, 60])
+    with open(".onager/scripts/exp/jobs.json") as handle:  # count first: `sleep` is what the cancel kills
+        entries = json.load(handle)
+    entries = {k: [f"echo $ONAGER_TASK_ID >> {counts}; sleep 60", tag, p] for k, (_, tag, p) in entries.items()}
+    with open(".onager/scripts/exp/jobs.json", "w") as handle:
+        json.dump(entries, handle)
+    launch_dir = launch_workers(onager, fake, 1)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(packing.__file__))))
+    joiner = subprocess.Popen([sys.executable, "-m", "onager", "launch", "--backend", "local", "--join", "exp",
+                               "--max-tasks", "1", "--quiet"], env=env, stdin=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: any(".start@" in n for n in state_names(launch_dir)), timeout=30)
+        [task] = [int(n.split(".")[0]) for n in state_names(launch_dir) if ".start@" in n]
+        ok(onager("cancel", "exp", "--tasklist", str(task)))
+        assert joiner.wait(timeout=30) == 0  # its only worker was stopped: nothing left to run
+    finally:
+        if joiner.poll() is None:
+            joiner.kill()
+            joiner.wait()
+    listed = rows(onager)
+    assert listed[task]["status"] == "cancelled"
+    assert runs(counts) == [task]  # that one task ran, once; the joiner took no other
+    assert not [c for c in fake.calls() if c[0] == "scancel"]  # no cluster worker held it

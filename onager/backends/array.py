@@ -352,14 +352,9 @@ class Mapper:
         return out
 
     def _workers_of(self, tasks: Iterable[int]) -> list[int]:
-        """The workers that run these tasks now; every worker when the tasks are all that is
-        left of the launch (cancelling them all stops the workers, not only their current task)."""
+        """The workers that run these tasks now (a --workers launch)."""
         assert self.packed is not None
-        wanted = set(tasks)
-        held = {w for w in (self.packed.worker_of(t) for t in wanted) if w is not None}
-        if self.packed.active() <= wanted:
-            held |= {int(s.get("offset", 0)) + i for s in self.submissions for i in Tasklist.parse(str(s["array"]))}
-        return sorted(held)
+        return sorted({w for w in map(self.packed.worker_of, tasks) if w is not None})
 
 
 def _accounted(launch_dir: str) -> set[tuple[int, int]]:
@@ -775,8 +770,14 @@ class ArrayBackend(Backend):
         states = read_states(record.launch_dir)
         targets = [i for i in tasks if not (i in states and states[i].end is not None)]
         commands: list[list[str]] = []
-        for job_id, indexes in Mapper(record).indexes(targets).items():
-            commands += self.cancel_commands(job_id, Tasklist.from_ids(indexes))
+        mapper = Mapper(record)
+        if mapper.packed is not None and targets and mapper.packed.active() <= set(targets):
+            # every task left of a --workers launch: the workers go, not only their current tasks
+            for sub in mapper.submissions:
+                commands += self.cancel_commands(str(sub["job_id"]), None)
+        else:
+            for job_id, indexes in mapper.indexes(targets).items():
+                commands += self.cancel_commands(job_id, Tasklist.from_ids(indexes))
         if dry_run:
             return commands or [["# nothing to cancel:", f"tasks {tasks} of {record.key} have all finished"]]
         for task_id in targets:
