@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
 from lifecycle_helpers import P, job_ids
@@ -141,22 +142,24 @@ def test_cancel_stops_the_workers_and_their_tasks(engine, cli, helpers):
 
 def test_the_time_limit_warning_reaches_the_running_task_and_the_worker_stops(slurm, cli, helpers):
     """sbatch --signal=B:USR1 signals the batch shell, which is the worker: it passes the warning
-    to the running wrapper (the task ends `timeout`) and takes no more tasks."""
+    to the running wrapper (the task ends `timeout`) and takes no more tasks. The signal is sent
+    as Slurm sends it (`scancel --batch --signal=USR1`), when task 2 runs: Slurm's own timing may
+    be up to a minute early."""
     jobname = f"{P}pkw"
-    counts = sweep(slurm, jobname, [30.0] * 4)
+    counts = sweep(slurm, jobname, [20.0] * 4)
     engine = ("slurm", slurm, [])
     try:
-        # one minute; SIGUSR1 20 s before the end
-        launch(cli, helpers, engine, jobname, 1, "--warning-signal", "20", minutes=1)
+        launch_dir = launch(cli, helpers, engine, jobname, 1, "--warning-signal", "30", minutes=10)
         cli.ok("launch", "--backend", "local", "--join", jobname, "--dry-run")  # a packed launch: joinable
+        helpers.wait_until(lambda: started(launch_dir, 2), 120, 0.3, "task 2 to start")
+        time.sleep(2)  # its wrapper is past its own traps
+        [job_id] = engine[2]
+        subprocess.run(["scancel", "--batch", "--signal=USR1", f"{job_id}_1"], check=True, capture_output=True,
+                       timeout=60)
         st = helpers.wait_until(lambda: (s := statuses(cli, jobname)) and not {"running", "pending"} & set(s.values())
-                                and s, 150, 1.0, "the worker to end")
-        # Slurm may signal up to a minute early (its event resolution): the warned task is task 1 or 2
-        order = [st[i] for i in range(1, 5)]
-        warned = order.index("timeout")
-        assert order[:warned] == ["done"] * warned, st
-        assert order[warned + 1:] == ["lost"] * (3 - warned), st  # never started: `--tasklist unfinished`
-        assert runs(counts) == {i: 1 for i in range(1, warned + 2)}
+                                and s, 120, 1.0, "the worker to end")
+        assert [st[i] for i in range(1, 5)] == ["done", "timeout", "lost", "lost"], st  # 3, 4: never started
+        assert runs(counts) == {1: 1, 2: 1}
     finally:
         for job_id in engine[2]:
             subprocess.run(["scancel", job_id], capture_output=True, timeout=60)
