@@ -384,6 +384,19 @@ class _suppress:
         return kind is not None and issubclass(kind, (OSError, subprocess.TimeoutExpired))
 
 
+def join_width(value: Any) -> int:
+    """Local workers of a join: `--max-tasks`, as the local pool reads it (default: the CPUs)."""
+    if value in (None, "", -1, "-1"):
+        return os.cpu_count() or 1
+    try:
+        width = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"bad --max-tasks {value!r}: give a whole number") from None
+    if width < 1:
+        raise UsageError("--max-tasks must be at least 1")
+    return width
+
+
 def cmd_join(args: Any, given: dict[str, Any]) -> int:
     """`onager launch --backend local --join JOB`: checks first (one line, exit 2, nothing
     run), then the local workers, in the foreground."""
@@ -394,9 +407,8 @@ def cmd_join(args: Any, given: dict[str, Any]) -> int:
                    from_jobfile=args.from_jobfile)
     jobname = check_join(options, args.jobname)
     from onager.backends.base import refuse_foreign_options
-    from onager.backends.local import LocalBackend
     refuse_foreign_options("local", {k: v for k, v in given.items() if k != "join"})
-    width = LocalBackend({"max_tasks": given.get("max_tasks")})._width()
+    width = join_width(given.get("max_tasks"))
     record = find_join_launch(jobname)
     if args.dry_run:
         print(f"# join: {width} local worker(s) over {record.key}: {os.path.join(record.launch_dir, WORKER_SH)}")
