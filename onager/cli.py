@@ -226,6 +226,9 @@ def cmd_launch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from onager.options import resolve
 
     given = {k: v for k, v in vars(args).items() if k not in GENERIC}
+    if given.get("join"):  # local workers for a --workers launch, not a new launch
+        from onager.packing import cmd_join
+        return cmd_join(args, given)
     venv, workdir, extra = args.venv, args.workdir, args.extra
     # a rerun by status without --backend: the last launch's backend and options, under those given now
     reused = None if args.backend else launchmod.reuse_last_launch(args.jobname, args.tasklist, given, venv,
@@ -455,6 +458,8 @@ def _main(argv: list[str]) -> int:
         (sub or parser).error(f"unrecognized arguments: {' '.join(unknown)}"
                               + (" (options for the scheduler go after --)" if args.subcommand == "launch" else ""))
     args.extra = extra
+    if getattr(args, "join", None) and args.job is None and args.jobname is None:
+        args.jobname = args.join  # `launch --join JOB` names the job (onager.packing)
     merge_job(args)
     name = args.subcommand
     if name in ("list", "results", "show"):

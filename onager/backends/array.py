@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
+from onager import packing
 from onager.backends.base import BLOCKED, QUEUED, STARTED, STUCK, Backend, LaunchInfo, Option, run
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_write, executable_mode
@@ -316,9 +317,13 @@ class Mapper:
         self.per_node, self.submissions = load_submissions(record)
         self.groups = read_groups(record.launch_dir) if self.per_node > 1 else []
         self.offsets = {str(s["job_id"]): int(s.get("offset", 0)) for s in self.submissions}
+        # --workers: element k is worker k, answering for the tasks it holds (onager.packing)
+        self.packed = packing.Holdings(record.launch_dir) if packing.is_packed(record.launch_dir) else None
 
     def task_ids(self, job_id: str, index: int) -> list[int]:
         number = index + self.offsets.get(job_id, 0)
+        if self.packed is not None:
+            return self.packed.held_by(number)
         if self.per_node > 1:
             return self.groups[number - 1] if 0 < number <= len(self.groups) else []
         return [number]
@@ -329,6 +334,8 @@ class Mapper:
         if self.per_node > 1:
             wanted = set(tasks)
             numbers = [g for g, ids in enumerate(self.groups, 1) if ids and all(i in wanted for i in ids)]
+        elif self.packed is not None:
+            numbers = self._workers_of(tasks)
         else:
             numbers = tasks
         # submissions cover disjoint spans of numbers (offset windows, or one block each)
@@ -348,6 +355,10 @@ class Mapper:
                 out.setdefault(job_id, []).append(number - offset)
         return out
 
+    def _workers_of(self, tasks: Iterable[int]) -> list[int]:
+        """The workers that run these tasks now (a --workers launch)."""
+        assert self.packed is not None
+        return sorted({w for w in map(self.packed.worker_of, tasks) if w is not None})
 
 
 def _accounted(launch_dir: str) -> set[tuple[int, int]]:
@@ -438,6 +449,7 @@ class ArrayBackend(Backend):
         """Every option, config defaults included, checked before a launch writes anything or
         takes a launch id: the adapter's resources (whose own hints for another scheduler's
         options come first), options only other backends honour, and --max-tasks."""
+        packing.check_options(self.options)
         tasks_per_node, at_once = per_node(self.options)
         self.resources(at_once if tasks_per_node > 1 else 1)
         super().check_options()
@@ -522,6 +534,9 @@ class ArrayBackend(Backend):
         """(tasks per node, at once, resource arguments, [(offset, indexes)]) of a launch."""
         tasks_per_node, at_once = per_node(self.options)
         resources = self.resources(at_once if tasks_per_node > 1 else 1)
+        workers = packing.check_options(self.options)
+        if workers:  # W workers walk the tasks (onager.packing): the array indexes workers
+            return 1, 1, resources, self.chunks(Tasklist.range(1, min(workers, launch.count) or 1))
         if tasks_per_node > 1:
             numbers = Tasklist.range(1, group_count(launch.tasklist, tasks_per_node))
         else:
@@ -531,6 +546,8 @@ class ArrayBackend(Backend):
     def submit_commands(self, launch: LaunchInfo) -> list[list[str]]:
         tasks_per_node, _, resources, chunks = self.plan(launch)
         script = launch.wrapper if tasks_per_node == 1 else launch.paths.node_sh
+        if packing.worker_count(self.options):
+            script = os.path.join(launch.launch_dir, packing.WORKER_SH)
         return [self.submit_command(launch, script, resources, offset, indexes) for offset, indexes in chunks]
 
     # ------------------------------------------------------------ submit
@@ -541,6 +558,8 @@ class ArrayBackend(Backend):
         if tasks_per_node > 1:
             write_groups(launch.launch_dir, launch.tasklist, tasks_per_node)
             write_node_script(launch, tasks_per_node, at_once, self.index_variable)
+        if packing.worker_count(self.options):
+            self.write_workers(launch, sum(len(indexes) for _, indexes in chunks))
         job_ids: list[str] = []
         submissions: list[dict[str, Any]] = []
         try:
@@ -556,6 +575,12 @@ class ArrayBackend(Backend):
             raise
         save_submissions(launch.launch_dir, self.name, tasks_per_node, submissions)
         return job_ids
+
+    def write_workers(self, launch: LaunchInfo, workers: int) -> None:
+        """worker.sh and the packing files of a `--workers` launch, before it is submitted."""
+        limit = duration_seconds(self.options.get("duration") or "0-01:00:00")
+        packing.write_worker(launch.launch_dir, launch.tasklist, workers, limit, self.index_variable,
+                             slurm_end=self.name == "slurm")
 
     def submit_one(self, launch: LaunchInfo, command: list[str], token: str | None) -> str:
         """Run one submit command; after an error that leaves it unknown whether the job went
@@ -615,6 +640,7 @@ class ArrayBackend(Backend):
             return {r.key: None for r in records}
         entries = self._with_reasons([e for e in entries if e[0] in owners])
         self._spread(entries, owners, out)
+        self._spread_packed(entries, owners, out)
         self._settle(records, owners, out)
         return out
 
@@ -634,6 +660,32 @@ class ArrayBackend(Backend):
                     held = answer.get(task_id)
                     if held is None or rank > _RANK.get(parse_answer(held)[0] or "", 1):
                         answer[task_id] = state
+
+    def _spread_packed(self, entries: Sequence[QueryEntry], owners: dict[str, Mapper],
+                       out: dict[str, dict[int, str] | None]) -> None:
+        """`--workers` launches: tasks nobody has taken wait while a worker is queued or runs;
+        a joiner's task (`--join`) runs while its local process does."""
+        answers: dict[int, list[str | None]] = {}
+        for job_id, indexes, state in entries:
+            owner = owners.get(job_id)
+            if owner is not None and owner.packed is not None:
+                answers.setdefault(id(owner), []).extend(state for _ in indexes)
+        seen: set[int] = set()
+        for owner in owners.values():
+            if owner.packed is None or id(owner) in seen:
+                continue
+            seen.add(id(owner))
+            answer = out[owner.record.key]
+            assert answer is not None
+            owner.packed.held_by(0)  # loads the holdings once
+            word = packing.pending_word(answers.get(id(owner), []))
+            if word is not None:
+                for task_id in owner.packed.unstarted:
+                    answer.setdefault(task_id, word)
+            for task_id, (host, pid, pstart) in owner.packed.local.items():
+                local = packing.local_answer(host, pid, pstart)
+                if local is not None:
+                    answer.setdefault(task_id, local)
 
     def _with_reasons(self, entries: list[QueryEntry]) -> list[QueryEntry]:
         """Plain `pending` entries with the reason a second, batched call gives (Grid Engine's
@@ -725,8 +777,14 @@ class ArrayBackend(Backend):
         states = read_states(record.launch_dir)
         targets = [i for i in tasks if not (i in states and states[i].end is not None)]
         commands: list[list[str]] = []
-        for job_id, indexes in Mapper(record).indexes(targets).items():
-            commands += self.cancel_commands(job_id, Tasklist.from_ids(indexes))
+        mapper = Mapper(record)
+        if mapper.packed is not None and targets and mapper.packed.active() <= set(targets):
+            # every task left of a --workers launch: the workers go, not only their current tasks
+            for sub in mapper.submissions:
+                commands += self.cancel_commands(str(sub["job_id"]), None)
+        else:
+            for job_id, indexes in mapper.indexes(targets).items():
+                commands += self.cancel_commands(job_id, Tasklist.from_ids(indexes))
         if dry_run:
             return commands or [["# nothing to cancel:", f"tasks {tasks} of {record.key} have all finished"]]
         for task_id in targets:

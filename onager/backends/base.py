@@ -75,6 +75,8 @@ OPTION_BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
     "remote_dir": (("ssh",), "remote directories"),
     "ssh_no_host_key_check": (("ssh",), "host keys"),
     "fetch": (("ssh",), "remote hosts to fetch outputs from"),
+    "workers": (("slurm", "gridengine"), "workers to pack tasks into (dynamic packing)"),
+    "join": (("local",), "local workers to join a launch with"),
 }
 
 

@@ -40,6 +40,7 @@ from onager.backends.pool import (
 from onager.errors import UsageError
 from onager.layout import LaunchPaths
 from onager.notify import notify_pool
+from onager.packing import JOIN
 from onager.recovery import pool_retry
 from onager.state import read_states
 from onager.tasklist import Tasklist
@@ -60,6 +61,7 @@ class LocalBackend(Backend):
         Option("gpus_per_task", "int", default=1, units="GPUs", metavar="K",
                help="local/ssh: give each task K GPUs of --gpus (or of the detected ones) "
                     "in its own CUDA_VISIBLE_DEVICES; slurm/gridengine: K GPUs per task"),
+        JOIN,
     )
 
     def __init__(self, options=None):

@@ -34,6 +34,7 @@ from onager.backends.array import (
 )
 from onager.backends.base import BLOCKED, QUEUED, STARTED, STUCK, LaunchInfo, Option, cluster_setting
 from onager.errors import OnagerError, UsageError
+from onager.packing import WORKERS
 from onager.state import END_STATES, parse_answer
 from onager.tasklist import Tasklist
 
@@ -70,6 +71,7 @@ class SlurmBackend(ArrayBackend):
         Option("max_array_size", "int", default="read from scontrol show config",
                help="slurm: MaxArraySize to assume (default: read from scontrol show config)"),
         WARNING_SIGNAL,
+        WORKERS,  # gridengine reads it too
     )
 
     def __init__(self, options: dict[str, Any] | None = None):
