@@ -15,11 +15,13 @@ directory listing reads a whole launch):
 """
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -144,13 +146,84 @@ def read_states(launch_dir: str, history: bool = False) -> dict[int, TaskState]:
     corrupted or foreign name simply does not match, and is never fatal. With `history`,
     each TaskState also lists every attempt (`onager list --all-attempts`).
     """
+    return parse_states(state_names(launch_dir), history)
+
+
+def state_names(launch_dir: str) -> list[str]:
+    """The ONE listing of `state/` that everything a launch's status says is read from."""
     try:
-        names = os.listdir(LaunchPaths(launch_dir).state_dir)
+        return os.listdir(LaunchPaths(launch_dir).state_dir)
     except FileNotFoundError:
-        return {}
+        return []
     except OSError as exc:  # a file where the directory should be, unreadable, ...
         raise OnagerError(f"cannot read the task states in {LaunchPaths(launch_dir).state_dir} "
                           f"({exc.strerror or exc}): fix or move it away, or launch the job again") from exc
+
+
+#: a start name and an end name as the wrapper writes them; a listing made only of these is
+#: read by two regular expressions over all names at once (`wrapper_names`). Each pattern
+#: starts with a newline, so the scan jumps from line to line instead of trying every position.
+_START = re.compile(r"\n(\d+)\.start@(\d+\.?\d*)@(\d+)(?=\n)", re.ASCII)
+_END = re.compile(r"\n(\d+)\.end@(\d+\.?\d*)@(-?\d+)@(\d+\.?\d*)@(\d+)@(" + "|".join(END_STATES)
+                  + r")@([A-Za-z0-9_.:+,=-]*)(?=\n)", re.ASCII)
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """No cyclic collection while a listing becomes millions of (acyclic) tuples: each
+    collection would walk them all again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class WrapperNames(NamedTuple):
+    """A listing of state/ holding only what the wrapper writes, one attempt per task:
+    starts (id, t0, attempt) that have no end, and ends (id, t, code, t0, attempt, state,
+    reason), as text; `has_start` tells which ends have their start name."""
+
+    running: list[tuple[str, str, str]]
+    ends: list[tuple[str, str, str, str, str, str, str]]
+    ended: set[int]
+    has_start: set[tuple[str, str, str]]
+
+
+def wrapper_names(names: list[str]) -> WrapperNames | None:
+    """`names` read by two regular expressions, or None when any name is of another kind or
+    form (cancel, lost, accounting, duplicate, older end forms, a name made by hand), a task
+    shows more than one attempt, or the same attempt is spelled two ways: the general reading
+    (`parse_states`) decides those."""
+    joined = "\n" + "\n".join(names) + "\n"
+    if joined.count("\n") != len(names) + 1:
+        return None  # a name holding a newline
+    with _no_gc():
+        starts = _START.findall(joined)
+        if len(starts) == len(names):
+            ends: list[tuple[str, str, str, str, str, str, str]] = []
+        else:
+            ends = _END.findall(joined)
+            if len(starts) + len(ends) != len(names):
+                return None
+        ended = set(map(int, (end[0] for end in ends)))
+        if len(ended) != len(ends):
+            return None  # two ends of one task: two attempts
+        started = set(starts)
+        running = list(started - {(end[0], end[3], end[4]) for end in ends})
+        if len(set(int(start[0]) for start in running)) != len(running) or any(
+                int(start[0]) in ended for start in running):
+            return None  # a start of another attempt than the end, or two starts
+        return WrapperNames(running, ends, ended, started)
+
+
+def parse_states(names: list[str], history: bool = False) -> dict[int, TaskState]:
+    """`read_states` of names already listed (`state_names`)."""
+    simple = wrapper_names(names)
+    if simple is not None:
+        return _wrapper_states(simple, history)
     joined = "\n".join(names)
     if joined.count("\n") != len(names) - 1:  # a name holding a newline must not read as two names
         joined = "\n".join(name for name in names if "\n" not in name)
@@ -241,6 +314,25 @@ def read_states(launch_dir: str, history: bool = False) -> dict[int, TaskState]:
         st.end, st.exit_code, st.state = when, code, ended_state(code)
         if history:
             st.history = [Attempt(0, None, when, code, st.state)]
+    return states
+
+
+def _wrapper_states(simple: WrapperNames, history: bool) -> dict[int, TaskState]:
+    """What `parse_states` reads from the same names, built from `wrapper_names`."""
+    states: dict[int, TaskState] = {}
+    has_start = simple.has_start
+    with _no_gc():
+        for task, t0, number in simple.running:
+            name = f"{task}.start@{t0}@{number}"
+            st = states[int(task)] = TaskState(float(t0), attempts=1, attempt=int(number), start_name=name)
+            if history:
+                st.history = [Attempt(st.attempt, st.start, start_name=name)]
+        for task, when, code, t0, number, state, reason in simple.ends:
+            name = f"{task}.start@{t0}@{number}" if (task, t0, number) in has_start else ""
+            st = states[int(task)] = TaskState(float(t0), float(when), int(code), attempts=1, attempt=int(number),
+                                               state=state, reason=reason, start_name=name)
+            if history:
+                st.history = [Attempt(st.attempt, st.start, st.end, st.exit_code, state, reason, name)]
     return states
 
 
