@@ -254,7 +254,7 @@ class _Output:
         self.spill.truncate()
 
 
-SPILL_IN_MEMORY = 8 << 20
+SPILL_IN_MEMORY = 1 << 20
 MAX_HINT_ROWS = 64  # module_hints looks at 50 failed rows at most
 
 
@@ -267,13 +267,15 @@ class _JsonOutput(_Output):
 
     def write(self, batch: list[TaskRow]) -> None:
         commits = self.commits
-        dumps = json.dumps
-        self.spill.write("".join(",\n " + dumps(
+        text = json.dumps([
             {"job_id": r.job_ids, "launch": r.launch_id, "task_id": r.task_id, "jobname": r.jobname,
              "backend": r.backend, "status": r.status, "reason": r.reason, "attempt": r.attempt,
              "exit": r.exit_code, "start": r.start, "end": r.end, "elapsed": r.elapsed, "tag": r.tag,
-             "command": r.command, "params": r.params, "commit": commits.get(f"{r.jobname}/{r.launch_id}", "")},
-            indent=1).replace("\n", "\n ") for r in batch))
+             "command": r.command, "params": r.params, "commit": commits.get(f"{r.jobname}/{r.launch_id}", "")}
+            for r in batch], indent=1)
+        # one call per batch (indent makes json build its encoder per call), its brackets off:
+        # "\n {row},\n {row}", each row as json.dump(all rows) spells it
+        self.spill.write("," + text[1:-2])
 
     def keep(self) -> None:
         if self.spill.tell():

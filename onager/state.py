@@ -221,9 +221,12 @@ def wrapper_names(names: list[str]) -> WrapperNames | None:
 
 def parse_states(names: list[str], history: bool = False) -> dict[int, TaskState]:
     """`read_states` of names already listed (`state_names`)."""
-    simple = wrapper_names(names)
-    if simple is not None:
-        return _wrapper_states(simple, history)
+    states = _wrapper_states(names, history)
+    return states if states is not None else _parse_any(names, history)
+
+
+def _parse_any(names: list[str], history: bool) -> dict[int, TaskState]:
+    """`parse_states` of any names: every kind and older form, one name at a time."""
     joined = "\n".join(names)
     if joined.count("\n") != len(names) - 1:  # a name holding a newline must not read as two names
         joined = "\n".join(name for name in names if "\n" not in name)
@@ -317,22 +320,44 @@ def parse_states(names: list[str], history: bool = False) -> dict[int, TaskState
     return states
 
 
-def _wrapper_states(simple: WrapperNames, history: bool) -> dict[int, TaskState]:
-    """What `parse_states` reads from the same names, built from `wrapper_names`."""
+_WORDS = {word: word for word in END_STATES}  # one string per end state, not one per task
+
+
+def _wrapper_states(names: list[str], history: bool) -> dict[int, TaskState] | None:
+    """What `_parse_any` reads from names that are all what the wrapper writes, one attempt
+    per task, read match by match (no list of every name's fields), or None for any other
+    listing."""
+    joined = "\n" + "\n".join(names) + "\n"
+    if joined.count("\n") != len(names) + 1:
+        return None  # a name holding a newline
     states: dict[int, TaskState] = {}
-    has_start = simple.has_start
+    found = 0
     with _no_gc():
-        for task, t0, number in simple.running:
-            name = f"{task}.start@{t0}@{number}"
-            st = states[int(task)] = TaskState(float(t0), attempts=1, attempt=int(number), start_name=name)
-            if history:
-                st.history = [Attempt(st.attempt, st.start, start_name=name)]
-        for task, when, code, t0, number, state, reason in simple.ends:
-            name = f"{task}.start@{t0}@{number}" if (task, t0, number) in has_start else ""
-            st = states[int(task)] = TaskState(float(t0), float(when), int(code), attempts=1, attempt=int(number),
-                                               state=state, reason=reason, start_name=name)
-            if history:
-                st.history = [Attempt(st.attempt, st.start, st.end, st.exit_code, state, reason, name)]
+        for match in _END.finditer(joined):
+            task, when, code, t0, number, how, reason = match.groups()
+            task_id = int(task)
+            if task_id in states:
+                return None  # two ends: two attempts
+            states[task_id] = TaskState(float(t0), float(when), int(code), attempts=1, attempt=int(number),
+                                        state=_WORDS[how], reason=reason)
+            found += 1
+        for match in _START.finditer(joined):
+            task, t0, number = match.groups()
+            task_id, start, attempt = int(task), float(t0), int(number)
+            st = states.get(task_id)
+            if st is None:
+                states[task_id] = TaskState(start, attempts=1, attempt=attempt, start_name=match.group()[1:])
+            elif st.end is None or st.start_name or st.start != start or st.attempt != attempt:
+                return None  # a start of another attempt, or a second start
+            else:
+                st.start_name = match.group()[1:]
+            found += 1
+        if found != len(names):
+            return None  # other kinds of names, or other forms
+        if history:
+            for st in states.values():
+                st.history = [Attempt(st.attempt, st.start, st.end, st.exit_code, st.state, st.reason,
+                                      st.start_name)]
     return states
 
 

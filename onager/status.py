@@ -77,9 +77,18 @@ def _decider(record: LaunchRecord, scheduler: dict[int, str] | None,
     queried = scheduler is not None
     get_sched = (scheduler if scheduler is not None else {}).get
     policy: list[Any] = []
+    ended: dict[tuple[str | None, int | None, str], Verdict] = {}  # one Verdict per way of ending
 
     def decide(task_id: int, st: TaskState | None) -> Verdict:
         answer = get_sched(task_id)
+        if answer is None and st is not None and st.end is not None and st.cancelled is None \
+                and (st.start is None or st.end >= st.start):
+            # ended, and the scheduler says nothing of it: how it ended (what `verdict` says then)
+            key = (st.state, st.exit_code if st.state is None else 0, st.reason)
+            found = ended.get(key)
+            if found is None:
+                found = ended[key] = verdict(st, None, queried)
+            return found
         v = verdict(st, answer, queried)
         if st is not None and answer == POOL_ANSWER and v.status in RERUN_FAILED and st.cancelled is None:
             # a live pool runs an eligible task again itself (--retries, --requeue): not final yet
