@@ -110,7 +110,6 @@ def array_job_id(record: LaunchRecord) -> Callable[[int], str] | None:
     import bisect
 
     from onager.backends.array import load_submissions, read_groups
-    from onager.tasklist import Tasklist
 
     joined = ",".join(record.job_ids)
     per_node, submissions = load_submissions(record)
