@@ -263,7 +263,7 @@ def iter_launch_tasks(launch_dir: str) -> Iterator[tuple[int, str, str, dict[str
         number = 0  # lines read before this chunk
         while True:
             try:
-                lines = handle.readlines(1 << 22)
+                lines = handle.readlines(1 << 20)  # a megabyte of lines: decoded, some 5 MB
             except ValueError:  # not UTF-8
                 raise _damaged(path, number + 1, "not UTF-8 text") from None
             if not lines:

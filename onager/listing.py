@@ -3,19 +3,31 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import shlex
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
 from onager.layout import LaunchPaths
 from onager.state import RERUN_FAILED, STATUSES, describe_exit, read_states
-from onager.status import Progress, TaskRow, query_all, select_records, task_rows, wait_for
+from onager.status import (
+    Progress,
+    TaskRow,
+    launch_counts,
+    launch_groups,
+    query_all,
+    select_records,
+    task_rows,
+    wait_for,
+)
 from onager.tasklist import Tasklist
 
 COLUMNS = ["job_id", "launch", "task_id", "jobname", "status", "reason", "exit", "attempt", "elapsed", "tag", "command"]
@@ -85,9 +97,8 @@ def _warn_damaged_index(index: JobIndex) -> bool:
     return bool(lines)
 
 
-def _rows(args: argparse.Namespace, index: JobIndex, damaged: list[str] | None = None) -> list[TaskRow]:
-    """The rows of the selected launches; a launch whose files are damaged is skipped with one
-    warning (its key goes into `damaged`), so the other jobs still list."""
+def _selection(args: argparse.Namespace, index: JobIndex) -> tuple[list[LaunchRecord], Any, set[str] | None]:
+    """The launches, the task ids (--tasklist) and the statuses (--status) that `list` shows."""
     records = select_records(index, getattr(args, "jobname", None), getattr(args, "jobid", None),
                              getattr(args, "launch", None), latest_only=getattr(args, "latest", False))
     tasklist = Tasklist.parse(args.tasklist) if getattr(args, "tasklist", None) else None
@@ -95,17 +106,26 @@ def _rows(args: argparse.Namespace, index: JobIndex, damaged: list[str] | None =
     if tasklist is not None and len(tasklist.blocks) > 64:
         wanted = set(tasklist)
     statuses = _statuses(args.status) if getattr(args, "status", None) else None
+    return records, wanted, statuses
 
-    def skipped(record: LaunchRecord, why: str) -> None:
-        if not os.path.isdir(record.launch_dir):
-            print(f"onager: warning: launch {record.key} is in the index but its directory "
-                  f"{record.launch_dir} is gone; skipped", file=sys.stderr)
-            return
-        print(f"onager: warning: launch {record.key} skipped: {why}", file=sys.stderr)
-        if damaged is not None:
-            damaged.append(record.key)
 
-    return task_rows(records, wanted, statuses, skipped, all_attempts=getattr(args, "all_attempts", False))
+def _skipped(record: LaunchRecord, why: str, damaged: list[str] | None) -> None:
+    """One warning for a launch left out; a damaged one (not a deleted one) goes into `damaged`."""
+    if not os.path.isdir(record.launch_dir):
+        print(f"onager: warning: launch {record.key} is in the index but its directory "
+              f"{record.launch_dir} is gone; skipped", file=sys.stderr)
+        return
+    print(f"onager: warning: launch {record.key} skipped: {why}", file=sys.stderr)
+    if damaged is not None:
+        damaged.append(record.key)
+
+
+def _rows(args: argparse.Namespace, index: JobIndex, damaged: list[str] | None = None) -> list[TaskRow]:
+    """The rows of the selected launches; a launch whose files are damaged is skipped with one
+    warning (its key goes into `damaged`), so the other jobs still list."""
+    records, wanted, statuses = _selection(args, index)
+    return task_rows(records, wanted, statuses, lambda record, why: _skipped(record, why, damaged),
+                     all_attempts=getattr(args, "all_attempts", False))
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -120,11 +140,10 @@ def run_list(args: argparse.Namespace) -> int:
             print("no launches yet (onager launch records them in .onager/index.jsonl)", file=sys.stderr)
         return 1 if broken else 0
     damaged: list[str] = []
-    rows = _rows(args, index, damaged)
-    # damaged files: the rest is listed, and the exit code says that something was skipped
-    failed = 1 if broken or damaged else 0
     if args.summary:
-        return _summary(rows, args) or failed
+        counts = _summary_counts(args, index, damaged)
+        # damaged files: the rest is listed, and the exit code says that something was skipped
+        return _summary(counts, args) or (1 if broken or damaged else 0)
     hide = set(args.hide or [])
     unknown = hide - set(COLUMNS)
     if unknown:
@@ -135,25 +154,246 @@ def run_list(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown column {', '.join(sorted(unknown))} for --show: use {', '.join(OPTIONAL_COLUMNS)}")
     columns = [c for c in COLUMNS if c not in hide] + [c for c in OPTIONAL_COLUMNS if c in show]
     commits = _commits(index) if args.json or "commit" in show else {}
+    records, wanted, statuses = _selection(args, index)
+    groups = launch_groups(records, wanted, statuses, all_attempts=getattr(args, "all_attempts", False))
+    out: _Output
     if args.json:
-        out = [{"job_id": r.job_ids, "launch": r.launch_id, "task_id": r.task_id, "jobname": r.jobname,
-                "backend": r.backend, "status": r.status, "reason": r.reason, "attempt": r.attempt,
-                "exit": r.exit_code, "start": r.start,
-                "end": r.end, "elapsed": r.elapsed, "tag": r.tag, "command": r.command,
-                "params": r.params, "commit": commits.get(f"{r.jobname}/{r.launch_id}", "")} for r in rows]
-        json.dump(out, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-        return failed
-    data = _columns(rows, columns, commits)
-    if args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(zip(*data))
-        return failed
-    print(column_table(data, columns))
-    from onager.hints import print_hints
-    print_hints(rows)  # e.g. "No module named X" where the launching Python has X: use --venv
-    return failed
+        out = _JsonOutput(commits)
+    elif args.csv:
+        out = _CsvOutput(columns, commits)
+    else:
+        out = _TableOutput(columns, commits)
+    with out:
+        for record, group in groups:
+            if isinstance(group, str):
+                _skipped(record, group, damaged)
+                continue
+            out.begin()
+            try:
+                for batch in _batches(group):
+                    out.add(batch)
+            except OnagerError as exc:
+                out.drop()  # a launch damaged part way is left out whole, as before any row was shown
+                _skipped(record, str(exc), damaged)
+                continue
+            out.keep()
+        out.finish()
+    if not (args.json or args.csv):
+        from onager.hints import print_hints
+        print_hints(out.failed)  # e.g. "No module named X" where the launching Python has X: use --venv
+    # damaged files: the rest is listed, and the exit code says that something was skipped
+    return 1 if broken or damaged else 0
+
+
+BATCH = 4096
+
+
+def _batches(rows: Iterator[TaskRow]) -> Iterator[list[TaskRow]]:
+    """Rows in lists of BATCH: each is turned into text column by column, then dropped."""
+    while True:
+        batch = list(itertools.islice(rows, BATCH))
+        if not batch:
+            return
+        yield batch
+
+
+class _Output:
+    """Where the rows of `list` go: written a launch at a time into a spill file (in memory
+    while small, then an unnamed temporary file), so that memory stays flat in the number of
+    rows and a launch found damaged part way can be taken back whole (`drop`)."""
+
+    def __init__(self, commits: dict[str, str]):
+        self.commits = commits
+        self.spill = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed by __exit__)
+            max_size=SPILL_IN_MEMORY, mode="w+", encoding="utf-8", errors="surrogatepass", newline="")
+        self.mark = 0
+        self.failed: list[TaskRow] = []  # the first failed rows, for the hints after the table
+        self.failed_mark = 0
+
+    def __enter__(self) -> _Output:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.spill.close()
+
+    def begin(self) -> None:
+        self.mark = self.spill.tell()
+        self.failed_mark = len(self.failed)
+
+    def add(self, batch: list[TaskRow]) -> None:
+        if len(self.failed) < MAX_HINT_ROWS:
+            self.failed.extend(itertools.islice((r for r in batch if r.status == "failed"),
+                                                MAX_HINT_ROWS - len(self.failed)))
+        self.write(batch)
+
+    def write(self, batch: list[TaskRow]) -> None:
+        raise NotImplementedError
+
+    def drop(self) -> None:
+        self.spill.seek(self.mark)
+        self.spill.truncate()
+        del self.failed[self.failed_mark:]
+
+    def keep(self) -> None:
+        """The launch was read to its end: its rows stay."""
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+    def copy_out(self, skip: int = 0) -> None:
+        """What the spill holds, to stdout (less its first `skip` characters), and empty it."""
+        self.spill.seek(0)
+        if skip:
+            self.spill.read(skip)
+        while True:
+            chunk = self.spill.read(1 << 20)
+            if not chunk:
+                break
+            sys.stdout.write(chunk)
+        self.spill.seek(0)
+        self.spill.truncate()
+
+
+SPILL_IN_MEMORY = 1 << 20
+MAX_HINT_ROWS = 64  # module_hints looks at 50 failed rows at most
+
+
+class _JsonOutput(_Output):
+    """`--json`: the bytes of json.dump(rows, indent=1), one launch at a time."""
+
+    def __init__(self, commits: dict[str, str]):
+        super().__init__(commits)
+        self.started = False
+
+    def write(self, batch: list[TaskRow]) -> None:
+        commits = self.commits
+        text = json.dumps([
+            {"job_id": r.job_ids, "launch": r.launch_id, "task_id": r.task_id, "jobname": r.jobname,
+             "backend": r.backend, "status": r.status, "reason": r.reason, "attempt": r.attempt,
+             "exit": r.exit_code, "start": r.start, "end": r.end, "elapsed": r.elapsed, "tag": r.tag,
+             "command": r.command, "params": r.params, "commit": commits.get(f"{r.jobname}/{r.launch_id}", "")}
+            for r in batch], indent=1)
+        # one call per batch (indent makes json build its encoder per call), its brackets off:
+        # "\n {row},\n {row}", each row as json.dump(all rows) spells it
+        self.spill.write("," + text[1:-2])
+
+    def keep(self) -> None:
+        if self.spill.tell():
+            if not self.started:
+                sys.stdout.write("[")
+            self.copy_out(skip=0 if self.started else 1)  # the first row's comma goes
+            self.started = True
+
+    def finish(self) -> None:
+        sys.stdout.write("\n]\n" if self.started else "[]\n")
+
+
+class _CsvOutput(_Output):
+    """`--csv`: csv.writer's rows, one launch at a time."""
+
+    def __init__(self, columns: list[str], commits: dict[str, str]):
+        super().__init__(commits)
+        self.columns = columns
+        self.writer = csv.writer(self.spill)
+        csv.writer(sys.stdout).writerow(columns)
+
+    def write(self, batch: list[TaskRow]) -> None:
+        self.writer.writerows(zip(*_columns(batch, self.columns, self.commits)))
+
+    def keep(self) -> None:
+        self.copy_out()
+
+    def finish(self) -> None:
+        pass
+
+
+class _TableOutput(_Output):
+    """The table: a first pass spills each row's cells (one line, cells apart by NUL) and
+    keeps the widest cell of each column; the second pass reads the spill back and prints
+    each row padded to those widths, the layout tabulate gives (up to FAST_TABLE_ROWS rows,
+    tabulate itself lays them out). Cells holding a newline or a NUL cannot go on one line:
+    from the first such row on, rows are kept in memory (and multi-line cells go to tabulate,
+    as before)."""
+
+    def __init__(self, columns: list[str], commits: dict[str, str]):
+        super().__init__(commits)
+        self.columns = columns
+        self.widths = [0] * len(columns)
+        self.launch_widths = list(self.widths)
+        self.count = 0
+        self.launch_count = 0
+        self.held: list[tuple[str, ...]] | None = None  # rows whose cells cannot be spilled
+        self.multiline = False
+        self.before: tuple[bool, int, bool] = (True, 0, False)
+
+    def begin(self) -> None:
+        super().begin()
+        self.launch_widths = list(self.widths)
+        self.launch_count = 0
+        self.before = (self.held is None, len(self.held or ()), self.multiline)
+
+    def write(self, batch: list[TaskRow]) -> None:
+        raws, texts = [], []
+        for k, column in enumerate(_columns(batch, self.columns, self.commits)):
+            if set(map(type, column)) != {str}:
+                column = ["" if c is None else str(c) for c in column]
+            joined = "".join(column)
+            if "\n" in joined or "\0" in joined:
+                if self.held is None:
+                    self.held = []
+                self.multiline = self.multiline or "\n" in joined
+            stripped = list(map(str.strip, column))  # tabulate strips cells
+            self.launch_widths[k] = max(self.launch_widths[k], max(map(len, stripped), default=0))
+            raws.append(column)
+            texts.append(stripped)
+        self.launch_count += len(batch)
+        if self.held is not None:
+            self.held.extend(zip(*raws))  # as they are: tabulate splits multi-line cells itself
+        else:
+            self.spill.write("\n".join(map("\0".join, zip(*texts))) + "\n")
+
+    def drop(self) -> None:
+        super().drop()
+        was_none, held, self.multiline = self.before
+        if was_none:
+            self.held = None
+        elif self.held is not None:
+            del self.held[held:]
+
+    def keep(self) -> None:
+        self.widths = self.launch_widths
+        self.count += self.launch_count
+
+    def _spilled(self) -> Iterator[list[str]]:
+        self.spill.seek(0)
+        rest = ""
+        while True:
+            chunk = self.spill.read(1 << 20)
+            if not chunk:
+                break
+            lines = (rest + chunk).split("\n")
+            rest = lines.pop()
+            yield from (line.split("\0") for line in lines)
+
+    def finish(self) -> None:
+        headers = self.columns
+        held = self.held or []
+        if self.count <= FAST_TABLE_ROWS or self.multiline:
+            from tabulate import tabulate
+            print(tabulate([*self._spilled(), *held], headers=headers, disable_numparse=True))
+            return
+        widths = [max(len(h) + 2, w) for h, w in zip(headers, self.widths)]
+        line = "  ".join(f"{{:<{w}}}" for w in widths)
+        write = sys.stdout.write
+        write(line.format(*headers).rstrip() + "\n" + "  ".join("-" * w for w in widths) + "\n")
+        batch: list[str] = []
+        for row in itertools.chain(self._spilled(), (map(str.strip, row) for row in held)):
+            batch.append(line.format(*row).rstrip())
+            if len(batch) >= BATCH:
+                write("\n".join(batch) + "\n")
+                batch.clear()
+        if batch:
+            write("\n".join(batch) + "\n")
 
 
 def _commits(index: JobIndex) -> dict[str, str]:
@@ -197,12 +437,41 @@ def _columns(rows: list[TaskRow], names: list[str], commits: dict[str, str]) -> 
     return [makers[name]() for name in names]
 
 
-def _summary(rows: list[TaskRow], args: argparse.Namespace) -> int:
-    counts: dict[tuple, dict[str, int]] = {}
-    for r in rows:
-        key = (r.jobname, r.launch_id, r.backend, r.job_ids or "-")
-        counts.setdefault(key, {}).setdefault(r.status, 0)
-        counts[key][r.status] += 1
+def _summary_counts(args: argparse.Namespace, index: JobIndex,
+                    damaged: list[str]) -> dict[tuple[str, str, str, str], Counter[str]]:
+    """(jobname, launch, backend, job ids) -> status counts of each launch listed, from the index
+    and one listing of state/ per launch (`launch_counts`); rows only with --all-attempts."""
+    records, wanted, statuses = _selection(args, index)
+    all_attempts = getattr(args, "all_attempts", False)
+    out: dict[tuple[str, str, str, str], Counter[str]] = {}
+    answers = query_all(records) if not all_attempts else {}
+    groups = launch_groups(records, wanted, statuses, all_attempts=True) if all_attempts else None
+    for record in records:
+        try:
+            if groups is not None:
+                _, group = next(groups)
+                if isinstance(group, str):
+                    raise FileNotFoundError(group)
+                counts = Counter(row.status for row in group)
+            elif not os.path.isdir(record.launch_dir):
+                raise FileNotFoundError(record.launch_dir)
+            else:
+                counts = launch_counts(record, answers.get(record.key), wanted)
+        except FileNotFoundError as exc:
+            _skipped(record, str(exc), damaged)
+            continue
+        except OnagerError as exc:
+            _skipped(record, str(exc), damaged)
+            continue
+        if statuses is not None:
+            counts = Counter({s: n for s, n in counts.items() if s in statuses})
+        if counts:
+            out[(record.jobname, record.launch_id, record.backend, ",".join(record.job_ids) or "-")] = counts
+    return out
+
+
+def _summary(counts: dict[tuple[str, str, str, str], Counter[str]], args: argparse.Namespace) -> int:
+    """One row per launch: its tasks, and how many have each status."""
     seen = {status for c in counts.values() for status in c}
     # the table shows the common statuses and any other one that occurs; JSON and CSV all of them
     shown = STATUSES if args.json or args.csv else tuple(s for s in STATUSES if s in SUMMARY_ALWAYS or s in seen)

@@ -15,11 +15,13 @@ directory listing reads a whole launch):
 """
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -144,13 +146,87 @@ def read_states(launch_dir: str, history: bool = False) -> dict[int, TaskState]:
     corrupted or foreign name simply does not match, and is never fatal. With `history`,
     each TaskState also lists every attempt (`onager list --all-attempts`).
     """
+    return parse_states(state_names(launch_dir), history)
+
+
+def state_names(launch_dir: str) -> list[str]:
+    """The ONE listing of `state/` that everything a launch's status says is read from."""
     try:
-        names = os.listdir(LaunchPaths(launch_dir).state_dir)
+        return os.listdir(LaunchPaths(launch_dir).state_dir)
     except FileNotFoundError:
-        return {}
+        return []
     except OSError as exc:  # a file where the directory should be, unreadable, ...
         raise OnagerError(f"cannot read the task states in {LaunchPaths(launch_dir).state_dir} "
                           f"({exc.strerror or exc}): fix or move it away, or launch the job again") from exc
+
+
+#: a start name and an end name as the wrapper writes them; a listing made only of these is
+#: read by two regular expressions over all names at once (`wrapper_names`). Each pattern
+#: starts with a newline, so the scan jumps from line to line instead of trying every position.
+_START = re.compile(r"\n(\d+)\.start@(\d+\.?\d*)@(\d+)(?=\n)", re.ASCII)
+_END = re.compile(r"\n(\d+)\.end@(\d+\.?\d*)@(-?\d+)@(\d+\.?\d*)@(\d+)@(" + "|".join(END_STATES)
+                  + r")@([A-Za-z0-9_.:+,=-]*)(?=\n)", re.ASCII)
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """No cyclic collection while a listing becomes millions of (acyclic) tuples: each
+    collection would walk them all again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class WrapperNames(NamedTuple):
+    """A listing of state/ holding only what the wrapper writes, one attempt per task:
+    starts (id, t0, attempt) that have no end, and ends (id, t, code, t0, attempt, state,
+    reason), as text; `has_start` tells which ends have their start name."""
+
+    running: list[tuple[str, str, str]]
+    ends: list[tuple[str, str, str, str, str, str, str]]
+    ended: set[int]
+    has_start: set[tuple[str, str, str]]
+
+
+def wrapper_names(names: list[str]) -> WrapperNames | None:
+    """`names` read by two regular expressions, or None when any name is of another kind or
+    form (cancel, lost, accounting, duplicate, older end forms, a name made by hand), a task
+    shows more than one attempt, or the same attempt is spelled two ways: the general reading
+    (`parse_states`) decides those."""
+    joined = "\n" + "\n".join(names) + "\n"
+    if joined.count("\n") != len(names) + 1:
+        return None  # a name holding a newline
+    with _no_gc():
+        starts = _START.findall(joined)
+        if len(starts) == len(names):
+            ends: list[tuple[str, str, str, str, str, str, str]] = []
+        else:
+            ends = _END.findall(joined)
+            if len(starts) + len(ends) != len(names):
+                return None
+        ended = set(map(int, (end[0] for end in ends)))
+        if len(ended) != len(ends):
+            return None  # two ends of one task: two attempts
+        started = set(starts)
+        running = list(started - {(end[0], end[3], end[4]) for end in ends})
+        if len(set(int(start[0]) for start in running)) != len(running) or any(
+                int(start[0]) in ended for start in running):
+            return None  # a start of another attempt than the end, or two starts
+        return WrapperNames(running, ends, ended, started)
+
+
+def parse_states(names: list[str], history: bool = False) -> dict[int, TaskState]:
+    """`read_states` of names already listed (`state_names`)."""
+    states = _wrapper_states(names, history)
+    return states if states is not None else _parse_any(names, history)
+
+
+def _parse_any(names: list[str], history: bool) -> dict[int, TaskState]:
+    """`parse_states` of any names: every kind and older form, one name at a time."""
     joined = "\n".join(names)
     if joined.count("\n") != len(names) - 1:  # a name holding a newline must not read as two names
         joined = "\n".join(name for name in names if "\n" not in name)
@@ -241,6 +317,47 @@ def read_states(launch_dir: str, history: bool = False) -> dict[int, TaskState]:
         st.end, st.exit_code, st.state = when, code, ended_state(code)
         if history:
             st.history = [Attempt(0, None, when, code, st.state)]
+    return states
+
+
+_WORDS = {word: word for word in END_STATES}  # one string per end state, not one per task
+
+
+def _wrapper_states(names: list[str], history: bool) -> dict[int, TaskState] | None:
+    """What `_parse_any` reads from names that are all what the wrapper writes, one attempt
+    per task, read match by match (no list of every name's fields), or None for any other
+    listing."""
+    joined = "\n" + "\n".join(names) + "\n"
+    if joined.count("\n") != len(names) + 1:
+        return None  # a name holding a newline
+    states: dict[int, TaskState] = {}
+    found = 0
+    with _no_gc():
+        for match in _END.finditer(joined):
+            task, when, code, t0, number, how, reason = match.groups()
+            task_id = int(task)
+            if task_id in states:
+                return None  # two ends: two attempts
+            states[task_id] = TaskState(float(t0), float(when), int(code), attempts=1, attempt=int(number),
+                                        state=_WORDS[how], reason=reason)
+            found += 1
+        for match in _START.finditer(joined):
+            task, t0, number = match.groups()
+            task_id, start, attempt = int(task), float(t0), int(number)
+            st = states.get(task_id)
+            if st is None:
+                states[task_id] = TaskState(start, attempts=1, attempt=attempt, start_name=match.group()[1:])
+            elif st.end is None or st.start_name or st.start != start or st.attempt != attempt:
+                return None  # a start of another attempt, or a second start
+            else:
+                st.start_name = match.group()[1:]
+            found += 1
+        if found != len(names):
+            return None  # other kinds of names, or other forms
+        if history:
+            for st in states.values():
+                st.history = [Attempt(st.attempt, st.start, st.end, st.exit_code, st.state, st.reason,
+                                      st.start_name)]
     return states
 
 

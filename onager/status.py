@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable, NamedTuple
 
@@ -11,14 +12,20 @@ from onager.errors import OnagerError, UsageError
 from onager.index import JobIndex, LaunchRecord
 from onager.layout import TUNE_JSON, iter_launch_tasks
 from onager.state import (
+    DONE,
     LOST,
     PENDING,
     POOL_ANSWER,
     RERUN_FAILED,
+    TaskState,
     Verdict,
+    parse_states,
     read_states,
+    state_names,
     verdict,
+    wrapper_names,
 )
+from onager.tasklist import Tasklist
 
 
 class TaskRow(NamedTuple):
@@ -60,35 +67,92 @@ def query_all(records: Sequence[LaunchRecord]) -> dict[str, dict[int, str] | Non
     return answers
 
 
-def launch_rows(record: LaunchRecord, scheduler: dict[int, str] | None,
-                wanted: Any | None = None, all_attempts: bool = False) -> Iterator[TaskRow]:
-    """One row per task of a launch (its latest attempt), or per attempt with `all_attempts`."""
-    states = read_states(record.launch_dir, history=all_attempts)
+def _decider(record: LaunchRecord, scheduler: dict[int, str] | None,
+             states: dict[int, TaskState]) -> Callable[[int, TaskState | None], Verdict]:
+    """The status of one task of `record` from its facts and the scheduler's answers: one
+    function for the rows of `list` and for the counts of `list --summary`."""
     if scheduler is not None and os.path.exists(os.path.join(record.launch_dir, TUNE_JSON)):
         from onager.tune import trial_answers  # only for tuning launches: not at every start-up
         scheduler = trial_answers(record.launch_dir, scheduler, states)  # it knows the agents, not their trials
     queried = scheduler is not None
-    sched = scheduler if scheduler is not None else {}
+    get_sched = (scheduler if scheduler is not None else {}).get
+    policy: list[Any] = []
+    ended: dict[tuple[str | None, int | None, str], Verdict] = {}  # one Verdict per way of ending
+
+    def decide(task_id: int, st: TaskState | None) -> Verdict:
+        answer = get_sched(task_id)
+        if answer is None and st is not None and st.end is not None and st.cancelled is None \
+                and (st.start is None or st.end >= st.start):
+            # ended, and the scheduler says nothing of it: how it ended (what `verdict` says then)
+            key = (st.state, st.exit_code if st.state is None else 0, st.reason)
+            found = ended.get(key)
+            if found is None:
+                found = ended[key] = verdict(st, None, queried)
+            return found
+        v = verdict(st, answer, queried)
+        if st is not None and answer == POOL_ANSWER and v.status in RERUN_FAILED and st.cancelled is None:
+            # a live pool runs an eligible task again itself (--retries, --requeue): not final yet
+            if not policy:
+                policy.append(_recovery(record))
+            if policy[0] and policy[0].wants(v.status, max(0, st.attempts - 1), 0):
+                v = Verdict(PENDING, "retrying")
+        return v
+    return decide
+
+
+def array_job_id(record: LaunchRecord) -> Callable[[int], str] | None:
+    """Task id -> the scheduler job id of the array that holds it, for a launch split into
+    several arrays (None for one job id or none: every row shows the launch's own). A row
+    of a split launch names its own array, not every job id of the launch (a 100k-task
+    launch split below MaxArraySize has a hundred of them)."""
+    if len(record.job_ids) < 2:
+        return None
+    import bisect
+
+    from onager.backends.array import load_submissions, read_groups
+
+    joined = ",".join(record.job_ids)
+    per_node, submissions = load_submissions(record)
+    spans = []
+    try:
+        for sub in submissions:
+            offset, array = int(sub.get("offset", 0)), Tasklist.parse(str(sub["array"]))
+            spans.append((offset + array.first, offset + array.last, str(sub["job_id"])))
+    except (OnagerError, UsageError, ValueError, TypeError, KeyError, AttributeError):
+        return lambda task_id: joined
+    spans.sort()
+    starts = [span[0] for span in spans]
+    group_of: dict[int, int] | None = None
+    if per_node > 1:  # the arrays count groups of tasks (--tasks-per-node)
+        group_of = {task: number for number, tasks in enumerate(read_groups(record.launch_dir), 1)
+                    for task in tasks}
+
+    def job_id(task_id: int) -> str:
+        number = task_id if group_of is None else group_of.get(task_id, 0)
+        k = bisect.bisect_right(starts, number) - 1
+        return spans[k][2] if k >= 0 and number <= spans[k][1] else joined
+    return job_id
+
+
+def launch_rows(record: LaunchRecord, scheduler: dict[int, str] | None,
+                wanted: Any | None = None, all_attempts: bool = False) -> Iterator[TaskRow]:
+    """One row per task of a launch (its latest attempt), or per attempt with `all_attempts`;
+    rows are made as tasks.jsonl is read, none kept."""
+    states = read_states(record.launch_dir, history=all_attempts)
+    decide = _decider(record, scheduler, states)
+    job_of = array_job_id(record)
     job_ids = ",".join(record.job_ids)
-    head = (record.jobname, record.launch_id, job_ids, record.backend)
-    get_state, get_sched = states.get, sched.get
-    policy: Any = None
+    jobname, launch_id, backend = record.jobname, record.launch_id, record.backend
+    get_state = states.get
     for task_id, command, tag, params in iter_launch_tasks(record.launch_dir):
         if wanted is not None and task_id not in wanted:
             continue
         st = get_state(task_id)
+        v = decide(task_id, st)
+        head = (jobname, launch_id, job_ids if job_of is None else job_of(task_id), backend)
         if st is None:
-            v = verdict(None, get_sched(task_id), queried)
             yield TaskRow(*head, task_id, v.status, None, None, None, tag, command, params, 0, v.reason, v.blocked)
             continue
-        answer = get_sched(task_id)
-        v = verdict(st, answer, queried)
-        if answer == POOL_ANSWER and v.status in RERUN_FAILED and st.cancelled is None:
-            # a live pool runs an eligible task again itself (--retries, --requeue): not final yet
-            if policy is None:
-                policy = _recovery(record)
-            if policy and policy.wants(v.status, max(0, st.attempts - 1), 0):
-                v = Verdict(PENDING, "retrying")
         if all_attempts and len(st.history) > 1:
             for attempt in st.history[:-1]:
                 yield TaskRow(*head, task_id, attempt.state or LOST, attempt.exit_code, attempt.start, attempt.end,
@@ -141,6 +205,20 @@ def job_task_statuses(jobname: str, root: str = ".") -> dict[int, tuple[str, Lau
     return out
 
 
+def launch_groups(records: Sequence[LaunchRecord], wanted: Any | None = None,
+                  statuses: set[str] | None = None,
+                  all_attempts: bool = False) -> Iterator[tuple[LaunchRecord, Iterator[TaskRow] | str]]:
+    """Per launch (one scheduler query per backend first): its rows as an iterator, or why it
+    cannot be listed (its directory is gone). Iterating may raise OnagerError (damaged files)."""
+    answers = query_all(records)
+    for record in records:
+        if not os.path.isdir(record.launch_dir):
+            yield record, f"its directory {record.launch_dir} is gone"
+            continue
+        rows = launch_rows(record, answers.get(record.key), wanted, all_attempts)
+        yield record, rows if statuses is None else (row for row in rows if row.status in statuses)
+
+
 def task_rows(records: Sequence[LaunchRecord], wanted: Any | None = None,
               statuses: set[str] | None = None,
               skipped: Callable[[LaunchRecord, str], None] | None = None,
@@ -150,26 +228,94 @@ def task_rows(records: Sequence[LaunchRecord], wanted: Any | None = None,
     A launch whose directory is gone or whose files are damaged is left out and reported to
     `skipped(record, why)`, so the other launches still list; without `skipped` it raises.
     """
-    answers = query_all(records)
     rows: list[TaskRow] = []
-    for record in records:
-        if not os.path.isdir(record.launch_dir):
-            why = f"its directory {record.launch_dir} is gone"
+    for record, group in launch_groups(records, wanted, statuses, all_attempts):
+        if isinstance(group, str):
             if skipped is None:
                 raise OnagerError(f"launch directory {record.launch_dir} of {record.key} is gone (deleted by hand?)")
-            skipped(record, why)
+            skipped(record, group)
             continue
         before = len(rows)
         try:
-            for row in launch_rows(record, answers.get(record.key), wanted, all_attempts):
-                if statuses is None or row.status in statuses:
-                    rows.append(row)
+            rows.extend(group)
         except OnagerError as exc:
             if skipped is None:
                 raise
             del rows[before:]
             skipped(record, str(exc))
     return rows
+
+
+def launch_counts(record: LaunchRecord, scheduler: dict[int, str] | None,
+                  wanted: Any | None = None) -> Counter[str]:
+    """status -> number of tasks of one launch, as its rows would count them, from ONE listing
+    of state/ and the index's tasklist: tasks.jsonl is not read and no row is made.
+
+    A launch whose names are all a start and the end of that same attempt (what the wrapper
+    writes), with at most one attempt per task, is counted by regular expressions and set
+    operations over all names at once; only the tasks that did not end `done`, started ones
+    that did not end and ids the scheduler answers for are looked at one by one. Any other
+    launch goes through the same per-task decision as its rows, without tasks.jsonl."""
+    try:
+        tasks = Tasklist.parse(record.tasklist)
+    except UsageError as exc:
+        raise OnagerError(f"its tasklist in the index is damaged ({exc})") from None
+    names = state_names(record.launch_dir)
+    fast = None
+    if wanted is None and not os.path.exists(os.path.join(record.launch_dir, TUNE_JSON)):
+        fast = _simple_counts(record, scheduler, names, tasks)
+    if fast is not None:
+        return fast
+    states = parse_states(names)
+    decide = _decider(record, scheduler, states)
+    counts: Counter[str] = Counter()
+    ids = tasks if wanted is None else (i for i in tasks if i in wanted)
+    for task_id in ids:
+        counts[decide(task_id, states.get(task_id)).status] += 1
+    return counts
+
+
+def _simple_counts(record: LaunchRecord, scheduler: dict[int, str] | None, names: list[str],
+                   tasks: Tasklist) -> Counter[str] | None:
+    """`launch_counts` of a launch whose state names are only what the wrapper writes, or None."""
+    simple = wrapper_names(names)
+    if simple is None:
+        return None
+    ended, running = simple.ended, {int(start[0]) for start in simple.running}
+    named = ended | running
+    if named:
+        one_range = len(tasks.blocks) == 1 and tasks.blocks[0][2] == 1
+        if not (tasks.first <= min(named) and max(named) <= tasks.last if one_range else named <= set(tasks)):
+            return None  # names of tasks the launch does not have
+    decide = _decider(record, scheduler, {})
+    counts: Counter[str] = Counter()
+    if simple.ends:
+        _, when, _, started, _, states, _ = zip(*simple.ends)
+        if not all(map(float.__ge__, map(float, when), map(float, started))):
+            return None  # an end before its start (clocks): the general reading decides
+        counts.update(states)
+        other = counts.keys() - {DONE}  # `done` is final whatever the scheduler says; the rest are decided
+        for task, t, code, t0, number, state, reason in simple.ends if other else ():
+            if state in other:
+                counts[state] -= 1
+                st = TaskState(float(t0), float(t), int(code), attempts=1, attempt=int(number), state=state,
+                               reason=reason)
+                counts[decide(int(task), st).status] += 1
+    for task, t0, number in simple.running:
+        counts[decide(int(task), TaskState(float(t0), attempts=1, attempt=int(number))).status] += 1
+    rest = len(tasks) - len(named)
+    if rest:  # tasks with no name at all: what the scheduler says of each
+        if scheduler is None or type(scheduler) is dict:
+            answered = [i for i in (scheduler or {}) if i in tasks and i not in named]
+            for task_id in answered:
+                counts[decide(task_id, None).status] += 1
+            if rest - len(answered):
+                counts[verdict(None, None, scheduler is not None).status] += rest - len(answered)
+        else:  # a pool's answers are computed per task
+            for task_id in tasks:
+                if task_id not in named:
+                    counts[decide(task_id, None).status] += 1
+    return +counts
 
 
 #: statuses that may still change: a task neither ran to its end nor was given up on
