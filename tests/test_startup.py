@@ -1,0 +1,71 @@
+"""Issue 17: start-up and the fixed cost of a launch. Cheap commands import no heavy module,
+`launch --help` still documents every backend's options, and a launch starts no process and
+parses no package metadata that it does not need."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import stat
+import subprocess
+import sys
+
+from support import ROOT, run_onager
+
+
+def _fake_uname(tmp_path) -> tuple[str, str]:
+    """A `uname` first on PATH that leaves a mark each time it runs; (bin dir, mark path)."""
+    bindir, mark = tmp_path / "fakebin", tmp_path / "uname-ran"
+    bindir.mkdir()
+    script = bindir / "uname"
+    script.write_text(f"#!/bin/sh\necho \"$@\" >> {mark}\necho x86_64\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return str(bindir), str(mark)
+
+
+def test_launch_starts_no_uname_process(project, tmp_path):
+    bindir, mark = _fake_uname(tmp_path)
+    res = run_onager(["launch", "--backend", "local", "--jobname", "one", "--command", "true"], cwd=str(project),
+                     env={"PATH": bindir + os.pathsep + os.environ["PATH"]})
+    assert res.returncode == 0, res.stderr
+    assert not os.path.exists(mark), "a launch ran `uname` (platform.platform())"
+    [prov] = glob.glob(str(project / ".onager" / "launches" / "one" / "*" / "provenance.json"))
+    with open(prov) as handle:
+        recorded = json.load(handle)["platform"]
+    u = os.uname()
+    assert recorded.startswith(f"{u.sysname}-{u.release}-{u.machine}"), recorded
+
+
+def test_platform_text_says_what_platform_platform_says():
+    import platform
+
+    from onager.provenance import platform_text
+    assert platform_text() == platform.platform()
+
+
+LIGHT_FREEZE = """
+import sys, importlib.metadata
+from onager.provenance import installed_packages
+text = installed_packages()
+print("email.feedparser" in sys.modules)
+print(text)
+"""
+
+
+def test_installed_packages_parse_no_whole_metadata(tmp_path):
+    """The in-process `pip freeze` reads each distribution's Name and Version from the head of
+    its METADATA, never the email parser over the whole file (a third of a second per launch)."""
+    site = tmp_path / "site"
+    info = site / "some_pkg-1.2.3.dist-info"
+    info.mkdir(parents=True)
+    body = "Metadata-Version: 2.1\nname: Some_Pkg\nVersion: 1.2.3\nSummary: x\n\nName: not-this\n" + "x\n" * 5000
+    (info / "METADATA").write_text(body)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + str(site))
+    res = subprocess.run([sys.executable, "-c", LIGHT_FREEZE], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    parsed, *lines = res.stdout.splitlines()
+    assert parsed == "False", "installed_packages ran the email parser"
+    assert "Some_Pkg==1.2.3" in lines
+    import importlib.metadata
+    tabulate = importlib.metadata.version("tabulate")
+    assert f"tabulate=={tabulate}" in lines
