@@ -1,11 +1,8 @@
 """list, cancel, wait and logs: what users run after a launch."""
 from __future__ import annotations
 
-import argparse
-import csv
 import json
 import os
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +14,10 @@ from onager.layout import LaunchPaths
 from onager.state import RERUN_FAILED, STATUSES, describe_exit, read_states
 from onager.status import Progress, TaskRow, query_all, select_records, task_rows, wait_for
 from onager.tasklist import Tasklist
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
 
 COLUMNS = ["job_id", "launch", "task_id", "jobname", "status", "reason", "exit", "attempt", "elapsed", "tag", "command"]
 # shown only when asked for with --show
@@ -146,6 +147,7 @@ def run_list(args: argparse.Namespace) -> int:
         return failed
     data = _columns(rows, columns, commits)
     if args.csv:
+        import csv
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
         writer.writerows(zip(*data))
@@ -213,6 +215,7 @@ def _summary(rows: list[TaskRow], args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     if args.csv:
+        import csv
         writer = csv.writer(sys.stdout)
         writer.writerow(headers)
         writer.writerows(cells)
@@ -334,6 +337,7 @@ def run_wait(args: argparse.Namespace) -> int:
     if look.unsuccessful:
         which = "failed" if set(look.counts) <= RERUN_FAILED | {"done"} else "unfinished"
         # the short rerun: the backend and options come from each job's last launch
+        import shlex
         hints = "; ".join(f"onager launch --jobname {shlex.quote(name)} --tasklist {which}"
                           for name in dict.fromkeys(r.jobname for r in records))
         print(f"onager: {len(look.unsuccessful)} task(s) did not succeed: {Tasklist.from_ids(look.unsuccessful)}; "

@@ -69,3 +69,34 @@ def test_installed_packages_parse_no_whole_metadata(tmp_path):
     import importlib.metadata
     tabulate = importlib.metadata.version("tabulate")
     assert f"tabulate=={tabulate}" in lines
+
+
+# what a command imports: `main(argv)` run in a fresh interpreter, then sys.modules
+IMPORTS = """
+import contextlib, io, json, sys
+from onager.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()):
+    code = main(sys.argv[1:])
+print(json.dumps([code, sorted(sys.modules), out.getvalue()]))
+"""
+
+# modules that each cost a large share of a bare Python start, found with `python -X importtime`
+HEAVY = ("dataclasses", "inspect", "importlib.metadata", "email", "typing_extensions", "tabulate", "difflib",
+         "tempfile", "subprocess", "socket", "csv", "xml.etree.ElementTree", "hashlib", "platform", "zipfile")
+
+
+def imported(args: list[str], cwd: str, env: dict | None = None) -> tuple[int, set[str], str]:
+    """Exit code, the modules loaded, and stdout of `onager ARGS` run in a fresh interpreter."""
+    full = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {}))
+    res = subprocess.run([sys.executable, "-c", IMPORTS, *args], cwd=cwd, capture_output=True, text=True, env=full,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    code, modules, out = json.loads(res.stdout.splitlines()[-1])
+    return code, set(modules), out
+
+
+def test_list_in_an_empty_project_imports_nothing_heavy(project):
+    code, modules, _ = imported(["list"], str(project))
+    assert code == 0
+    assert not sorted(m for m in HEAVY if m in modules)
+    assert not [m for m in modules if m.startswith("onager.backends.")]
