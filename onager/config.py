@@ -6,7 +6,6 @@ users stop retyping `--partition` or `--mem`. The local file wins over the globa
 from __future__ import annotations
 
 import configparser
-import io
 import json
 import os
 from collections.abc import Iterable
@@ -58,6 +57,7 @@ def _decode(value: str) -> str:
 
 def _encode(value: str) -> str:
     """Plain INI text when configparser gives it back unchanged, else a JSON string."""
+    import io
     probe = _parser()
     probe["s"] = {"k": value}
     text = io.StringIO()
@@ -105,6 +105,7 @@ def check_section(section: str) -> None:
 def write(items: Iterable[tuple[str, str, str]], root: str = ".", use_global: bool = False,
           allowed_keys: Iterable[str] | None = None) -> str:
     """Set (section, key, value) items atomically; every item is checked before anything changes."""
+    import io
     items = list(items)
     allowed = set(allowed_keys) if allowed_keys is not None else None
     for section, key, _ in items:

@@ -21,18 +21,11 @@ snapshot size limit) refuse a launch, before anything is submitted.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import functools
-import getpass
 import json
 import os
-import platform
 import re
 import shlex
-import shutil
-import socket
-import stat
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -170,6 +163,7 @@ class Git:
     """Runs read-only git commands with timeouts; every failure becomes a message, never an exception."""
 
     def __init__(self, cwd: str, timeout: float = GIT_TIMEOUT):
+        import shutil
         self.cwd = cwd
         self.timeout = timeout
         self.installed = shutil.which("git") is not None
@@ -184,6 +178,7 @@ class Git:
 
     def run(self, *args: str, timeout: float | None = None, cwd: str | None = None) -> tuple[bytes | None, str]:
         """(stdout, "") on success, (None, one-line reason) otherwise."""
+        import subprocess
         if not self.installed:
             return None, "git is not installed"
         limit = self.timeout if timeout is None else timeout
@@ -319,6 +314,7 @@ class Freeze:
     """
 
     def __init__(self, commands: Sequence[Sequence[str]] | None = None, timeout: float | None = None):
+        import subprocess
         timeout = FREEZE_TIMEOUT if timeout is None else timeout
         # no commands: the installed distributions are read in-process (installed_packages),
         # in milliseconds where a `pip freeze` child took half a second of every launch
@@ -332,6 +328,7 @@ class Freeze:
             self._start(0)
 
     def _start(self, which: int) -> None:
+        import subprocess
         self.which = which
         env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", PYTHONWARNINGS="ignore")
         try:
@@ -342,6 +339,7 @@ class Freeze:
 
     def finish(self) -> tuple[str | None, dict[str, Any]]:
         """(freeze text or None, what provenance.json says about it)."""
+        import subprocess
         if not self.commands:
             try:
                 text = strip_credentials(installed_packages())
@@ -485,6 +483,7 @@ class IgnoreRules:
 
     def matches(self, relpath: str, is_dir: bool) -> bool:
         """Whether `relpath` (slash-separated, relative to the root) is ignored."""
+        import fnmatch
         name = relpath.rsplit("/", 1)[-1]
         for glob, anchored, dir_only in self.rules:
             if dir_only and not is_dir:
@@ -533,6 +532,7 @@ def _human(size: float) -> str:
 
 
 def _classify(plan: Plan, rel: str, full: str) -> None:
+    import stat
     try:
         st = os.lstat(full)
     except OSError:
@@ -633,6 +633,9 @@ def _suggest(total: int) -> str:
 
 def copy_plan(plan: Plan, dest: str) -> None:
     """Real copies (never hard links, so later edits cannot reach them), modes kept, links as links."""
+    import shutil
+    import stat
+
     from onager.fsutil import masked_mode
     made = {dest}
     os.makedirs(dest, exist_ok=True)
@@ -696,6 +699,7 @@ def make_snapshot(launch_dir: str, workdir: str, state: GitState, max_size: int 
 
 # ---------------------------------------------------------------------- launch
 def _user() -> str:
+    import getpass
     try:
         return getpass.getuser()
     except Exception:  # no name for this uid (containers): the number still says who
@@ -706,6 +710,7 @@ def platform_text() -> str:
     """What platform.platform() says on Linux (system-release-machine-with-libc), read from
     os.uname() and confstr: platform.platform() starts a `uname -p` process and scans the
     Python binary for its libc version, a fixed cost of every launch."""
+    import platform
     if not hasattr(os, "uname"):  # Windows: no process to save
         return platform.platform()
     u = os.uname()
@@ -768,6 +773,9 @@ def prepare_launch(launch_dir: str, workdir: str, options: dict[str, Any], *, ba
     Raises UsageError for --require-clean on a dirty tree and for a snapshot over its
     size limit; the caller removes the launch directory, so a refusal leaves nothing.
     """
+    import platform
+    import socket
+
     from onager.scrub import scrub_argv, scrub_env
     started = time.monotonic()
     settings = resolve_settings(options, root)

@@ -76,7 +76,10 @@ IMPORTS = """
 import contextlib, io, json, sys
 from onager.cli import main
 with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()):
-    code = main(sys.argv[1:])
+    try:
+        code = main(sys.argv[1:])
+    except SystemExit as exc:  # argparse's --help
+        code = exc.code
 print(json.dumps([code, sorted(sys.modules), out.getvalue()]))
 """
 
@@ -100,3 +103,64 @@ def test_list_in_an_empty_project_imports_nothing_heavy(project):
     assert code == 0
     assert not sorted(m for m in HEAVY if m in modules)
     assert not [m for m in modules if m.startswith("onager.backends.")]
+
+
+def test_prelaunch_help_loads_no_sweep_code(project):
+    code, modules, out = imported(["prelaunch", "+help"], str(project))
+    assert code == 0 and out.startswith("usage: onager prelaunch")
+    assert "onager.sweep" not in modules and "onager.prelaunch" not in modules
+    assert not sorted(m for m in HEAVY if m in modules)
+
+
+def test_prelaunch_help_text_is_the_same_on_every_path(project):
+    """+help alone takes the short path; with other words prelaunch parses them first: both
+    print the one text (and `onager help prelaunch` too)."""
+    from onager.prelaunch_help import HELP
+    for args in (["prelaunch", "+help"], ["prelaunch", "+h"], ["prelaunch", "--help"], ["help", "prelaunch"],
+                 ["prelaunch", "+jobname", "x", "+help"]):
+        res = run_onager(args, cwd=str(project))
+        assert res.returncode == 0, (args, res.stderr)
+        assert res.stdout == HELP, args
+    assert not (project / ".onager").exists()
+
+
+def test_launch_help_reads_no_package_metadata_and_starts_no_process(project):
+    code, modules, out = imported(["launch", "--help"], str(project))
+    assert code == 0 and "--backend" in out
+    assert not sorted(m for m in ("importlib.metadata", "email", "subprocess", "zipfile", "hashlib", "socket",
+                                  "xml.etree.ElementTree", "tarfile", "secrets", "platform") if m in modules)
+
+
+def test_launch_help_documents_every_backend_option(project):
+    """Every option of every backend, and of the shared launch modules, is in `launch --help`."""
+    from onager.backends import available, declared_options
+    from onager.backends.base import Option
+    from onager.cli import LAUNCH_OPTION_MODULES
+    res = run_onager(["launch", "--help"], cwd=str(project))
+    assert res.returncode == 0, res.stderr
+    expected = set()
+    for cls in available().values():
+        expected |= {opt.flag for opt in declared_options(cls)}
+    import importlib
+    for module in LAUNCH_OPTION_MODULES:
+        expected |= {opt.flag for opt in getattr(importlib.import_module(module), "LAUNCH_OPTIONS", ())
+                     if isinstance(opt, Option)}
+    assert len(expected) > 20
+    words = set(res.stdout.replace(",", " ").split())
+    assert not sorted(flag for flag in expected if flag not in words)
+    for cls in available().values():
+        assert f"{cls.name} backend:" in res.stdout
+
+
+def test_entry_point_scan_agrees_with_importlib_metadata():
+    """The scan of entry_points.txt files finds what importlib.metadata finds, for the backends'
+    group and for a busy one (console_scripts)."""
+    import importlib.metadata
+
+    from onager.backends import ENTRY_POINT_GROUP, scan_entry_points
+    for group in (ENTRY_POINT_GROUP, "console_scripts"):
+        found = scan_entry_points(group)
+        assert found is not None
+        ours = sorted((ep.name, ep.value) for ep in found)
+        theirs = sorted((ep.name, ep.value) for ep in importlib.metadata.entry_points(group=group))
+        assert ours == theirs, group
