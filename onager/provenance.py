@@ -6,7 +6,7 @@ the onager command line, versions, user, host, working directory, Python, backen
 options, and, inside a git repository, commit, branch, remote (credentials stripped),
 dirtiness, the diff of tracked changes (`git-diff.patch`) and the names of untracked
 files. The installed distributions go to `pip-freeze.txt`, in `pip freeze`'s format, read
-in-process (importlib.metadata) rather than by a `pip freeze` child.
+in-process (the metadata directories on sys.path) rather than by a `pip freeze` child.
 
 `--snapshot` copies the code as it is at launch (tracked files of the git repository
 as they are in the working tree, or, outside git, the working directory less ignored
@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from onager.errors import OnagerError, UsageError
 from onager.layout import CODE, PROVENANCE_JSON
@@ -342,10 +342,11 @@ class Freeze:
         import subprocess
         if not self.commands:
             try:
-                text = strip_credentials(installed_packages())
+                found, tool = _installed_packages()
+                text = strip_credentials(found)
             except Exception as exc:  # noqa: BLE001  # a broken distribution never fails a launch
                 return None, {"error": f"cannot list the installed distributions: {exc}"}
-            return text, {"tool": IN_PROCESS_TOOL, "file": FREEZE_FILE, "python": sys.executable,
+            return text, {"tool": tool, "file": FREEZE_FILE, "python": sys.executable,
                           "count": sum(1 for line in text.splitlines() if line and not line.startswith("#")),
                           "seconds": round(time.monotonic() - self.started, 3)}
         errors: list[str] = []
@@ -379,34 +380,50 @@ class Freeze:
             self.proc.communicate()
 
 
-IN_PROCESS_TOOL = "importlib.metadata"
+IN_PROCESS_TOOL = "dist-info on sys.path"  # what provenance.json names as the freeze's tool
 
 
 def installed_packages() -> str:
-    """What `pip freeze` prints for the Python running onager, read in-process with
-    importlib.metadata: `name==version` sorted by name, `-e path` after a comment for an
-    editable install, `name @ url` for one from a URL; pip itself (and, before Python
-    3.12, setuptools, wheel and distribute) left out, as pip freeze leaves them out."""
-    import importlib.metadata
+    """What `pip freeze` prints for the Python running onager, read in-process: `name==version`
+    sorted by name, `-e path` after a comment for an editable install, `name @ url` for one
+    from a URL; pip itself (and, before Python 3.12, setuptools, wheel and distribute) left
+    out, as pip freeze leaves them out. The metadata directories are found on sys.path
+    (onager.dists: no import of importlib.metadata, a sixth of a launch's fixed cost), or by
+    importlib.metadata where sys.path holds a zip."""
+    return _installed_packages()[0]
 
+
+def _installed_packages() -> tuple[str, str]:
+    """installed_packages() and the tool that read them."""
+    from onager import dists
+
+    paths = dists.metadata_dirs()
+    readers: Any
+    tool = IN_PROCESS_TOOL
+    if paths is None:
+        import importlib.metadata
+        tool = "importlib.metadata"
+        readers = [dist.read_text for dist in importlib.metadata.distributions()]
+    else:
+        readers = [functools.partial(dists.read_text, path) for path in paths]
     skip = {"pip"} | ({"setuptools", "wheel", "distribute"} if sys.version_info < (3, 12) else set())
     lines: dict[str, tuple[str, str]] = {}  # normalized name -> (name, its line); the first on sys.path wins
-    for dist in importlib.metadata.distributions():
-        name, version = _name_version(dist)
+    for read in readers:
+        name, version = _name_version(read)
         if not name:
             continue
         key = re.sub(r"[-_.]+", "-", name).lower()
         if key in lines:
             continue
-        lines[key] = (name, "" if key in skip else _freeze_line(dist, name, version))
-    return "".join(line for name, line in sorted(lines.values(), key=lambda item: item[0].lower()))
+        lines[key] = (name, "" if key in skip else _freeze_line(read, name, version))
+    return "".join(line for name, line in sorted(lines.values(), key=lambda item: item[0].lower())), tool
 
 
-def _name_version(dist: Any) -> tuple[str | None, str]:
-    """Name and Version from the head of a distribution's METADATA (or PKG-INFO): dist.metadata
-    runs the email parser over the whole file, long descriptions included, which cost a launch
-    a third of a second in a venv with numpy and optuna."""
-    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or dist.read_text("") or ""  # "": an egg-info file
+def _name_version(read: Callable[[str], str | None]) -> tuple[str | None, str]:
+    """Name and Version from the head of a distribution's METADATA (or PKG-INFO): the email
+    parser over the whole file, long descriptions included, cost a launch a third of a
+    second in a venv with numpy and optuna."""
+    text = read("METADATA") or read("PKG-INFO") or read("") or ""  # "": an egg-info that is a file
     found: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
@@ -418,12 +435,12 @@ def _name_version(dist: Any) -> tuple[str | None, str]:
     return found.get("name") or None, found.get("version", "")
 
 
-def _freeze_line(dist: Any, name: str, version: str) -> str:
+def _freeze_line(read: Callable[[str], str | None], name: str, version: str) -> str:
     """One distribution as pip freeze writes it (PEP 610's direct_url.json says how it came)."""
     from urllib.parse import unquote, urlsplit
 
     try:
-        direct = json.loads(dist.read_text("direct_url.json") or "null")
+        direct = json.loads(read("direct_url.json") or "null")
     except ValueError:
         direct = None
     url = direct.get("url") if isinstance(direct, dict) else None

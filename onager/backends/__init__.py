@@ -81,47 +81,12 @@ class EntryPoint:
 
 def scan_entry_points(group: str) -> list[EntryPoint] | None:
     """The group's entry points from the *.dist-info and *.egg-info directories on sys.path,
-    the first distribution of a name winning, as importlib.metadata finds them but without
-    importing it: its email, zipfile and pathlib modules cost `launch --help` about four bare
-    Python starts. None when a sys.path entry is a file (a zip), for importlib.metadata."""
-    import os
-    import sys
+    as importlib.metadata finds them but without importing it (onager.dists); None when a
+    sys.path entry is a zip, which importlib.metadata reads."""
+    from onager import dists
 
-    header = f"[{group}]"
-    found: list[EntryPoint] = []
-    seen: set[str] = set()
-    for entry in sys.path:
-        directory = entry or "."
-        try:
-            names = sorted(os.listdir(directory))
-        except NotADirectoryError:
-            return None
-        except OSError:  # missing (python3X.zip) or unreadable: nothing there
-            continue
-        for name in names:
-            stem, dot, kind = name.rpartition(".")
-            if not dot or kind not in ("dist-info", "egg-info"):
-                continue
-            dist = stem.split("-", 1)[0].replace("_", "-").replace(".", "-").lower()
-            if dist in seen:
-                continue
-            seen.add(dist)
-            try:
-                with open(os.path.join(directory, name, "entry_points.txt"), encoding="utf-8") as handle:
-                    text = handle.read()
-            except OSError:  # none, or an egg-info that is a file
-                continue
-            section = None
-            for line in text.splitlines():
-                line = line.strip()
-                if not line or line[0] in "#;":
-                    continue
-                if line.startswith("["):
-                    section = line
-                elif section == header and "=" in line:
-                    key, _, value = line.partition("=")
-                    found.append(EntryPoint(key.strip(), value.strip(), group))
-    return found
+    found = dists.entry_points(group)
+    return None if found is None else [EntryPoint(name, value, group) for name, value in found]
 
 
 #: modules of this package that are not backends (the core and what pools share)
