@@ -57,9 +57,12 @@ class JobIndex:
     def _parse(line: str) -> LaunchRecord | None:
         try:
             line.encode("utf-8")  # not UTF-8 on disk (surrogates): damaged, not a record
-            record = LaunchRecord(**json.loads(line))
+            fields = json.loads(line)
+            record = LaunchRecord(**fields)
         except (ValueError, TypeError, RecursionError):
             return None
+        if fields.get("job_ids", []) is None or fields.get("options", {}) is None:
+            return None  # null where a list or an object belongs: damaged, not defaults
         text = (record.jobname, record.launch_id, record.backend, record.launch_dir, record.tasklist)
         if not all(isinstance(t, str) for t in text) or not isinstance(record.count, int) \
                 or not isinstance(record.created, (int, float)) or not isinstance(record.job_ids, list) \
