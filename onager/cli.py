@@ -427,14 +427,15 @@ def _main(argv: list[str]) -> int:
         if not word.isascii():
             from onager.sweep import check_text
             check_text(word, f"argument {position}")
-    if argv and argv[0] == "prelaunch":
+    if argv and argv[0] == "prelaunch" or argv[:2] == ["help", "prelaunch"]:
+        from onager.prelaunch_help import HELP, only_help
+        if argv[0] == "help" or only_help(argv[1:]):  # the text alone: no sweep code to load
+            sys.stdout.write(HELP)
+            return 0
         from onager import prelaunch
         return prelaunch.run(argv[1:], sys.stdout, sys.stderr)  # as they are now, not at import
     if argv and argv[0] == "help":
         topic = argv[1] if len(argv) > 1 else None
-        if topic == "prelaunch":
-            from onager import prelaunch
-            return prelaunch.run(["+help"])
         if topic is None:
             _print_top_help()  # the same as onager --help
             return 0

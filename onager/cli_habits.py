@@ -3,11 +3,13 @@ for a mistyped option, checked before argparse (whose first complaint about `--j
 otherwise that --jobname is missing)."""
 from __future__ import annotations
 
-import argparse
-import difflib
 from collections.abc import Sequence
 
 from onager.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # argparse is the caller's; difflib loads only for a mistyped option
+    import argparse
 
 
 def add_job_argument(parser: argparse.ArgumentParser, required: bool = True, option: bool = True,
@@ -59,6 +61,7 @@ def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentPa
 
 def suggestion(word: str, known: Sequence[str]) -> str:
     """`; did you mean --jobname?` for the closest known option, or ""."""
+    import difflib
     close = difflib.get_close_matches(word, [k for k in known if k.startswith("--")], n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
 

@@ -5,14 +5,16 @@ users stop retyping `--partition` or `--mem`. The local file wins over the globa
 """
 from __future__ import annotations
 
-import configparser
-import io
 import json
 import os
 from collections.abc import Iterable
 
 from onager.errors import UsageError
 from onager.fsutil import atomic_write, file_lock
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import configparser
 
 BACKENDS = ("local", "slurm", "gridengine", "ssh")
 SECTIONS = BACKENDS + ("project",)
@@ -27,16 +29,27 @@ def local_path(root: str = ".") -> str:
     return os.path.join(root, ONAGER_DIR, "config")
 
 
-class _CaseKeepingParser(configparser.ConfigParser):
-    def optionxform(self, optionstr: str) -> str:
-        return optionstr  # keys keep their case
-
-
 def _parser() -> configparser.ConfigParser:
+    """A ConfigParser whose keys keep their case (its class made on first use: configparser
+    loads when a config is read, not with every `launch --help`)."""
+    global _CaseKeepingParser
+    if _CaseKeepingParser is None:
+        import configparser
+
+        class CaseKeepingParser(configparser.ConfigParser):
+            def optionxform(self, optionstr: str) -> str:
+                return optionstr  # keys keep their case
+
+        _CaseKeepingParser = CaseKeepingParser
     return _CaseKeepingParser(interpolation=None)
 
 
+_CaseKeepingParser: type[configparser.ConfigParser] | None = None
+
+
 def _load(path: str) -> configparser.ConfigParser:
+    import configparser
+
     parser = _parser()
     if os.path.exists(path):
         try:
@@ -58,6 +71,7 @@ def _decode(value: str) -> str:
 
 def _encode(value: str) -> str:
     """Plain INI text when configparser gives it back unchanged, else a JSON string."""
+    import io
     probe = _parser()
     probe["s"] = {"k": value}
     text = io.StringIO()
@@ -105,6 +119,7 @@ def check_section(section: str) -> None:
 def write(items: Iterable[tuple[str, str, str]], root: str = ".", use_global: bool = False,
           allowed_keys: Iterable[str] | None = None) -> str:
     """Set (section, key, value) items atomically; every item is checked before anything changes."""
+    import io
     items = list(items)
     allowed = set(allowed_keys) if allowed_keys is not None else None
     for section, key, _ in items:

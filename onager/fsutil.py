@@ -10,9 +10,11 @@ import errno
 import fcntl
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
-from typing import IO, Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 
 @contextlib.contextmanager
@@ -31,6 +33,8 @@ def atomic_writer(path: str, mode: str = "w", encoding: str = "utf-8",
         file_mode = stat.S_IMODE(os.stat(target).st_mode)
     except OSError:
         file_mode = 0o666 & ~_umask()
+    import tempfile  # here: it imports random (and hashlib) for its names, a cost on every command
+
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp",
                                dir=directory)
     try:

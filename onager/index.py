@@ -6,25 +6,33 @@ concurrent `onager launch` runs lose no record, and a kill -9 never leaves half 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from onager.errors import UsageError
 from onager.fsutil import atomic_write, file_lock
 from onager.layout import ProjectPaths
+from onager.records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
-@dataclass
-class LaunchRecord:
-    jobname: str
-    launch_id: str
-    backend: str
-    launch_dir: str
-    tasklist: str
-    count: int
-    created: float
-    job_ids: list[str] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)
+class LaunchRecord(Record):
+    """One launch as the index records it (one JSON line, keys in FIELDS)."""
+
+    FIELDS = ("jobname", "launch_id", "backend", "launch_dir", "tasklist", "count", "created", "job_ids", "options")
+
+    def __init__(self, jobname: str, launch_id: str, backend: str, launch_dir: str, tasklist: str, count: int,
+                 created: float, job_ids: list[str] | None = None, options: dict[str, Any] | None = None) -> None:
+        self.jobname = jobname
+        self.launch_id = launch_id
+        self.backend = backend
+        self.launch_dir = launch_dir
+        self.tasklist = tasklist
+        self.count = count
+        self.created = created
+        self.job_ids: list[str] = [] if job_ids is None else job_ids
+        self.options: dict[str, Any] = {} if options is None else options
 
     @property
     def key(self) -> str:
@@ -49,9 +57,12 @@ class JobIndex:
     def _parse(line: str) -> LaunchRecord | None:
         try:
             line.encode("utf-8")  # not UTF-8 on disk (surrogates): damaged, not a record
-            record = LaunchRecord(**json.loads(line))
+            fields = json.loads(line)
+            record = LaunchRecord(**fields)
         except (ValueError, TypeError, RecursionError):
             return None
+        if fields.get("job_ids", []) is None or fields.get("options", {}) is None:
+            return None  # null where a list or an object belongs: damaged, not defaults
         text = (record.jobname, record.launch_id, record.backend, record.launch_dir, record.tasklist)
         if not all(isinstance(t, str) for t in text) or not isinstance(record.count, int) \
                 or not isinstance(record.created, (int, float)) or not isinstance(record.job_ids, list) \
@@ -81,7 +92,7 @@ class JobIndex:
 
     def add(self, record: LaunchRecord) -> None:
         with file_lock(self.lock_path):
-            self._write(self._lines() + [json.dumps(asdict(record), sort_keys=True)])
+            self._write(self._lines() + [json.dumps(record.as_dict(), sort_keys=True)])
 
     def update(self, key: str, **changes: Any) -> None:
         """Change one record; lines this version cannot read are kept as they are."""
@@ -92,7 +103,7 @@ class JobIndex:
                 if r is not None and r.key == key:
                     for k, v in changes.items():
                         setattr(r, k, v)
-                    lines[i] = json.dumps(asdict(r), sort_keys=True)
+                    lines[i] = json.dumps(r.as_dict(), sort_keys=True)
             self._write(lines)
 
     def for_job(self, jobname: str) -> list[LaunchRecord]:

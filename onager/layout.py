@@ -3,7 +3,7 @@
 Like submitit's `JobPaths`: every other module asks `ProjectPaths` (a project's `.onager/`)
 or `LaunchPaths` (one launch directory) for a path instead of joining names itself, so the
 layout can be read in one place and changed in one place. Both are small frozen
-dataclasses; nothing here touches the disk except the two readers at the end, which read
+value classes; nothing here touches the disk except the two readers at the end, which read
 a launch's frozen files (`launch.json`, `tasks.jsonl`) for every module that needs them.
 
 ```
@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from onager.errors import OnagerError
@@ -61,11 +60,41 @@ TUNE_JSON = "tune.json"  # a +tune search: beside the jobfile, and in each tunin
 REMOTE_DIRS, FETCHED = "remote-dirs", "fetched"  # ssh: remote dirs made, outputs fetched home
 
 
-@dataclass(frozen=True)
-class LaunchPaths:
+class _Frozen:
+    """A frozen value of one string field, equal and hashed by it: a frozen dataclass without
+    the import of dataclasses, which (with inspect) costs every command a bare Python start."""
+
+    _field = ""
+
+    def __init__(self, value: str) -> None:
+        object.__setattr__(self, self._field, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return bool(getattr(self, self._field) == getattr(other, self._field))
+
+    def __hash__(self) -> int:
+        return hash((getattr(self, self._field),))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._field}={getattr(self, self._field)!r})"
+
+
+class LaunchPaths(_Frozen):
     """The files of one launch directory (`.onager/launches/<job>/<id>/`, or a build directory)."""
 
+    _field = "dir"
     dir: str
+
+    def __init__(self, dir: str) -> None:
+        super().__init__(dir)
 
     def file(self, name: str) -> str:
         """Any other file kept at the top of the launch directory (a backend's own)."""
@@ -180,11 +209,14 @@ class LaunchPaths:
         return os.path.join(self.dir, RESULTS, f"{task_id}.jsonl")
 
 
-@dataclass(frozen=True)
-class ProjectPaths:
+class ProjectPaths(_Frozen):
     """A project's `.onager/` directory under `root` (the working directory by default)."""
 
-    root: str = "."
+    _field = "root"
+    root: str
+
+    def __init__(self, root: str = ".") -> None:
+        super().__init__(root)
 
     @property
     def onager_dir(self) -> str:

@@ -1,14 +1,10 @@
 """list, cancel, wait and logs: what users run after a launch."""
 from __future__ import annotations
 
-import argparse
-import csv
 import itertools
 import json
 import os
-import shlex
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -29,6 +25,10 @@ from onager.status import (
     wait_for,
 )
 from onager.tasklist import Tasklist
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
 
 COLUMNS = ["job_id", "launch", "task_id", "jobname", "status", "reason", "exit", "attempt", "elapsed", "tag", "command"]
 # shown only when asked for with --show
@@ -203,6 +203,8 @@ class _Output:
     rows and a launch found damaged part way can be taken back whole (`drop`)."""
 
     def __init__(self, commits: dict[str, str]):
+        import tempfile  # loaded by the listing of a launch, not by every command
+
         self.commits = commits
         self.spill = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed by __exit__)
             max_size=SPILL_IN_MEMORY, mode="w+", encoding="utf-8", errors="surrogatepass", newline="")
@@ -292,6 +294,8 @@ class _CsvOutput(_Output):
     """`--csv`: csv.writer's rows, one launch at a time."""
 
     def __init__(self, columns: list[str], commits: dict[str, str]):
+        import csv
+
         super().__init__(commits)
         self.columns = columns
         self.writer = csv.writer(self.spill)
@@ -482,6 +486,7 @@ def _summary(counts: dict[tuple[str, str, str, str], Counter[str]], args: argpar
         sys.stdout.write("\n")
         return 0
     if args.csv:
+        import csv
         writer = csv.writer(sys.stdout)
         writer.writerow(headers)
         writer.writerows(cells)
@@ -603,6 +608,7 @@ def run_wait(args: argparse.Namespace) -> int:
     if look.unsuccessful:
         which = "failed" if set(look.counts) <= RERUN_FAILED | {"done"} else "unfinished"
         # the short rerun: the backend and options come from each job's last launch
+        import shlex
         hints = "; ".join(f"onager launch --jobname {shlex.quote(name)} --tasklist {which}"
                           for name in dict.fromkeys(r.jobname for r in records))
         print(f"onager: {len(look.unsuccessful)} task(s) did not succeed: {Tasklist.from_ids(look.unsuccessful)}; "

@@ -9,7 +9,6 @@ Grid Engine launch (onager.after). Its output goes to `notify.log` in the launch
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -78,6 +77,7 @@ def run_notify(command: str, origin_dir: str, records: Sequence[LaunchRecord],
 
     A failing or hanging command is reported on stderr; it never changes the launch's
     own outcome."""
+    import subprocess
     if not command or not records:
         return None
     marker = LaunchPaths(origin_dir).file(NOTIFIED)

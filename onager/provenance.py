@@ -6,7 +6,7 @@ the onager command line, versions, user, host, working directory, Python, backen
 options, and, inside a git repository, commit, branch, remote (credentials stripped),
 dirtiness, the diff of tracked changes (`git-diff.patch`) and the names of untracked
 files. The installed distributions go to `pip-freeze.txt`, in `pip freeze`'s format, read
-in-process (importlib.metadata) rather than by a `pip freeze` child.
+in-process (the metadata directories on sys.path) rather than by a `pip freeze` child.
 
 `--snapshot` copies the code as it is at launch (tracked files of the git repository
 as they are in the working tree, or, outside git, the working directory less ignored
@@ -21,23 +21,16 @@ snapshot size limit) refuse a launch, before anything is submitted.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import functools
-import getpass
 import json
 import os
-import platform
 import re
 import shlex
-import shutil
-import socket
-import stat
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from onager.errors import OnagerError, UsageError
 from onager.layout import CODE, PROVENANCE_JSON
@@ -170,6 +163,7 @@ class Git:
     """Runs read-only git commands with timeouts; every failure becomes a message, never an exception."""
 
     def __init__(self, cwd: str, timeout: float = GIT_TIMEOUT):
+        import shutil
         self.cwd = cwd
         self.timeout = timeout
         self.installed = shutil.which("git") is not None
@@ -184,6 +178,7 @@ class Git:
 
     def run(self, *args: str, timeout: float | None = None, cwd: str | None = None) -> tuple[bytes | None, str]:
         """(stdout, "") on success, (None, one-line reason) otherwise."""
+        import subprocess
         if not self.installed:
             return None, "git is not installed"
         limit = self.timeout if timeout is None else timeout
@@ -319,6 +314,7 @@ class Freeze:
     """
 
     def __init__(self, commands: Sequence[Sequence[str]] | None = None, timeout: float | None = None):
+        import subprocess
         timeout = FREEZE_TIMEOUT if timeout is None else timeout
         # no commands: the installed distributions are read in-process (installed_packages),
         # in milliseconds where a `pip freeze` child took half a second of every launch
@@ -332,6 +328,7 @@ class Freeze:
             self._start(0)
 
     def _start(self, which: int) -> None:
+        import subprocess
         self.which = which
         env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", PYTHONWARNINGS="ignore")
         try:
@@ -342,12 +339,14 @@ class Freeze:
 
     def finish(self) -> tuple[str | None, dict[str, Any]]:
         """(freeze text or None, what provenance.json says about it)."""
+        import subprocess
         if not self.commands:
             try:
-                text = strip_credentials(installed_packages())
+                found, tool = _installed_packages()
+                text = strip_credentials(found)
             except Exception as exc:  # noqa: BLE001  # a broken distribution never fails a launch
                 return None, {"error": f"cannot list the installed distributions: {exc}"}
-            return text, {"tool": IN_PROCESS_TOOL, "file": FREEZE_FILE, "python": sys.executable,
+            return text, {"tool": tool, "file": FREEZE_FILE, "python": sys.executable,
                           "count": sum(1 for line in text.splitlines() if line and not line.startswith("#")),
                           "seconds": round(time.monotonic() - self.started, 3)}
         errors: list[str] = []
@@ -381,36 +380,67 @@ class Freeze:
             self.proc.communicate()
 
 
-IN_PROCESS_TOOL = "importlib.metadata"
+IN_PROCESS_TOOL = "dist-info on sys.path"  # what provenance.json names as the freeze's tool
 
 
 def installed_packages() -> str:
-    """What `pip freeze` prints for the Python running onager, read in-process with
-    importlib.metadata: `name==version` sorted by name, `-e path` after a comment for an
-    editable install, `name @ url` for one from a URL; pip itself (and, before Python
-    3.12, setuptools, wheel and distribute) left out, as pip freeze leaves them out."""
-    import importlib.metadata
+    """What `pip freeze` prints for the Python running onager, read in-process: `name==version`
+    sorted by name, `-e path` after a comment for an editable install, `name @ url` for one
+    from a URL; pip itself (and, before Python 3.12, setuptools, wheel and distribute) left
+    out, as pip freeze leaves them out. The metadata directories are found on sys.path
+    (onager.dists: no import of importlib.metadata, a sixth of a launch's fixed cost), or by
+    importlib.metadata where sys.path holds a zip."""
+    return _installed_packages()[0]
 
+
+def _installed_packages() -> tuple[str, str]:
+    """installed_packages() and the tool that read them."""
+    from onager import dists
+
+    paths = dists.metadata_dirs()
+    readers: Any
+    tool = IN_PROCESS_TOOL
+    if paths is None:
+        import importlib.metadata
+        tool = "importlib.metadata"
+        readers = [dist.read_text for dist in importlib.metadata.distributions()]
+    else:
+        readers = [functools.partial(dists.read_text, path) for path in paths]
     skip = {"pip"} | ({"setuptools", "wheel", "distribute"} if sys.version_info < (3, 12) else set())
     lines: dict[str, tuple[str, str]] = {}  # normalized name -> (name, its line); the first on sys.path wins
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"] if dist.metadata is not None else None
+    for read in readers:
+        name, version = _name_version(read)
         if not name:
             continue
         key = re.sub(r"[-_.]+", "-", name).lower()
         if key in lines:
             continue
-        lines[key] = (name, "" if key in skip else _freeze_line(dist, name))
-    return "".join(line for name, line in sorted(lines.values(), key=lambda item: item[0].lower()))
+        lines[key] = (name, "" if key in skip else _freeze_line(read, name, version))
+    return "".join(line for name, line in sorted(lines.values(), key=lambda item: item[0].lower())), tool
 
 
-def _freeze_line(dist: Any, name: str) -> str:
+def _name_version(read: Callable[[str], str | None]) -> tuple[str | None, str]:
+    """Name and Version from the head of a distribution's METADATA (or PKG-INFO): the email
+    parser over the whole file, long descriptions included, cost a launch a third of a
+    second in a venv with numpy and optuna."""
+    text = read("METADATA") or read("PKG-INFO") or read("") or ""  # "": an egg-info that is a file
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the headers end at the first empty line; the description follows
+        key, sep, value = line.partition(":")
+        key = key.strip().lower()  # header names are case-insensitive, as for the email parser
+        if sep and key in ("name", "version") and key not in found:
+            found[key] = value.strip()
+    return found.get("name") or None, found.get("version", "")
+
+
+def _freeze_line(read: Callable[[str], str | None], name: str, version: str) -> str:
     """One distribution as pip freeze writes it (PEP 610's direct_url.json says how it came)."""
     from urllib.parse import unquote, urlsplit
 
-    version = dist.version
     try:
-        direct = json.loads(dist.read_text("direct_url.json") or "null")
+        direct = json.loads(read("direct_url.json") or "null")
     except ValueError:
         direct = None
     url = direct.get("url") if isinstance(direct, dict) else None
@@ -470,6 +500,7 @@ class IgnoreRules:
 
     def matches(self, relpath: str, is_dir: bool) -> bool:
         """Whether `relpath` (slash-separated, relative to the root) is ignored."""
+        import fnmatch
         name = relpath.rsplit("/", 1)[-1]
         for glob, anchored, dir_only in self.rules:
             if dir_only and not is_dir:
@@ -518,6 +549,7 @@ def _human(size: float) -> str:
 
 
 def _classify(plan: Plan, rel: str, full: str) -> None:
+    import stat
     try:
         st = os.lstat(full)
     except OSError:
@@ -618,6 +650,9 @@ def _suggest(total: int) -> str:
 
 def copy_plan(plan: Plan, dest: str) -> None:
     """Real copies (never hard links, so later edits cannot reach them), modes kept, links as links."""
+    import shutil
+    import stat
+
     from onager.fsutil import masked_mode
     made = {dest}
     os.makedirs(dest, exist_ok=True)
@@ -681,10 +716,27 @@ def make_snapshot(launch_dir: str, workdir: str, state: GitState, max_size: int 
 
 # ---------------------------------------------------------------------- launch
 def _user() -> str:
+    import getpass
     try:
         return getpass.getuser()
     except Exception:  # no name for this uid (containers): the number still says who
         return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
+def platform_text() -> str:
+    """What platform.platform() says on Linux (system-release-machine-with-libc), read from
+    os.uname() and confstr: platform.platform() starts a `uname -p` process and scans the
+    Python binary for its libc version, a fixed cost of every launch."""
+    import platform
+    if not hasattr(os, "uname"):  # Windows: no process to save
+        return platform.platform()
+    u = os.uname()
+    text = f"{u.sysname}-{u.release}-{u.machine}"
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36"
+    except (ValueError, OSError):
+        libc = ""
+    return text + (f"-with-{libc.replace(' ', '')}" if libc else "")
 
 
 def _scrubbed(value: Any) -> Any:
@@ -738,6 +790,9 @@ def prepare_launch(launch_dir: str, workdir: str, options: dict[str, Any], *, ba
     Raises UsageError for --require-clean on a dirty tree and for a snapshot over its
     size limit; the caller removes the launch directory, so a refusal leaves nothing.
     """
+    import platform
+    import socket
+
     from onager.scrub import scrub_argv, scrub_env
     started = time.monotonic()
     settings = resolve_settings(options, root)
@@ -778,7 +833,7 @@ def prepare_launch(launch_dir: str, workdir: str, options: dict[str, Any], *, ba
             "run_workdir": run_in,
             "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
                        "executable": sys.executable, "prefix": sys.prefix},
-            "platform": platform.platform(),
+            "platform": platform_text(),
             "environment": scrub_env({k: os.environ[k] for k in ("VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV")
                                       if os.environ.get(k)}),
             "venv": venv,

@@ -22,7 +22,6 @@ retries and requeues each of its tasks has spent.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shlex
@@ -131,6 +130,7 @@ class Recovery:
 
 
 def _factor(options: dict[str, Any], key: str) -> float:
+    import math
     value = options.get(key)
     if value in (None, ""):
         return 1.0
@@ -293,6 +293,8 @@ def _dhms(seconds: int) -> str:
 def escalate(options: dict[str, Any], ended: Iterable[str], policy: Recovery) -> dict[str, Any]:
     """The options of a relaunch: memory times --mem-factor if an attempt ran out of memory,
     time times --time-factor if one timed out, each capped by --max-mem / --max-time (never shrunk)."""
+    import math
+
     from onager.backends.array import duration_seconds, megabytes_text, mem_megabytes
 
     states = set(ended)

@@ -18,15 +18,14 @@ from __future__ import annotations
 import gc
 import os
 import re
-import signal
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from onager.errors import OnagerError
 from onager.layout import LaunchPaths
+from onager.records import Record
 
 PENDING, RUNNING, DONE, FAILED, CANCELLED, LOST, ERROR, UNKNOWN = (
     "pending", "running", "done", "failed", "cancelled", "lost", "error", "unknown")
@@ -48,35 +47,45 @@ POOL_ANSWER = f"{PENDING} ({POOL_REASON})"
 _REASON = re.compile(r"[A-Za-z0-9_.:+,=-]*", re.ASCII)
 
 
-@dataclass
-class Attempt:
+class Attempt(Record):
     """One run of a task, as its state names tell it."""
 
-    number: int
-    start: float | None = None
-    end: float | None = None
-    exit_code: int | None = None
-    state: str | None = None  # one of END_STATES once it ended
-    reason: str = ""
-    start_name: str = ""  # its start name in state/ (what the wrapper wrote: host pid jobid pstart)
+    FIELDS = ("number", "start", "end", "exit_code", "state", "reason", "start_name")
+
+    def __init__(self, number: int, start: float | None = None, end: float | None = None,
+                 exit_code: int | None = None, state: str | None = None, reason: str = "",
+                 start_name: str = "") -> None:
+        self.number = number
+        self.start = start
+        self.end = end
+        self.exit_code = exit_code
+        self.state = state  # one of END_STATES once it ended
+        self.reason = reason
+        self.start_name = start_name  # its start name in state/ (what the wrapper wrote: host pid jobid pstart)
 
 
-@dataclass
-class TaskState:
+class TaskState(Record):
     """What the files say about one task: its latest attempt, and marks on the task."""
 
-    start: float | None = None
-    end: float | None = None
-    exit_code: int | None = None
-    cancelled: float | None = None
-    lost: str | None = None
-    attempts: int = 0          # how many attempts this launch's files show
-    attempt: int = 0           # the latest attempt's number (0: none started)
-    state: str | None = None   # how the latest attempt ended (None: it did not, or unknown)
-    reason: str = ""
-    duplicates: int = 0        # duplicate runs refused by the claim
-    start_name: str = ""       # the latest attempt's start name, if it wrote one
-    history: list[Attempt] = field(default_factory=list)
+    FIELDS = ("start", "end", "exit_code", "cancelled", "lost", "attempts", "attempt", "state", "reason",
+              "duplicates", "start_name", "history")
+
+    def __init__(self, start: float | None = None, end: float | None = None, exit_code: int | None = None,
+                 cancelled: float | None = None, lost: str | None = None, attempts: int = 0, attempt: int = 0,
+                 state: str | None = None, reason: str = "", duplicates: int = 0, start_name: str = "",
+                 history: list[Attempt] | None = None) -> None:
+        self.start = start
+        self.end = end
+        self.exit_code = exit_code
+        self.cancelled = cancelled
+        self.lost = lost
+        self.attempts = attempts      # how many attempts this launch's files show
+        self.attempt = attempt        # the latest attempt's number (0: none started)
+        self.state = state            # how the latest attempt ended (None: it did not, or unknown)
+        self.reason = reason
+        self.duplicates = duplicates  # duplicate runs refused by the claim
+        self.start_name = start_name  # the latest attempt's start name, if it wrote one
+        self.history: list[Attempt] = [] if history is None else history
 
 
 def ended_state(code: int | None) -> str:
@@ -459,6 +468,7 @@ def describe_exit(code: int | None) -> str:
         return ""
     if code > 128:
         try:
+            import signal
             return f"{code} ({signal.Signals(code - 128).name})"
         except ValueError:
             return str(code)

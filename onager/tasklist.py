@@ -5,8 +5,6 @@ per `qsub -t`), users type it, and the index stores it; one grammar serves all t
 """
 from __future__ import annotations
 
-import bisect
-import heapq
 import itertools
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -120,6 +118,7 @@ class Tasklist:
     # ------------------------------------------------------------------ query
     def __iter__(self) -> Iterator[int]:
         """Ids in increasing order, each once, without building a list."""
+        import heapq
         if len(self.blocks) == 1:
             a, b, s = self.blocks[0]
             yield from range(a, b + 1, s)
@@ -137,6 +136,7 @@ class Tasklist:
         inside one such range is dropped. None when stepped blocks still overlap others:
         only iterating can tell what their union is.
         """
+        import bisect
         spans: list[list[int]] = []
         stepped: list[tuple[int, int, int]] = []
         for a, b, s in sorted(self.blocks):

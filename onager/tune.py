@@ -17,9 +17,7 @@ launch, an agent or a trial needs it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -215,6 +213,7 @@ class Space:
 
     def fingerprint(self) -> str:
         """What must match for a later launch to continue a study: space, metric, command."""
+        import hashlib
         keep = {k: self.spec.get(k) for k in ("metric", "direction", "command", "tag_name", "tag_args",
                                                "tag_number", "dimensions")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
@@ -379,6 +378,7 @@ def _trial() -> Any:
 
 def report(step: Any, metrics: dict[str, Any]) -> None:
     """An intermediate value for the pruner: the tuned metric at `step` (log_result(step=...))."""
+    import math
     name = os.environ.get("ONAGER_TUNE_METRIC")
     if not name or name not in metrics or _trial() is None:
         return
@@ -416,6 +416,7 @@ def pruned_marker(launch_dir: str, task_id: int) -> str:
 
 def last_metric(launch_dir: str, task_id: int, attempt: int, name: str) -> float | None:
     """The last value of `name` that this attempt of the task logged (None: none, or not a number)."""
+    import math
     value = None
     try:
         with open(LaunchPaths(launch_dir).results(task_id), encoding="utf-8") as handle:

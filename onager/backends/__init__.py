@@ -49,16 +49,44 @@ def _entry_points() -> dict[str, Any]:
     """Entry points of the group, by name (read once per process, only when needed)."""
     global _plugins
     if _plugins is None:
-        from importlib import metadata
-        try:
-            found = metadata.entry_points(group=ENTRY_POINT_GROUP)  # type: ignore[call-arg]
-        except TypeError:  # Python 3.9: no selection by group
-            # Python 3.9's entry_points() is a dict; the checked stubs (3.10+) say otherwise
-            found = metadata.entry_points().get(ENTRY_POINT_GROUP, [])  # type: ignore[attr-defined,arg-type]
+        found: Any = scan_entry_points(ENTRY_POINT_GROUP)
+        if found is None:  # a zip on sys.path: importlib.metadata reads those
+            from importlib import metadata
+            try:
+                found = metadata.entry_points(group=ENTRY_POINT_GROUP)  # type: ignore[call-arg]
+            except TypeError:  # Python 3.9: no selection by group
+                # Python 3.9's entry_points() is a dict; the checked stubs (3.10+) say otherwise
+                found = metadata.entry_points().get(ENTRY_POINT_GROUP, [])  # type: ignore[attr-defined,arg-type]
         _plugins = {}
-        for ep in found:
+        for ep in found or ():
             _plugins.setdefault(ep.name, ep)
     return _plugins
+
+
+class EntryPoint:
+    """One `name = module:attr` line of an entry_points.txt, loaded like importlib.metadata's."""
+
+    __slots__ = ("name", "value", "group")
+
+    def __init__(self, name: str, value: str, group: str):
+        self.name, self.value, self.group = name, value, group
+
+    def load(self) -> Any:
+        module_name, _, attr = self.value.partition(":")
+        loaded = importlib.import_module(module_name.strip())
+        for part in attr.split("[", 1)[0].strip().split(".") if attr.strip() else ():
+            loaded = getattr(loaded, part)
+        return loaded
+
+
+def scan_entry_points(group: str) -> list[EntryPoint] | None:
+    """The group's entry points from the *.dist-info and *.egg-info directories on sys.path,
+    as importlib.metadata finds them but without importing it (onager.dists); None when a
+    sys.path entry is a zip, which importlib.metadata reads."""
+    from onager import dists
+
+    found = dists.entry_points(group)
+    return None if found is None else [EntryPoint(name, value, group) for name, value in found]
 
 
 #: modules of this package that are not backends (the core and what pools share)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, NamedTuple
@@ -164,6 +163,7 @@ def query_pools(records) -> dict[str, dict[int, str] | None]:
     pool.json: while it lives (pid and start time), every unfinished task is still its own.
     A pool that died without clearing its file (kill -9) may have left tasks running by
     themselves: those whose start's pid and start time still match answer `running`."""
+    import socket
     out: dict[str, dict[int, str] | None] = {}
     host = socket.gethostname()
     for r in records:
@@ -191,6 +191,8 @@ def query_pools(records) -> dict[str, dict[int, str] | None]:
 
 def write_pool_file(path: str, pid: int | None) -> None:
     """pool.json: the pool's host, pid and the pid's start time (a reused pid is not the pool)."""
+    import socket
+
     from onager.fsutil import atomic_write
     pstart = proc_start(pid) if pid is not None else None
     atomic_write(path, json.dumps({"pid": pid, "pstart": pstart or None, "host": socket.gethostname(),

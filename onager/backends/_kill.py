@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -270,6 +269,7 @@ def interrupt_message(what: str, killed: int, survivors: Sequence[int], not_star
 
 def spawn_detached(module: str, launch_dir: str) -> int:
     """Start `python -m MODULE LAUNCH_DIR` in a session of its own (a --detach pool); its pid."""
+    import subprocess
     with open(LaunchPaths(launch_dir).pool_log, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", module, launch_dir],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,

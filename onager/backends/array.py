@@ -14,9 +14,7 @@ are parsed here too, so that every adapter reads them the same way.
 """
 from __future__ import annotations
 
-import bisect
 import contextlib
-import hashlib
 import itertools
 import json
 import os
@@ -162,6 +160,7 @@ def submission_token(launch: LaunchInfo, number: int) -> str:
     """A token naming one submission of one launch (its first array number), a function of the
     launch directory (golden tests stay exact): after a timeout, the scheduler is asked for it
     before submitting again, so that a submission that went through is adopted, not repeated."""
+    import hashlib
     digest = hashlib.sha1(f"{launch.launch_dir}\0{launch.launch_id}".encode()).hexdigest()[:12]
     return f"onager:{digest}.{number}"
 
@@ -330,6 +329,7 @@ class Mapper:
 
     def indexes(self, tasks: Iterable[int]) -> dict[str, list[int]]:
         """job id -> scheduler indexes that hold exactly these tasks (whole groups only)."""
+        import bisect
         numbers: Iterable[int]
         if self.per_node > 1:
             wanted = set(tasks)

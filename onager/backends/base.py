@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,10 @@ from typing import Any
 from onager.errors import OnagerError, UsageError
 from onager.layout import LOGS, LaunchPaths
 from onager.tasklist import Tasklist
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # subprocess loads when a command runs, not with every backend's options
+    import subprocess
 
 
 @dataclass
@@ -187,6 +190,7 @@ def cluster_setting(argv: Sequence[str], pattern: str, default: int, retries: in
 def run(argv: Sequence[str], retries: int = 0, transient: Sequence[str] = (),
         timeout: float | None = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a scheduler command; retry on transient errors; raise with its own message."""
+    import subprocess
     delay = 1.0
     for attempt in range(retries + 1):
         try:

@@ -3,7 +3,6 @@ CUDA_VISIBLE_DEVICES, groups of --gpus-per-task ids of --gpus or of the detected
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ def parse_gpus(text: str | None) -> list[str] | None:
 
 
 def detect_gpus() -> list[str]:
+    import subprocess
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [g for g in visible.split(",") if g.strip() and g.strip() != "-1"]

@@ -12,9 +12,7 @@ it, and `--tasklist failed` relaunches it.
 """
 from __future__ import annotations
 
-import getpass
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import Any
 
@@ -221,6 +219,7 @@ class GridEngineBackend(ArrayBackend):
         return out.splitlines()[-1].split(".")[0].strip()  # -terse: "id" or "id.1-9:1"
 
     def query_commands(self, job_ids: list[str]) -> list[list[str]]:
+        import getpass
         return [["qstat", "-xml", "-u", getpass.getuser()]]
 
     def parse_query(self, text: str) -> list[QueryEntry]:
@@ -251,6 +250,7 @@ def sge_state(code: str) -> str:
 
 def parse_qstat_xml(text: str) -> list[tuple[str, Tasklist, str]]:
     """(job id, task ids, state) of each `job_list` of `qstat -xml` (ranges like `3-9:3,57`)."""
+    import xml.etree.ElementTree as ET
     try:
         root = ET.fromstring(text)
     except ET.ParseError as exc:

@@ -9,7 +9,6 @@ kills the whole tree of a task and nothing is left behind. The pool engine itsel
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from collections.abc import Sequence
 
@@ -126,6 +125,7 @@ class LocalBackend(Backend):
         """Mark, then SIGTERM every running task's process group and SIGKILL what is left after
         the grace (SIGTERM-ignoring tasks included), whether the pool runs in the foreground,
         detached, or died (kill -9) leaving its tasks running. Two listings of state/ in all."""
+        import socket
         launch_dir = record.launch_dir
         states = read_states(launch_dir)
         host = socket.gethostname()
@@ -161,6 +161,7 @@ class LocalBackend(Backend):
 
 def _pool_alive(launch_dir: str) -> bool:
     """Whether the launch's pool (pid and start time in pool.json) still runs on this host."""
+    import socket
     info = read_pool_file(LaunchPaths(launch_dir).pool_json)
     if not info or info.get("pid") is None or info.get("host") != socket.gethostname():
         return False

@@ -16,7 +16,6 @@ import itertools
 import os
 import selectors
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -196,6 +195,7 @@ class Pool:
         return records[start:start + int(entry[1])].decode("utf-8")
 
     def _spawn(self, task_id: int, slot: str | None) -> None:
+        import subprocess
         env = dict(os.environ)
         record = self._record(task_id)
         if record is not None:

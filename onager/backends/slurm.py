@@ -13,7 +13,6 @@ What was submitted (job id, offset, indexes) is kept in `<launch>/scheduler.json
 """
 from __future__ import annotations
 
-import getpass
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -169,6 +168,7 @@ class SlurmBackend(ArrayBackend):
 
     def find_token_commands(self, launch: LaunchInfo, token: str) -> list[list[str]]:
         # -t all: a job that has already ended (MinJobAge) is found too
+        import getpass
         return [["squeue", "-h", "-u", getpass.getuser(), "-t", "all", "-n", launch.jobname, "-o", "%F|%k"]]
 
     def parse_token(self, text: str, token: str) -> str | None:
@@ -184,6 +184,7 @@ class SlurmBackend(ArrayBackend):
     def query_commands(self, job_ids: list[str]) -> list[list[str]]:
         # -t all: tasks that ended in the last MinJobAge seconds too (TO, CA, OOM, PR, NF: how
         # they ended, even where sacct has no accounting storage)
+        import getpass
         fmt = "%i|%t|%r|%e"  # %e: when an ended element ended
         by_user = ["squeue", "-h", "-u", getpass.getuser(), "-t", "all", "-o", fmt]
         if len(job_ids) > SQUEUE_IDS_MAX:  # beyond this many ids, ask for the user's jobs and filter

@@ -29,7 +29,6 @@ LAUNCH_DIR` runs a `--detach` dispatcher.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -208,6 +207,7 @@ class SshBackend(Backend):
     def cancel(self, record, tasks: Tasklist, dry_run: bool = False) -> list[list[str]]:
         """Mark, then kill the running tasks' groups on their hosts (SIGTERM, SIGKILL after the
         grace): one listing of state/ for the starts, one ssh call per host."""
+        import subprocess
         states = read_states(record.launch_dir)
         targets = [i for i in tasks if not ((st := states.get(i)) is not None and st.end is not None)]
         chosen = set(targets)

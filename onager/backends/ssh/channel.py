@@ -2,12 +2,15 @@
 its output."""
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 
 from onager.backends.ssh.hosts import HostSpec
 from onager.backends.ssh.transport import HostInfo
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: the processes are started elsewhere
+    import subprocess
 
 
 class _MarkerFilter:

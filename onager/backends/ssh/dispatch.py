@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import selectors
-import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -49,6 +46,7 @@ class Dispatcher:
 
     def __init__(self, launch_dir: str, jobname: str, launch_id: str, ids: Sequence[int],
                  options: dict[str, Any], progress: bool = False, log: Callable[[str], None] | None = None):
+        import subprocess
         self.launch_dir = launch_dir
         self.paths = LaunchPaths(launch_dir)
         self.jobname = jobname
@@ -78,6 +76,7 @@ class Dispatcher:
     # ---------------------------------------------------------------- hosts
     def prepare_hosts(self, probed: list[HostInfo] | None = None) -> None:
         """Probe every host, skip the unreachable ones, send the launch files to the others."""
+        import threading
         specs = parse_hosts(self.options.get("hosts"))
         infos = probed or probe_hosts(self.options, [s.target for s in specs])
         per_task = self.options.get("gpus_per_task")
@@ -137,6 +136,7 @@ class Dispatcher:
 
     # ---------------------------------------------------------------- cancel
     def _kill_cancelled(self) -> None:
+        import subprocess
         by_host: dict[str, list[int]] = {}
         for run in self.active:
             if self.cancels.marked(run.task_id) and run.pgid and not run.kill_sent:
@@ -162,6 +162,8 @@ class Dispatcher:
         return sum(1 for r in self.active if not r.ended)
 
     def _spawn(self, task_id: int, host: _Host, slot: int) -> None:
+        import secrets
+        import subprocess
         nonce = secrets.token_hex(12)
         argv = ssh_base(self.options, slot // SESSIONS_PER_MASTER) + \
             [host.name, task_command(host.remote, task_id, nonce, host.slots[slot])]
@@ -242,6 +244,7 @@ class Dispatcher:
 
     def _closed(self, run: _Run) -> None:
         """Both streams of a run are at their end: reap ssh, decide what happened."""
+        import subprocess
         try:
             code = run.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -305,6 +308,7 @@ class Dispatcher:
             return self._run()
 
     def _run(self) -> int:
+        import subprocess
         start = time.time()
         last_shown = 0.0
         try:

@@ -4,7 +4,6 @@ is lost) and a stop (Ctrl-C, SIGTERM, SIGHUP: mark, kill on every host, say what
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ Dispatcher = Any
 def check(d: Dispatcher, host: _Host) -> None:
     """Kill the suspects' process groups on the host (SIGTERM, SIGKILL after the grace), in
     a master=True call: when the host answers, it also gets a fresh master connection."""
+    import subprocess
     host.checked, host.suspects = host.suspects, []
     pgids = [r.pgid for r in host.checked if r.pgid]
     host.checking = subprocess.Popen(ssh_base(d.options, master=True) +
@@ -68,6 +68,7 @@ def interrupt(d: Dispatcher, stop: Stop) -> None:
     then kill the running ones on their hosts (SIGTERM, SIGKILL after the grace; a second
     signal sends SIGKILL at once) and close their channels. Later signals never cut this
     short; `d.interrupted` says what was done and what could not be confirmed."""
+    import subprocess
     why = "interrupted"
     d._name_skipped()
     runs = [r for r in d.active if not r.ended]

@@ -12,10 +12,7 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import sys
-import tarfile
-import threading
 import time
 from collections.abc import Sequence
 from typing import IO, Any
@@ -84,6 +81,8 @@ def fetch_home(options: dict[str, Any], ledger: str, host: str, remote: str,
                timeout: float = 600) -> str | None:
     """Copy a host's `results/` (log_result records, appended to the local ones) and its --fetch
     files (into `fetched/<host>/`) into the local launch dir; returns None or an error."""
+    import subprocess
+    import threading
     launch_dir = launch_of_remote_dirs(ledger)
     globs = check_fetch(options.get("fetch"))
     command = fetch_command(remote, _ledger_workdir(ledger), globs)
@@ -106,6 +105,7 @@ def fetch_home(options: dict[str, Any], ledger: str, host: str, remote: str,
 
 def _unpack_home(stream: IO[bytes], launch_dir: str, host_key: str) -> str | None:
     """Read the fetch tar: only plain files under results/ and .fetch/, no absolute or `..` name."""
+    import tarfile
     paths = LaunchPaths(launch_dir)
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -133,6 +133,7 @@ def _unpack_home(stream: IO[bytes], launch_dir: str, host_key: str) -> str | Non
 def fetch_all(options: dict[str, Any], entries: Sequence[tuple[str, str, str]],
               timeout: float = 600) -> None:
     """fetch_home for every entry, all hosts at once; a failure is one line on stderr."""
+    import threading
     def work(path: str, host: str, remote: str) -> None:
         error = fetch_home(options, path, host, remote, timeout)
         if error:
@@ -190,6 +191,7 @@ def remove_remote_dirs(options: dict[str, Any], entries: Sequence[tuple[str, str
     """Remove remote launch dirs, all hosts at once, after their outputs came home (results,
     --fetch); an entry is forgotten only once its host confirmed the removal. Returns the
     (host, dir) pairs removed."""
+    import subprocess
     fetch_all(options, entries, max(timeout, 600) if options.get("fetch") else timeout)
     procs = []
     for path, host, remote in entries:
@@ -234,6 +236,8 @@ def sweep_stale(root: str = ".", hosts: Sequence[str] | None = None, skip: Seque
                 timeout: float = CONNECT_TIMEOUT + 30) -> list[tuple[str, str, str]]:
     """Remove the remote dirs left by finished ssh launches of this project (their dispatcher
     is gone), on `hosts` only when given (those known to answer). Returns (launch, host, dir)."""
+    import threading
+
     from onager.index import JobIndex
     skipped = {os.path.abspath(p) for p in skip}
     wanted = None if hosts is None else set(hosts)

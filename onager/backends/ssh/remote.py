@@ -6,15 +6,9 @@ of the same name on one host never share a directory. It holds a host copy of wr
 (its output stays on the ssh channel), tasks.sh, tasks.idx, the runner and a snapshot."""
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
-import secrets
 import shlex
-import subprocess
-import tarfile
-import threading
 import time
 from typing import IO, Any
 
@@ -74,6 +68,8 @@ def launch_key(launch_dir: str, launch_id: str) -> str:
     """The launch's part of its remote dir: the launch id, a hash of the local launch dir (which
     names the project) and a random nonce, so that two projects launching a job of the same
     name on one host never share a dir (not even copies of one project)."""
+    import hashlib
+    import secrets
     digest = hashlib.sha256(os.path.abspath(launch_dir).encode("utf-8", "surrogateescape")).hexdigest()
     return f"{launch_id}-{digest[:8]}{secrets.token_hex(4)}"
 
@@ -120,6 +116,10 @@ def setup_command(remote: str) -> str:
 def setup_host(options: dict[str, Any], host: str, launch_dir: str, remote: str) -> str | None:
     """Send wrapper, runner, tasks.sh, tasks.idx (and a snapshot's code/) to the host, by tar over
     ssh; returns None or an error."""
+    import io
+    import subprocess
+    import tarfile
+    import threading
     wrapper = host_wrapper(launch_dir)
     proc = subprocess.Popen(ssh_base(options) + [host, setup_command(remote)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

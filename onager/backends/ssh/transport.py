@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import tempfile
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +35,7 @@ echo "probe=ok"
 
 def control_dir() -> str:
     """A private, short directory for the master sockets (a unix socket path is ~100 chars max)."""
+    import tempfile
     base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
     path = os.path.join(base, f"onager-ssh-{os.getuid()}")
     with contextlib.suppress(FileExistsError):
@@ -81,6 +79,8 @@ def ssh_master_run(options: dict[str, Any], host: str, command: str, group: int 
                    timeout: float = CONNECT_TIMEOUT + 30) -> tuple[int, str, str]:
     """Run a command that may start the master connection: output through files, not pipes,
     because a master going to the background keeps the pipes of its first client open."""
+    import subprocess
+    import tempfile
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.run(ssh_base(options, group, master=True) + [host, command],
@@ -145,6 +145,7 @@ def probe_host(options: dict[str, Any], host: str) -> HostInfo:
 
 def probe_hosts(options: dict[str, Any], hosts: Sequence[str]) -> list[HostInfo]:
     """Probe every host at once (one thread and one ssh call per host)."""
+    import threading
     results: list[HostInfo | None] = [None] * len(hosts)
 
     def work(i: int, host: str) -> None:
