@@ -31,9 +31,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -44,6 +41,10 @@ from onager.errors import UsageError
 from onager.fsutil import atomic_write, executable_mode
 from onager.layout import STATE, WRAPPER, LaunchPaths
 from onager.wrapper import shell_variable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # subprocess, socket and signal load where used: not with `launch --help`
+    import subprocess
 
 PACKING_DIR = "packing"   # in a launch directory: ids, taken/
 IDS = "ids"               # the launch's task ids in order, one a line
@@ -280,6 +281,8 @@ def pending_word(worker_answers: Iterable[str | None]) -> str | None:
 
 def local_answer(host: str, pid: int, pstart: str) -> str | None:
     """A joiner's task: running while its process lives (this host), else nothing known."""
+    import socket
+
     if host != socket.gethostname():
         return "running"  # another workstation: it cannot be asked from here
     from onager.backends._kill import alive
@@ -316,6 +319,9 @@ def run_join(jobname: str, width: int, root: str = ".", quiet: bool = False) -> 
     """Run `width` local workers over the latest packed launch of `jobname` until none is
     left; a task of theirs that `onager cancel` marks is stopped (its joiner with it).
     Ctrl-C stops every joiner (each wrapper records its task as killed). Returns 0, or 130."""
+    import signal
+    import subprocess
+
     record = find_join_launch(jobname, root)
     launch_dir = os.path.abspath(record.launch_dir)
     script = os.path.join(launch_dir, WORKER_SH)
@@ -346,6 +352,9 @@ def run_join(jobname: str, width: int, root: str = ".", quiet: bool = False) -> 
 
 def _stop_cancelled(launch_dir: str, mine: dict[int, Any]) -> None:
     """SIGTERM the joiner (process group) whose current task `onager cancel` marked."""
+    import signal
+    import socket
+
     try:
         names = os.listdir(LaunchPaths(launch_dir).state_dir)
     except OSError:
@@ -381,6 +390,8 @@ class _suppress:
         return None
 
     def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
+        import subprocess
+
         return kind is not None and issubclass(kind, (OSError, subprocess.TimeoutExpired))
 
 
