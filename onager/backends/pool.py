@@ -14,6 +14,7 @@ import collections
 import contextlib
 import itertools
 import os
+import select
 import selectors
 import signal
 import subprocess
@@ -61,6 +62,61 @@ from onager.state import KILLED, mark, record_end
 from onager.wrapper import INDEX_WIDTH
 
 CANCEL_FLAG = CANCEL_REQUESTED  # kept for importers; the path is LaunchPaths.cancel_flag
+
+#: the word in a wrapper.sh (onager.wrapper) that may run as a function in a slot's subshell
+SLOT_READY = "POOL_SLOT_READY"
+#: one long-lived bash per pool slot: it reads `ID GPUS T0\n RECORD\0` on stdin and runs the
+#: wrapper's text as a function in a subshell per task (a fork, no bash start), each task in a
+#: process group of its own (job control, `set -m`); on fd 9 it says `S ID PID` when the task
+#: started and `E ID CODE` when it ended (the wrapper adds `L ID` once its end is recorded).
+SLOT_SH = r"""set -m
+eval "onager_wrapper() { $(<"$1")
+}" || exit 3
+exec 9>&1 >/dev/null
+while IFS=' ' read -r id gpu t0 && IFS= read -r -d '' rec; do
+    ( set +m; ONAGER_SLOT=1; export ONAGER_POOL_T0=$t0
+      if [ -n "$rec" ]; then export ONAGER_RECORD=$rec; else unset ONAGER_RECORD; fi
+      [ "$gpu" = - ] || export CUDA_VISIBLE_DEVICES=$gpu
+      onager_wrapper "$id" ) </dev/null &
+    echo "S $id $!" >&9
+    wait $!; echo "E $id $?" >&9
+done
+"""
+
+
+class _Slot:
+    """One slot's bash (SLOT_SH), the task it runs and what it said of it."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.fd = proc.stdout.fileno() if proc.stdout is not None else -1
+        os.set_blocking(self.fd, False)
+        self.buf = b""
+        self.task: tuple[int, str | None, str] | None = None  # (task id, GPUs, t0) handed over
+        self.pid: int | None = None  # the running task's wrapper (its process group)
+        self.left = False  # the wrapper said its end is recorded
+        self.dead = False
+
+    def lines(self, timeout: float | None) -> list[list[str]] | None:
+        """The whole lines it wrote (waiting up to `timeout` for some); None at its end."""
+        if (timeout is None or timeout > 0) and not select_one(self.fd, timeout):
+            return []
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return []
+        if not data:
+            return None
+        self.buf += data
+        *done, self.buf = self.buf.split(b"\n")
+        return [line.decode("ascii", "replace").split() for line in done]
+
+
+def select_one(fd: int, timeout: float | None) -> bool:
+    """Whether `fd` is readable (or at its end) within `timeout` seconds (None: wait)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
 
 
 # ------------------------------------------------------------------ progress
@@ -120,6 +176,9 @@ class Pool:
         except OSError:
             self._selector = None
         self._pidfds: dict[int, int] = {}
+        #: slot mode (a wrapper that says SLOT_READY): the slots' bashes, started as needed
+        self._slots: list[_Slot] | None = None
+        self._slot_sel: selectors.BaseSelector | None = None
         #: --retries/--requeue (onager.recovery.PoolRetry): (task id, exit code) -> run it again?
         self.retry: Callable[[int, int], bool] | None = None
         self.again: collections.deque[int] = collections.deque()  # tasks to run again, in turn
@@ -195,7 +254,151 @@ class Pool:
         start = int(entry[0])
         return records[start:start + int(entry[1])].decode("utf-8")
 
+    def _slot_ready(self) -> bool:
+        """Whether the launch's wrapper may run in a slot (a wrapper of this onager)."""
+        try:
+            with open(self.wrapper, encoding="utf-8", errors="replace") as handle:
+                return SLOT_READY in handle.read(4096)
+        except OSError:
+            return False
+
+    def _task_dir(self, task_id: int) -> None:
+        """ONAGER_TASK_DIR, made here so that the wrapper needs no mkdir."""
+        path = os.path.join(self.task_dirs, str(task_id))
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            pass
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.makedirs(path, exist_ok=True)
+
+    def _new_slot(self) -> _Slot:
+        env = dict(os.environ)
+        env.pop("ONAGER_RECORD", None)
+        proc = subprocess.Popen(["bash", "-c", SLOT_SH, "onager-slot", self.wrapper], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+                                env=env, close_fds=True)
+        slot = _Slot(proc)
+        assert self._slots is not None and self._slot_sel is not None
+        self._slots.append(slot)
+        self._slot_sel.register(slot.fd, selectors.EVENT_READ, slot)
+        return slot
+
+    def _spawn_in_slot(self, task_id: int, gpus: str | None) -> None:
+        """Hand the task to an idle slot (one more slot while under the width) and wait for
+        the slot to say its pid, so that the task is in `running` (killable) from here on."""
+        assert self._slots is not None
+        slot = next((s for s in self._slots if s.task is None and not s.dead), None) or self._new_slot()
+        record = self._record(task_id)
+        if record is None or "\0" in record:
+            record = ""  # the wrapper looks it up
+        self._task_dir(task_id)
+        started = f"{time.time():.6f}"
+        slot.left, slot.pid, slot.task = False, None, (task_id, gpus, started)
+        try:
+            assert slot.proc.stdin is not None
+            slot.proc.stdin.write(f"{task_id} {gpus or '-'} {started}\n{record}\0".encode())
+            slot.proc.stdin.flush()
+        except OSError:  # the slot's bash died: another one runs the task
+            self._drop_slot(slot)
+            return self._spawn_in_slot(task_id, gpus)
+        while slot.pid is None and slot.task is not None:
+            lines = slot.lines(timeout=None)
+            if lines is None:
+                self._drop_slot(slot)
+                return self._spawn_in_slot(task_id, gpus)
+            self._slot_said(slot, lines)
+        return None
+
+    def _slot_said(self, slot: _Slot, lines: list[list[str]]) -> bool:
+        """Act on a slot's words in order; True when its task ended."""
+        ended = False
+        for words in lines:
+            if slot.task is None or len(words) < 2:
+                continue
+            task_id, gpus, started = slot.task
+            if words[0] == "S" and len(words) == 3 and words[2].isdigit():
+                slot.pid = int(words[2])
+                self.running[slot.pid] = (task_id, gpus, slot, started)
+            elif words[0] == "L":
+                slot.left = True
+            elif words[0] == "E" and len(words) == 3 and slot.pid is not None:
+                code = int(words[2]) if words[2].isdigit() else 255
+                self.running.pop(slot.pid, None)
+                killed = code > 128 and not slot.left  # its wrapper died before it recorded an end
+                slot.pid = slot.task = None
+                self._ended(task_id, gpus, started, -(code - 128) if killed else code)
+                ended = True
+        return ended
+
+    def _drop_slot(self, slot: _Slot) -> None:
+        """A slot whose bash ended: forget it (and close its pipes)."""
+        slot.dead = True
+        if self._slots is not None and slot in self._slots:
+            self._slots.remove(slot)
+        if self._slot_sel is not None:
+            with contextlib.suppress(Exception):
+                self._slot_sel.unregister(slot.fd)
+        for stream in (slot.proc.stdin, slot.proc.stdout):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+        with contextlib.suppress(Exception):
+            slot.proc.wait(timeout=5)
+
+    def _reap_slots(self, timeout: float | None) -> bool:
+        """Read what the slots said (waiting up to `timeout` for a word); True when a task ended."""
+        assert self._slot_sel is not None
+        ended = False
+        ready = self._slot_sel.select(timeout) if timeout != 0 else [
+            (key, 0) for key in self._slot_sel.get_map().values()]
+        for key, _ in ready:
+            slot: _Slot = key.data
+            lines = slot.lines(timeout=0)
+            if lines is None:  # its bash is gone (killed from outside)
+                if slot.pid is not None and slot.pid in self.running:
+                    self._slot_task_gone(slot)
+                    ended = True
+                self._drop_slot(slot)
+                continue
+            ended = self._slot_said(slot, lines) or ended
+        return ended
+
+    def _slot_task_gone(self, slot: _Slot) -> None:
+        """The slot's bash died with a task: its wrapper, if it lives on, records its own end."""
+        assert slot.pid is not None and slot.task is not None
+        task_id, gpus, started = slot.task
+        self.running.pop(slot.pid, None)
+        alive_group = group_alive(slot.pid)
+        slot.pid = slot.task = None
+        if alive_group or slot.left:
+            self.failed += 1
+            self.failures.append((task_id, 255))
+            if self.free is not None and gpus is not None:
+                self.free.append(gpus)
+        else:
+            self._ended(task_id, gpus, started, -int(signal.SIGKILL))
+
+    def _close_slots(self) -> None:
+        """No more tasks: each slot's bash reads the end of its input and exits."""
+        for slot in list(self._slots or ()):
+            with contextlib.suppress(OSError):
+                if slot.proc.stdin is not None:
+                    slot.proc.stdin.close()
+        for slot in list(self._slots or ()):
+            try:
+                slot.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with_suppressed(os.killpg, slot.proc.pid, signal.SIGKILL)
+            self._drop_slot(slot)
+        if self._slot_sel is not None:
+            self._slot_sel.close()
+            self._slot_sel = None
+
     def _spawn(self, task_id: int, slot: str | None) -> None:
+        if self._slots is not None:
+            return self._spawn_in_slot(task_id, slot)
         env = dict(os.environ)
         record = self._record(task_id)
         if record is not None:
@@ -231,6 +434,8 @@ class Pool:
 
     def _reap(self, block: bool) -> bool:
         """Reap one wrapper (waiting for one when `block`); True when one of ours ended."""
+        if self._slots is not None:
+            return self._reap_slots(None if block else 0)
         try:
             pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
         except ChildProcessError:
@@ -244,6 +449,11 @@ class Pool:
         task_id, slot, proc, started = self.running.pop(pid)
         code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else (status >> 8)
         proc.returncode = code
+        self._ended(task_id, slot, started, code)
+        return True
+
+    def _ended(self, task_id: int, slot: str | None, started: str, code: int) -> None:
+        """Count a wrapper's end (`code` < 0: killed by that signal, its end recorded here)."""
         recorded = code if code >= 0 else 128 - code
         try:
             if code < 0:  # the wrapper writes its own end; one killed by a signal could not
@@ -268,7 +478,6 @@ class Pool:
             self.failures.append((task_id, code))
         if self.free is not None and slot is not None:
             self.free.append(slot)
-        return True
 
     def _reap_all(self) -> None:
         while self.running and self._reap(block=False):
@@ -277,6 +486,14 @@ class Pool:
     def _wait(self) -> None:
         """Until a wrapper ends, at most half a second (a cancel request or a SIGKILL that is
         due is seen meanwhile); without pidfds, a blocking wait as before."""
+        if self._slots is not None:
+            if self.running:
+                self._reap_slots(0.5)
+            elif self.kill_at:
+                time.sleep(0.05)
+            self.cancels.refresh()
+            self._escalate()
+            return
         if self._selector is not None and not self.kill_at and not self.running:
             return
         if self._selector is None:
@@ -312,6 +529,8 @@ class Pool:
         last_shown = 0.0
         position = 0  # how many of self.ids were started (or skipped)
         skipped: list[int] = []
+        if self._slot_ready():
+            self._slots, self._slot_sel = [], selectors.DefaultSelector()
         try:
             self.cancels.refresh()
             for task_id in self._order():
@@ -344,6 +563,8 @@ class Pool:
             self._interrupt(position, stop)
             raise
         finally:
+            if self._slots is not None:
+                self._close_slots()
             for pid in list(self._pidfds):
                 self._forget_pidfd(pid)
             if self._selector is not None:

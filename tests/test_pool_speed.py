@@ -1,0 +1,66 @@
+"""The local pool's per-task path (issue 17): one long-lived bash per slot runs the tasks'
+wrappers as forks of itself, each task still a process group of its own, and every end is
+recorded once (by the wrapper, or by the pool for a wrapper killed by a signal)."""
+from __future__ import annotations
+
+import os
+
+from onager.state import read_states
+
+
+def _launch_dir(project) -> str:
+    root = project / ".onager" / "launches" / "p"
+    return str(root / sorted(os.listdir(root), key=int)[-1])
+
+
+def _ends(launch_dir: str, task_id: int) -> list[str]:
+    return [n for n in os.listdir(os.path.join(launch_dir, "state")) if n.startswith(f"{task_id}.end@")]
+
+
+def test_tasks_start_no_bash_of_their_own(onager, project):
+    """`$$` in a task's command is the shell that runs its wrapper: one per slot, not one
+    per task (the bash start per task was most of a trivial task's cost)."""
+    out = project / "shells.txt"
+    res = onager("prelaunch", "+jobname", "p", "+command", f"echo $$ >> {out}; true", "+pos-arg",
+                 *[str(i) for i in range(12)])
+    assert res.returncode == 0, res.stderr
+    res = onager("launch", "--backend", "local", "--jobname", "p", "--max-tasks", "2", "-q")
+    assert res.returncode == 0, res.stderr
+    shells = out.read_text().split()
+    assert len(shells) == 12
+    assert len(set(shells)) <= 2, shells
+
+
+def test_each_task_is_its_own_process_group_apart_from_its_slot(onager, project):
+    out = project / "groups.txt"
+    command = f'read -r -a s </proc/$BASHPID/stat; echo "$$ ${{s[4]}}" >> {out}; true'
+    assert onager("prelaunch", "+jobname", "p", "+command", command, "+pos-arg",
+                  *[str(i) for i in range(6)]).returncode == 0
+    res = onager("launch", "--backend", "local", "--jobname", "p", "--max-tasks", "2", "-q")
+    assert res.returncode == 0, res.stderr
+    pairs = [line.split() for line in out.read_text().splitlines()]
+    groups = [g for _, g in pairs]
+    assert len(pairs) == 6 and len(set(groups)) == 6, pairs
+    assert not {s for s, _ in pairs} & set(groups)  # the slot's shell is in none of them
+    launch_dir = _launch_dir(project)
+    starts = []  # the start name's pid: the group `onager cancel` kills
+    for st in read_states(launch_dir).values():
+        with open(os.path.join(launch_dir, "state", st.start_name)) as handle:
+            starts.append(handle.read().split()[1])
+    assert sorted(starts) == sorted(groups)
+
+
+def test_a_wrapper_killed_by_a_signal_gets_one_end_from_the_pool(onager, project):
+    """Task 2 SIGKILLs its own group (wrapper included): the pool records `killed SIGKILL`;
+    task 3 exits 137 by itself: the wrapper's end only, no second one from the pool."""
+    kill = 'read -r -a s </proc/$BASHPID/stat; kill -9 -- -${s[4]}'
+    assert onager("prelaunch", "+jobname", "p", "+command", "eval", "+pos-arg", "true", kill, "exit 137",
+                  "+q").returncode == 0
+    res = onager("launch", "--backend", "local", "--jobname", "p", "--max-tasks", "2", "-q")
+    assert res.returncode != 0
+    launch_dir = _launch_dir(project)
+    assert [len(_ends(launch_dir, i)) for i in (1, 2, 3)] == [1, 1, 1]
+    states = read_states(launch_dir)
+    assert (states[1].state, states[2].state, states[2].reason) == ("done", "killed", "SIGKILL")
+    assert (states[3].state, states[3].exit_code) == ("killed", 137)
+    assert "@-@killed@SIGKILL" not in _ends(launch_dir, 3)[0]  # the wrapper's own end, its attempt
