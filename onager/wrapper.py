@@ -40,6 +40,25 @@ CANCEL_CHECK_SH = r"""onager_cancelled() {
 """
 
 
+#: `onager_oom_find`: the file that counts this shell's memory cgroup's OOM kills into
+#: `onager_oom_file` ('' if none). A pool slot runs it once for all its tasks (they share its
+#: cgroup); a wrapper that finds the variable unset runs it itself.
+OOM_FILE_SH = r"""onager_oom_find() {
+    onager_oom_file=; local line v1= v2= file
+    while IFS= read -r line; do
+        case $line in 0::*) v2=${line#0::};; *:memory:*) v1=${line#*:memory:};; esac
+    done 2>/dev/null </proc/self/cgroup
+    if [ -n "$v1" ] && [ -e "/sys/fs/cgroup/memory$v1/memory.oom_control" ]; then
+        onager_oom_file=/sys/fs/cgroup/memory$v1/memory.oom_control
+    elif [ -n "$v2" ]; then
+        for file in "/sys/fs/cgroup$v2/memory.events" "/sys/fs/cgroup/unified$v2/memory.events"; do
+            if [ -e "$file" ]; then onager_oom_file=$file; break; fi
+        done
+    fi
+}
+"""
+
+
 def shell_variable(name: str) -> str:
     """An environment variable name, checked before it goes into a script."""
     if not _SHELL_NAME.fullmatch(name or ""):
@@ -122,6 +141,9 @@ fi
 unset ONAGER_RECORD
 ONAGER_PRIOR_ATTEMPTS=0
 eval "$rec"
+# a pool slot that set the task's free claim aside already says which attempt it counted to
+case ${{onager_slot_prior:-}} in ''|*[!0-9]*) ;; *)
+    [ "$onager_slot_prior" -le "$ONAGER_PRIOR_ATTEMPTS" ] || ONAGER_PRIOR_ATTEMPTS=$onager_slot_prior;; esac
 export ONAGER_TASK_ID ONAGER_TAG
 stamp() {{ t=${{EPOCHREALTIME:-}}; t=${{t/,/.}}; [ -n "$t" ] || t=$(date +%s); }}
 exec >>"$D/logs/$id.out" 2>>"$D/logs/$id.err"
@@ -179,20 +201,11 @@ fi
 export ONAGER_ATTEMPT=$attempt ONAGER_TASK_DIR=$T/$id
 [ -d "$ONAGER_TASK_DIR" ] || mkdir -p "$ONAGER_TASK_DIR" 2>/dev/null
 echo "$host $me $job $pst" >"$D/state/$id.start@$t0@$attempt"
-oom_kills() {{  # the oom_kill count of this shell's memory cgroup (v1 memory.oom_control, v2 memory.events)
-    n_oom=; local line v1= v2= file= key val
-    while IFS= read -r line; do
-        case $line in 0::*) v2=${{line#0::}};; *:memory:*) v1=${{line#*:memory:}};; esac
-    done 2>/dev/null </proc/self/cgroup
-    if [ -n "$v1" ] && [ -e "/sys/fs/cgroup/memory$v1/memory.oom_control" ]; then
-        file=/sys/fs/cgroup/memory$v1/memory.oom_control
-    elif [ -n "$v2" ]; then
-        for file in "/sys/fs/cgroup$v2/memory.events" "/sys/fs/cgroup/unified$v2/memory.events"; do
-            [ -e "$file" ] && break
-        done
-    fi
-    [ -n "$file" ] && [ -e "$file" ] || return 0
-    while read -r key val; do [ "$key" = oom_kill ] && n_oom=$val; done 2>/dev/null <"$file"
+{OOM_FILE_SH}oom_kills() {{  # the oom_kill count of this shell's memory cgroup (onager_oom_find's file)
+    n_oom=; local key val
+    [ -n "${{onager_oom_file+x}}" ] || onager_oom_find
+    [ -n "$onager_oom_file" ] && [ -e "$onager_oom_file" ] || return 0
+    while read -r key val; do [ "$key" = oom_kill ] && n_oom=$val; done 2>/dev/null <"$onager_oom_file"
     return 0
 }}
 finish() {{  # code, end state, reason: a new name (no process); the start name stays

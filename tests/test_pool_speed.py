@@ -64,3 +64,24 @@ def test_a_wrapper_killed_by_a_signal_gets_one_end_from_the_pool(onager, project
     assert (states[1].state, states[2].state, states[2].reason) == ("done", "killed", "SIGKILL")
     assert (states[3].state, states[3].exit_code) == ("killed", 137)
     assert "@-@killed@SIGKILL" not in _ends(launch_dir, 3)[0]  # the wrapper's own end, its attempt
+
+
+def test_a_rerun_takes_over_free_claims_without_mv_or_rm_per_task(onager, project, tmp_path_factory):
+    """A rerun finds each task's claim free (done in the last launch): the pool sets it aside
+    with a rename, so the wrapper starts no `mv` and `rm` per task; attempts count on."""
+    spy = tmp_path_factory.mktemp("spy")
+    calls = spy / "calls.txt"
+    for name in ("mv", "rm"):
+        real = next(os.path.join(d, name) for d in os.environ["PATH"].split(os.pathsep)
+                    if os.access(os.path.join(d, name), os.X_OK))
+        (spy / name).write_text(f'#!/bin/sh\necho {name} "$@" >> {calls}\nexec {real} "$@"\n')
+        (spy / name).chmod(0o755)
+    env = {"PATH": f"{spy}{os.pathsep}{os.environ['PATH']}"}
+    assert onager("prelaunch", "+jobname", "p", "+command", "true", "+pos-arg", "1", "2", "3", "4").returncode == 0
+    for _ in range(2):
+        res = onager("launch", "--backend", "local", "--jobname", "p", "--max-tasks", "2", "-q", env=env)
+        assert res.returncode == 0, res.stderr
+    assert not calls.exists() or calls.read_text() == ""
+    states = read_states(_launch_dir(project))
+    assert sorted((st.state, st.attempt) for st in states.values()) == [("done", 2)] * 4
+    assert sorted(os.listdir(project / ".onager" / "claims" / "p")) == ["1", "2", "3", "4"]

@@ -59,22 +59,24 @@ from onager.backends._kill import (  # noqa: F401 - re-exported
 )
 from onager.layout import CANCEL_REQUESTED, LaunchPaths, ProjectPaths, project_root
 from onager.state import KILLED, mark, record_end
-from onager.wrapper import INDEX_WIDTH
+from onager.wrapper import INDEX_WIDTH, OOM_FILE_SH
 
 CANCEL_FLAG = CANCEL_REQUESTED  # kept for importers; the path is LaunchPaths.cancel_flag
 
 #: the word in a wrapper.sh (onager.wrapper) that may run as a function in a slot's subshell
 SLOT_READY = "POOL_SLOT_READY"
-#: one long-lived bash per pool slot: it reads `ID GPUS T0\n RECORD\0` on stdin and runs the
-#: wrapper's text as a function in a subshell per task (a fork, no bash start), each task in a
-#: process group of its own (job control, `set -m`); on fd 9 it says `S ID PID` when the task
+#: one long-lived bash per pool slot: it reads `ID GPUS T0 PRIOR\n RECORD\0` on stdin and runs
+#: the wrapper's text as a function in a subshell per task (a fork, no bash start), each task in
+#: a process group of its own (job control, `set -m`); on fd 9 it says `S ID PID` when the task
 #: started and `E ID CODE` when it ended (the wrapper adds `L ID` once its end is recorded).
-SLOT_SH = r"""set -m
+#: The cgroup file that counts OOM kills is found once, for all its tasks.
+SLOT_SH = OOM_FILE_SH + r"""set -m
+onager_oom_find
 eval "onager_wrapper() { $(<"$1")
 }" || exit 3
 exec 9>&1 >/dev/null
-while IFS=' ' read -r id gpu t0 && IFS= read -r -d '' rec; do
-    ( set +m; ONAGER_SLOT=1; export ONAGER_POOL_T0=$t0
+while IFS=' ' read -r id gpu t0 prior && IFS= read -r -d '' rec; do
+    ( set +m; ONAGER_SLOT=1; onager_slot_prior=$prior; export ONAGER_POOL_T0=$t0
       if [ -n "$rec" ]; then export ONAGER_RECORD=$rec; else unset ONAGER_RECORD; fi
       [ "$gpu" = - ] || export CUDA_VISIBLE_DEVICES=$gpu
       onager_wrapper "$id" ) </dev/null &
@@ -182,8 +184,10 @@ class Pool:
         #: --retries/--requeue (onager.recovery.PoolRetry): (task id, exit code) -> run it again?
         self.retry: Callable[[int, int], bool] | None = None
         self.again: collections.deque[int] = collections.deque()  # tasks to run again, in turn
-        self.task_dirs = ProjectPaths(project_root(launch_dir)).task_dirs(os.path.basename(os.path.dirname(
-            os.path.abspath(launch_dir))))
+        jobname = os.path.basename(os.path.dirname(os.path.abspath(launch_dir)))
+        self.launch_id = os.path.basename(os.path.abspath(launch_dir))
+        self.task_dirs = ProjectPaths(project_root(launch_dir)).task_dirs(jobname)
+        self.claims_dir = ProjectPaths(project_root(launch_dir)).claims(jobname)
 
     # -------------------------------------------------------------- cancel
     def _kill_cancelled(self) -> None:
@@ -298,7 +302,8 @@ class Pool:
         slot.left, slot.pid, slot.task = False, None, (task_id, gpus, started)
         try:
             assert slot.proc.stdin is not None
-            slot.proc.stdin.write(f"{task_id} {gpus or '-'} {started}\n{record}\0".encode())
+            prior = self._free_claim(task_id)
+            slot.proc.stdin.write(f"{task_id} {gpus or '-'} {started} {prior}\n{record}\0".encode())
             slot.proc.stdin.flush()
         except OSError:  # the slot's bash died: another one runs the task
             self._drop_slot(slot)
@@ -331,6 +336,40 @@ class Pool:
                 self._ended(task_id, gpus, started, -(code - 128) if killed else code)
                 ended = True
         return ended
+
+    def _free_claim(self, task_id: int) -> int:
+        """The wrapper's takeover of a free claim (one an earlier attempt left, not `held`, not
+        `done` in this launch), done here with a rename where bash needs `mv` and `rm`: set
+        aside, checked, removed. Returns the attempt it counted to (0: none taken; the wrapper
+        decides as ever, held and contended claims included)."""
+        path = os.path.join(self.claims_dir, str(task_id))
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                seen = handle.read().split()
+        except OSError:
+            return 0
+        if len(seen) < 5 or seen[0] == "held" or (seen[0] == "done" and seen[2] == self.launch_id) \
+                or not seen[1].isdigit():
+            return 0
+        aside = f"{path}.{os.getpid()}"
+        try:
+            os.rename(path, aside)
+        except OSError:
+            return 0
+        try:
+            with open(aside, encoding="utf-8", errors="replace") as handle:
+                now = handle.read().split()
+        except OSError:
+            now = []
+        if now[:3] + now[4:5] != seen[:3] + seen[4:5] and now:
+            with contextlib.suppress(OSError):  # another attempt's fresh claim: put it back
+                os.link(aside, path)
+            with contextlib.suppress(OSError):
+                os.unlink(aside)
+            return 0
+        with contextlib.suppress(OSError):
+            os.unlink(aside)
+        return int(seen[1])
 
     def _drop_slot(self, slot: _Slot) -> None:
         """A slot whose bash ended: forget it (and close its pipes)."""
