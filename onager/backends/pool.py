@@ -57,6 +57,7 @@ from onager.backends._kill import (  # noqa: F401 - re-exported
     terminate_groups,
     with_suppressed,
 )
+from onager.errors import OnagerError
 from onager.layout import CANCEL_REQUESTED, LaunchPaths, ProjectPaths, project_root
 from onager.state import KILLED, mark, record_end
 from onager.wrapper import INDEX_WIDTH, OOM_FILE_SH
@@ -213,7 +214,7 @@ class Pool:
                                      hurry=lambda: stop.hurry, poll=self._reap_all)
         self.kill_at.clear()
         deadline = time.monotonic() + 5
-        while self.running and time.monotonic() < deadline:
+        while self._active() and time.monotonic() < deadline:
             if not self._reap(block=False):
                 time.sleep(0.02)
         return survivors
@@ -222,6 +223,7 @@ class Pool:
         """Ctrl-C, SIGTERM or SIGHUP: mark, then kill every running task (later signals only
         hurry this), mark the tasks never started; `self.interrupted` says what was done."""
         why = "interrupted"
+        self._settle_slots()
         running = [t for t, _, _, _ in self.running.values()]
         not_started = list(itertools.islice(self.ids, position, None)) if position < len(self.ids) else []
         not_started = [t for t in not_started if not self.cancels.marked(t)]
@@ -290,31 +292,46 @@ class Pool:
         return slot
 
     def _spawn_in_slot(self, task_id: int, gpus: str | None) -> None:
-        """Hand the task to an idle slot (one more slot while under the width) and wait for
-        the slot to say its pid, so that the task is in `running` (killable) from here on."""
+        """Hand the task to an idle slot (one more slot while under the width); it is in
+        `running` (killable) once the slot said its pid (`_slot_said`, `_settle_slots`)."""
         assert self._slots is not None
-        slot = next((s for s in self._slots if s.task is None and not s.dead), None) or self._new_slot()
         record = self._record(task_id)
         if record is None or "\0" in record:
             record = ""  # the wrapper looks it up
         self._task_dir(task_id)
         started = f"{time.time():.6f}"
-        slot.left, slot.pid, slot.task = False, None, (task_id, gpus, started)
-        try:
-            assert slot.proc.stdin is not None
-            prior = self._free_claim(task_id)
-            slot.proc.stdin.write(f"{task_id} {gpus or '-'} {started} {prior}\n{record}\0".encode())
-            slot.proc.stdin.flush()
-        except OSError:  # the slot's bash died: another one runs the task
-            self._drop_slot(slot)
-            return self._spawn_in_slot(task_id, gpus)
-        while slot.pid is None and slot.task is not None:
-            lines = slot.lines(timeout=None)
-            if lines is None:
+        prior = self._free_claim(task_id)
+        words = f"{task_id} {gpus or '-'} {started} {prior}\n{record}\0".encode()
+        for _ in range(3):
+            slot = next((s for s in self._slots if s.task is None and not s.dead), None) or self._new_slot()
+            slot.left, slot.pid, slot.task = False, None, (task_id, gpus, started)
+            try:
+                assert slot.proc.stdin is not None
+                slot.proc.stdin.write(words)
+                slot.proc.stdin.flush()
+                return
+            except OSError:  # the slot's bash died: another one runs the task
+                slot.task = None
                 self._drop_slot(slot)
-                return self._spawn_in_slot(task_id, gpus)
-            self._slot_said(slot, lines)
-        return None
+        raise OnagerError(f"the local pool's bash exits at once (bash -c on {self.wrapper}): cannot run tasks")
+
+    def _active(self) -> int:
+        """Tasks handed over and not ended (a slot's task is in `running` once it said its pid)."""
+        if self._slots is None:
+            return len(self.running)
+        return sum(1 for slot in self._slots if slot.task is not None)
+
+    def _settle_slots(self, wait: float = 5.0) -> None:
+        """Read every busy slot's pid (before a kill of all): a task handed over is started."""
+        deadline = time.monotonic() + wait
+        for slot in list(self._slots or ()):
+            while slot.task is not None and slot.pid is None and time.monotonic() < deadline:
+                lines = slot.lines(timeout=max(0.0, deadline - time.monotonic()))
+                if lines is None:
+                    self._slot_task_gone(slot)
+                    self._drop_slot(slot)
+                    break
+                self._slot_said(slot, lines)
 
     def _slot_said(self, slot: _Slot, lines: list[list[str]]) -> bool:
         """Act on a slot's words in order; True when its task ended."""
@@ -396,28 +413,33 @@ class Pool:
             slot: _Slot = key.data
             lines = slot.lines(timeout=0)
             if lines is None:  # its bash is gone (killed from outside)
-                if slot.pid is not None and slot.pid in self.running:
-                    self._slot_task_gone(slot)
-                    ended = True
+                ended = self._slot_task_gone(slot) or ended
                 self._drop_slot(slot)
                 continue
             ended = self._slot_said(slot, lines) or ended
         return ended
 
-    def _slot_task_gone(self, slot: _Slot) -> None:
-        """The slot's bash died with a task: its wrapper, if it lives on, records its own end."""
-        assert slot.pid is not None and slot.task is not None
+    def _slot_task_gone(self, slot: _Slot) -> bool:
+        """The slot's bash died with a task: one it had not started runs again; a wrapper that
+        lives on records its own end. True when a task ended."""
+        if slot.task is None:
+            return False
         task_id, gpus, started = slot.task
-        self.running.pop(slot.pid, None)
-        alive_group = group_alive(slot.pid)
-        slot.pid = slot.task = None
-        if alive_group or slot.left:
+        pid, slot.pid, slot.task = slot.pid, None, None
+        if pid is None:
+            self.again.append(task_id)
+            if self.free is not None and gpus is not None:
+                self.free.append(gpus)
+            return False
+        self.running.pop(pid, None)
+        if group_alive(pid) or slot.left:
             self.failed += 1
             self.failures.append((task_id, 255))
             if self.free is not None and gpus is not None:
                 self.free.append(gpus)
         else:
             self._ended(task_id, gpus, started, -int(signal.SIGKILL))
+        return True
 
     def _close_slots(self) -> None:
         """No more tasks: each slot's bash reads the end of its input and exits."""
@@ -519,14 +541,14 @@ class Pool:
             self.free.append(slot)
 
     def _reap_all(self) -> None:
-        while self.running and self._reap(block=False):
+        while self._active() and self._reap(block=False):
             pass
 
     def _wait(self) -> None:
         """Until a wrapper ends, at most half a second (a cancel request or a SIGKILL that is
         due is seen meanwhile); without pidfds, a blocking wait as before."""
         if self._slots is not None:
-            if self.running:
+            if self._active():
                 self._reap_slots(0.5)
             elif self.kill_at:
                 time.sleep(0.05)
@@ -548,12 +570,13 @@ class Pool:
 
     def _show(self, start: float, total: int, final: bool = False) -> None:
         finished = self.done + self.failed + self.cancelled
-        pending = total - finished - len(self.running)
+        active = self._active()
+        pending = total - finished - active
         eta = ""
         elapsed = time.time() - start
-        if finished and pending + len(self.running):
-            eta = " ETA " + fmt_duration(elapsed / finished * (pending + len(self.running)))
-        show_progress(progress_line(self.label, self.done, self.failed, len(self.running), pending, elapsed,
+        if finished and pending + active:
+            eta = " ETA " + fmt_duration(elapsed / finished * (pending + active))
+        show_progress(progress_line(self.label, self.done, self.failed, active, pending, elapsed,
                                     self.cancelled, tail=eta), final)
 
     def run(self) -> int:
@@ -573,7 +596,7 @@ class Pool:
         try:
             self.cancels.refresh()
             for task_id in self._order():
-                while len(self.running) >= self.width:
+                while self._active() >= self.width:
                     self._wait()
                 if task_id in self.cancels:
                     self.cancelled += 1
@@ -589,9 +612,9 @@ class Pool:
                     self._show(start, total)
                     last_shown = time.time()
             self._mark_skipped(skipped)
-            while self.running or self.kill_at:
+            while self._active() or self.kill_at:
                 self._wait()
-                if not self.running and self.kill_at:  # SIGKILL the rest of cancelled groups
+                if not self._active() and self.kill_at:  # SIGKILL the rest of cancelled groups
                     time.sleep(min(0.1, max(0.0, min(self.kill_at.values()) - time.monotonic())))
                 if self.progress and time.time() - last_shown > 0.5:
                     self._show(start, total)
@@ -616,7 +639,7 @@ class Pool:
     def _order(self) -> Iterator[int]:
         """The tasks in turn, then those to run again (retries) until none is left or running."""
         yield from self.ids
-        while self.again or (self.retry is not None and self.running):
+        while self.again or (self.retry is not None and self._active()):
             if self.again:
                 yield self.again.popleft()
                 continue
