@@ -1,7 +1,9 @@
 """The pool engine that local and ssh share: slots, GPU assignment, cancel requests,
 Ctrl-C, the progress line, and the pool file that tells `list` a pool still runs.
 
-`Pool` runs `wrapper.sh ID` as processes of this machine (the local backend); the ssh
+`Pool` runs `wrapper.sh ID` as processes of this machine (the local backend): one bash per
+slot (SLOT_SH) runs a wrapper of this onager as a function in a subshell per task, any
+other wrapper as `bash wrapper.sh ID` started by the pool itself; the ssh
 dispatcher (onager.backends.ssh.dispatch) fills remote slots through the same pieces:
 `CancelWatch`, `progress_line`, `stop_on_signals`, the pool file and `spawn_detached`.
 GPU assignment (onager.backends.gpus) is shared the same way. Killing, liveness and signals
