@@ -85,3 +85,60 @@ def test_a_rerun_takes_over_free_claims_without_mv_or_rm_per_task(onager, projec
     states = read_states(_launch_dir(project))
     assert sorted((st.state, st.attempt) for st in states.values()) == [("done", 2)] * 4
     assert sorted(os.listdir(project / ".onager" / "claims" / "p")) == ["1", "2", "3", "4"]
+
+
+
+def test_a_task_stopped_and_continued_is_not_taken_for_ended(onager, project):
+    """`kill -STOP` of a task's whole group (its wrapper too) pauses it: the slot waits for its
+    end, not for a change of state (job control reports stops), so it ends `done`, once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from support import ROOT
+
+    assert onager("prelaunch", "+jobname", "p", "+command", "eval", "+pos-arg", "kill -STOP 0; true", "true",
+                  "+q").returncode == 0
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "onager", "launch", "--backend", "local", "--jobname", "p",
+                             "--max-tasks", "1", "-q"], cwd=str(project), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        state_dir = project / ".onager" / "launches" / "p" / "1" / "state"
+        group = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            starts = [n for n in os.listdir(state_dir) if n.startswith("1.start@")] if state_dir.exists() else []
+            if starts:
+                group = int((state_dir / starts[0]).read_text().split()[1])
+                with open(f"/proc/{group}/stat") as handle:
+                    if handle.read().rsplit(")", 1)[1].split()[0] == "T":
+                        break
+            time.sleep(0.05)
+        assert group is not None
+        time.sleep(0.5)  # stopped a while: a slot that took the stop for an end has said so by now
+        os.killpg(group, signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    launch_dir = _launch_dir(project)
+    assert [len(_ends(launch_dir, i)) for i in (1, 2)] == [1, 1]
+    states = read_states(launch_dir)
+    assert (states[1].state, states[2].state) == ("done", "done")
+
+
+def test_a_bash_without_bashpid_runs_one_bash_per_task(tmp_path, monkeypatch):
+    """Slots need $BASHPID (bash 4+): with macOS's bash 3.2 the pool starts `bash wrapper.sh ID`."""
+    from onager.backends import _slots, pool
+
+    (tmp_path / "L").mkdir()
+    (tmp_path / "L" / "wrapper.sh").write_text(f"# {pool.SLOT_READY}\nexit 0\n")
+    p = pool.Pool(str(tmp_path / "L"), [1], 1)
+    monkeypatch.setattr(_slots, "_BASH_MAJOR", [5])
+    assert p._slot_ready()
+    monkeypatch.setattr(_slots, "_BASH_MAJOR", [3])
+    assert not p._slot_ready()

@@ -36,8 +36,10 @@ while IFS=' ' read -r id gpu t0 prior && IFS= read -r -d '' rec; do
       if [ -n "$rec" ]; then export ONAGER_RECORD=$rec; else unset ONAGER_RECORD; fi
       [ "$gpu" = - ] || export CUDA_VISIBLE_DEVICES=$gpu
       onager_wrapper "$id" ) </dev/null &
+    set +m  # a wait under job control would return when the task is stopped (kill -STOP), not ended
     echo "S $id $!" >&9
     wait $!; echo "E $id $?" >&9
+    set -m
 done
 """
 
@@ -100,12 +102,16 @@ class SlotPool:
         raise NotImplementedError
 
     def _slot_ready(self) -> bool:
-        """Whether the launch's wrapper may run in a slot (a wrapper of this onager)."""
+        """Whether the launch's wrapper may run in a slot (a wrapper of this onager, and a bash
+        with $BASHPID: 4.0 or later; macOS's /bin/bash 3.2 runs one bash per task)."""
         try:
             with open(self.wrapper, encoding="utf-8", errors="replace") as handle:
-                return SLOT_READY in handle.read(4096)
+                if SLOT_READY not in handle.read(4096):
+                    return False
         except OSError:
             return False
+        return bash_major() >= 4
+
 
     def _task_dir(self, task_id: int) -> None:
         """ONAGER_TASK_DIR, made here so that the wrapper needs no mkdir."""
@@ -295,3 +301,19 @@ class SlotPool:
         if self._slot_sel is not None:
             self._slot_sel.close()
             self._slot_sel = None
+
+
+def bash_major() -> int:
+    """The major version of `bash` on PATH (0: none that answers), asked once per process."""
+    if not _BASH_MAJOR:
+        try:
+            out = subprocess.run(["bash", "-c", "echo ${BASH_VERSINFO[0]}"], capture_output=True, text=True,
+                                 timeout=30, stdin=subprocess.DEVNULL).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        _BASH_MAJOR.append(int(out) if out.isdigit() else 0)
+    return _BASH_MAJOR[0]
+
+
+_BASH_MAJOR: list[int] = []
+
