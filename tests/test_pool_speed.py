@@ -91,6 +91,7 @@ def test_a_rerun_takes_over_free_claims_without_mv_or_rm_per_task(onager, projec
 def test_a_task_stopped_and_continued_is_not_taken_for_ended(onager, project):
     """`kill -STOP` of a task's whole group (its wrapper too) pauses it: the slot waits for its
     end, not for a change of state (job control reports stops), so it ends `done`, once."""
+    import contextlib
     import signal
     import subprocess
     import sys
@@ -104,9 +105,9 @@ def test_a_task_stopped_and_continued_is_not_taken_for_ended(onager, project):
     proc = subprocess.Popen([sys.executable, "-m", "onager", "launch", "--backend", "local", "--jobname", "p",
                              "--max-tasks", "1", "-q"], cwd=str(project), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    group = None
     try:
         state_dir = project / ".onager" / "launches" / "p" / "1" / "state"
-        group = None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             starts = [n for n in os.listdir(state_dir) if n.startswith("1.start@")] if state_dir.exists() else []
@@ -122,6 +123,9 @@ def test_a_task_stopped_and_continued_is_not_taken_for_ended(onager, project):
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
     finally:
+        if group is not None:  # a stopped group must not outlive a failed test
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
