@@ -40,6 +40,25 @@ CANCEL_CHECK_SH = r"""onager_cancelled() {
 """
 
 
+#: `onager_oom_find`: the file that counts this shell's memory cgroup's OOM kills into
+#: `onager_oom_file` ('' if none). A pool slot runs it once for all its tasks (they share its
+#: cgroup); a wrapper that finds the variable unset runs it itself.
+OOM_FILE_SH = r"""onager_oom_find() {
+    onager_oom_file=; local line v1= v2= file
+    while IFS= read -r line; do
+        case $line in 0::*) v2=${line#0::};; *:memory:*) v1=${line#*:memory:};; esac
+    done 2>/dev/null </proc/self/cgroup
+    if [ -n "$v1" ] && [ -e "/sys/fs/cgroup/memory$v1/memory.oom_control" ]; then
+        onager_oom_file=/sys/fs/cgroup/memory$v1/memory.oom_control
+    elif [ -n "$v2" ]; then
+        for file in "/sys/fs/cgroup$v2/memory.events" "/sys/fs/cgroup/unified$v2/memory.events"; do
+            if [ -e "$file" ]; then onager_oom_file=$file; break; fi
+        done
+    fi
+}
+"""
+
+
 def shell_variable(name: str) -> str:
     """An environment variable name, checked before it goes into a script."""
     if not _SHELL_NAME.fullmatch(name or ""):
@@ -97,6 +116,9 @@ def wrapper_text(launch_dir: str, jobname: str, launch_id: str, workdir: str,
 # onager wrapper for launch {jobname}/{launch_id}: finds task $1 (or the scheduler's
 # array index ${index} + ONAGER_TASK_OFFSET), claims it, records its attempt, runs it,
 # records how it ended, exits with its code. State names: onager/state.py.
+# POOL_SLOT_READY: a local pool's slot may run this text as a function in a subshell of its
+# own (no bash start per task): hence $me, not $$, and the word to the slot in finish().
+me=${{BASHPID:-$$}}
 export ONAGER_LAUNCH_DIR=${{ONAGER_REMOTE_LAUNCH_DIR:-{q(launch_dir)}}}
 export ONAGER_JOB_NAME={q(jobname)}
 export ONAGER_LAUNCH_ID={q(launch_id)}
@@ -119,12 +141,15 @@ fi
 unset ONAGER_RECORD
 ONAGER_PRIOR_ATTEMPTS=0
 eval "$rec"
+# a pool slot that set the task's free claim aside already says which attempt it counted to
+case ${{onager_slot_prior:-}} in ''|*[!0-9]*) ;; *)
+    [ "$onager_slot_prior" -le "$ONAGER_PRIOR_ATTEMPTS" ] || ONAGER_PRIOR_ATTEMPTS=$onager_slot_prior;; esac
 export ONAGER_TASK_ID ONAGER_TAG
 stamp() {{ t=${{EPOCHREALTIME:-}}; t=${{t/,/.}}; [ -n "$t" ] || t=$(date +%s); }}
 exec >>"$D/logs/$id.out" 2>>"$D/logs/$id.err"
 stamp; t0=${{ONAGER_POOL_T0:-$t}}; unset ONAGER_POOL_T0
 host=${{HOSTNAME:-$(hostname)}}; job=${{{job}:--}}; pst=-
-read -r -a ps 2>/dev/null </proc/$$/stat && pst=${{ps[21]:--}}
+read -r -a ps 2>/dev/null </proc/$me/stat && pst=${{ps[21]:--}}
 alive() {{  # pid and start time ('-': unknown): the same process, not a reused pid
     kill -0 "$1" 2>/dev/null || return 1
     [ "$2" != - ] || return 0
@@ -136,7 +161,7 @@ alive() {{  # pid and start time ('-': unknown): the same process, not a reused 
 f=$C/$id; claimed=; attempt=
 for try in 1 2 3 4 5 6; do
     attempt=$(( ONAGER_PRIOR_ATTEMPTS + 1 ))
-    set -C; {{ echo "held $attempt $ONAGER_LAUNCH_ID $host $$ $job $pst" >"$f"; }} 2>/dev/null; ok=$?; set +C
+    set -C; {{ echo "held $attempt $ONAGER_LAUNCH_ID $host $me $job $pst" >"$f"; }} 2>/dev/null; ok=$?; set +C
     if [ $ok -eq 0 ]; then claimed=1; break; fi
     c_state=; read -r c_state c_attempt c_launch c_host c_pid c_job c_pst 2>/dev/null <"$f"
     if [ -z "$c_state" ] && [ ! -e "$f" ]; then mkdir -p "$C" 2>/dev/null || break; continue; fi
@@ -160,12 +185,12 @@ for try in 1 2 3 4 5 6; do
         exit 0
     fi
     # a free or stale claim: set it aside (only if it is still the one read), count on from it
-    mv -f "$f" "$f.$$" 2>/dev/null || continue
-    x_state=; read -r x_state x_attempt x_launch x_host x_pid x_rest 2>/dev/null <"$f.$$"
+    mv -f "$f" "$f.$me" 2>/dev/null || continue
+    x_state=; read -r x_state x_attempt x_launch x_host x_pid x_rest 2>/dev/null <"$f.$me"
     if [ "$x_state $x_attempt $x_launch $x_pid" != "$c_state $c_attempt $c_launch $c_pid" ] && [ -n "$x_state" ]; then
-        mv -n "$f.$$" "$f" 2>/dev/null; continue  # a fresh claim of another attempt: put it back
+        mv -n "$f.$me" "$f" 2>/dev/null; continue  # a fresh claim of another attempt: put it back
     fi
-    rm -f "$f.$$"
+    rm -f "$f.$me"
     [ "$c_attempt" -le "$ONAGER_PRIOR_ATTEMPTS" ] || ONAGER_PRIOR_ATTEMPTS=$c_attempt
 done
 if [ -z "$claimed" ] && [ -e "$f" ]; then
@@ -175,21 +200,12 @@ fi
 [ -n "$claimed" ] || echo "onager wrapper: cannot claim task $id in $C; running it unclaimed" >&2
 export ONAGER_ATTEMPT=$attempt ONAGER_TASK_DIR=$T/$id
 [ -d "$ONAGER_TASK_DIR" ] || mkdir -p "$ONAGER_TASK_DIR" 2>/dev/null
-echo "$host $$ $job $pst" >"$D/state/$id.start@$t0@$attempt"
-oom_kills() {{  # the oom_kill count of this shell's memory cgroup (v1 memory.oom_control, v2 memory.events)
-    n_oom=; local line v1= v2= file= key val
-    while IFS= read -r line; do
-        case $line in 0::*) v2=${{line#0::}};; *:memory:*) v1=${{line#*:memory:}};; esac
-    done 2>/dev/null </proc/self/cgroup
-    if [ -n "$v1" ] && [ -e "/sys/fs/cgroup/memory$v1/memory.oom_control" ]; then
-        file=/sys/fs/cgroup/memory$v1/memory.oom_control
-    elif [ -n "$v2" ]; then
-        for file in "/sys/fs/cgroup$v2/memory.events" "/sys/fs/cgroup/unified$v2/memory.events"; do
-            [ -e "$file" ] && break
-        done
-    fi
-    [ -n "$file" ] && [ -e "$file" ] || return 0
-    while read -r key val; do [ "$key" = oom_kill ] && n_oom=$val; done 2>/dev/null <"$file"
+echo "$host $me $job $pst" >"$D/state/$id.start@$t0@$attempt"
+{OOM_FILE_SH}oom_kills() {{  # the oom_kill count of this shell's memory cgroup (onager_oom_find's file)
+    n_oom=; local key val
+    [ -n "${{onager_oom_file+x}}" ] || onager_oom_find
+    [ -n "$onager_oom_file" ] && [ -e "$onager_oom_file" ] || return 0
+    while read -r key val; do [ "$key" = oom_kill ] && n_oom=$val; done 2>/dev/null <"$onager_oom_file"
     return 0
 }}
 finish() {{  # code, end state, reason: a new name (no process); the start name stays
@@ -197,9 +213,11 @@ finish() {{  # code, end state, reason: a new name (no process); the start name 
     : >"$D/state/$id.end@$t@$1@$t0@$attempt@$2@$3" 2>/dev/null
     if [ -n "$claimed" ]; then
         local s a l h p r; read -r s a l h p r 2>/dev/null <"$f"
-        [ "$s $a $l $p" != "held $attempt $ONAGER_LAUNCH_ID $$" ] ||
+        [ "$s $a $l $p" != "held $attempt $ONAGER_LAUNCH_ID $me" ] ||
             echo "$2 $attempt $ONAGER_LAUNCH_ID $host - $job -" >"$f"
     fi
+    # a pool slot's task: its end is recorded (a wrapper that dies before this, the pool records)
+    [ -z "${{ONAGER_SLOT:-}}" ] || echo "L $id" >&9
 }}
 {CANCEL_CHECK_SH}if [ -e "$D/state/$id.cancel" ] || onager_cancelled "$id"; then  # cancelled as it started
     finish 143 cancelled before-start; exit 143
@@ -218,7 +236,8 @@ oom_kills; oom0=${{n_oom:-0}}
 exec 3<&0
 # the subshell outlives the signals its command gets (traps reset to default in the command),
 # so the wrapper sees the command's own end, not its shell's
-( trap : TERM INT HUP USR1 USR2; eval "$ONAGER_COMMAND" ) <&3 3<&- &
+( [ -z "${{ONAGER_SLOT:-}}" ] || {{ exec 9>&-; unset ONAGER_SLOT; }}
+  trap : TERM INT HUP USR1 USR2; eval "$ONAGER_COMMAND" ) <&3 3<&- &
 child=$!
 exec 3<&-
 # a trapped signal ends `wait` early: wait again until the command itself has ended

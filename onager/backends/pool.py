@@ -1,7 +1,8 @@
 """The pool engine that local and ssh share: slots, GPU assignment, cancel requests,
 Ctrl-C, the progress line, and the pool file that tells `list` a pool still runs.
 
-`Pool` runs `wrapper.sh ID` as processes of this machine (the local backend); the ssh
+`Pool` runs `wrapper.sh ID` as processes of this machine (the local backend; its slots:
+onager.backends._slots); the ssh
 dispatcher (onager.backends.ssh.dispatch) fills remote slots through the same pieces:
 `CancelWatch`, `progress_line`, `stop_on_signals`, the pool file and `spawn_detached`.
 GPU assignment (onager.backends.gpus) is shared the same way. Killing, liveness and signals
@@ -55,6 +56,7 @@ from onager.backends._kill import (  # noqa: F401 - re-exported
     terminate_groups,
     with_suppressed,
 )
+from onager.backends._slots import SLOT_READY, SLOT_SH, SlotPool  # noqa: F401 - re-exported
 from onager.layout import CANCEL_REQUESTED, LaunchPaths, ProjectPaths, project_root
 from onager.state import KILLED, mark, record_end
 from onager.wrapper import INDEX_WIDTH
@@ -89,7 +91,7 @@ def show_progress(line: str, final: bool = False) -> None:
 
 
 # ------------------------------------------------------------------ the pool
-class Pool:
+class Pool(SlotPool):
     """Runs `wrapper.sh ID` for each task id with at most `width` at once."""
 
     def __init__(self, launch_dir: str, ids: Sequence[int], max_tasks: int,
@@ -122,8 +124,10 @@ class Pool:
         #: --retries/--requeue (onager.recovery.PoolRetry): (task id, exit code) -> run it again?
         self.retry: Callable[[int, int], bool] | None = None
         self.again: collections.deque[int] = collections.deque()  # tasks to run again, in turn
-        self.task_dirs = ProjectPaths(project_root(launch_dir)).task_dirs(os.path.basename(os.path.dirname(
-            os.path.abspath(launch_dir))))
+        jobname = os.path.basename(os.path.dirname(os.path.abspath(launch_dir)))
+        self.launch_id = os.path.basename(os.path.abspath(launch_dir))
+        self.task_dirs = ProjectPaths(project_root(launch_dir)).task_dirs(jobname)
+        self.claims_dir = ProjectPaths(project_root(launch_dir)).claims(jobname)
 
     # -------------------------------------------------------------- cancel
     def _kill_cancelled(self) -> None:
@@ -149,7 +153,7 @@ class Pool:
                                      hurry=lambda: stop.hurry, poll=self._reap_all)
         self.kill_at.clear()
         deadline = time.monotonic() + 5
-        while self.running and time.monotonic() < deadline:
+        while self._active() and time.monotonic() < deadline:
             if not self._reap(block=False):
                 time.sleep(0.02)
         return survivors
@@ -158,6 +162,7 @@ class Pool:
         """Ctrl-C, SIGTERM or SIGHUP: mark, then kill every running task (later signals only
         hurry this), mark the tasks never started; `self.interrupted` says what was done."""
         why = "interrupted"
+        self._settle_slots()
         running = [t for t, _, _, _ in self.running.values()]
         not_started = list(itertools.islice(self.ids, position, None)) if position < len(self.ids) else []
         not_started = [t for t in not_started if not self.cancels.marked(t)]
@@ -195,7 +200,10 @@ class Pool:
         return records[start:start + int(entry[1])].decode("utf-8")
 
     def _spawn(self, task_id: int, slot: str | None) -> None:
+        if self._slots is not None:
+            return self._spawn_in_slot(task_id, slot)
         import subprocess
+
         env = dict(os.environ)
         record = self._record(task_id)
         if record is not None:
@@ -231,6 +239,8 @@ class Pool:
 
     def _reap(self, block: bool) -> bool:
         """Reap one wrapper (waiting for one when `block`); True when one of ours ended."""
+        if self._slots is not None:
+            return self._reap_slots(None if block else 0)
         try:
             pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
         except ChildProcessError:
@@ -244,6 +254,11 @@ class Pool:
         task_id, slot, proc, started = self.running.pop(pid)
         code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else (status >> 8)
         proc.returncode = code
+        self._ended(task_id, slot, started, code)
+        return True
+
+    def _ended(self, task_id: int, slot: str | None, started: str, code: int) -> None:
+        """Count a wrapper's end (`code` < 0: killed by that signal, its end recorded here)."""
         recorded = code if code >= 0 else 128 - code
         try:
             if code < 0:  # the wrapper writes its own end; one killed by a signal could not
@@ -268,15 +283,22 @@ class Pool:
             self.failures.append((task_id, code))
         if self.free is not None and slot is not None:
             self.free.append(slot)
-        return True
 
     def _reap_all(self) -> None:
-        while self.running and self._reap(block=False):
+        while self._active() and self._reap(block=False):
             pass
 
     def _wait(self) -> None:
         """Until a wrapper ends, at most half a second (a cancel request or a SIGKILL that is
         due is seen meanwhile); without pidfds, a blocking wait as before."""
+        if self._slots is not None:
+            if self._active():
+                self._reap_slots(0.5)
+            elif self.kill_at:
+                time.sleep(0.05)
+            self.cancels.refresh()
+            self._escalate()
+            return
         if self._selector is not None and not self.kill_at and not self.running:
             return
         if self._selector is None:
@@ -292,12 +314,13 @@ class Pool:
 
     def _show(self, start: float, total: int, final: bool = False) -> None:
         finished = self.done + self.failed + self.cancelled
-        pending = total - finished - len(self.running)
+        active = self._active()
+        pending = total - finished - active
         eta = ""
         elapsed = time.time() - start
-        if finished and pending + len(self.running):
-            eta = " ETA " + fmt_duration(elapsed / finished * (pending + len(self.running)))
-        show_progress(progress_line(self.label, self.done, self.failed, len(self.running), pending, elapsed,
+        if finished and pending + active:
+            eta = " ETA " + fmt_duration(elapsed / finished * (pending + active))
+        show_progress(progress_line(self.label, self.done, self.failed, active, pending, elapsed,
                                     self.cancelled, tail=eta), final)
 
     def run(self) -> int:
@@ -312,10 +335,12 @@ class Pool:
         last_shown = 0.0
         position = 0  # how many of self.ids were started (or skipped)
         skipped: list[int] = []
+        if self._slot_ready():
+            self._slots, self._slot_sel = [], selectors.DefaultSelector()
         try:
             self.cancels.refresh()
             for task_id in self._order():
-                while len(self.running) >= self.width:
+                while self._active() >= self.width:
                     self._wait()
                 if task_id in self.cancels:
                     self.cancelled += 1
@@ -331,9 +356,9 @@ class Pool:
                     self._show(start, total)
                     last_shown = time.time()
             self._mark_skipped(skipped)
-            while self.running or self.kill_at:
+            while self._active() or self.kill_at:
                 self._wait()
-                if not self.running and self.kill_at:  # SIGKILL the rest of cancelled groups
+                if not self._active() and self.kill_at:  # SIGKILL the rest of cancelled groups
                     time.sleep(min(0.1, max(0.0, min(self.kill_at.values()) - time.monotonic())))
                 if self.progress and time.time() - last_shown > 0.5:
                     self._show(start, total)
@@ -344,6 +369,8 @@ class Pool:
             self._interrupt(position, stop)
             raise
         finally:
+            if self._slots is not None:
+                self._close_slots()
             for pid in list(self._pidfds):
                 self._forget_pidfd(pid)
             if self._selector is not None:
@@ -356,7 +383,7 @@ class Pool:
     def _order(self) -> Iterator[int]:
         """The tasks in turn, then those to run again (retries) until none is left or running."""
         yield from self.ids
-        while self.again or (self.retry is not None and self.running):
+        while self.again or (self.retry is not None and self._active()):
             if self.again:
                 yield self.again.popleft()
                 continue
