@@ -12,12 +12,15 @@ import os
 import select
 import selectors
 import signal
-import subprocess
 import time
 
 from onager.backends._kill import group_alive, with_suppressed
 from onager.errors import OnagerError
 from onager.wrapper import OOM_FILE_SH
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # subprocess loads when a slot starts, not with `launch --help`
+    import subprocess
 
 #: the word in a wrapper.sh (onager.wrapper) that may run as a function in a slot's subshell
 SLOT_READY = "POOL_SLOT_READY"
@@ -125,6 +128,8 @@ class SlotPool:
                 os.makedirs(path, exist_ok=True)
 
     def _new_slot(self) -> _Slot:
+        import subprocess
+
         env = dict(os.environ)
         env.pop("ONAGER_RECORD", None)
         proc = subprocess.Popen(["bash", "-c", SLOT_SH, "onager-slot", self.wrapper], stdin=subprocess.PIPE,
@@ -288,6 +293,8 @@ class SlotPool:
 
     def _close_slots(self) -> None:
         """No more tasks: each slot's bash reads the end of its input and exits."""
+        import subprocess
+
         for slot in list(self._slots or ()):
             with contextlib.suppress(OSError):
                 if slot.proc.stdin is not None:
@@ -306,6 +313,8 @@ class SlotPool:
 def bash_major() -> int:
     """The major version of `bash` on PATH (0: none that answers), asked once per process."""
     if not _BASH_MAJOR:
+        import subprocess
+
         try:
             out = subprocess.run(["bash", "-c", "echo ${BASH_VERSINFO[0]}"], capture_output=True, text=True,
                                  timeout=30, stdin=subprocess.DEVNULL).stdout.strip()
