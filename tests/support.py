@@ -150,3 +150,35 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+def call_onager(*argv: str, errors: str = "replace") -> tuple[int, str, str]:
+    """`onager ARGV` in this process: (exit code, stdout, stderr), stdout decoded with `errors`
+    (bytes as written: newlines untranslated); any other exception escapes."""
+    import contextlib
+    import io
+
+    from onager import cli
+
+    out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline=""), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(list(argv))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out.flush()
+        text = out.buffer.getvalue().decode("utf-8", errors)
+    return code, text, err.getvalue()
+
+
+def uneven_jobfile(root, name: str, lengths: list[float], counts: str, count_first: bool = False) -> str:
+    """A jobfile of job `name` whose task i sleeps lengths[i-1] s and appends its id to the file
+    `counts` (one line per run; before the sleep with `count_first`: runs started, not ended)."""
+    counts = os.path.join(str(root), counts)
+    count = f"echo $ONAGER_TASK_ID >> {counts}"
+    entries = {str(i): [f"{count}; sleep {s}" if count_first else f"sleep {s}; {count}", f"{name}_{i}", {}]
+               for i, s in enumerate(lengths, 1)}
+    os.makedirs(os.path.join(str(root), ".onager", "scripts", name), exist_ok=True)
+    with open(os.path.join(str(root), ".onager", "scripts", name, "jobs.json"), "w") as handle:
+        json.dump(entries, handle)
+    return counts

@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -26,9 +25,9 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import ROOT
+from support import ROOT, call_onager
 
-from onager import cli, listing, state, status
+from onager import listing, state, status
 from onager.index import JobIndex, LaunchRecord
 from onager.jobfile import iter_jobfile
 from onager.launch import write_tasks
@@ -38,16 +37,7 @@ TIME = "/usr/bin/time"
 
 
 def call(*argv: str) -> tuple[int, str, str]:
-    """`onager ARGV` in this process: (exit code, stdout, stderr)."""
-    out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline=""), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main(list(argv))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out.flush()
-        text = out.buffer.getvalue().decode("utf-8", "surrogateescape")
-    return code, text, err.getvalue()
+    return call_onager(*argv, errors="surrogateescape")
 
 
 def fabricate(root, jobname: str, values: list[str], job_ids: list[str] | None = None,

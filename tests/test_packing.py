@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from support import install_fake_scheduler, ok, refused, run_onager
+from support import install_fake_scheduler, ok, refused, run_onager, uneven_jobfile
 
 from onager import packing
 from onager.backends.slurm import SlurmBackend
@@ -37,13 +37,7 @@ def fake(project, monkeypatch):
 
 def sweep(root, lengths: list[float], name: str = "exp") -> str:
     """A jobfile whose task i sleeps lengths[i-1] s, then appends its id to counts (one line per run)."""
-    counts = os.path.join(str(root), "counts")
-    entries = {str(i): [f"sleep {s}; echo $ONAGER_TASK_ID >> {counts}", f"{name}_{i}", {}]
-               for i, s in enumerate(lengths, 1)}
-    os.makedirs(os.path.join(str(root), ".onager", "scripts", name), exist_ok=True)
-    with open(os.path.join(str(root), ".onager", "scripts", name, "jobs.json"), "w") as handle:
-        json.dump(entries, handle)
-    return counts
+    return uneven_jobfile(root, name, lengths, "counts")
 
 
 def runs(counts: str) -> list[int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import os
 import shutil
@@ -12,24 +11,13 @@ import subprocess
 import sys
 
 import pytest
-from support import ROOT, run_onager
-
-from onager import cli
+from support import ROOT, call_onager, run_onager
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def call(*argv: str) -> tuple[int, str, str]:
-    """`onager ARGV` in this process: (exit code, stdout, stderr); any other exception escapes."""
-    out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main(list(argv))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out.flush()
-        text = out.buffer.getvalue().decode("utf-8", "replace")
-    return code, text, err.getvalue()
+    return call_onager(*argv, errors="replace")
 
 
 def one_line(err: str) -> str:

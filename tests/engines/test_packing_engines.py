@@ -4,13 +4,13 @@ killed mid-run leaves its task ended truthfully while the others finish the rest
 from this machine shares the work with the cluster's workers, and cancel stops the workers."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
 
 import pytest
 from lifecycle_helpers import P, job_ids
+from support import uneven_jobfile
 
 from onager import packing
 
@@ -32,13 +32,8 @@ def backend_of(name: str) -> str:
 
 
 def sweep(root, jobname: str, lengths: list[float]) -> str:
-    counts = os.path.join(str(root), f"counts-{jobname}")
-    entries = {str(i): [f"echo $ONAGER_TASK_ID >> {counts}; sleep {s}", f"{jobname}_{i}", {}]
-               for i, s in enumerate(lengths, 1)}
-    os.makedirs(os.path.join(str(root), ".onager", "scripts", jobname), exist_ok=True)
-    with open(os.path.join(str(root), ".onager", "scripts", jobname, "jobs.json"), "w") as handle:
-        json.dump(entries, handle)
-    return counts
+    """Each run counted as it starts (a killed run counts too)."""
+    return uneven_jobfile(root, jobname, lengths, f"counts-{jobname}", count_first=True)
 
 
 def runs(counts: str) -> dict[int, int]:
