@@ -243,19 +243,19 @@ def wrapper_names(names: list[str], within: Tasklist | None = None) -> WrapperNa
     by hand, one holding a newline), a task shows more than one attempt, the same attempt is
     spelled two ways, an end precedes its start, or (given `within`) a task is not in it:
     the general reading (`parse_states`) decides those."""
-    slot: Callable[[int], int]
+    slot: Callable[[int], int] | None = None  # task id -> its slot, -1 outside `within` (None: id - first)
     lookup: Callable[[int], int]
     if within is not None and len(within.blocks) == 1 and within.blocks[0][2] == 1:
         first, size = within.first, within.last - within.first + 1
 
-        def slot(task_id: int) -> int:
+        def lookup(task_id: int) -> int:
             k = task_id - first
             return k if 0 <= k < size else -1
-        lookup = slot
         start_at, end_at = array("q", [-1]) * size, array("q", [-1]) * size
     else:  # other tasklists: a slot per task seen
         slots: dict[int, int] = {}
         start_at, end_at = array("q"), array("q")
+        first, size = 0, 1 << 62  # slots grow as tasks are seen
 
         def lookup(task_id: int) -> int:
             return slots.get(task_id, -1)
@@ -272,11 +272,11 @@ def wrapper_names(names: list[str], within: Tasklist | None = None) -> WrapperNa
     counts: Counter[str] = Counter()
     others = array("q")
     start_one, end_one = _START_ONE.fullmatch, _END_ONE.fullmatch
-    for i, name in enumerate(names):
+    for i, name in enumerate(names):  # the loop of a million tasks: no call that can be avoided
         match = start_one(name)
         if match is not None:
-            k = slot(int(match.group(1)))
-            if k < 0:
+            k = int(match[1]) - first if slot is None else slot(int(match[1]))
+            if not 0 <= k < size:
                 return None  # a task the launch does not have
             seen = start_at[k]
             if seen >= 0:
@@ -291,13 +291,13 @@ def wrapper_names(names: list[str], within: Tasklist | None = None) -> WrapperNa
         match = end_one(name)
         if match is None:
             return None  # another kind or form of name
-        task, when, _, t0, _, how, _ = match.groups()
-        k = slot(int(task))
-        if k < 0 or end_at[k] >= 0:
+        task, when, _, t0, number, how, _ = match.groups()
+        k = int(task) - first if slot is None else slot(int(task))
+        if not 0 <= k < size or end_at[k] >= 0:
             return None  # a task the launch does not have, or two ends: two attempts
         end_at[k] = i
         start = start_at[k]
-        if start >= 0 and names[start] != _start_of(name):
+        if start >= 0 and names[start] != f"{task}.start@{t0}@{number}":
             return None
         if float(when) < float(t0):
             return None  # an end before its start (clocks)
