@@ -19,13 +19,18 @@ import gc
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from onager.errors import OnagerError
 from onager.layout import LaunchPaths
 from onager.records import Record
+
+if TYPE_CHECKING:
+    from onager.tasklist import Tasklist
 
 PENDING, RUNNING, DONE, FAILED, CANCELLED, LOST, ERROR, UNKNOWN = (
     "pending", "running", "done", "failed", "cancelled", "lost", "error", "unknown")
@@ -190,42 +195,122 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-class WrapperNames(NamedTuple):
-    """A listing of state/ holding only what the wrapper writes, one attempt per task:
-    starts (id, t0, attempt) that have no end, and ends (id, t, code, t0, attempt, state,
-    reason), as text; `has_start` tells which ends have their start name."""
-
-    running: list[tuple[str, str, str]]
-    ends: list[tuple[str, str, str, str, str, str, str]]
-    ended: set[int]
-    has_start: set[tuple[str, str, str]]
+_START_ONE = re.compile(_START.pattern[2:-6], re.ASCII)  # one name: no newlines around it
+_END_ONE = re.compile(_END.pattern[2:-6], re.ASCII)
 
 
-def wrapper_names(names: list[str]) -> WrapperNames | None:
-    """`names` read by two regular expressions, or None when any name is of another kind or
-    form (cancel, lost, accounting, duplicate, older end forms, a name made by hand), a task
-    shows more than one attempt, or the same attempt is spelled two ways: the general reading
-    (`parse_states`) decides those."""
-    joined = "\n" + "\n".join(names) + "\n"
-    if joined.count("\n") != len(names) + 1:
-        return None  # a name holding a newline
-    with _no_gc():
-        starts = _START.findall(joined)
-        if len(starts) == len(names):
-            ends: list[tuple[str, str, str, str, str, str, str]] = []
-        else:
-            ends = _END.findall(joined)
-            if len(starts) + len(ends) != len(names):
-                return None
-        ended = set(map(int, (end[0] for end in ends)))
-        if len(ended) != len(ends):
-            return None  # two ends of one task: two attempts
-        started = set(starts)
-        running = list(started - {(end[0], end[3], end[4]) for end in ends})
-        if len(set(int(start[0]) for start in running)) != len(running) or any(
-                int(start[0]) in ended for start in running):
-            return None  # a start of another attempt than the end, or two starts
-        return WrapperNames(running, ends, ended, started)
+class WrapperNames:
+    """A listing of state/ holding only what the wrapper writes, one attempt per task, kept
+    flat (a million tasks must not become a million tuples): per task slot the index in
+    `names` of its start and of its end, the end states counted, and the indices of the ends
+    that are not `done`; `running_starts` and `other_ends` give those few names' fields."""
+
+    __slots__ = ("names", "counts", "others", "_start_at", "_end_at", "_slot")
+
+    def __init__(self, names: list[str], counts: Counter[str], others: array[int], start_at: array[int],
+                 end_at: array[int], slot: Callable[[int], int]):
+        self.names, self.counts, self.others = names, counts, others
+        self._start_at, self._end_at, self._slot = start_at, end_at, slot
+
+    def named(self, task_id: int) -> bool:
+        """Whether the task has a start or an end name."""
+        k = self._slot(task_id)
+        return k >= 0 and (self._start_at[k] >= 0 or self._end_at[k] >= 0)
+
+    def named_count(self) -> int:
+        """How many tasks have a start or an end name."""
+        return sum(1 for s, e in zip(self._start_at, self._end_at) if s >= 0 or e >= 0)
+
+    def running_starts(self) -> Iterator[tuple[str, str, str]]:
+        """(id, t0, attempt) of each start that has no end."""
+        for s, e in zip(self._start_at, self._end_at):
+            if s >= 0 and e < 0:
+                match = _START_ONE.fullmatch(self.names[s])
+                assert match is not None
+                yield match.groups()  # type: ignore[misc]
+
+    def other_ends(self) -> Iterator[tuple[str, str, str, str, str, str, str]]:
+        """(id, t, code, t0, attempt, state, reason) of each end that is not `done`, in listing order."""
+        for i in self.others:
+            match = _END_ONE.fullmatch(self.names[i])
+            assert match is not None
+            yield match.groups()  # type: ignore[misc]
+
+
+def wrapper_names(names: list[str], within: Tasklist | None = None) -> WrapperNames | None:
+    """`names` read one at a time into flat per-task arrays, or None when any name is of
+    another kind or form (cancel, lost, accounting, duplicate, older end forms, a name made
+    by hand, one holding a newline), a task shows more than one attempt, the same attempt is
+    spelled two ways, an end precedes its start, or (given `within`) a task is not in it:
+    the general reading (`parse_states`) decides those."""
+    slot: Callable[[int], int] | None = None  # task id -> its slot, -1 outside `within` (None: id - first)
+    lookup: Callable[[int], int]
+    if within is not None and len(within.blocks) == 1 and within.blocks[0][2] == 1:
+        first, size = within.first, within.last - within.first + 1
+
+        def lookup(task_id: int) -> int:
+            k = task_id - first
+            return k if 0 <= k < size else -1
+        start_at, end_at = array("q", [-1]) * size, array("q", [-1]) * size
+    else:  # other tasklists: a slot per task seen
+        slots: dict[int, int] = {}
+        start_at, end_at = array("q"), array("q")
+        first, size = 0, 1 << 62  # slots grow as tasks are seen
+
+        def lookup(task_id: int) -> int:
+            return slots.get(task_id, -1)
+
+        def slot(task_id: int) -> int:
+            k = slots.get(task_id)
+            if k is None:
+                if within is not None and task_id not in within:
+                    return -1
+                k = slots[task_id] = len(slots)
+                start_at.append(-1)
+                end_at.append(-1)
+            return k
+    counts: Counter[str] = Counter()
+    others = array("q")
+    start_one, end_one = _START_ONE.fullmatch, _END_ONE.fullmatch
+    for i, name in enumerate(names):  # the loop of a million tasks: no call that can be avoided
+        match = start_one(name)
+        if match is not None:
+            k = int(match[1]) - first if slot is None else slot(int(match[1]))
+            if not 0 <= k < size:
+                return None  # a task the launch does not have
+            seen = start_at[k]
+            if seen >= 0:
+                if names[seen] != name:
+                    return None  # two starts: two attempts, or one spelled two ways
+                continue
+            start_at[k] = i
+            end = end_at[k]
+            if end >= 0 and _start_of(names[end]) != name:
+                return None  # a start of another attempt than the end
+            continue
+        match = end_one(name)
+        if match is None:
+            return None  # another kind or form of name
+        task, when, _, t0, number, how, _ = match.groups()
+        k = int(task) - first if slot is None else slot(int(task))
+        if not 0 <= k < size or end_at[k] >= 0:
+            return None  # a task the launch does not have, or two ends: two attempts
+        end_at[k] = i
+        start = start_at[k]
+        if start >= 0 and names[start] != f"{task}.start@{t0}@{number}":
+            return None
+        if float(when) < float(t0):
+            return None  # an end before its start (clocks)
+        counts[how] += 1
+        if how != "done":
+            others.append(i)
+    return WrapperNames(names, counts, others, start_at, end_at, lookup)
+
+
+def _start_of(end_name: str) -> str:
+    """The start name of the attempt that an end name (of `_END_ONE`'s form) ends."""
+    fields = end_name.split("@")
+    return f"{fields[0][:-4]}.start@{fields[3]}@{fields[4]}"
 
 
 def parse_states(names: list[str], history: bool = False) -> dict[int, TaskState]:

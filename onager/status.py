@@ -278,42 +278,31 @@ def launch_counts(record: LaunchRecord, scheduler: dict[int, str] | None,
 def _simple_counts(record: LaunchRecord, scheduler: dict[int, str] | None, names: list[str],
                    tasks: Tasklist) -> Counter[str] | None:
     """`launch_counts` of a launch whose state names are only what the wrapper writes, or None."""
-    simple = wrapper_names(names)
+    simple = wrapper_names(names, tasks)
     if simple is None:
         return None
-    ended, running = simple.ended, {int(start[0]) for start in simple.running}
-    named = ended | running
-    if named:
-        one_range = len(tasks.blocks) == 1 and tasks.blocks[0][2] == 1
-        if not (tasks.first <= min(named) and max(named) <= tasks.last if one_range else named <= set(tasks)):
-            return None  # names of tasks the launch does not have
     decide = _decider(record, scheduler, {})
-    counts: Counter[str] = Counter()
-    if simple.ends:
-        _, when, _, started, _, states, _ = zip(*simple.ends)
-        if not all(map(float.__ge__, map(float, when), map(float, started))):
-            return None  # an end before its start (clocks): the general reading decides
-        counts.update(states)
-        other = counts.keys() - {DONE}  # `done` is final whatever the scheduler says; the rest are decided
-        for task, t, code, t0, number, state, reason in simple.ends if other else ():
-            if state in other:
-                counts[state] -= 1
-                st = TaskState(float(t0), float(t), int(code), attempts=1, attempt=int(number), state=state,
-                               reason=reason)
-                counts[decide(int(task), st).status] += 1
-    for task, t0, number in simple.running:
+    counts: Counter[str] = Counter(simple.counts)
+    other = counts.keys() - {DONE}  # `done` is final whatever the scheduler says; the rest are decided
+    for task, t, code, t0, number, state, reason in simple.other_ends() if other else ():
+        counts[state] -= 1
+        st = TaskState(float(t0), float(t), int(code), attempts=1, attempt=int(number), state=state,
+                       reason=reason)
+        counts[decide(int(task), st).status] += 1
+    for task, t0, number in simple.running_starts():
         counts[decide(int(task), TaskState(float(t0), attempts=1, attempt=int(number))).status] += 1
-    rest = len(tasks) - len(named)
+    named = simple.named_count()
+    rest = len(tasks) - named
     if rest:  # tasks with no name at all: what the scheduler says of each
         if scheduler is None or type(scheduler) is dict:
-            answered = [i for i in (scheduler or {}) if i in tasks and i not in named]
+            answered = [i for i in (scheduler or {}) if i in tasks and not simple.named(i)]
             for task_id in answered:
                 counts[decide(task_id, None).status] += 1
             if rest - len(answered):
                 counts[verdict(None, None, scheduler is not None).status] += rest - len(answered)
         else:  # a pool's answers are computed per task
             for task_id in tasks:
-                if task_id not in named:
+                if not simple.named(task_id):
                     counts[decide(task_id, None).status] += 1
     return +counts
 

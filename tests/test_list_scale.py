@@ -20,6 +20,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from collections import Counter
 
 import pytest
@@ -281,3 +282,90 @@ def test_cells_with_newlines_and_nuls_still_lay_out(project):
     keep = [r for r in rows if "\n" not in r.tag]
     tasklist = str(Tasklist.from_ids(r.task_id for r in keep))
     assert call("list", "--tasklist", tasklist)[1] == old_table(keep, listing.COLUMNS)
+
+
+# ------------------------------------------------------------------ summary in flat memory
+FLAT_TASKS = 100_000  # 200k names
+
+
+def flat_names(tasks: int, rng: random.Random) -> list[str]:
+    """What the wrapper leaves for `tasks` tasks: mostly a start and a `done` end, a few
+    failed ones, a few still running and a few with no name yet."""
+    names = []
+    for task in range(1, tasks + 1):
+        t0 = f"{1.7e9 + task:.6f}"
+        kind = rng.randrange(100)
+        if kind == 0:
+            continue
+        names.append(f"{task}.start@{t0}@1")
+        if kind == 1:
+            continue
+        how, code = ("failed", 1) if kind == 2 else ("done", 0)
+        names.append(f"{task}.end@{float(t0) + 5:.6f}@{code}@{t0}@1@{how}@")
+    rng.shuffle(names)
+    return names
+
+
+def counts_of(tmp_path, names: list[str], tasks: int) -> Counter[str]:
+    """`launch_counts` of a launch of `tasks` tasks whose state/ holds `names`."""
+    (tmp_path / "state").mkdir(exist_ok=True)
+    record = LaunchRecord("big", "1", "local", str(tmp_path), f"1-{tasks}", tasks, 1.0e9, [], {})
+    original = state.state_names
+    status.state_names = lambda _: names  # type: ignore[assignment]
+    try:
+        return status.launch_counts(record, None)
+    finally:
+        status.state_names = original  # type: ignore[assignment]
+
+
+def general_counts(tmp_path, names: list[str], tasks: int) -> Counter[str]:
+    """The counts that the rows of the launch show: the general reading, task by task."""
+    states = state._parse_any(names, False)
+    record = LaunchRecord("big", "1", "local", str(tmp_path), f"1-{tasks}", tasks, 1.0e9, [], {})
+    decide = status._decider(record, None, states)
+    return Counter(decide(i, states.get(i)).status for i in range(1, tasks + 1))
+
+
+def test_summary_of_200k_names_takes_flat_memory(tmp_path):
+    """A tuple of 3 or 7 strings per name (and sets of them) took some 100 MB more than the
+    listing at 200k names; the summary now needs a few bytes per task."""
+    names = flat_names(FLAT_TASKS, random.Random(5))
+    tracemalloc.start()
+    try:
+        counts = counts_of(tmp_path, names, FLAT_TASKS)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * 2 ** 20, f"peak {peak / 2 ** 20:.1f} MiB"
+    assert counts == general_counts(tmp_path, names, FLAT_TASKS)
+    assert counts["running" if counts["running"] else "unknown"] and counts["failed"]
+
+
+@pytest.mark.parametrize("extra", [
+    ["7.start@1700000007.000000@1"],                      # a duplicate start name in the list
+    ["30.start@1700000030.000000@1"],                     # a task still running
+    ["07.start@1700000007.000000@1"],                     # the same task spelled another way
+    ["7.end@1700000012.000000@0@1700000007.000000@1@done@"],  # a duplicate end
+    ["100001.start@1@1"],                                 # a task the launch does not have
+    ["0.start@1@1"],
+    ["7.start@1700000007.0@1"],
+    ["7.cancel@1700000009.0"],
+])
+def test_odd_listings_count_as_the_general_reading_counts(tmp_path, extra):
+    """Names the fast reading must hand to the general one give the same counts as rows."""
+    base = [f"{t}.start@{1.7e9 + t:.6f}@1" for t in range(1, 20)]
+    base += [f"{t}.end@{1.7e9 + t + 5:.6f}@{t % 2}@{1.7e9 + t:.6f}@1@{'failed' if t % 2 else 'done'}@"
+             for t in range(1, 15)]
+    names = base + extra
+    assert counts_of(tmp_path, names, 30) == general_counts(tmp_path, names, 30)
+    fast = extra[0].startswith(("7.start@1700000007.000000@", "30."))  # the rest: the general reading
+    assert (state.wrapper_names(names, Tasklist.parse("1-30")) is not None) == fast
+
+
+def test_the_wrapper_names_of_a_stepped_tasklist():
+    """A tasklist of several blocks keeps a slot per task seen; ids outside it are refused."""
+    names = ["3.start@1.0@1", "3.end@2.0@0@1.0@1@done@", "7.start@1.0@1"]
+    simple = state.wrapper_names(names, Tasklist.parse("1-9:2"))
+    assert simple is not None and simple.named(3) and simple.named(7) and not simple.named(5)
+    assert simple.named_count() == 2 and list(simple.running_starts()) == [("7", "1.0", "1")]
+    assert state.wrapper_names([*names, "4.start@1.0@1"], Tasklist.parse("1-9:2")) is None
