@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from onager.backends.base import Option
+from onager.backends.base import Option, positive
 from onager.errors import UsageError
 from onager.fsutil import atomic_write, executable_mode
 from onager.layout import STATE, WRAPPER, LaunchPaths
@@ -73,16 +73,9 @@ def is_packed(launch_dir: str) -> bool:
 
 def worker_count(options: dict[str, Any]) -> int:
     """`--workers W` (0: not a packed launch); a bad value is a usage error."""
-    value = options.get("workers")
-    if value is None or value is False or value == "":  # not `in`: 0 == False, and 0 is refused
+    if options.get("workers") is False:  # 0 == False, and 0 is refused
         return 0
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"bad --workers {value!r}: give a whole number of workers, like 4") from None
-    if number < 1:
-        raise UsageError(f"--workers must be at least 1 (got {number})")
-    return number
+    return positive(options, "workers", 0) or 0
 
 
 def check_options(options: dict[str, Any]) -> int:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
 from onager import packing
-from onager.backends.base import BLOCKED, QUEUED, STARTED, STUCK, Backend, LaunchInfo, Option, run
+from onager.backends.base import BLOCKED, QUEUED, STARTED, STUCK, Backend, LaunchInfo, Option, positive, run
 from onager.errors import OnagerError, UsageError
 from onager.fsutil import atomic_write, executable_mode
 from onager.layout import GROUPS_TXT, NODE_SH, SCHEDULER_JSON, STATE, WRAPPER, LaunchPaths
@@ -98,17 +98,6 @@ def hms_text(seconds: int) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def positive(options: dict[str, Any], key: str, default: int | None = None) -> int | None:
-    value = options.get(key)
-    if value in (None, ""):
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"bad --{key.replace('_', '-')} {value!r}: give a whole number") from None
-    if number < 1:
-        raise UsageError(f"--{key.replace('_', '-')} must be at least 1 (got {number})")
-    return number
 
 
 def gpu_count(options: dict[str, Any]) -> str | None:

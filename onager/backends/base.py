@@ -319,3 +319,17 @@ def add_options(parser: Any, options: Sequence[Option]) -> None:
     """Register declared options on a parser or argument group."""
     for option in options:
         option.add_to(parser)
+
+
+def positive(options: dict[str, Any], key: str, default: int | None = None) -> int | None:
+    """A whole-number option of at least 1 (`default` when unset); a bad value is a usage error."""
+    value = options.get(key)
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"bad --{key.replace('_', '-')} {value!r}: give a whole number") from None
+    if number < 1:
+        raise UsageError(f"--{key.replace('_', '-')} must be at least 1 (got {number})")
+    return number

@@ -26,12 +26,11 @@ from onager.backends.array import (
     duration_seconds,
     hms_text,
     megabytes_text,
-    positive,
     scheduler_time,
     submission_token,
     warning_seconds,
 )
-from onager.backends.base import BLOCKED, QUEUED, STARTED, STUCK, LaunchInfo, Option, cluster_setting
+from onager.backends.base import BLOCKED, QUEUED, STARTED, STUCK, LaunchInfo, Option, cluster_setting, positive
 from onager.errors import OnagerError, UsageError
 from onager.packing import WORKERS
 from onager.state import END_STATES, parse_answer
